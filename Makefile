@@ -1,0 +1,25 @@
+# The two entry points of the README: `make conformance` and `make test`.
+# Each does its own set-up on a fresh machine: a venv in .venv with the project installed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+M0_SPEC ?= $(abspath ../shared/spec/01_M0_worker_orcd.md)
+export M0_SPEC
+
+.PHONY: install test conformance
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Unit, property and harness self-tests; CUDA tests skip themselves without a GPU.
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+# The conformance suite against the reference worker on the default (real) model.
+conformance: install
+	$(BIN)/python -m pytest features -q -ra

@@ -1,0 +1,1 @@
+"""Reference worker for the M0 worker specification."""
