@@ -1,0 +1,173 @@
+"""m0-conformance: the traceability tools (map, check, scenarios, drift, audit, report).
+
+Every failure a user can cause (a missing or wrong file, an empty feature list, results from
+another catalog) ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import audit, drift, report
+from .catalog import (
+    CatalogError,
+    check_catalog,
+    default_path,
+    derive_catalog,
+    feature_tags,
+    load_catalog,
+    with_scenarios,
+)
+from .results import ResultsError
+from .spec_source import ENV_VAR, SpecSourceError, load_spec
+
+USER_ERRORS = (SpecSourceError, CatalogError, audit.AuditError, ResultsError, report.ReportError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"m0-conformance {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) stopped early; that is not our error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="m0-conformance", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    spec_help = f"spec Markdown file (default: ${ENV_VAR}, else the cached pinned revision d4a857ac)"
+
+    p = commands.add_parser("map", help="print the requirements catalog")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--spec", help=f"spec file (default: ${ENV_VAR}); when there is one, the catalog's "
+                                  "disagreements with it are reported on stderr")
+    p.set_defaults(run=_map)
+
+    p = commands.add_parser("check", help="check that the catalog agrees with the spec file")
+    p.add_argument("--spec", help=spec_help)
+    p.set_defaults(run=_check)
+
+    p = commands.add_parser("scenarios", help="compare the catalog's scenarios column with feature tags")
+    p.add_argument("--features", default="features", help="folder of .feature files (default: features)")
+    p.add_argument("--write", action="store_true", help="rewrite the catalog's scenarios column")
+    p.set_defaults(run=_scenarios)
+
+    p = commands.add_parser("drift", help="requirement-level differences between two spec files")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_drift)
+
+    p = commands.add_parser("audit", help="scope audit of proposed features, with spec citations")
+    p.add_argument("features", nargs="*", metavar="FEATURE", help="a proposed feature in plain words")
+    p.add_argument("--spec", help=spec_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_audit)
+
+    p = commands.add_parser("report", help="coverage report from conformance results")
+    p.add_argument("--results", nargs="+", required=True, metavar="FILE",
+                   help="cucumber JSON (pytest --cucumberjson) and/or JUnit XML (pytest --junitxml)")
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--worker", help="name of the worker under test")
+    p.add_argument("--spec", help=f"spec file whose revision the report names (default: ${ENV_VAR}, "
+                                  "else the catalog's revision)")
+    p.set_defaults(run=_report)
+    return parser
+
+
+def _map(args) -> int:
+    catalog = load_catalog()
+    spec = args.spec or os.environ.get(ENV_VAR)
+    if spec:
+        for problem in check_catalog(catalog, load_spec(spec).parsed):
+            print(f"warning: {problem}", file=sys.stderr)
+    if args.json:
+        print(catalog.to_json(), end="")
+        return 0
+    print(f"Requirements of spec revision {catalog.spec['revision']} ({len(catalog.entries)} ids)\n")
+    print("| id | § | line | level | scope | observable | scenarios | title |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for e in catalog.entries:
+        print(f"| {e['id']} | {e['section']} | {e['line']} | {e['level'] or '—'} | {e['scope']} | {e['observable']} "
+              f"| {len(e['scenarios'])} | {e['title']} |")
+    return 0
+
+
+def _check(args) -> int:
+    spec = load_spec(args.spec)
+    problems = check_catalog(load_catalog(), spec.parsed)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} disagreement(s) between the catalog and {spec.path}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _scenarios(args) -> int:
+    catalog = load_catalog()
+    synced = with_scenarios(catalog, feature_tags(Path(args.features)))
+    stale = [e["id"] for e, s in zip(catalog.entries, synced.entries) if e["scenarios"] != s["scenarios"]]
+    if args.write:
+        default_path().write_text(synced.to_json(), encoding="utf-8")
+        print(f"updated the scenarios of {len(stale)} requirement(s) in {default_path()}")
+        return 0
+    for rid in stale:
+        print(f"{rid}: scenarios differ from the tags in {args.features}/")
+    return 1 if stale else 0
+
+
+def _drift(args) -> int:
+    old, new = load_spec(args.old, warn=_quiet), load_spec(args.new, warn=_quiet)
+    changes = drift.compare(old.parsed, new.parsed)
+    if args.json:
+        print(json.dumps({"old": _identity(old), "new": _identity(new), "changes": drift.as_json(changes)}, indent=1))
+    else:
+        print(drift.render_markdown(changes, f"{old.path.name} ({old.revision})", f"{new.path.name} ({new.revision})"))
+    return 0
+
+
+def _audit(args) -> int:
+    if not args.features:
+        raise audit.AuditError("no features given; name at least one, e.g. "
+                               "m0-conformance audit \"speculative decoding\" \"top-k sampling\"")
+    spec = load_spec(args.spec)
+    catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
+    audits = audit.audit_features(args.features, spec.parsed, catalog)
+    identity = _identity(spec)
+    if args.json:
+        print(json.dumps(audit.as_json(audits, identity), indent=1, ensure_ascii=False))
+    else:
+        print(audit.render_markdown(audits, identity), end="")
+    return 0
+
+
+def _report(args) -> int:
+    written = report.write_reports(args.results, args.out, worker=args.worker,
+                                   spec=args.spec or os.environ.get(ENV_VAR))
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _identity(spec) -> dict:
+    """How outputs name the spec: the upstream path for the pinned revision (wherever its copy
+    lies, so committed examples do not depend on it), else the file's name."""
+    name = "llama-orch bin/.specs/01_M0_worker_orcd.md" if spec.is_pinned else spec.path.name
+    return {"path": name, "sha256": spec.sha256, "revision": spec.revision}
+
+
+def _quiet(message: str) -> None:
+    """Drift compares revisions on purpose; their hashes differing is not news."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

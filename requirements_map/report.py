@@ -1,0 +1,253 @@
+"""Coverage report: every requirement of the catalog with its scope, scenarios and outcome.
+
+Outcomes:
+- passed / failed: from the scenarios tagged with the id (any failure fails it);
+- not run: every scenario was skipped; the skip reasons are shown;
+- not observable: the harness said so (tag @not-observable or a skip reason saying it cannot
+  be verified), or the requirement is about the build or the documents (catalog 'observable');
+- deferred, informational: the requirement is not in M0 (deferred-M1, M2+, removed), or its
+  scenarios are tagged @deferred-M1 / @informational; their results are shown, never counted
+  as failures;
+- uncovered: no scenario and no reason. For an M0 requirement this is a gap, shown loudly.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .catalog import Catalog, load_catalog
+from .results import ScenarioResult, read_results
+from .scope import SCOPES
+from .spec_parser import REQUIREMENT_ID
+from .spec_source import load_spec
+
+OUTCOMES = ("passed", "failed", "not run", "not observable", "deferred, informational", "uncovered")
+_INFORMATIONAL_TAGS = {"deferred-M1", "deferred", "informational", "M1", "M2+"}
+_NOT_OBSERVABLE_TAG = "not-observable"
+_NOT_OBSERVABLE_WORDS = ("not verifiable", "not observable", "cannot be verified", "can't be verified")
+_OBSERVABLE_REASON = {
+    "build": "a property of the implementation's source, build or own test suite; a running worker does not show it",
+    "documentation": "met by the worker's documents; check by reading them",
+}
+
+
+class ReportError(ValueError):
+    """The results do not belong to this catalog."""
+
+
+@dataclass
+class RequirementOutcome:
+    id: str
+    title: str
+    section: str
+    section_title: str
+    line: int
+    scope: str
+    observable: str
+    outcome: str
+    reason: str
+    gap: bool
+    scenarios: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class CoverageReport:
+    worker: str
+    spec: dict
+    generated: str
+    sources: list[str]
+    requirements: list[RequirementOutcome]
+    untagged: list[str]  # scenarios that name no requirement id
+
+    def totals(self, key: str) -> dict[str, Counter]:
+        """Outcome counts grouped by `key` ('scope' or 'section'), in scope order or spec order.
+
+        Sections are named by number and title, since the spec numbers two sections "9."."""
+        grouped: dict[str, Counter] = {}
+        requirements = sorted(self.requirements, key=lambda r: SCOPES.index(r.scope)) if key == "scope" \
+            else self.requirements
+        for req in requirements:
+            group = req.scope if key == "scope" else f"{req.section} {req.section_title}"
+            grouped.setdefault(group, Counter())[req.outcome] += 1
+        return grouped
+
+    @property
+    def gaps(self) -> list[RequirementOutcome]:
+        return [r for r in self.requirements if r.gap]
+
+
+def build_report(results: list[ScenarioResult], catalog: Catalog, *, worker: str, spec: dict,
+                 sources: list[str]) -> CoverageReport:
+    """Join scenario results with the catalog; raise ReportError for ids the catalog lacks."""
+    entries = catalog.by_id()
+    tagged = [(r, {t for t in r.tags if REQUIREMENT_ID.fullmatch(t)}) for r in results]
+    unknown = sorted({rid for _, ids in tagged for rid in ids} - entries.keys())
+    if unknown:
+        raise ReportError(f"the results tag requirement ids that are not in the catalog of spec revision "
+                          f"{catalog.spec['revision']}: {', '.join(unknown)}. Were they produced against "
+                          f"another spec revision or catalog?")
+    outcomes = []
+    for entry in catalog.entries:
+        mine = [r for r, ids in tagged if entry["id"] in ids]
+        outcomes.append(_outcome(entry, mine))
+    untagged = sorted(f"{r.feature}: {r.name}" for r, ids in tagged if not ids)
+    return CoverageReport(worker, spec, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                          sources, outcomes, untagged)
+
+
+def _outcome(entry: dict, scenarios: list[ScenarioResult]) -> RequirementOutcome:
+    shown = [{"name": s.name, "feature": s.feature, "outcome": s.outcome, "reason": s.reason,
+              "tags": sorted(s.tags)} for s in scenarios]
+    base = {"id": entry["id"], "title": entry["title"], "section": entry["section"],
+            "section_title": entry["section_title"], "line": entry["line"],
+            "scope": entry["scope"], "observable": entry["observable"], "scenarios": shown}
+    counted = [s for s in scenarios if not s.tags & _INFORMATIONAL_TAGS]
+    if entry["scope"] not in ("M0", "M0-optional") or (scenarios and not counted):
+        ran = Counter(s.outcome for s in scenarios)
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(ran.items())) or "no scenario"
+        return RequirementOutcome(**base, outcome="deferred, informational",
+                                  reason=f"scope {entry['scope']}; {summary}" if entry["scope"] not in
+                                  ("M0", "M0-optional") else f"scenarios tagged informational; {summary}", gap=False)
+    if any(s.outcome == "failed" for s in counted):
+        failed = [s for s in counted if s.outcome == "failed"]
+        return RequirementOutcome(**base, outcome="failed", reason="; ".join(
+            f"{s.name}: {s.reason}" if s.reason else s.name for s in failed), gap=False)
+    if any(s.outcome == "passed" for s in counted):
+        skipped = [s for s in counted if s.outcome == "skipped"]
+        note = f"{len(skipped)} scenario(s) not run" if skipped else ""
+        return RequirementOutcome(**base, outcome="passed", reason=note, gap=False)
+    if counted:
+        reasons = "; ".join(dict.fromkeys(s.reason or "skipped without a reason" for s in counted))
+        blind = all(_NOT_OBSERVABLE_TAG in s.tags or any(w in s.reason.lower() for w in _NOT_OBSERVABLE_WORDS)
+                    for s in counted)
+        return RequirementOutcome(**base, outcome="not observable" if blind else "not run", reason=reasons,
+                                  gap=False)
+    if entry["observable"] in _OBSERVABLE_REASON:
+        return RequirementOutcome(**base, outcome="not observable", reason=_OBSERVABLE_REASON[entry["observable"]],
+                                  gap=False)
+    optional = entry["scope"] == "M0-optional"
+    return RequirementOutcome(**base, outcome="uncovered",
+                              reason="optional in M0; no scenario" if optional else
+                              "GAP: an M0 requirement with no scenario and no reason", gap=not optional)
+
+
+def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=None,
+                  catalog: Catalog | None = None) -> dict[str, Path]:
+    """Read results files, write coverage.md, coverage.json and coverage.html into `out_dir`.
+
+    `spec` is an optional spec file path; when given, the report names its revision (and warns
+    on stderr if it is not the pinned one). Returns the paths written. Raises ResultsError,
+    ReportError or SpecSourceError with a message for the user.
+    """
+    catalog = catalog or load_catalog()
+    spec_identity = dict(catalog.spec)
+    if spec is not None:
+        loaded = load_spec(spec)
+        spec_identity.update(file=str(loaded.path), file_sha256=loaded.sha256, file_revision=loaded.revision)
+    sources = [str(p) for p in results_paths]
+    report = build_report(read_results(list(results_paths)), catalog, worker=worker or "unnamed worker",
+                          spec=spec_identity, sources=sources)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"markdown": out / "coverage.md", "json": out / "coverage.json", "html": out / "coverage.html"}
+    written["markdown"].write_text(render_markdown(report), encoding="utf-8")
+    written["json"].write_text(json.dumps(as_json(report), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    written["html"].write_text(render_html(report), encoding="utf-8")
+    return written
+
+
+def as_json(report: CoverageReport) -> dict:
+    return {"worker": report.worker, "spec": report.spec, "generated": report.generated,
+            "sources": report.sources, "gaps": [r.id for r in report.gaps],
+            "totals": {"by_scope": _plain(report.totals("scope")), "by_section": _plain(report.totals("section"))},
+            "requirements": [asdict(r) for r in report.requirements], "untagged_scenarios": report.untagged}
+
+
+def _plain(grouped: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    return {group: {o: counts[o] for o in OUTCOMES if counts[o]} for group, counts in grouped.items()}
+
+
+def _header_lines(report: CoverageReport) -> list[str]:
+    spec = report.spec
+    line = f"Spec revision {spec['revision']} (`{spec['path']}`, sha256 {spec['sha256'][:16]}…)"
+    if "file_revision" in spec:
+        line += f"; spec file used: `{spec['file']}`, {spec['file_revision']}"
+    return [f"Worker under test: **{report.worker}**", "", line, "",
+            f"Results: {', '.join(f'`{s}`' for s in report.sources)}; generated {report.generated}."]
+
+
+def render_markdown(report: CoverageReport) -> str:
+    out = ["# M0 conformance coverage", ""] + _header_lines(report) + [""]
+    if report.gaps:
+        out += [(f"> **GAPS: {len(report.gaps)} M0 requirement(s) have no scenario and no reason:** "
+                 f"{', '.join(r.id for r in report.gaps)}"), ""]
+    for key, title in (("scope", "scope"), ("section", "spec section")):
+        out += [f"## Totals per {title}", "", "| " + title + " | " + " | ".join(OUTCOMES) + " | total |",
+                "| --- " * (len(OUTCOMES) + 2) + "|"]
+        for group, counts in report.totals(key).items():
+            out.append(f"| {group} | " + " | ".join(str(counts[o] or "") for o in OUTCOMES)
+                       + f" | {sum(counts.values())} |")
+        out.append("")
+    out += ["## Requirements", "", "| id | title | § | scope | outcome | scenarios | reason |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report.requirements:
+        outcome = f"**{r.outcome.upper()} (GAP)**" if r.gap else r.outcome
+        scenarios = "<br>".join(f"{s['name']} ({s['outcome']})" for s in r.scenarios) or "—"
+        out.append(f"| {r.id} | {_md(r.title)} | {r.section} | {r.scope} | {outcome} | {_md(scenarios)} | "
+                   f"{_md(r.reason) or '—'} |")
+    if report.untagged:
+        out += ["", "## Scenarios without a requirement tag", ""] + [f"- {_md(s)}" for s in report.untagged]
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}
+td,th{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top;font-size:.9rem}
+th{background:#f3f3f3}
+.passed{background:#dff3df}.failed{background:#f8d0d0}.not-run{background:#fff3c4}
+.not-observable{background:#e6e6f3}.deferred-informational{background:#eef}.uncovered{background:#f5f5f5}
+.gap{background:#d00;color:#fff;font-weight:bold}
+.banner{background:#d00;color:#fff;padding:1rem;font-size:1.1rem;font-weight:bold}
+"""
+
+
+def render_html(report: CoverageReport) -> str:
+    """One self-contained page (inline CSS, no scripts, no external resources)."""
+    e = html.escape
+    parts = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>M0 conformance coverage</title>",
+             f"<style>{_STYLE}</style></head><body><h1>M0 conformance coverage</h1>"]
+    parts += [f"<p>{e(line).replace('**', '')}</p>" for line in _header_lines(report) if line]
+    if report.gaps:
+        parts.append(f"<p class=banner>GAPS: {len(report.gaps)} M0 requirement(s) have no scenario and no reason: "
+                     f"{e(', '.join(r.id for r in report.gaps))}</p>")
+    for key, title in (("scope", "scope"), ("section", "spec section")):
+        parts.append(f"<h2>Totals per {title}</h2><table><tr><th>{title}</th>"
+                     + "".join(f"<th>{e(o)}</th>" for o in OUTCOMES) + "<th>total</th></tr>")
+        for group, counts in report.totals(key).items():
+            parts.append(f"<tr><td>{e(group)}</td>" + "".join(f"<td>{counts[o] or ''}</td>" for o in OUTCOMES)
+                         + f"<td>{sum(counts.values())}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Requirements</h2><table><tr><th>id</th><th>title</th><th>§</th><th>scope</th>"
+                 "<th>outcome</th><th>scenarios</th><th>reason</th></tr>")
+    for r in report.requirements:
+        css = "gap" if r.gap else r.outcome.replace(", ", "-").replace(" ", "-")
+        scenarios = "<br>".join(f"{e(s['name'])} ({e(s['outcome'])})" for s in r.scenarios) or "—"
+        parts.append(f"<tr><td>{e(r.id)}</td><td>{e(r.title)}</td><td>{e(r.section)}</td><td>{e(r.scope)}</td>"
+                     f"<td class={css}>{e(r.outcome)}{' (GAP)' if r.gap else ''}</td><td>{scenarios}</td>"
+                     f"<td>{e(r.reason) or '—'}</td></tr>")
+    parts.append("</table>")
+    if report.untagged:
+        parts.append("<h2>Scenarios without a requirement tag</h2><ul>"
+                     + "".join(f"<li>{e(s)}</li>" for s in report.untagged) + "</ul>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

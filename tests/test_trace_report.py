@@ -1,0 +1,175 @@
+"""Coverage report from constructed results files (cucumber JSON, JUnit XML, and a real pytest-bdd run)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from requirements_map.catalog import load_catalog
+from requirements_map.cli import main
+from requirements_map.report import ReportError, build_report, write_reports
+from requirements_map.results import ResultsError, read_results
+
+pytest_plugins = ["trace_fixtures"]
+def scenario(name, tags, *statuses, error=""):
+    steps = [{"keyword": "Given", "name": f"step {i}", "line": i, "match": {"location": ""},
+              "result": dict({"status": s, "duration": 1}, **({"error_message": error} if s == "failed" else {}))}
+             for i, s in enumerate(statuses)]
+    return {"keyword": "Scenario", "id": name, "name": name, "line": 1, "description": "",
+            "tags": [{"name": t, "line": 1} for t in tags], "type": "scenario", "steps": steps}
+
+
+def cucumber(path, *scenarios, feature_tags=()):
+    path.write_text(json.dumps([{"keyword": "Feature", "uri": "features/execute.feature", "name": "Execute",
+                                 "id": "execute", "line": 1, "description": "", "language": "en",
+                                 "tags": [{"name": t, "line": 1} for t in feature_tags],
+                                 "elements": list(scenarios)}]))
+    return path
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="3">
+ <testcase classname="features.test_vram" name="test_weights_stay_resident">
+  <skipped type="pytest.skip" message="not verifiable against a numpy worker (resident: false)">skip</skipped>
+ </testcase>
+ <testcase classname="features.test_cli" name="test_worker_refuses_a_bad_uuid">
+  <properties><property name="tags" value="@M0-W-1100"/></properties>
+  <skipped type="pytest.skip" message="needs --worker-cmd">skip</skipped>
+ </testcase>
+ <testcase classname="features.test_execute" name="test_a_haiku_streams[seed-42]"/>
+</testsuite></testsuites>
+"""
+
+
+@pytest.fixture
+def results(tmp_path):
+    cuc = cucumber(tmp_path / "run.json",
+                   scenario("A haiku streams", ["M0-W-1300", "M0-W-1310"], "passed", "passed"),
+                   scenario("A bad temperature is refused", ["M0-W-1302"], "passed", "failed", error="got 200\nmore"),
+                   scenario("Weights stay resident", ["M0-W-1012"], "passed", "skipped"),
+                   scenario("First token arrives quickly", ["M0-W-1600", "deferred-M1"], "failed", error="250 ms"),
+                   scenario("Events come in order", ["M0-W-1311", "informational"], "failed"))
+    junit = tmp_path / "run.xml"
+    junit.write_text(JUNIT)
+    return [cuc, junit]
+
+
+def outcomes(report):
+    return {r.id: r for r in report.requirements}
+
+
+def test_outcomes_per_requirement(results):
+    catalog = load_catalog()
+    report = build_report(read_results(results), catalog, worker="ref", spec=catalog.spec, sources=[])
+    by_id = outcomes(report)
+    assert by_id["M0-W-1300"].outcome == by_id["M0-W-1310"].outcome == "passed"
+    assert by_id["M0-W-1302"].outcome == "failed" and "got 200" in by_id["M0-W-1302"].reason
+    # the skip reason comes from JUnit, the tag from cucumber JSON
+    assert by_id["M0-W-1012"].outcome == "not observable" and "numpy worker" in by_id["M0-W-1012"].reason
+    assert by_id["M0-W-1100"].outcome == "not run" and by_id["M0-W-1100"].reason == "needs --worker-cmd"
+    # deferred requirements and informational scenarios never fail the run
+    assert by_id["M0-W-1600"].outcome == "deferred, informational" and "1 failed" in by_id["M0-W-1600"].reason
+    assert by_id["M0-W-1311"].outcome == "deferred, informational"
+    assert by_id["M0-W-1350"].outcome == "deferred, informational" and not by_id["M0-W-1350"].gap
+    assert by_id["M0-W-1702"].outcome == "not observable" and not by_id["M0-W-1702"].gap  # a build requirement
+    assert by_id["M0-W-1101"].outcome == "uncovered" and not by_id["M0-W-1101"].gap  # optional
+    assert by_id["M0-W-1320"].outcome == "uncovered" and by_id["M0-W-1320"].gap  # M0, nothing: a gap
+    assert all(r.scope in ("M0",) and r.observable not in ("build", "documentation") for r in report.gaps)
+
+
+def test_totals_add_up(results):
+    catalog = load_catalog()
+    report = build_report(read_results(results), catalog, worker="ref", spec=catalog.spec, sources=[])
+    for key in ("scope", "section"):
+        assert sum(sum(c.values()) for c in report.totals(key).values()) == len(catalog.entries)
+    assert report.totals("scope")["deferred-M1"]["deferred, informational"] == 16
+    sections = report.totals("section")
+    assert {"9.1 Context Management", "9.1 Error Codes"} <= sections.keys()  # the spec has two "## 9."
+
+
+def test_write_reports_makes_three_self_contained_files(results, tmp_path, record_spec):
+    written = write_reports(results, tmp_path / "out", worker="reference-worker (numpy)", spec=record_spec.path)
+    md, data, page = (written[k].read_text() for k in ("markdown", "json", "html"))
+    assert "Worker under test: **reference-worker (numpy)**" in md and "GAPS:" in md
+    assert json.loads(data)["spec"]["file_revision"].startswith("d4a857ac")
+    assert "M0-W-1320" in json.loads(data)["gaps"]
+    assert page.startswith("<!DOCTYPE html>") and "class=banner" in page
+    assert not any(marker in page for marker in ("<script", "src=", "href=", "http://", "https://"))
+
+
+def test_results_from_another_catalog_are_refused(tmp_path, capsys):
+    foreign = cucumber(tmp_path / "foreign.json", scenario("Stops at a stop word", ["M0-W-1422"], "passed"))
+    catalog = load_catalog()
+    with pytest.raises(ReportError, match="M0-W-1422"):
+        build_report(read_results([foreign]), catalog, worker="x", spec=catalog.spec, sources=[])
+    assert main(["report", "--results", str(foreign), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not in the catalog" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "neither cucumber JSON"),
+    ("[{\"no\": \"features\"}]", "not pytest-bdd cucumber JSON"),
+    ("<html><body/></html>", "not JUnit XML"),
+    ("<testsuites><testsuite>", "not well-formed"),
+    ("[]", "no scenarios found"),
+])
+def test_bad_results_files_are_clear_errors(tmp_path, content, message, capsys):
+    bad = tmp_path / "bad.out"
+    bad.write_text(content)
+    with pytest.raises(ResultsError, match=message):
+        read_results([bad])
+    assert main(["report", "--results", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_results_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", "--results", str(tmp_path / "none.json")]) == 2
+    assert "cannot read results file" in capsys.readouterr().err
+
+
+def test_results_of_a_real_pytest_bdd_run(tmp_path):
+    """Run pytest-bdd itself so the file formats are the real ones, not our idea of them."""
+    (tmp_path / "run.feature").write_text(textwrap.dedent("""\
+        @M0-W-1320
+        Feature: Health
+          @M0-W-1364
+          Scenario: Health names the tokenizer
+            Given a worker
+          @M0-W-1302
+          Scenario: A bad request is refused
+            Given a worker
+            Then it fails
+          @M0-W-1012
+          Scenario: Residency is checked
+            Given a worker
+            Then it cannot be verified here
+        """))
+    (tmp_path / "test_run.py").write_text(textwrap.dedent("""\
+        import pytest
+        from pytest_bdd import given, then, scenarios
+        scenarios("run.feature")
+        @given("a worker")
+        def worker():
+            pass
+        @then("it fails")
+        def fails():
+            assert False, "status 200, expected 400"
+        @then("it cannot be verified here")
+        def blind():
+            pytest.skip("not verifiable against a numpy worker")
+        """))
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                    f"--cucumberjson={tmp_path / 'c.json'}", f"--junitxml={tmp_path / 'j.xml'}", str(tmp_path)],
+                   cwd=tmp_path, capture_output=True, check=False, timeout=120)
+    catalog = load_catalog()
+    report = build_report(read_results([tmp_path / "c.json", tmp_path / "j.xml"]), catalog, worker="w",
+                          spec=catalog.spec, sources=[])
+    by_id = outcomes(report)
+    assert by_id["M0-W-1364"].outcome == "passed"
+    assert by_id["M0-W-1302"].outcome == "failed" and "status 200" in by_id["M0-W-1302"].reason
+    assert by_id["M0-W-1012"].outcome == "not observable" and "numpy worker" in by_id["M0-W-1012"].reason
+    assert by_id["M0-W-1320"].outcome == "failed"  # the feature tag covers all three scenarios
