@@ -1,0 +1,87 @@
+"""Prefill and decode speed of the engine on a model: a table of tokens/s.
+
+    python -m reference_worker.bench --model PATH [--backend numpy|cuda]
+
+Prefill runs prompts of several lengths through the adapter in one pass; decode generates
+greedily through `Engine.generate`, the server's own path, and times the steps after the
+first. Beside decode tokens/s it prints the weight bytes streamed per second at that rate
+(bytes of the backend's weight matrices x tokens/s: float32 on numpy, the file's encoding on
+cuda), which says how close decode is to the memory-bandwidth limit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from reference_worker.engine import Engine, SamplingParams
+
+PROMPT = "Write a haiku about GPU computing"
+
+
+def time_prefill(engine: Engine, n_tokens: int, repeats: int) -> float:
+    """Best-of-repeats seconds to run n_tokens prompt tokens through the model."""
+    ids = np.random.default_rng(0).integers(0, engine.vocab_size, n_tokens).tolist()
+    best = float("inf")
+    for _ in range(repeats):
+        cache = engine.adapter.new_cache(n_tokens)
+        started = time.perf_counter()
+        engine.adapter.forward(ids, 0, cache)
+        best = min(best, time.perf_counter() - started)
+        cache.close()
+    return best
+
+
+def weight_bytes(engine: Engine) -> int:
+    """Bytes of the weight matrices one decode step reads, as the backend holds them."""
+    adapter = engine.adapter
+    matrices = [adapter.output] + [w for layer in adapter.layers
+                                   for w in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up,
+                                             layer.w_down)]
+    return sum(int(getattr(m, "nbytes", 0)) for m in matrices)
+
+
+def time_decode(engine: Engine, n_tokens: int) -> tuple[int, float]:
+    """(tokens, seconds) for the decode steps after the first token of a greedy generation."""
+    gen = engine.generate(PROMPT, n_tokens + 1, SamplingParams(temperature=0.0))
+    stamps = [time.perf_counter() for _ in gen]
+    gen.close()
+    return len(stamps) - 1, stamps[-1] - stamps[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_worker.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="GGUF path (default: the real test model, fetched if needed)")
+    parser.add_argument("--backend", default="numpy", choices=("numpy", "cuda"))
+    parser.add_argument("--device", default=0, type=int)
+    parser.add_argument("--prompt-tokens", default="16,64,256", help="comma-separated prefill lengths")
+    parser.add_argument("--decode-tokens", default=32, type=int)
+    parser.add_argument("--repeats", default=2, type=int)
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from reference_worker.models import real_model_path
+        args.model = real_model_path()
+
+    started = time.perf_counter()
+    engine = Engine.load(args.model, backend=args.backend, device=args.device)
+    load_s = time.perf_counter() - started
+    file_gb = engine.gguf.path.stat().st_size / 1e9
+    streamed_gb = (weight_bytes(engine) or engine.gguf.path.stat().st_size) / 1e9  # a backend may not say
+    print(f"model {engine.model_name} ({engine.quant_kind}, {file_gb:.3f} GB file), backend {engine.backend}, "
+          f"loaded in {load_s:.1f} s; decode reads {streamed_gb:.3f} GB of weights a token")
+    print(f"| {'phase':<8} | {'tokens':>6} | {'seconds':>8} | {'tokens/s':>9} | {'GB/s':>11} |")
+    print(f"|{'-' * 10}|{'-' * 7}:|{'-' * 9}:|{'-' * 10}:|{'-' * 12}:|")
+    rows = [("prefill", n, time_prefill(engine, n, args.repeats)) for n in map(int, args.prompt_tokens.split(","))]
+    rows.append(("decode", *time_decode(engine, args.decode_tokens)))
+    for phase, tokens, seconds in rows:
+        rate = tokens / seconds
+        bandwidth = f"{rate * streamed_gb:.1f}" if phase == "decode" else "-"
+        print(f"| {phase:<8} | {tokens:>6} | {seconds:>8.3f} | {rate:>9.1f} | {bandwidth:>11} |")
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Engine and Generation: the only API the server uses (reference_worker/README.md).
+
+`Engine.load` validates and maps the GGUF, picks the adapter for its architecture and loads
+the weights onto a backend; `Engine.generate` checks the request against the context length
+and KV-cache budget before allocating anything, and returns a `Generation` that prefills on
+the first step and then decodes one token per step until max_tokens, an end-of-generation
+token, a stop sequence or a cancel.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from reference_worker import ops_numpy
+from reference_worker.errors import ErrorCode, WorkerError
+from reference_worker.gguf_file import ADAPTER_FAMILIES, GGUFFile
+from reference_worker.llama import LlamaAdapter
+from reference_worker.sampler import Sampler, SamplingParams, new_seed
+from reference_worker.tokenizer import StreamDecoder, Tokenizer
+
+__all__ = ["Engine", "Generation", "SamplingParams", "TokenStep"]
+
+ADAPTERS = {"llama": LlamaAdapter}  # M0-W-1213: adapter family -> adapter class
+PREFILL_CHUNK = 256  # prompt tokens per forward call, which bounds the attention scratch
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One generated token: its index in the output, its id, and the complete UTF-8 it adds."""
+
+    index: int
+    token_id: int
+    text: str
+
+
+def _open_backend(backend: str, gguf: GGUFFile, device: int, vram_budget_bytes: int | None,
+                  progress: Callable[[float], None]) -> Any:
+    """The ops module or object the adapter computes with (ops_numpy.py documents the op set)."""
+    if backend == "numpy":
+        return ops_numpy
+    if backend == "cuda":
+        from reference_worker.cuda import require_cupy
+
+        require_cupy(device)  # WorkerError(CUDA_ERROR) without CuPy or without the device
+        from reference_worker.cuda.ops import CudaOps
+
+        return CudaOps(gguf, device=device, vram_budget_bytes=vram_budget_bytes, on_progress=progress)
+    raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"unknown backend {backend!r}; use 'numpy' or 'cuda'")
+
+
+def _host_tokens(adapter: Any, prompt_ids: list[int], params: SamplingParams, seed: int, cache: Any) -> Iterator[int]:
+    """Token ids from the adapter's logits and the host sampler; each forward runs on demand."""
+    sampler = Sampler(params, seed)
+    history = list(prompt_ids)
+    for start in range(0, len(history), PREFILL_CHUNK):
+        logits = adapter.forward(history[start:start + PREFILL_CHUNK], start, cache)
+    while True:
+        history.append(sampler.sample(logits, history))
+        yield history[-1]
+        logits = adapter.forward(history[-1:], len(history) - 1, cache)
+
+
+def _device_tokens(decoder: Any, prompt_ids: list[int], params: SamplingParams, seed: int, cache: Any) -> Iterator[int]:
+    """Token ids from a backend that samples on the device (cuda/decode.py)."""
+    yield decoder.start(prompt_ids, params, seed, cache)
+    while True:
+        yield decoder.next()
+
+
+class Engine:
+    """A loaded model on one backend. Make one with `Engine.load`."""
+
+    def __init__(self, gguf: GGUFFile, ops: ModuleType | Any, adapter: Any, tokenizer: Tokenizer,
+                 kv_cache_size_mb: int | None) -> None:
+        self.gguf = gguf
+        self.ops = ops
+        self.adapter = adapter
+        self.tokenizer = tokenizer
+        self.kv_cache_budget = None if kv_cache_size_mb is None else kv_cache_size_mb * 2**20
+        self.backend: str = ops.name
+        self.model_name: str = gguf.name
+        self.architecture: str = gguf.architecture
+        self.quant_kind: str = gguf.quant_kind
+        self.tokenizer_kind: str = tokenizer.kind
+        self.vocab_size: int = adapter.hp.n_vocab
+        self.context_length: int = adapter.hp.n_ctx
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "numpy", device: int = 0, kv_cache_size_mb: int | None = None,
+             vram_budget_bytes: int | None = None, on_progress: Callable[[int], None] = lambda percent: None) -> Engine:
+        """Load the model at path onto backend; on_progress gets 0, 25, 50, 75 and 100.
+
+        Raises WorkerError: MODEL_LOAD_FAILED, INSUFFICIENT_VRAM, CUDA_ERROR.
+        """
+        on_progress(0)
+        gguf = GGUFFile.open(path)
+        adapter_class = ADAPTERS[ADAPTER_FAMILIES[gguf.architecture]]
+        tokenizer = Tokenizer.from_gguf(gguf)
+        milestones = [25, 50, 75]
+
+        def progress(fraction: float) -> None:
+            """Report each milestone once, whichever loader (weight copy, adapter) reaches it."""
+            while milestones and fraction * 100 >= milestones[0]:
+                on_progress(milestones.pop(0))
+
+        ops = _open_backend(backend, gguf, device, vram_budget_bytes, progress)
+        try:
+            adapter = adapter_class(gguf, ops, progress)
+            if tokenizer.vocab_size != adapter.hp.n_vocab:
+                raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"the tokenizer has {tokenizer.vocab_size} tokens "
+                                  f"but the token table {adapter.hp.n_vocab} rows")
+        except BaseException:
+            getattr(ops, "close", lambda: None)()  # give device memory back before reporting
+            raise
+        progress(1.0)
+        on_progress(100)
+        return cls(gguf, ops, adapter, tokenizer, kv_cache_size_mb)
+
+    @property
+    def resident(self) -> bool:
+        return bool(getattr(self.ops, "resident", False))
+
+    @property
+    def vram_bytes_used(self) -> int:
+        return int(getattr(self.ops, "vram_bytes_used", 0))
+
+    @property
+    def sm(self) -> int | None:
+        return getattr(self.ops, "sm", None)
+
+    @property
+    def cuda_runtime_version(self) -> str | None:
+        return getattr(self.ops, "cuda_runtime_version", None)
+
+    def check_residency(self) -> bool:
+        """M0-W-1012: whether every weight is still in device memory (always False on numpy)."""
+        check = getattr(self.ops, "check_residency", None)
+        return bool(check()) if check else False
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def score(self, token_ids: list[int]) -> np.ndarray:
+        """Teacher-forced logits: row i holds the logits that predict token_ids[i + 1]."""
+        cache = self.adapter.new_cache(len(token_ids))
+        try:
+            return np.concatenate([
+                self.adapter.forward(token_ids[start:start + PREFILL_CHUNK], start, cache, all_logits=True)
+                for start in range(0, len(token_ids), PREFILL_CHUNK)])
+        finally:
+            cache.close()
+
+    def generate(self, prompt: str, max_tokens: int, params: SamplingParams = SamplingParams()) -> Generation:
+        """Start generating up to max_tokens after prompt.
+
+        Raises WorkerError(VRAM_OOM) before allocating when the prompt and max_tokens do not fit
+        the context length or the KV-cache budget, INVALID_REQUEST for an empty prompt.
+        """
+        prompt_ids = self.tokenize(prompt)
+        if not prompt_ids:
+            raise WorkerError(ErrorCode.INVALID_REQUEST, "the prompt has no tokens")
+        if max_tokens < 0:
+            raise WorkerError(ErrorCode.INVALID_REQUEST, "max_tokens must be >= 0")
+        needed = len(prompt_ids) + max_tokens
+        details = {"prompt_tokens": len(prompt_ids), "max_tokens": max_tokens, "context_length": self.context_length}
+        if needed > self.context_length:
+            raise WorkerError(ErrorCode.VRAM_OOM, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) "
+                              f"exceeds the context length {self.context_length}", details)
+        cache_bytes = self.adapter.kv_cache_bytes(needed)
+        if self.kv_cache_budget is not None and cache_bytes > self.kv_cache_budget:
+            raise WorkerError(ErrorCode.VRAM_OOM, f"the KV cache for {needed} tokens needs {cache_bytes} bytes, "
+                              f"over the {self.kv_cache_budget}-byte budget",
+                              {**details, "required_bytes": cache_bytes, "available_bytes": self.kv_cache_budget})
+        seed = new_seed() if params.seed is None else params.seed
+        return Generation(self, prompt_ids, max_tokens, params, seed, self.adapter.new_cache(needed))
+
+    def close(self) -> None:
+        close = getattr(self.ops, "close", None)
+        if close:
+            close()
+
+
+class Generation:
+    """One request's tokens, produced by iterating; see Engine.generate."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], max_tokens: int, params: SamplingParams,
+                 seed: int, cache: Any) -> None:
+        self.seed = seed
+        self.prompt_token_count = len(prompt_ids)
+        self.stop_reason: str | None = None
+        self._engine = engine
+        self._prompt_ids = prompt_ids
+        self._max_tokens = max_tokens
+        self._params = params
+        self._cache = cache
+        self._cancelled = threading.Event()
+        self._closed = False
+
+    def cancel(self) -> None:
+        """Stop before the next token; safe to call from another thread."""
+        self._cancelled.set()
+
+    def close(self) -> None:
+        """Free the KV cache; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._cache.close()
+
+    def __iter__(self) -> Iterator[TokenStep]:
+        if self._closed:
+            raise WorkerError(ErrorCode.INTERNAL, "generation is closed")
+        engine = self._engine
+        decoder_for = getattr(engine.ops, "decoder", None)
+        source = _device_tokens if decoder_for else _host_tokens
+        tokens = source(decoder_for(engine.adapter) if decoder_for else engine.adapter,
+                        self._prompt_ids, self._params, self.seed, self._cache)
+        decoder = StreamDecoder(engine.tokenizer)
+        stops = _StopMatcher(self._params.stop)
+        for index in range(self._max_tokens):
+            if self._cancelled.is_set():
+                self.stop_reason = "cancelled"
+                return
+            token_id = next(tokens)
+            if token_id in engine.tokenizer.eos_ids:
+                self.stop_reason = "eos"
+                # The end token itself carries no text; text held back for a stop sequence does.
+                if rest := stops.finish(decoder.flush()):
+                    yield TokenStep(index, token_id, rest)
+                return
+            last = index == self._max_tokens - 1
+            text, matched = stops.push(decoder.push(token_id) + (decoder.flush() if last else ""), final=last)
+            yield TokenStep(index, token_id, text)
+            if matched:
+                self.stop_reason = "stop_sequence"
+                return
+        self.stop_reason = "max_tokens"
+
+
+class _StopMatcher:
+    """Cuts the output at the first stop sequence, holding back text that may begin one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.pending = ""
+
+    def push(self, piece: str, final: bool = False) -> tuple[str, bool]:
+        """The text safe to emit now, and whether a stop sequence was found."""
+        self.pending += piece
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            text, self.pending = self.pending[:min(hits)], ""
+            return text, True
+        keep = 0 if final else max((n for s in self.stops for n in range(1, len(s))
+                                    if self.pending.endswith(s[:n])), default=0)
+        text, self.pending = self.pending[:len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        return text, False
+
+    def finish(self, piece: str) -> str:
+        """Everything still held back, at the end of generation."""
+        return self.push(piece, final=True)[0]

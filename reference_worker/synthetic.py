@@ -1,0 +1,247 @@
+"""Small synthetic GGUF models for fast tests, fuzzing and GPU runs.
+
+A synthetic model has the real model's shape of metadata and tensors (qwen2 or llama style),
+random weights drawn from a seed, and a small byte-level BPE vocabulary trained on a fixed
+paragraph, with the qwen2 special tokens. Same arguments, same bytes.
+
+    python -m reference_worker.synthetic --out tiny.gguf --arch qwen2 --quant Q8_0 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import regex
+from gguf import GGMLQuantizationType as Q
+from gguf import LlamaFileType
+
+# Weight types a synthetic model can be written in; "mixed" cycles through all of them.
+WEIGHT_TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q4_0, Q.Q4_K, Q.Q6_K, Q.MXFP4)
+QUANT_CHOICES = tuple(t.name for t in WEIGHT_TYPES) + ("mixed",)
+_FILE_TYPE = {
+    Q.F32: LlamaFileType.ALL_F32, Q.F16: LlamaFileType.MOSTLY_F16, Q.BF16: LlamaFileType.MOSTLY_BF16,
+    Q.Q8_0: LlamaFileType.MOSTLY_Q8_0, Q.Q5_0: LlamaFileType.MOSTLY_Q5_0, Q.Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    Q.Q4_K: LlamaFileType.MOSTLY_Q4_K_M, Q.Q6_K: LlamaFileType.MOSTLY_Q6_K, Q.MXFP4: LlamaFileType.MOSTLY_MXFP4_MOE,
+}
+ARCHITECTURES = ("qwen2", "llama", "phi3")
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+# qwen2's pre-tokenizer split (llama.cpp LLAMA_VOCAB_PRE_TYPE_QWEN2), used to train the merges.
+QWEN2_SPLIT = regex.compile(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+CORPUS = """\
+The quick brown fox jumps over the lazy dog. A GPU computes many small things at the same time,
+and a worker streams the tokens it samples back to the caller, one event at a time.
+def forward(self, tokens):
+    return self.output(self.norm(self.layers(self.embed(tokens))))
+Les modèles de langue prédisent le mot suivant. 言語モデルは次の単語を予測します。 1234567890
+Write a haiku about GPU computing: silicon rivers, threads that hum in parallel, the kernel returns.
+"""
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Hyperparameters of a synthetic model; K-quants need rows that are multiples of 256."""
+
+    n_layer: int = 2
+    n_embd: int = 256
+    n_ff: int = 512
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ctx: int = 512
+    n_merges: int = 240
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (byte-level BPE alphabet)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars)}
+
+
+def train_bpe(text: str, n_merges: int) -> tuple[list[str], list[str]]:
+    """Byte-level BPE on text: (tokens, merges). Ties go to the smallest pair, so it is deterministic."""
+    alphabet = bytes_to_unicode()
+    words = collections.Counter(
+        tuple(alphabet[b] for b in piece.encode("utf-8")) for piece in QWEN2_SPLIT.findall(text)
+    )
+    tokens = list(alphabet.values())
+    merges = []
+    for _ in range(n_merges):
+        pairs = collections.Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(f"{best[0]} {best[1]}")
+        if best[0] + best[1] not in tokens:  # two merge paths can spell the same token
+            tokens.append(best[0] + best[1])
+        words = collections.Counter({_merge_pair(word, best): count for word, count in words.items()})
+    return tokens, merges
+
+
+def _merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def pack_q4_k_scales(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Pack (n, 8) 6-bit scales and mins into Q4_K's 12 bytes (the inverse of get_scale_min_k4)."""
+    packed = np.zeros((len(sc), 12), np.uint8)
+    packed[:, 0:4] = sc[:, :4] | (sc[:, 4:] >> 4) << 6
+    packed[:, 4:8] = m[:, :4] | (m[:, 4:] >> 4) << 6
+    packed[:, 8:12] = (sc[:, 4:] & 15) | (m[:, 4:] & 15) << 4
+    return packed
+
+
+def random_k_quant_blocks(rng: np.random.Generator, qtype: Q, rows: int, cols: int, std: float) -> np.ndarray:
+    """Random Q4_K/Q6_K rows whose fp16 scale fields are finite and set so the weights have ~std."""
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // block_size, type_size), dtype=np.uint8)
+    # Scale fields (ggml-common.h): Q4_K starts with fp16 d and dmin; Q6_K ends with fp16 d.
+    if qtype == Q.Q4_K:
+        # Mins that cancel the mean of the 4-bit codes (7.5 * sc, with dmin = 8 d), so rows are
+        # near zero-mean like trained weights instead of carrying a large common offset.
+        sc = rng.integers(1, 64, size=(len(blocks), 8), dtype=np.uint8)
+        blocks[:, 4:16] = pack_q4_k_scales(sc, np.round(sc * (7.5 / 8)).astype(np.uint8))
+        scale_fields = [(slice(0, 2), 1.0), (slice(2, 4), 8.0)]
+    else:
+        scale_fields = [(slice(type_size - 2, type_size), 1.0)]
+    for field, ratio in scale_fields:
+        blocks[:, field] = np.frombuffer(np.float16(ratio).tobytes(), np.uint8)
+    unit_std = float(gguf.quants.dequantize(blocks, qtype).std())
+    for field, ratio in scale_fields:
+        blocks[:, field] = np.frombuffer(np.float16(ratio * std / unit_std).tobytes(), np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def encode_weight(rng: np.random.Generator, qtype: Q, rows: int, cols: int, std: float) -> np.ndarray:
+    """A (rows, cols) weight matrix with the given std, in qtype's on-disk form."""
+    if qtype in (Q.Q4_K, Q.Q6_K):
+        return random_k_quant_blocks(rng, qtype, rows, cols, std)
+    values = (rng.standard_normal((rows, cols)) * std).astype(np.float32)
+    if qtype == Q.F32:
+        return values
+    if qtype == Q.F16:
+        return values.astype(np.float16)
+    return gguf.quants.quantize(values, qtype)
+
+
+def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int = 0, dims: Dims = Dims()) -> Path:
+    """Write a synthetic model to path and return the path.
+
+    arch "qwen2" has QKV biases and an untied output head; "llama" has neither (tied head);
+    "phi3" has an untied head and fused weights (attn_qkv, and ffn_up holding gate then up).
+    quant names the type of every weight matrix, or "mixed" to cycle through WEIGHT_TYPES.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, not {arch!r}")
+    if quant not in QUANT_CHOICES:
+        raise ValueError(f"quant must be one of {QUANT_CHOICES}, not {quant!r}")
+    rng = np.random.default_rng(seed)
+    tokens, merges = train_bpe(CORPUS, dims.n_merges)
+    tokens += SPECIAL_TOKENS
+    n_vocab = len(tokens)
+    head_dim = dims.n_embd // dims.n_head
+    weight_types = iter(WEIGHT_TYPES * (8 * dims.n_layer)) if quant == "mixed" else None
+    file_type = LlamaFileType.MOSTLY_Q4_K_M if quant == "mixed" else _FILE_TYPE[Q[quant]]
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"synthetic-{arch}-{quant.lower()}-seed{seed}")
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_block_count(dims.n_layer)
+    writer.add_context_length(dims.n_ctx)
+    writer.add_embedding_length(dims.n_embd)
+    writer.add_feed_forward_length(dims.n_ff)
+    writer.add_head_count(dims.n_head)
+    writer.add_head_count_kv(dims.n_head_kv)
+    writer.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.NORMAL] * (n_vocab - len(SPECIAL_TOKENS))
+                           + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS))
+    writer.add_token_merges(merges)
+    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_bos_token_id(tokens.index("<|endoftext|>"))
+    writer.add_pad_token_id(tokens.index("<|endoftext|>"))
+    writer.add_add_bos_token(False)
+
+    def weight(name: str, rows: int, cols: int, std: float) -> None:
+        qtype = next(weight_types) if weight_types else Q[quant]
+        if qtype in (Q.Q4_K, Q.Q6_K) and cols % 256:
+            qtype = Q.Q8_0
+        data = encode_weight(rng, qtype, rows, cols, std)
+        writer.add_tensor(name, data, raw_dtype=qtype if data.dtype == np.uint8 else None)
+
+    def vector(name: str, size: int, mean: float, std: float) -> None:
+        writer.add_tensor(name, (mean + rng.standard_normal(size) * std).astype(np.float32))
+
+    # Small embeddings let the layers, not the last input token, dominate the residual stream,
+    # so a tied head does not just repeat its input.
+    weight("token_embd.weight", n_vocab, dims.n_embd, 2.0 / np.sqrt(dims.n_embd))
+    for i in range(dims.n_layer):
+        vector(f"blk.{i}.attn_norm.weight", dims.n_embd, 1.0, 0.1)
+        kv_rows = dims.n_head_kv * head_dim
+        if arch == "phi3":
+            weight(f"blk.{i}.attn_qkv.weight", dims.n_embd + 2 * kv_rows, dims.n_embd, 1.5 / np.sqrt(dims.n_embd))
+        for proj, rows in (("q", dims.n_embd), ("k", kv_rows), ("v", kv_rows)) if arch != "phi3" else ():
+            weight(f"blk.{i}.attn_{proj}.weight", rows, dims.n_embd, 1.5 / np.sqrt(dims.n_embd))
+            if arch == "qwen2":
+                vector(f"blk.{i}.attn_{proj}.bias", rows, 0.0, 0.1)
+        weight(f"blk.{i}.attn_output.weight", dims.n_embd, dims.n_embd, 1.0 / np.sqrt(dims.n_embd))
+        vector(f"blk.{i}.ffn_norm.weight", dims.n_embd, 1.0, 0.1)
+        if arch == "phi3":
+            weight(f"blk.{i}.ffn_up.weight", 2 * dims.n_ff, dims.n_embd, 1.0 / np.sqrt(dims.n_embd))
+        else:
+            weight(f"blk.{i}.ffn_gate.weight", dims.n_ff, dims.n_embd, 1.0 / np.sqrt(dims.n_embd))
+            weight(f"blk.{i}.ffn_up.weight", dims.n_ff, dims.n_embd, 1.0 / np.sqrt(dims.n_embd))
+        weight(f"blk.{i}.ffn_down.weight", dims.n_embd, dims.n_ff, 1.0 / np.sqrt(dims.n_ff))
+    vector("output_norm.weight", dims.n_embd, 1.0, 0.1)
+    if arch != "llama":
+        weight("output.weight", n_vocab, dims.n_embd, 2.0 / np.sqrt(dims.n_embd))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_worker.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--arch", default="qwen2", choices=ARCHITECTURES)
+    parser.add_argument("--quant", default="Q8_0", choices=QUANT_CHOICES)
+    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--layers", default=Dims.n_layer, type=int)
+    args = parser.parse_args(argv)
+    print(build(args.out, args.arch, args.quant, args.seed, Dims(n_layer=args.layers)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

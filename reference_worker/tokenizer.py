@@ -1,0 +1,217 @@
+"""The gguf-bpe tokenizer (M0-W-1360, M0-W-1362) and a streaming detokenizer.
+
+Encoding is byte-level BPE built from the GGUF's own vocabulary (`tokenizer.ggml.tokens`,
+`token_type`, `merges`) on the maintained `tokenizers` library: special tokens are split out of
+the text first, the rest is cut by the model's pre-tokenizer regex, mapped to GPT-2's byte
+alphabet and merged by rank. The rules follow llama.cpp (llama-vocab.cpp, unicode.cpp), the
+reference the committed vectors in tests/goldens/ were made with: no Unicode normalisation,
+control, user-defined and unknown tokens recognised in text, BOS/EOS only where the metadata
+asks for them, end-of-generation tokens picked the way llama.cpp picks them. One known gap:
+the regex engine knows Unicode 16 and llama.cpp's tables stop at 15.1, so a character first
+assigned in Unicode 16 can move a split boundary next to it.
+
+Decoding works on bytes: every token id has a fixed byte string, and the `StreamDecoder` emits
+text only once a code point's bytes are complete (M0-W-1362 "UTF-8 Safety").
+"""
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gguf import Keys, TokenType
+from tokenizers import AddedToken, Regex, models, pre_tokenizers
+from tokenizers import Tokenizer as _HFTokenizer
+
+from reference_worker.errors import ErrorCode, WorkerError
+
+KIND = "gguf-bpe"
+
+# llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN2 split. The upstream tokenizer.json writes the
+# contractions as (?i:'s|'t|...); llama.cpp spells the cases out, which also keeps Unicode case
+# folding (e.g. "'ſ") from matching, so we do the same.
+_QWEN2_SPLIT = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# tokenizer.ggml.pre -> split regex; names as llama.cpp accepts them for the same pre-tokenizer.
+PRE_TOKENIZER_SPLITS = {"qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+
+# Token texts llama.cpp treats as end of generation whatever the metadata says, and the FIM
+# pad/repo/separator tokens it adds to that set; it also makes them control tokens, so that
+# they are recognised in text (llama-vocab.cpp, llama_vocab::impl::load, "special_eog_ids").
+END_OF_GENERATION_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+})
+_EOG_ID_KEYS = (Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID,
+                Keys.Tokenizer.FIM_PAD_ID, Keys.Tokenizer.FIM_REP_ID, Keys.Tokenizer.FIM_SEP_ID)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+
+
+def _load_failed(message: str) -> WorkerError:
+    return WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"tokenizer: {message}")
+
+
+class Tokenizer:
+    """A gguf-bpe tokenizer; make one with `from_gguf` or `from_metadata`."""
+
+    kind = KIND
+
+    def __init__(self, tokens: list[str], token_types: list[int], merges: list[str], pre: str,
+                 bos_id: int | None, add_bos: bool, eos_id: int | None, add_eos: bool,
+                 eos_ids: frozenset[int]) -> None:
+        self.vocab_size = len(tokens)
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.add_bos = add_bos
+        self.add_eos = add_eos
+        self.eos_ids = eos_ids
+        special = {TokenType.CONTROL, TokenType.UNKNOWN}
+        in_text = special | {TokenType.USER_DEFINED}
+        # llama.cpp makes end-of-generation texts control tokens even where the file does not.
+        types = [TokenType.CONTROL if text in END_OF_GENERATION_TEXTS else TokenType(kind)
+                 for text, kind in zip(tokens, token_types)]
+        self._token_bytes = _token_bytes(tokens, types)
+        self._hf = _byte_level_bpe(tokens, merges, PRE_TOKENIZER_SPLITS[pre])
+        self._hf.add_tokens([AddedToken(text, special=kind in special, normalized=False)
+                             for text, kind in zip(tokens, types) if kind in in_text])
+
+    @classmethod
+    def from_gguf(cls, source: Any) -> Tokenizer:
+        """Build from a GGUF: a path, a `gguf_file.GGUFFile` or a `gguf.GGUFReader`.
+
+        Raises WorkerError(MODEL_LOAD_FAILED) when the file has no usable gguf-bpe tokenizer.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            from reference_worker.gguf_file import GGUFFile
+            source = GGUFFile.open(source)
+        if hasattr(source, "metadata"):
+            return cls.from_metadata(source.metadata)
+        return cls.from_metadata({key: field.contents() for key, field in source.fields.items()
+                                  if key.startswith("tokenizer.")})
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> Tokenizer:
+        """Build from GGUF metadata (key -> plain Python value); see `from_gguf`."""
+        model = metadata.get(Keys.Tokenizer.MODEL)
+        if model != "gpt2":
+            raise _load_failed(f"tokenizer.ggml.model {model!r} is not byte-level BPE ('gpt2'), "
+                               f"the only model the {KIND} backend reads")
+        pre = metadata.get(Keys.Tokenizer.PRE)
+        if pre not in PRE_TOKENIZER_SPLITS:
+            raise _load_failed(f"pre-tokenizer {pre!r} is not supported; supported: {sorted(PRE_TOKENIZER_SPLITS)}")
+        tokens = metadata.get(Keys.Tokenizer.LIST)
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            raise _load_failed("tokenizer.ggml.tokens is missing or not a list of strings")
+        n = len(tokens)
+        token_types = metadata.get(Keys.Tokenizer.TOKEN_TYPE, [TokenType.NORMAL] * n)
+        if (not isinstance(token_types, list) or len(token_types) != n
+                or not all(t in TokenType._value2member_map_ for t in token_types)):
+            raise _load_failed(f"tokenizer.ggml.token_type must hold {n} token types")
+        merges = metadata.get(Keys.Tokenizer.MERGES, [])
+        if not isinstance(merges, list) or not all(isinstance(m, str) and m.find(" ", 1) > 0 for m in merges):
+            raise _load_failed("tokenizer.ggml.merges must be a list of 'left right' strings")
+
+        def token_id(key: str) -> int | None:
+            value = metadata.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, int) or not 0 <= value < n:
+                raise _load_failed(f"{key} = {value!r} is not a token id below {n}")
+            return value
+
+        bos_id, eos_id = token_id(Keys.Tokenizer.BOS_ID), token_id(Keys.Tokenizer.EOS_ID)
+        add_bos = bool(metadata.get(Keys.Tokenizer.ADD_BOS, False))
+        add_eos = bool(metadata.get(Keys.Tokenizer.ADD_EOS, False))
+        if (add_bos and bos_id is None) or (add_eos and eos_id is None):
+            raise _load_failed("metadata asks to add a BOS/EOS token but names none")
+        eos_ids = {i for i in map(token_id, _EOG_ID_KEYS) if i is not None}
+        eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
+        return cls(tokens, token_types, merges, pre, bos_id, add_bos, eos_id, add_eos, frozenset(eos_ids))
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids of text; special tokens written in the text become their ids.
+
+        add_special adds BOS and EOS where the model's metadata asks for them
+        (tokenizer.ggml.add_bos_token / add_eos_token), as llama.cpp's `add_special` does.
+        """
+        ids = self._hf.encode(text, add_special_tokens=False).ids
+        if add_special and self.add_bos:
+            ids.insert(0, self.bos_id)
+        if add_special and self.add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token_id stands for (a special token: its text; an unused one: nothing)."""
+        if not 0 <= token_id < self.vocab_size:
+            raise WorkerError(ErrorCode.INVALID_REQUEST,
+                              f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return self._token_bytes[token_id]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ids; byte sequences that are not UTF-8 become U+FFFD, as in `StreamDecoder`."""
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors="replace")
+
+
+class StreamDecoder:
+    """Turns generated token ids into text pieces that only ever hold complete UTF-8.
+
+    A code point split across tokens is held back until its last byte arrives, so the pieces
+    never carry a broken or replacement character for valid output; the pieces joined, with
+    `flush()` at the end, equal `tokenizer.decode` of all the ids.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """The text that token_id completes; "" while a code point is still incomplete."""
+        return self._utf8.decode(self._tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """Whatever is held back at the end of generation (U+FFFD for a truncated code point)."""
+        return self._utf8.decode(b"", final=True)
+
+
+def _token_bytes(tokens: list[str], types: list[TokenType]) -> list[bytes]:
+    """Each token's bytes, as llama.cpp's token_to_piece renders it with special=True."""
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+
+    def normal(text: str) -> bytes:
+        if all(char in byte_of for char in text):
+            return bytes(byte_of[char] for char in text)
+        return text.encode("utf-8")  # not in the byte alphabet: the vocabulary means it literally
+
+    return [normal(text) if kind == TokenType.NORMAL else b"" if kind == TokenType.UNUSED
+            else text.encode("utf-8") for text, kind in zip(tokens, types)]
+
+
+def _byte_level_bpe(tokens: list[str], merges: list[str], split: str) -> _HFTokenizer:
+    """The `tokenizers` pipeline: split regex, then bytes -> GPT-2 alphabet, then BPE merges."""
+    vocab = {text: i for i, text in enumerate(tokens)}  # a repeated text keeps its last id, as in llama.cpp
+    pairs = []
+    for merge in merges:
+        cut = merge.find(" ", 1)
+        pairs.append((merge[:cut], merge[cut + 1:]))
+    try:
+        hf = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+    except Exception as e:  # tokenizers raises a bare Exception for merges outside the vocabulary
+        raise _load_failed(f"merges do not fit the vocabulary: {e}") from None
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    return hf

@@ -1,0 +1,48 @@
+"""Shared fixtures: synthetic GGUF models (built once per session) and the real test model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reference_worker import models, synthetic
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(tmp_path_factory):
+    """`build(arch="qwen2", quant="mixed", seed=0) -> Path`: a synthetic GGUF, made once per session."""
+    cache: dict[tuple, Path] = {}
+    folder = tmp_path_factory.mktemp("synthetic")
+
+    def build(arch: str = "qwen2", quant: str = "mixed", seed: int = 0) -> Path:
+        key = (arch, quant, seed)
+        if key not in cache:
+            cache[key] = synthetic.build(folder / f"{arch}-{quant}-{seed}.gguf", arch, quant, seed)
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def synthetic_model(synthetic_models) -> Path:
+    """A qwen2-style synthetic model with every weight type (the default of `synthetic_models`)."""
+    return synthetic_models()
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> Path:
+    """The real Qwen2.5 test model, assembled and cached by reference_worker.models."""
+    try:
+        return models.real_model_path()
+    except Exception as e:  # noqa: BLE001 - no index, no disk: the test cannot run here
+        pytest.skip(f"real model unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def real_engine(real_model_path):
+    """The real model loaded once per session on the NumPy backend."""
+    from reference_worker.engine import Engine
+
+    engine = Engine.load(real_model_path)
+    yield engine
+    engine.close()

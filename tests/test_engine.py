@@ -1,0 +1,189 @@
+"""The engine API the server uses (reference_worker/README.md), on synthetic models."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reference_worker import engine as engine_module
+from reference_worker import synthetic
+from reference_worker.engine import Engine, SamplingParams, TokenStep
+from reference_worker.errors import ErrorCode, WorkerError
+from reference_worker.gguf_file import GGUFFile
+
+
+@pytest.fixture(scope="module")
+def engine(synthetic_model):
+    return Engine.load(synthetic_model)
+
+
+def run(engine, prompt="The quick brown", max_tokens=12, **params):
+    gen = engine.generate(prompt, max_tokens, SamplingParams(**params))
+    steps = list(gen)
+    gen.close()
+    return gen, steps
+
+
+def test_load_reports_the_model(synthetic_model):
+    progress = []
+    engine = Engine.load(synthetic_model, on_progress=progress.append)
+    assert progress == [0, 25, 50, 75, 100]
+    assert (engine.backend, engine.resident, engine.vram_bytes_used, engine.sm) == ("numpy", False, 0, None)
+    assert (engine.architecture, engine.quant_kind, engine.tokenizer_kind) == ("qwen2", "Q4_K_M", "gguf-bpe")
+    assert engine.model_name == "synthetic-qwen2-mixed-seed0"
+    assert (engine.vocab_size, engine.context_length) == (499, 512)
+    assert engine.check_residency() is False
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "phi3"])
+@pytest.mark.parametrize("quant", ["F32", "F16", "BF16", "Q8_0", "Q5_0", "Q4_0", "Q4_K", "Q6_K", "MXFP4"])
+def test_every_weight_type_generates(synthetic_models, arch, quant):
+    engine = Engine.load(synthetic_models(arch, quant))
+    gen, steps = run(engine, max_tokens=4, temperature=0.0)
+    assert [s.index for s in steps] == list(range(len(steps))) and gen.stop_reason in ("max_tokens", "eos")
+    assert all(0 <= s.token_id < engine.vocab_size for s in steps)
+
+
+def test_steps_spell_the_detokenized_output(engine):
+    gen, steps = run(engine, max_tokens=20, temperature=1.0, seed=3)
+    assert all(isinstance(s, TokenStep) for s in steps)
+    assert "".join(s.text for s in steps) == engine.detokenize([s.token_id for s in steps])
+    assert gen.prompt_token_count == len(engine.tokenize("The quick brown"))
+    assert gen.stop_reason == "max_tokens" and len(steps) == 20
+
+
+def test_same_seed_same_tokens_and_other_seeds_differ(engine):
+    tokens = {seed: [s.token_id for s in run(engine, temperature=1.0, seed=seed)[1]] for seed in range(5)}
+    assert tokens[0] == [s.token_id for s in run(engine, temperature=1.0, seed=0)[1]]
+    assert len({tuple(t) for t in tokens.values()}) == 5
+
+
+def test_greedy_ignores_the_seed_and_a_missing_seed_is_generated(engine):
+    greedy = [[s.token_id for s in run(engine, temperature=0.0, seed=seed)[1]] for seed in (1, 2)]
+    assert greedy[0] == greedy[1]
+    gen = engine.generate("hello", 3, SamplingParams(temperature=1.0))
+    assert isinstance(gen.seed, int) and gen.seed >= 0
+    replay = engine.generate("hello", 3, SamplingParams(temperature=1.0, seed=gen.seed))
+    assert [s.token_id for s in gen] == [s.token_id for s in replay]
+
+
+def test_context_limit_is_checked_before_allocating(engine):
+    prompt_tokens = len(engine.tokenize("The quick brown"))
+    engine.generate("The quick brown", engine.context_length - prompt_tokens).close()
+    with pytest.raises(WorkerError) as caught:
+        engine.generate("The quick brown", engine.context_length - prompt_tokens + 1)
+    assert caught.value.code == ErrorCode.VRAM_OOM and caught.value.details["context_length"] == 512
+
+
+def test_kv_cache_budget_is_checked(tmp_path):
+    model = synthetic.build(tmp_path / "deep.gguf", dims=synthetic.Dims(n_layer=4))
+    small = Engine.load(model, kv_cache_size_mb=1)  # 4 layers x K,V x 2 heads x 64 x 4 B = 4 KiB a token
+    small.generate("hi", 200).close()
+    with pytest.raises(WorkerError) as caught:
+        small.generate("hi", 300)
+    assert caught.value.code == ErrorCode.VRAM_OOM and caught.value.details["required_bytes"] > 2**20
+
+
+def test_cancel_between_tokens(engine):
+    gen = engine.generate("The quick brown", 50, SamplingParams(temperature=1.0, seed=1))
+    seen = []
+    for step in gen:
+        seen.append(step)
+        if len(seen) == 3:
+            threading.Thread(target=gen.cancel).start()
+            threading.Event().wait(0.05)
+    assert len(seen) == 3 and gen.stop_reason == "cancelled"
+    gen.close()
+    gen.close()  # idempotent
+
+
+def test_eos_ends_generation_without_yielding_it(engine, monkeypatch):
+    eos = engine.tokenizer.eos_id
+    gen = engine.generate("The quick brown", 10, SamplingParams(temperature=0.0))
+    monkeypatch.setattr(engine.adapter, "forward", lambda *args, **kwargs: np.eye(engine.vocab_size)[eos])
+    assert list(gen) == [] and gen.stop_reason == "eos"
+
+
+@settings(max_examples=15, deadline=None)
+@given(cut=st.integers(1, 6), length=st.integers(1, 3))
+def test_stop_sequences_cut_the_text_before_them(engine, cut, length):
+    _, free = run(engine, max_tokens=12, temperature=1.0, seed=11)
+    text = "".join(s.text for s in free)
+    stop = text[cut:cut + length]
+    if not stop or stop.isspace():
+        return
+    gen, steps = run(engine, max_tokens=12, temperature=1.0, seed=11, stop=(stop,))
+    assert gen.stop_reason == "stop_sequence"
+    assert "".join(s.text for s in steps) == text[:text.find(stop)]
+
+
+def test_closed_generation_cannot_run(engine):
+    gen = engine.generate("hi", 2, SamplingParams(temperature=0.0))
+    gen.close()
+    with pytest.raises(WorkerError):
+        list(gen)
+
+
+def test_score_matches_generation_logits(engine):
+    ids = engine.tokenize("The quick brown fox")
+    logits = engine.score(ids)
+    assert logits.shape == (len(ids), engine.vocab_size)
+    greedy = run(engine, "The quick brown fox", max_tokens=1, temperature=0.0)[1][0].token_id
+    assert greedy == int(np.argmax(logits[-1]))
+
+
+@pytest.mark.parametrize("path, message", [("missing.gguf", "not found"), (__file__, "not a GGUF file")])
+def test_load_failures_are_model_load_failed(path, message):
+    with pytest.raises(WorkerError) as caught:
+        Engine.load(path)
+    assert caught.value.code == ErrorCode.MODEL_LOAD_FAILED and message in caught.value.message
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_models_load_and_generate_or_fail_cleanly(tmp_path, synthetic_model, data):
+    """Byte flips anywhere in the header (hyperparameters, vocabulary, tensor shapes): the
+    engine either loads and generates, or refuses with a WorkerError; never another exception."""
+    content = bytearray(synthetic_model.read_bytes())
+    header_end = min(t.offset for t in GGUFFile.open(synthetic_model).tensors.values())
+    for _ in range(data.draw(st.integers(1, 3))):
+        content[data.draw(st.integers(0, header_end - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    path = tmp_path / "fuzzed.gguf"
+    path.write_bytes(bytes(content))
+    try:
+        engine = Engine.load(path)
+        gen = engine.generate("The quick brown", 2, SamplingParams(temperature=1.0, seed=0))
+        list(gen)
+        gen.close()
+    except WorkerError as e:
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM, ErrorCode.INTERNAL)
+
+
+HYPERPARAMETERS = ["qwen2.block_count", "qwen2.context_length", "qwen2.embedding_length", "qwen2.feed_forward_length",
+                   "qwen2.attention.head_count", "qwen2.attention.head_count_kv", "qwen2.rope.freq_base",
+                   "qwen2.attention.layer_norm_rms_epsilon", "tokenizer.ggml.eos_token_id", "general.file_type"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(HYPERPARAMETERS), value=st.sampled_from([0, 1, 3, 7, 64, 2**31, 2**32 - 1, 0x7FC00000]))
+def test_absurd_hyperparameters_are_refused_or_harmless(tmp_path, synthetic_model, key, value):
+    content = bytearray(synthetic_model.read_bytes())
+    where = content.index(key.encode()) + len(key) + 4  # the 4-byte value follows the key and its type
+    content[where:where + 4] = value.to_bytes(4, "little")
+    path = tmp_path / "absurd.gguf"
+    path.write_bytes(bytes(content))
+    try:
+        engine = Engine.load(path)
+        list(engine.generate("The quick brown", 2, SamplingParams(temperature=1.0, seed=0)))
+    except WorkerError as e:
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM)
+
+
+def test_prefill_in_chunks_gives_the_same_tokens(engine, monkeypatch):
+    prompt = "The quick brown fox jumps over the lazy dog."
+    whole = [s.token_id for s in run(engine, prompt, max_tokens=6, temperature=0.0)[1]]
+    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 3)
+    assert [s.token_id for s in run(engine, prompt, max_tokens=6, temperature=0.0)[1]] == whole
