@@ -1,0 +1,203 @@
+// Causal grouped-query attention over an fp16 KV cache, for prefill (n_tok > 1) and decode
+// (n_tok == 1). Query t sits at position pos0[0] + t and sees cache positions 0..pos0[0] + t.
+// One block per (head, query); each warp keeps an online softmax over a strided share of the
+// positions, and the warps' partial results are merged at the end.
+#include "common.cuh"
+
+#define MAX_HEAD_DIM 256
+#define ATTN_WARPS 8
+
+extern "C" __global__ void __launch_bounds__(32 * ATTN_WARPS)
+attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
+          float* __restrict__ out, int n_head, int n_kv, int head_dim, int ctx,
+          const int* __restrict__ pos0, float scale) {
+    constexpr int PER_LANE = MAX_HEAD_DIM / 32;
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int kvh = h / (n_head / n_kv);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int last = min(pos0[0] + t, ctx - 1);
+    const float* qrow = q + ((long long)t * n_head + h) * head_dim;
+
+    float qv[PER_LANE], acc[PER_LANE];
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+        const int d = lane + 32 * i;
+        qv[i] = d < head_dim ? qrow[d] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    const u16* kbase = k_cache + (long long)kvh * ctx * head_dim;
+    const u16* vbase = v_cache + (long long)kvh * ctx * head_dim;
+    for (int p = warp; p <= last; p += ATTN_WARPS) {
+        const u16* krow = kbase + (long long)p * head_dim;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) s += qv[i] * half_to_float(krow[d]);
+        }
+        s = warp_sum(s);
+        const float m_new = fmaxf(m, s);
+        const float corr = __expf(m - m_new), e = __expf(s - m_new);
+        l = l * corr + e;
+        const u16* vrow = vbase + (long long)p * head_dim;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) acc[i] = acc[i] * corr + e * half_to_float(vrow[d]);
+        }
+        m = m_new;
+    }
+
+    __shared__ float wm[ATTN_WARPS], wl[ATTN_WARPS];
+    __shared__ float wacc[ATTN_WARPS][MAX_HEAD_DIM];
+    if (lane == 0) { wm[warp] = m; wl[warp] = l; }
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+        const int d = lane + 32 * i;
+        if (d < head_dim) wacc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float mx = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; ++w) mx = fmaxf(mx, wm[w]);
+    float total = 0.0f, f[ATTN_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; ++w) { f[w] = __expf(wm[w] - mx); total += wl[w] * f[w]; }
+    float* orow = out + ((long long)t * n_head + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; ++w) s += wacc[w][d] * f[w];
+        orow[d] = s / total;
+    }
+}
+
+// Decode (one query per head) split over the positions, flash-decoding style: a single query
+// gives too few (head, query) blocks to fill the GPU, so block (h, c) handles positions
+// c*CHUNK .. c*CHUNK+CHUNK-1 and writes its partial softmax state (max, sum, weighted values)
+// to `partial`; attention_combine merges the chunks. Within a block, eight lanes share a
+// position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
+// positions per step with coalesced reads of the fp16 cache.
+#define CHUNK 64
+#define SPLIT_WARPS 4
+#define MAX_DIMS_PER_LANE (MAX_HEAD_DIM / 8)
+
+__device__ __forceinline__ void unpack8(uint4 raw, float* out) {
+    const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        out[2 * i] = half_to_float(w[i] & 0xFFFF);
+        out[2 * i + 1] = half_to_float(w[i] >> 16);
+    }
+}
+
+// The block whose chunk holds the new position first stores the new key and value there (fp16):
+// every query head of a KV group stores the same values, and no other block reads that position,
+// so the store needs no launch of its own. The cache pointers are therefore not read-only.
+extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
+attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
+                u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
+                int ctx, const int* __restrict__ pos0, float scale) {
+    const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
+    const int kvh = h / (n_head / n_kv);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
+    const int pos = pos0[0], last = min(pos, ctx - 1);
+    if (pos < ctx && c == pos / CHUNK) {
+        const long long at = ((long long)kvh * ctx + pos) * head_dim;
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            k_cache[at + d] = float_to_half(k_new[kvh * head_dim + d]);
+            v_cache[at + d] = float_to_half(v_new[kvh * head_dim + d]);
+        }
+        __syncthreads();
+    }
+    const int per_lane = head_dim >> 3, vecs = per_lane >> 3;  // dimensions, and 8-wide loads, per lane
+    float qv[MAX_DIMS_PER_LANE], acc[MAX_DIMS_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
+        qv[i] = i < per_lane ? q[h * head_dim + sub * per_lane + i] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    const long long base = (long long)kvh * ctx * head_dim + sub * per_lane;
+    const int end = min((c + 1) * CHUNK, last + 1);
+    // The bound is the same for the whole warp (its four groups step together) so that the
+    // shuffles below always have all 32 lanes.
+    for (int p0 = c * CHUNK + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
+        const int p = p0 + (lane >> 3);
+        const bool valid = p < end;
+        const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + (long long)p * head_dim);
+        const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + (long long)p * head_dim);
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+            if (valid && j < vecs) {
+                float kf[8];
+                unpack8(krow[j], kf);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) s += qv[8 * j + i] * kf[i];
+            }
+        }
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s += __shfl_xor_sync(0xffffffffu, s, 4);
+        if (!valid) continue;
+        const float m_new = fmaxf(m, s);
+        const float corr = __expf(m - m_new), e = __expf(s - m_new);
+        l = l * corr + e;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+            if (j < vecs) {
+                float vf[8];
+                unpack8(vrow[j], vf);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) acc[8 * j + i] = acc[8 * j + i] * corr + e * vf[i];
+            }
+        }
+        m = m_new;
+    }
+    // Merge the 16 groups of this block, then write the chunk's (max, sum, values).
+    __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
+    __shared__ float gacc[4 * SPLIT_WARPS][MAX_HEAD_DIM];
+    if (sub == 0) { gm[group] = m; gl[group] = l; }
+#pragma unroll
+    for (int i = 0; i < MAX_DIMS_PER_LANE; ++i)
+        if (i < per_lane) gacc[group][sub * per_lane + i] = acc[i];
+    __syncthreads();
+    float mx = NEG_INF;
+#pragma unroll
+    for (int g = 0; g < 4 * SPLIT_WARPS; ++g) mx = fmaxf(mx, gm[g]);
+    float* out = partial + ((long long)h * n_chunks + c) * (head_dim + 2);
+    if (mx == NEG_INF) {  // a chunk past the last position
+        if (threadIdx.x == 0) { out[0] = NEG_INF; out[1] = 0.0f; }
+        return;
+    }
+    float total = 0.0f;
+#pragma unroll
+    for (int g = 0; g < 4 * SPLIT_WARPS; ++g) total += gl[g] * __expf(gm[g] - mx);
+    if (threadIdx.x == 0) { out[0] = mx; out[1] = total; }
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float s = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 4 * SPLIT_WARPS; ++g) s += gacc[g][d] * __expf(gm[g] - mx);
+        out[2 + d] = s;
+    }
+}
+
+// out[h] = the merge of head h's chunk states from attention_split.
+extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
+                                             int head_dim, int n_chunks, const int* __restrict__ pos0) {
+    const int h = blockIdx.x;
+    const int used = min(pos0[0] / CHUNK + 1, n_chunks);
+    const float* part = partial + (long long)h * n_chunks * (head_dim + 2);
+    float mx = NEG_INF;
+    for (int c = 0; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
+    float total = 0.0f;
+    for (int c = 0; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float s = 0.0f;
+        for (int c = 0; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
+        out[h * head_dim + d] = s / total;
+    }
+}

@@ -1,0 +1,257 @@
+"""Benchmark of the CUDA backend: prints markdown tables, asserts nothing.
+
+    python -m reference_worker.cuda.bench --model PATH [--llama-bench PATH/TO/llama-bench]
+    python -m reference_worker.cuda.bench --kernels      # per-kernel GPU time, real shapes, random data
+
+Model table: load time, VRAM used, time to first token (short and 512-token prompts), decode
+tokens/s at batch 1 over 256 tokens (CUDA graph replay; and eager, for contrast), and the
+bandwidth that decode rate implies (weight bytes read per token x tokens/s, as gpt-fast
+reports it). With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from reference_worker.engine import Engine, SamplingParams
+
+SHORT_PROMPT = "Write a haiku about GPU computing"
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def _decode_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> tuple[float, float, float, list[int]]:
+    """(seconds to the first token, seconds to record the decode graph, decode tokens/s after
+    that, ids) with the GPU decoder; greedy."""
+    decoder = engine.ops.decoder(engine.adapter)
+    cache = engine.adapter.new_cache(len(prompt_ids) + n_tokens + 2)
+    try:
+        t0 = time.perf_counter()
+        ids = [decoder.start(prompt_ids, GREEDY, 0, cache)]
+        t1 = time.perf_counter()
+        ids.append(decoder.next())  # records the graph when this cache is new to the decoder
+        t2 = time.perf_counter()
+        for _ in range(n_tokens):
+            ids.append(decoder.next())
+        t3 = time.perf_counter()
+    finally:
+        cache.close()
+    return t1 - t0, t2 - t1, n_tokens / (t3 - t2), ids
+
+
+def _eager_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> float:
+    """Decode tokens/s with one adapter.forward per token, launched op by op, logits copied to
+    the host and argmax there: what the graph and the GPU sampler save."""
+    cache = engine.adapter.new_cache(len(prompt_ids) + n_tokens + 1)
+    try:
+        token = int(np.argmax(engine.adapter.forward(prompt_ids, 0, cache)))
+        t0 = time.perf_counter()
+        for i in range(n_tokens):
+            token = int(np.argmax(engine.adapter.forward([token], len(prompt_ids) + i, cache)))
+        return n_tokens / (time.perf_counter() - t0)
+    finally:
+        cache.close()
+
+
+def _engine_rate(engine: Engine, n_tokens: int) -> float:
+    """Decode tokens/s as the server sees it: Engine.generate, detokenizer included."""
+    gen = engine.generate(SHORT_PROMPT, n_tokens + 1, GREEDY)
+    try:
+        steps = iter(gen)
+        next(steps)
+        t0 = time.perf_counter()
+        count = sum(1 for _ in steps)
+        return count / (time.perf_counter() - t0)
+    finally:
+        gen.close()
+
+
+def _matmul_bytes(engine: Engine) -> int:
+    """Weight bytes a decode step reads: every matrix of every layer, and the output head."""
+    adapter = engine.adapter
+    weights = [w for layer in adapter.layers for w in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate,
+                                                         layer.w_up, layer.w_down)]
+    return sum(w.data.nbytes for w in weights + [adapter.output])
+
+
+def _llama_bench(binary: str, model: str) -> dict[str, float]:
+    out = subprocess.run([binary, "-m", model, "-p", "512", "-n", "128", "-fa", "0,1", "-o", "json"],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    rates = {}
+    for row in json.loads(out):
+        test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+        rates[f"{test} fa={int(bool(row.get('flash_attn')))}"] = row["avg_ts"]
+    return rates
+
+
+def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
+    t0 = time.perf_counter()
+    engine = Engine.load(path, backend="cuda")
+    load_s = time.perf_counter() - t0
+    short = engine.tokenize(SHORT_PROMPT)
+    filler = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 120)
+    long = (filler * (512 // len(filler) + 1))[:512]
+    _decode_rate(engine, short, 8)  # first use of every kernel
+    ttft_short, record_s, _, _ = _decode_rate(engine, short, 1)
+    ttft_long, _, _, _ = _decode_rate(engine, long, 1)
+    rates = [_decode_rate(engine, short, n_tokens)[2] for _ in range(3)]
+    decode = statistics.median(rates)
+    eager = _eager_rate(engine, short, 32)
+    served = _engine_rate(engine, n_tokens)
+    gbps = _matmul_bytes(engine) * decode / 1e9
+    rows = [
+        ("load time", f"{load_s:.2f} s"),
+        ("VRAM used (weights + KV + scratch)", f"{engine.vram_bytes_used / 2**20:.1f} MiB"),
+        (f"time to first token, {len(short)}-token prompt", f"{ttft_short * 1e3:.2f} ms"),
+        (f"time to first token, {len(long)}-token prompt", f"{ttft_long * 1e3:.2f} ms"),
+        (f"decode, batch 1, {n_tokens} tokens (graph; median of 3)", f"{decode:.1f} tokens/s  (runs: "
+         + ", ".join(f"{r:.1f}" for r in rates) + ")"),
+        ("recording the decode graph (once per KV-cache allocation)", f"{record_s * 1e3:.1f} ms"),
+        (f"decode through Engine.generate ({n_tokens} tokens, or fewer at an end token)", f"{served:.1f} tokens/s"),
+        ("decode, eager ops + host argmax, no graph (32 tokens)", f"{eager:.1f} tokens/s"),
+        ("weights read per token / achieved bandwidth", f"{_matmul_bytes(engine) / 2**20:.1f} MiB / {gbps:.0f} GB/s"),
+    ]
+    if llama_bench:
+        for test, rate in _llama_bench(llama_bench, path).items():
+            ours = decode if test.startswith("tg") else len(long) / ttft_long
+            rows.append((f"llama.cpp {test}", f"{rate:.1f} tokens/s; this worker / llama.cpp = {ours / rate:.2f}"))
+    rows += _golden_rows(engine, short)
+    print(f"\n| {engine.model_name} ({engine.quant_kind}) on {_device_name()} | value |\n| --- | --- |")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    engine.close()
+
+
+# ../shared/DESIGN.md, "Test models": the real model's ids for SHORT_PROMPT and the greedy
+# continuation llama.cpp (CUDA) and HF transformers agree on, measured on an H100.
+GOLDEN_PROMPT = [7985, 264, 6386, 38242, 911, 22670, 24231]
+GOLDEN_CONTINUATION = [323, 1181, 5421, 389, 279, 4401, 315, 20443, 11229, 382, 49891, 45779, 374, 1075, 264,
+                       45144, 11, 2303, 2132, 594]
+
+
+def _golden_rows(engine: Engine, prompt: list[int]) -> list[tuple[str, str]]:
+    """On the real model (its 151936-token vocabulary): free-running greedy ids against the
+    golden, and teacher-forced top-1 over the golden sequence."""
+    if engine.vocab_size != 151936:
+        return [("golden check", "skipped: not the real test model")]
+    free = _decode_rate(engine, GOLDEN_PROMPT, len(GOLDEN_CONTINUATION) - 2)[3]
+    same = next((i for i, (a, b) in enumerate(zip(free, GOLDEN_CONTINUATION)) if a != b), len(free))
+    logits = engine.score(GOLDEN_PROMPT + GOLDEN_CONTINUATION)[len(GOLDEN_PROMPT) - 1:-1]
+    top = np.sort(logits, axis=1)
+    margins = top[:, -1] - top[:, -2]
+    forced = logits.argmax(1) == np.array(GOLDEN_CONTINUATION)
+    misses = [f"pos {i} (margin {margins[i]:.2f})" for i in np.flatnonzero(~forced)]
+    return [("tokenizer gives the golden prompt ids", str(prompt == GOLDEN_PROMPT)),
+            ("greedy ids, free running", f"{free}; first {same} of {len(free)} equal the golden"),
+            ("teacher-forced top-1 = golden", f"{int(forced.sum())} of {len(forced)}"
+             + (f"; differs at {', '.join(misses)}" if misses else ""))]
+
+
+def _device_name() -> str:
+    import cupy as cp
+
+    return cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+
+def _graph_time_us(launch, reps: int = 50) -> float:
+    """GPU time of one launch: `reps` launches recorded in a CUDA graph, replayed and timed with
+    events, so Python's launch overhead stays out of the figure."""
+    import cupy as cp
+
+    launch()
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        for _ in range(reps):
+            launch()
+        graph = stream.end_capture()
+        graph.launch(stream)
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record(stream)
+        for _ in range(5):
+            graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+    return cp.cuda.get_elapsed_time(start, end) * 1e3 / (5 * reps)
+
+
+def bench_kernels() -> None:
+    """Per-kernel GPU time of one decode step of a Qwen2.5-0.5B-shaped model (random data)."""
+    import cupy as cp
+    from gguf import GGMLQuantizationType as Q
+
+    from reference_worker.cuda import kernels
+    from reference_worker.cuda.kernels import DeviceWeight
+
+    rng = np.random.default_rng(0)
+
+    def weight(qtype, rows, cols):
+        block, size = kernels.GGML_QUANT_SIZES[qtype]
+        raw = rng.integers(0, 256, (rows, cols // block * size), dtype=np.uint8)
+        raw[:, :] &= 0x3B  # keeps every fp16 scale field finite
+        return DeviceWeight(qtype, rows, cols, cp.asarray(raw))
+
+    def vec(*shape):
+        return cp.asarray(rng.standard_normal(shape).astype(np.float32))
+
+    rows = []
+    for qtype, n_out, n_in, what in [(Q.Q5_0, 896, 896, "q / o proj"), (Q.Q5_0, 128, 896, "k / v proj"),
+                                     (Q.Q5_0, 4864, 896, "gate / up proj"), (Q.Q4_K, 896, 4864, "down proj"),
+                                     (Q.Q6_K, 896, 4864, "down proj"), (Q.Q8_0, 151936, 896, "output head")]:
+        w, x, out = weight(qtype, n_out, n_in), vec(1, n_in), cp.empty((1, n_out), np.float32)
+        us = _graph_time_us(lambda: kernels.matmul(w, x, out))
+        rows.append((f"mat-vec {qtype.name} {n_out}x{n_in} ({what})", us, w.data.nbytes / us / 1e3))
+        x64, out64 = vec(64, n_in), cp.empty((64, n_out), np.float32)
+        us = _graph_time_us(lambda: kernels.matmul(w, x64, out64), reps=5)
+        rows.append((f"prefill 64 tokens {qtype.name} {n_out}x{n_in}", us, w.data.nbytes / us / 1e3))
+    x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
+    rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
+    pos = cp.asarray([300], np.int32)
+    q, qo = vec(1, 14, 64), cp.empty((1, 14, 64), np.float32)
+    rows.append(("rope 14 heads", _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
+    k, v = vec(1, 2, 64), vec(1, 2, 64)
+    kc = cp.asarray(rng.standard_normal((2, 4096, 64)).astype(np.float16))
+    vc = kc.copy()
+    for ctx_used in (300, 2000):
+        pos = cp.asarray([ctx_used], np.int32)
+        rows.append((f"attention decode (KV store included) at position {ctx_used}",
+                     _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, qo)), None))
+    g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
+    rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
+    rows.append(("add 896", _graph_time_us(lambda: kernels.add(x, x, out)), None))
+    logits = vec(151936)
+    state, fp, ip = cp.asarray([5, 0, 0], np.int32), cp.asarray([0, 1, 0, 1], np.float32), cp.zeros(3, np.uint32)
+    rows.append(("sample (greedy) over 151936", _graph_time_us(lambda: kernels.sample(logits, fp, ip, state)), None))
+    fp2 = cp.asarray([0.8, 0.9, 0.05, 1.0], np.float32)
+    ip2 = cp.asarray([40, 1, 0], np.uint32)
+    rows.append(("sample (T 0.8, top-k 40, top-p 0.9, min-p 0.05)",
+                 _graph_time_us(lambda: kernels.sample(logits, fp2, ip2, state), reps=5), None))
+    print(f"\n| kernel on {_device_name()} (random data, real shapes) | us | GB/s |\n| --- | --- | --- |")
+    for name, us, gbps in rows:
+        print(f"| {name} | {us:.2f} | {'' if gbps is None else f'{gbps:.0f}'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_worker.cuda.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="GGUF file to benchmark")
+    parser.add_argument("--tokens", type=int, default=256, help="decode tokens per run")
+    parser.add_argument("--llama-bench", help="path of a llama-bench binary to compare with")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time each kernel of a decode step (real shapes, random data)")
+    args = parser.parse_args(argv)
+    if not args.model and not args.kernels:
+        parser.error("give --model PATH, --kernels, or both")
+    if args.kernels:
+        bench_kernels()
+    if args.model:
+        bench_model(args.model, args.tokens, args.llama_bench)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Thin launchers of the `.cu` kernels beside this file (M0-W-1430/1431).
+
+Each launcher checks shapes, dtypes and contiguity before it launches (a wrong argument is a
+bug in the caller, reported as ValueError), launches on the current stream, and never
+synchronises, so a sequence of launches can be captured in a CUDA graph; callers synchronise
+inside `cuda_errors` (decode.py reads each token that way). CUDA failures at compile, launch or
+synchronisation time become WorkerError(CUDA_ERROR) through `cuda_errors`.
+Every launcher takes its output buffer (`out`) so the decode step allocates nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as Q
+
+from reference_worker.errors import ErrorCode, WorkerError
+
+KERNEL_DIR = Path(__file__).parent
+
+# ggml type -> suffix of the matvec_/matmul_/embed_ kernels in matmul.cu.
+WEIGHT_KERNELS = {
+    Q.F32: "f32", Q.F16: "f16", Q.BF16: "bf16", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q8_0: "q8_0",
+    Q.MXFP4: "mxfp4", Q.Q4_K: "q4_k", Q.Q6_K: "q6_k",
+}
+PREFILL_TOKENS = 8  # tokens per weight pass in matmul_* (matmul.cu)
+PREFILL_ROWS = 4  # rows per warp in matmul_* (matmul.cu)
+SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
+ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
+ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
+MAX_HEAD_DIM = 256  # attention.cu
+SAMPLE_THREADS = 1024  # sampling.cu
+_CUDA_ERRORS = (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
+                cp.cuda.compiler.CompileException, cp.cuda.memory.OutOfMemoryError)
+
+
+@contextlib.contextmanager
+def cuda_errors(what: str):
+    """Turn a CUDA failure inside the block into WorkerError naming `what`: VRAM_OOM when the
+    device is out of memory, CUDA_ERROR for a failed compile, launch or synchronisation."""
+    try:
+        yield
+    except cp.cuda.memory.OutOfMemoryError as e:
+        raise WorkerError(ErrorCode.VRAM_OOM, f"out of VRAM during {what}: {e}") from e
+    except _CUDA_ERRORS as e:
+        raise WorkerError(ErrorCode.CUDA_ERROR, f"CUDA error during {what}: {e}") from e
+
+
+@functools.cache
+def _module(module: str) -> cp.RawModule:
+    source = (KERNEL_DIR / f"{module}.cu").read_text()
+    return cp.RawModule(code=source, options=("-std=c++17", f"-I{KERNEL_DIR}"))
+
+
+def load_modules() -> None:
+    """Compile and load every kernel module now (at model load), not inside the first request."""
+    with cuda_errors("compiling the kernels"):
+        for path in sorted(KERNEL_DIR.glob("*.cu")):
+            _module(path.stem).compile()
+
+
+@functools.cache
+def _function(module: str, name: str):
+    with cuda_errors(f"compiling {module}.cu"):
+        return _module(module).get_function(name)
+
+
+def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+    with cuda_errors(f"kernel {name}"):
+        _function(module, name)(grid, block, args)
+
+
+def _check(array, dtype, shape: tuple, name: str) -> None:
+    if not isinstance(array, cp.ndarray):
+        raise ValueError(f"{name} must be a cupy array, not {type(array).__name__}")
+    if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}, "
+                         f"got {array.dtype.name} {array.shape}")
+
+
+def _blocks(n: int, threads: int) -> int:
+    return (n + threads - 1) // threads
+
+
+@dataclass(frozen=True)
+class DeviceWeight:
+    """A weight matrix kept in its GGUF encoding in VRAM: `data` holds (rows, row_bytes) bytes."""
+
+    qtype: Q
+    rows: int
+    cols: int
+    data: cp.ndarray  # uint8, (rows, row_bytes), 256-byte aligned (arena.py)
+
+    def __post_init__(self) -> None:
+        if self.qtype not in WEIGHT_KERNELS:
+            raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"no CUDA kernel for weight type {self.qtype.name}")
+        block_size, type_size = GGML_QUANT_SIZES[self.qtype]
+        if self.cols % 32 or self.cols % block_size:
+            raise WorkerError(ErrorCode.MODEL_LOAD_FAILED,
+                              f"row length {self.cols} is not a multiple of 32 and of the {self.qtype.name} block")
+        _check(self.data, np.uint8, (self.rows, self.row_bytes), "weight data")
+
+    @property
+    def row_bytes(self) -> int:
+        block_size, type_size = GGML_QUANT_SIZES[self.qtype]
+        return self.cols // block_size * type_size
+
+
+def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = W @ x[t] for x (n_tok, cols) float32, out (n_tok, rows) float32; one weight pass
+    per token for n_tok == 1, one per PREFILL_TOKENS tokens otherwise."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    _check(x, np.float32, (n_tok, w.cols), "x")
+    _check(out, np.float32, (n_tok, w.rows), "out")
+    suffix, row_bytes = WEIGHT_KERNELS[w.qtype], np.int64(w.row_bytes)
+    dims = (np.int32(w.cols), np.int32(w.rows))
+    if n_tok > 1:
+        grid = (_blocks(w.rows, 4 * PREFILL_ROWS), _blocks(n_tok, PREFILL_TOKENS))
+        _launch("matmul", f"matmul_{suffix}", grid, (128,), (w.data, x, out, *dims, np.int32(n_tok), row_bytes))
+    elif w.cols >= SPLIT_ROW_LENGTH:
+        _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (w.data, x, out, *dims, row_bytes))
+    else:
+        _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (w.data, x, out, *dims, row_bytes))
+    return out
+
+
+def embed(table: DeviceWeight, ids: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = decoded row ids[t] of the table, for ids (n_tok,) int32 on the device (each id is
+    clamped to the table: callers validate ids against the vocabulary first)."""
+    n_tok = ids.shape[0] if ids.ndim == 1 else -1
+    _check(ids, np.int32, (n_tok,), "ids")
+    _check(out, np.float32, (n_tok, table.cols), "out")
+    _launch("matmul", f"embed_{WEIGHT_KERNELS[table.qtype]}", (_blocks(table.cols // 4, 256), n_tok), (256,),
+            (table.data, ids, out, np.int32(table.cols), np.int32(n_tok), np.int32(table.rows),
+             np.int64(table.row_bytes)))
+    return out
+
+
+def rmsnorm(x: cp.ndarray, weight: cp.ndarray, eps: float, out: cp.ndarray) -> cp.ndarray:
+    """out = x / sqrt(mean(x^2) + eps) * weight, row by row, for x (n_tok, n)."""
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_tok, n), got shape {x.shape}")
+    _check(x, np.float32, x.shape, "x")
+    _check(weight, np.float32, (x.shape[1],), "weight")
+    _check(out, np.float32, x.shape, "out")
+    _launch("layers", "rmsnorm", (x.shape[0],), (256,), (x, weight, out, np.int32(x.shape[1]), np.float32(eps)))
+    return out
+
+
+def rope(x: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray) -> cp.ndarray:
+    """out = x (n_tok, n_heads, head_dim) rotated for positions pos0[0] + t (pos0 a device
+    int32[1]; out may be x); `neox` pairs i with i + head_dim/2, else 2i with 2i + 1."""
+    if x.ndim != 3 or x.shape[2] % 2:
+        raise ValueError(f"x must be (n_tok, n_heads, even head_dim), got shape {x.shape}")
+    _check(x, np.float32, x.shape, "x")
+    _check(out, np.float32, x.shape, "out")
+    _check(pos0, np.int32, (1,), "pos0")
+    n_tok, n_heads, head_dim = x.shape
+    pairs = n_tok * n_heads * head_dim // 2
+    _launch("layers", "rope", (_blocks(pairs, 256),), (256,),
+            (x, out, np.int32(n_tok), np.int32(n_heads), np.int32(head_dim), pos0, np.float32(freq_base),
+             np.int32(neox)))
+    return out
+
+
+def _elementwise(name: str, arrays: tuple, out: cp.ndarray) -> cp.ndarray:
+    for i, a in enumerate(arrays):
+        _check(a, np.float32, out.shape, f"{name} input {i}")
+    _check(out, np.float32, out.shape, f"{name} out")
+    _launch("layers", name, (_blocks(out.size, 256),), (256,), (*arrays, out, np.int64(out.size)))
+    return out
+
+
+def swiglu(gate: cp.ndarray, up: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = silu(gate) * up."""
+    return _elementwise("swiglu", (gate, up), out)
+
+
+def add(a: cp.ndarray, b: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = a + b (out may be a)."""
+    return _elementwise("add", (a, b), out)
+
+
+def add_bias(x: cp.ndarray, bias: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = x[t] + bias, for x (n_tok, n); out may be x."""
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_tok, n), got shape {x.shape}")
+    _check(x, np.float32, x.shape, "x")
+    _check(bias, np.float32, (x.shape[1],), "bias")
+    _check(out, np.float32, x.shape, "out")
+    _launch("layers", "add_bias", (_blocks(x.size, 256),), (256,),
+            (x, bias, out, np.int32(x.shape[1]), np.int64(x.size)))
+    return out
+
+
+def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray) -> None:
+    """Write k, v (n_tok, n_kv, head_dim) float32 as fp16 into caches (n_kv, ctx, head_dim) at
+    positions pos0[0] + t; positions past the cache are dropped (callers check the budget)."""
+    if k.ndim != 3 or k_cache.ndim != 3:
+        raise ValueError(f"k must be (n_tok, n_kv, head_dim) and the cache (n_kv, ctx, head_dim), "
+                         f"got {k.shape} and {k_cache.shape}")
+    n_tok, n_kv, head_dim = k.shape
+    ctx = k_cache.shape[1]
+    for name, a in (("k", k), ("v", v)):
+        _check(a, np.float32, (n_tok, n_kv, head_dim), name)
+    for name, c in (("k_cache", k_cache), ("v_cache", v_cache)):
+        _check(c, np.float16, (n_kv, ctx, head_dim), name)
+    _check(pos0, np.int32, (1,), "pos0")
+    _launch("layers", "kv_store", (_blocks(k.size, 256),), (256,),
+            (k, v, k_cache, v_cache, np.int32(n_tok), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0))
+
+
+def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
+                     out: cp.ndarray) -> tuple[int, int, int, int, int]:
+    if q.ndim != 3 or k_cache.ndim != 3:
+        raise ValueError(f"q must be (n_tok, n_head, head_dim) and the cache (n_kv, ctx, head_dim), "
+                         f"got {q.shape} and {k_cache.shape}")
+    n_tok, n_head, head_dim = q.shape
+    n_kv, ctx, _ = k_cache.shape
+    if n_head % n_kv or head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"{n_head} query heads over {n_kv} KV heads with head_dim {head_dim} is not supported")
+    _check(q, np.float32, q.shape, "q")
+    for name, c in (("k_cache", k_cache), ("v_cache", v_cache)):
+        _check(c, np.float16, (n_kv, ctx, head_dim), name)
+    _check(pos0, np.int32, (1,), "pos0")
+    _check(out, np.float32, q.shape, "out")
+    return n_tok, n_head, head_dim, n_kv, ctx
+
+
+def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
+              out: cp.ndarray) -> cp.ndarray:
+    """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
+    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store)."""
+    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out)
+    _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
+            (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
+             np.float32(1.0 / np.sqrt(head_dim))))
+    return out
+
+
+def supports_decode_attention(head_dim: int) -> bool:
+    return head_dim % 64 == 0 and head_dim <= MAX_HEAD_DIM
+
+
+def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray,
+                     pos0: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """One query per head at position p = pos0[0]: store k, v (1, n_kv, head_dim) at p in the
+    caches, then attend over 0..p like `attention`, with the positions split over blocks
+    (attention_split, then attention_combine)."""
+    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out)
+    if n_tok != 1 or not supports_decode_attention(head_dim):
+        raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
+    for name, a in (("k", k), ("v", v)):
+        _check(a, np.float32, (1, n_kv, head_dim), name)
+    chunks = _blocks(ctx, ATTN_CHUNK)
+    partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
+    _launch("attention", "attention_split", (n_head, chunks), (128,),
+            (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
+             pos0, np.float32(1.0 / np.sqrt(head_dim))))
+    _launch("attention", "attention_combine", (n_head,), (head_dim,),
+            (partial, out, np.int32(head_dim), np.int32(chunks), pos0))
+    return out
+
+
+def commit_token(state: cp.ndarray, history: cp.ndarray) -> None:
+    """Append the chosen token state[1] to history (state[2] ids long) and move to the next
+    position: state[0] += 1, state[2] += 1 (the last launch of a decode step)."""
+    _check(state, np.int32, (3,), "state")
+    _check(history, np.int32, (history.size,), "history")
+    _launch("sampling", "commit_token", (1,), (1,), (state, history, np.int32(history.size)))
+
+
+def argmax(x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[0] = the index of the largest x (the lowest on ties), x a float32 vector."""
+    _check(x, np.float32, (x.size,), "x")
+    _check(out, np.int32, (1,), "out")
+    _launch("sampling", "argmax", (1,), (SAMPLE_THREADS,), (x, np.int32(x.size), out))
+    return out
+
+
+def repetition_penalty(logits: cp.ndarray, history: cp.ndarray, count: cp.ndarray, mask: cp.ndarray,
+                       fparams: cp.ndarray) -> None:
+    """Penalise (fparams[3]) the logits of the first count[0] ids of history, once per distinct id."""
+    n = logits.size
+    _check(logits, np.float32, (n,), "logits")
+    _check(history, np.int32, (history.size,), "history")
+    _check(count, np.int32, (1,), "count")
+    _check(mask, np.int32, (n,), "mask")
+    _check(fparams, np.float32, (4,), "fparams")
+    _launch("sampling", "mark_tokens", (_blocks(history.size, 256),), (256,),
+            (history, count, np.int32(history.size), mask, np.int32(n)))
+    _launch("sampling", "apply_penalty", (_blocks(n, 256),), (256,), (logits, mask, np.int32(n), fparams))
+
+
+def sample(logits: cp.ndarray, fparams: cp.ndarray, iparams: cp.ndarray, state: cp.ndarray) -> None:
+    """Choose the next token into state[1] (state = position, token, history length; the
+    position seeds the draw):
+    fparams = (temperature, top_p, min_p, repetition_penalty) float32, iparams = (top_k, seed
+    low, seed high) uint32; temperature 0 is argmax."""
+    _check(logits, np.float32, (logits.size,), "logits")
+    _check(fparams, np.float32, (4,), "fparams")
+    _check(iparams, np.uint32, (3,), "iparams")
+    _check(state, np.int32, (3,), "state")
+    _launch("sampling", "sample", (1,), (SAMPLE_THREADS,), (logits, np.int32(logits.size), fparams, iparams, state))

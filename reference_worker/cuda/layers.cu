@@ -1,0 +1,76 @@
+// Element-wise and per-row layer kernels: RMSNorm, RoPE, SwiGLU, residual and bias adds,
+// and the KV-cache store. Positions come from a device int (`pos0`) so that a captured
+// CUDA graph replays the decode step at a new position without new kernel arguments.
+#include "common.cuh"
+
+// out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w; one block per row.
+extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
+                                   float* __restrict__ out, int n, float eps) {
+    const float* xr = x + (long long)blockIdx.x * n;
+    float* orow = out + (long long)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) orow[i] = xr[i] * inv * w[i];
+}
+
+// out = x[n_tok, n_heads, head_dim] rotated for positions pos0[0] + t (out may be x).
+// neox != 0 rotates the pairs (i, i + head_dim/2) (qwen2, phi3); otherwise (2i, 2i + 1) (llama).
+extern "C" __global__ void rope(const float* x, float* out, int n_tok, int n_heads, int head_dim,
+                                const int* __restrict__ pos0, float freq_base, int neox) {
+    const int half = head_dim >> 1;
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n_tok * n_heads * half) return;
+    const int i = idx % half;
+    const long long head = idx / half;
+    const int t = head / n_heads;
+    const float theta = (float)(pos0[0] + t) * powf(freq_base, -2.0f * (float)i / (float)head_dim);
+    float s, c;
+    sincosf(theta, &s, &c);
+    const float* h = x + head * head_dim;
+    float* o = out + head * head_dim;
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = h[a], x1 = h[b];
+    o[a] = x0 * c - x1 * s;
+    o[b] = x0 * s + x1 * c;
+}
+
+// out = silu(gate) * up, the SwiGLU feed-forward gate.
+extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* __restrict__ up,
+                                  float* __restrict__ out, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + __expf(-g)) * up[i];
+    }
+}
+
+// out = a + b (residual add); out may alias a.
+extern "C" __global__ void add(const float* a, const float* b, float* out, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] + b[i];
+}
+
+// out[t, :] = x[t, :] + bias (the q/k/v biases of qwen2); out may be x.
+extern "C" __global__ void add_bias(const float* x, const float* __restrict__ bias, float* out, int n,
+                                    long long total) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) out[i] = x[i] + bias[i % n];
+}
+
+// Store k, v [n_tok, n_kv, head_dim] (fp32) as fp16 into caches [n_kv, ctx, head_dim] at
+// positions pos0[0] + t.
+extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __restrict__ v,
+                                    u16* __restrict__ k_cache, u16* __restrict__ v_cache,
+                                    int n_tok, int n_kv, int head_dim, int ctx, const int* __restrict__ pos0) {
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n_tok * n_kv * head_dim) return;
+    const int d = idx % head_dim;
+    const int h = (idx / head_dim) % n_kv;
+    const int t = idx / ((long long)head_dim * n_kv);
+    const int p = pos0[0] + t;
+    if (p >= ctx) return;  // the launcher refuses positions past the cache
+    const long long dst = ((long long)h * ctx + p) * head_dim + d;
+    k_cache[dst] = float_to_half(k[idx]);
+    v_cache[dst] = float_to_half(v[idx]);
+}

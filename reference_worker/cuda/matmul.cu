@@ -1,0 +1,135 @@
+// y[t, r] = sum_k W[r, k] * x[t, k] with W quantized in VRAM and decoded in registers.
+// Eight lanes share a 32-value unit (quant.cuh), so a warp walks four units per step with
+// coalesced loads of both the weights and x. Accumulation is in fp32 (finer than the fp16
+// accumulation M0-W-1201 allows).
+#include "quant.cuh"
+
+#define WARPS 4
+#define PREFILL_ROWS 4    // rows per warp in the prefill kernel
+#define PREFILL_TOKENS 8  // tokens per weight pass in the prefill kernel
+
+__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+
+// Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
+// (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
+template <int QT, int SPLIT>
+__device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+                            int n_in, int n_out, long long row_bytes) {
+    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+    const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
+    const bool active = row < n_out;
+    const u8* wrow = W + (active ? row : 0) * row_bytes;
+    const int units = active ? n_in >> 5 : 0;
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
+        acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    acc = warp_sum(acc);
+    if (SPLIT == 1) {
+        if (lane == 0 && active) y[row] = acc;
+        return;
+    }
+    __shared__ float partial[WARPS];
+    if (lane == 0) partial[warp] = acc;
+    __syncthreads();
+    if (part == 0 && lane == 0 && active) {
+        float s = 0.0f;
+#pragma unroll
+        for (int p = 0; p < SPLIT; ++p) s += partial[warp + p];
+        y[row] = s;
+    }
+}
+
+// Prefill: each warp takes PREFILL_ROWS rows and PREFILL_TOKENS tokens, so every decoded weight
+// serves PREFILL_TOKENS tokens and every loaded x serves PREFILL_ROWS rows.
+template <int QT>
+__device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
+                            int n_in, int n_out, int n_tok, long long row_bytes) {
+    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+    const int row0 = (blockIdx.x * WARPS + warp) * PREFILL_ROWS, t0 = blockIdx.y * PREFILL_TOKENS;
+    if (row0 >= n_out) return;
+    const u8* wrow[PREFILL_ROWS];
+#pragma unroll
+    for (int r = 0; r < PREFILL_ROWS; ++r) wrow[r] = W + min(row0 + r, n_out - 1) * row_bytes;  // rows past the end are not written
+    float acc[PREFILL_ROWS][PREFILL_TOKENS];
+#pragma unroll
+    for (int r = 0; r < PREFILL_ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PREFILL_TOKENS; ++t) acc[r][t] = 0.0f;
+    const int units = n_in >> 5;
+    for (int u = lane >> 3; u < units; u += 4) {
+        float4 w[PREFILL_ROWS];
+#pragma unroll
+        for (int r = 0; r < PREFILL_ROWS; ++r) w[r] = decode4<QT>(wrow[r], u, sub);
+#pragma unroll
+        for (int t = 0; t < PREFILL_TOKENS; ++t) {
+            if (t0 + t < n_tok) {
+                const float4 xv = *reinterpret_cast<const float4*>(X + (long long)(t0 + t) * n_in + u * 32 + 4 * sub);
+#pragma unroll
+                for (int r = 0; r < PREFILL_ROWS; ++r) acc[r][t] += dot4(w[r], xv);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < PREFILL_ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < PREFILL_TOKENS; ++t) {
+            const float s = warp_sum(acc[r][t]);
+            if (lane == 0 && row0 + r < n_out && t0 + t < n_tok) Y[(long long)(t0 + t) * n_out + row0 + r] = s;
+        }
+}
+
+#define MATMUL(NAME, QT)                                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_##NAME(const u8* W, const float* x, float* y, int n_in, int n_out, long long row_bytes) { \
+        matvec_impl<QT, 1>(W, x, y, n_in, n_out, row_bytes);                                      \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_split_##NAME(const u8* W, const float* x, float* y, int n_in, int n_out,               \
+                        long long row_bytes) {                                                    \
+        matvec_impl<QT, WARPS>(W, x, y, n_in, n_out, row_bytes);                                  \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matmul_##NAME(const u8* W, const float* X, float* Y, int n_in, int n_out, int n_tok,          \
+                  long long row_bytes) {                                                          \
+        matmul_impl<QT>(W, X, Y, n_in, n_out, n_tok, row_bytes);                                  \
+    }
+
+MATMUL(f32, QT_F32)
+MATMUL(f16, QT_F16)
+MATMUL(bf16, QT_BF16)
+MATMUL(q4_0, QT_Q4_0)
+MATMUL(q5_0, QT_Q5_0)
+MATMUL(q8_0, QT_Q8_0)
+MATMUL(mxfp4, QT_MXFP4)
+MATMUL(q4_k, QT_Q4_K)
+MATMUL(q6_k, QT_Q6_K)
+
+// out[t, :] = row ids[t] of the quantized table E, decoded (the embedding lookup); one thread
+// per four values.
+template <int QT>
+__device__ void embed_impl(const u8* __restrict__ E, const int* __restrict__ ids, float* __restrict__ out,
+                           int n_embd, int n_tok, int n_rows, long long row_bytes) {
+    const int t = blockIdx.y;
+    const int q = blockIdx.x * blockDim.x + threadIdx.x;  // which group of four values
+    if (t >= n_tok || q >= (n_embd >> 2)) return;
+    int id = ids[t];
+    id = id < 0 ? 0 : (id >= n_rows ? n_rows - 1 : id);  // bounds: the launcher validates ids
+    reinterpret_cast<float4*>(out + (long long)t * n_embd)[q] = decode4<QT>(E + id * row_bytes, q >> 3, q & 7);
+}
+
+#define EMBED(NAME, QT)                                                                           \
+    extern "C" __global__ void embed_##NAME(const u8* E, const int* ids, float* out, int n_embd,  \
+                                            int n_tok, int n_rows, long long row_bytes) {         \
+        embed_impl<QT>(E, ids, out, n_embd, n_tok, n_rows, row_bytes);                            \
+    }
+
+EMBED(f32, QT_F32)
+EMBED(f16, QT_F16)
+EMBED(bf16, QT_BF16)
+EMBED(q4_0, QT_Q4_0)
+EMBED(q5_0, QT_Q5_0)
+EMBED(q8_0, QT_Q8_0)
+EMBED(mxfp4, QT_MXFP4)
+EMBED(q4_k, QT_Q4_K)
+EMBED(q6_k, QT_Q6_K)

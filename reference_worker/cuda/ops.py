@@ -1,0 +1,290 @@
+"""The CUDA backend's ops: the names and shapes of ops_numpy.py, on the GPU (arrays are cupy).
+
+`CudaOps(gguf, ...)` puts the whole file into the weight arena when it is made; `load_matrix`
+and `load_embedding` then hand out views of the arena that stay in the file's encoding, decoded
+only inside the mat-vec and embedding kernels (M0-W-1201). Activations are float32, the KV cache
+fp16. Positions travel to the kernels through one device int (`state[0]`), and in capture mode
+(`capturing()`) the token comes from `state[1]`, so that decode.py can record the whole step as
+a CUDA graph and replay it for the next token without any upload.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import cupy as cp
+import numpy as np
+
+from reference_worker.cuda import kernels
+from reference_worker.cuda.arena import DEFAULT_CHUNK_BYTES, WeightArena, configure_context, is_device_resident
+from reference_worker.cuda.kernels import DeviceWeight, cuda_errors
+from reference_worker.errors import ErrorCode, WorkerError
+from reference_worker.gguf_file import GGUFFile, Tensor
+from reference_worker.quant import dequantize
+
+log = logging.getLogger(__name__)
+SCRATCH_RESERVE_BYTES = 64 << 20  # activations of a 512-token prefill, logits, sampling state
+
+
+class KVCache:
+    """Keys and values of every layer in fp16, laid out (layer, KVH, position, D)."""
+
+    def __init__(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> None:
+        self.n_ctx = n_ctx
+        with cuda_errors("allocating the KV cache"):
+            self.k = cp.empty((n_layer, n_head_kv, n_ctx, head_dim), np.float16)
+            self.v = cp.empty_like(self.k)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
+
+    def pointers(self) -> list[int]:
+        return [] if self.k is None else [self.k.data.ptr, self.v.data.ptr]
+
+    def close(self) -> None:
+        self.k = self.v = None
+
+
+CACHE_GRANULE = 256  # positions: caches of similar requests get the same size, so the pool hands
+                    # back the same memory and decode.py's recorded graph stays valid
+
+
+def cache_positions(n_ctx: int) -> int:
+    return -(-n_ctx // CACHE_GRANULE) * CACHE_GRANULE
+
+
+def kv_cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> int:
+    """What new_kv_cache will allocate, so callers can refuse before allocating."""
+    return 2 * n_layer * cache_positions(n_ctx) * n_head_kv * head_dim * 2
+
+
+@dataclass(frozen=True)
+class DeviceRows:
+    """The token table in its file encoding; rows are decoded by the embedding kernel."""
+
+    weight: DeviceWeight
+
+
+class CudaOps:
+    """The ops of ops_numpy.py on one GPU, over the weights of one GGUF file."""
+
+    name = "cuda"
+
+    def __init__(self, gguf: GGUFFile, device: int = 0, reserve_bytes: int = SCRATCH_RESERVE_BYTES,
+                 vram_budget_bytes: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 on_progress=lambda fraction: None) -> None:
+        """Load every tensor of `gguf` into VRAM; `reserve_bytes` (KV cache and scratch) must fit
+        beside the weights, else WorkerError(INSUFFICIENT_VRAM)."""
+        configure_context(device)
+        kernels.load_modules()
+        self.device = device
+        self.gguf = gguf
+        self.budget_bytes = vram_budget_bytes
+        self.pool = cp.get_default_memory_pool()
+        self.arena = WeightArena(gguf, device, reserve_bytes, vram_budget_bytes, chunk_bytes, on_progress)
+        # (position of the first token, token, history length): read by the kernels, see module doc.
+        self.state = cp.zeros(3, np.int32)
+        self.capture_mode = False  # tokens and positions from `state` (see `capturing`)
+        self.keep_logits = False  # to_host leaves logits on the device
+        self._uploaded_position: int | None = None  # what state[0] holds, when the host knows it
+        self._caches: list[KVCache] = []
+        self._decoder = None
+        self._require_residency("the weight arena or the decode state")
+
+    # -- loading ------------------------------------------------------------------------------
+    def _weight(self, tensor: Tensor) -> DeviceWeight:
+        whole = self.gguf.tensors[tensor.name]
+        rows, row_bytes = tensor.raw.shape
+        row_start = (tensor.raw.ctypes.data - whole.raw.ctypes.data) // max(row_bytes, 1)  # row splits (phi3)
+        data = self.arena.view(tensor.name, rows, row_bytes, row_start)
+        return DeviceWeight(tensor.qtype, rows, tensor.shape[-1], data)
+
+    def load_matrix(self, tensor: Tensor) -> DeviceWeight:
+        if len(tensor.shape) != 2:
+            raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"tensor {tensor.name!r} is not a matrix: {tensor.shape}")
+        return self._weight(tensor)
+
+    def load_embedding(self, tensor: Tensor) -> DeviceRows:
+        return DeviceRows(self.load_matrix(tensor))
+
+    def load_vector(self, tensor: Tensor) -> cp.ndarray:
+        """Norm weights and biases as float32: an F32 vector is a view of the arena; the rare
+        other encoding is decoded once (vectors, not weight matrices: M0-W-1201 is about those)."""
+        n = int(np.prod(tensor.shape))
+        if tensor.qtype == kernels.Q.F32:
+            return self.arena.view(tensor.name, 1, tensor.n_bytes).view(np.float32).reshape(n)
+        with cuda_errors("loading a vector"):
+            return cp.asarray(dequantize(tensor.raw, tensor.qtype).reshape(n))
+
+    def new_kv_cache(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> KVCache:
+        """A KV cache; WorkerError(VRAM_OOM) when it would pass the VRAM budget or the device's
+        free memory (M0-W-1021), with nothing left allocated."""
+        need = kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim)
+        if self.budget_bytes is not None and self.vram_bytes_used + need > self.budget_bytes:
+            raise WorkerError(ErrorCode.VRAM_OOM, f"a KV cache of {need} bytes does not fit the VRAM budget "
+                              f"({self.vram_bytes_used} of {self.budget_bytes} bytes used)",
+                              {"required_bytes": need})
+        try:
+            cache = KVCache(n_layer, cache_positions(n_ctx), n_head_kv, head_dim)
+        except WorkerError:
+            self.pool.free_all_blocks()
+            raise
+        self._caches = [c for c in self._caches if c.k is not None] + [cache]
+        self._require_residency("the KV cache")
+        return cache
+
+    def kv_cache_bytes(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> int:
+        return kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim)
+
+    # -- accounting and residency -------------------------------------------------------------
+    @property
+    def vram_bytes_used(self) -> int:
+        """Weights + everything CuPy's pool holds (KV caches, scratch, graph buffers) (M0-W-1011)."""
+        graph = self._decoder.nbytes if self._decoder else 0
+        return self.arena.nbytes + self.pool.total_bytes() + graph
+
+    def verify_residency(self) -> bool:
+        """cudaPointerGetAttributes on the arena, the state and every live KV cache (M0-W-1012)."""
+        pointers = [self.arena.memory.ptr, self.state.data.ptr]
+        pointers += [p for cache in self._caches for p in cache.pointers()]
+        return all(is_device_resident(p) for p in pointers)
+
+    def _require_residency(self, what: str) -> None:
+        if not self.verify_residency():
+            raise WorkerError(ErrorCode.CUDA_ERROR, f"{what} is not plain device memory (M0-W-1012)")
+
+    @property
+    def resident(self) -> bool:
+        """True while every allocation passes the residency check (engine.resident, /health)."""
+        return self.verify_residency()
+
+    def check_residency(self) -> bool:
+        """The periodic check (--residency-check-sec): logs critical when it fails (M0-W-1012)."""
+        ok = self.verify_residency()
+        if not ok:
+            log.critical("VRAM residency check failed: an allocation is not plain device memory")
+        return ok
+
+    @property
+    def sm(self) -> int:
+        """Compute capability as one number (90 for Hopper)."""
+        return int(cp.cuda.Device(self.device).compute_capability)
+
+    @property
+    def cuda_runtime_version(self) -> str:
+        version = cp.cuda.runtime.runtimeGetVersion()
+        return f"{version // 1000}.{version % 1000 // 10}"
+
+    def release_scratch(self) -> None:
+        """Give cached but unused pool blocks back to the device (after a failed request)."""
+        self.pool.free_all_blocks()
+
+    def close(self) -> None:
+        for cache in self._caches:
+            cache.close()
+        self._caches = []
+        self._decoder = None
+        self.arena.close()
+        self.pool.free_all_blocks()
+
+    # -- the ops ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def logits_on_device(self):
+        """Within: to_host returns the device array (decode.py samples on the GPU)."""
+        self.keep_logits = True
+        try:
+            yield
+        finally:
+            self.keep_logits = False
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """Within: tokens come from state[1] and positions from state[0], nothing is uploaded and
+        logits stay on the device (decode.py records this as a CUDA graph)."""
+        self.capture_mode = True
+        try:
+            with self.logits_on_device():
+                yield
+        finally:
+            self.capture_mode = False
+
+    def decoder(self, adapter):
+        """The DeviceDecoder (decode.py) for adapter's model on these ops, made once."""
+        from reference_worker.cuda.decode import DeviceDecoder  # decode.py builds on this module
+
+        if self._decoder is None or self._decoder.adapter is not adapter:
+            self._decoder = DeviceDecoder(self, adapter)
+        return self._decoder
+
+    def _set_position(self, start: int) -> None:
+        """Upload the first position for the kernels, once per forward pass rather than per op."""
+        if not self.capture_mode and start != self._uploaded_position:
+            self.state[0:1].set(np.array([start], np.int32))
+            self._uploaded_position = start
+
+    def set_state(self, position: int, token: int, history_length: int) -> None:
+        """Set `state` from the host (decode.py, before sampling a prompt's first token)."""
+        self.state.set(np.array([position, token, history_length], np.int32))
+        self._uploaded_position = position
+
+    def state_changed_on_device(self) -> None:
+        """A decode graph moved state[0]: the next forward pass must upload its position."""
+        self._uploaded_position = None
+
+    def embed(self, table: DeviceRows, ids) -> cp.ndarray:
+        if self.capture_mode:
+            dev_ids = self.state[1:2]
+        else:
+            ids = np.asarray(ids, np.int64).reshape(-1)
+            if ids.size and (ids.min() < 0 or ids.max() >= table.weight.rows):
+                raise WorkerError(ErrorCode.INVALID_REQUEST, f"token id outside the vocabulary of {table.weight.rows}")
+            dev_ids = cp.asarray(ids.astype(np.int32))
+        return kernels.embed(table.weight, dev_ids, cp.empty((dev_ids.size, table.weight.cols), np.float32))
+
+    def matmul(self, x: cp.ndarray, w: DeviceWeight) -> cp.ndarray:
+        x = cp.ascontiguousarray(x)
+        return kernels.matmul(w, x, cp.empty((x.shape[0], w.rows), np.float32))
+
+    def rmsnorm(self, x: cp.ndarray, weight: cp.ndarray, eps: float) -> cp.ndarray:
+        x = cp.ascontiguousarray(x)
+        return kernels.rmsnorm(x, weight, eps, cp.empty_like(x))
+
+    def rope(self, x: cp.ndarray, positions, base: float, neox: bool) -> cp.ndarray:
+        if not self.capture_mode:
+            positions = np.asarray(positions)
+            if not np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
+                raise ValueError("rope needs consecutive positions")
+            self._set_position(int(positions[0]))
+        x = cp.ascontiguousarray(x)
+        return kernels.rope(x, self.state[0:1], base, neox, cp.empty_like(x))
+
+    def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
+                  start: int) -> cp.ndarray:
+        n = q.shape[0]
+        if not self.capture_mode:
+            if start + n > cache.n_ctx:
+                raise WorkerError(ErrorCode.VRAM_OOM, f"positions up to {start + n} pass the KV cache of {cache.n_ctx}")
+            self._set_position(start)
+        q, k, v = (cp.ascontiguousarray(a) for a in (q, k, v))
+        pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
+        if n == 1 and kernels.supports_decode_attention(q.shape[2]):
+            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
+        kernels.kv_store(k, v, k_cache, v_cache, pos0)
+        return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
+
+    def silu_mul(self, gate: cp.ndarray, up: cp.ndarray) -> cp.ndarray:
+        return kernels.swiglu(cp.ascontiguousarray(gate), cp.ascontiguousarray(up), cp.empty(gate.shape, np.float32))
+
+    def add(self, a: cp.ndarray, b: cp.ndarray) -> cp.ndarray:
+        a, b = cp.ascontiguousarray(a), cp.ascontiguousarray(b)
+        if b.ndim == 1 and a.ndim == 2:  # a bias
+            return kernels.add_bias(a, b, cp.empty_like(a))
+        return kernels.add(a, b, cp.empty(a.shape, np.float32))
+
+    def to_host(self, x: cp.ndarray):
+        if self.keep_logits:
+            return x
+        with cuda_errors("copying logits to the host"):
+            return cp.asnumpy(x)

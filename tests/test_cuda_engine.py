@@ -1,0 +1,158 @@
+"""The CUDA backend as a whole, on synthetic GGUFs: the model against the NumPy engine, the
+decoder's reproducibility, VRAM loading, accounting and limits (M0-W-1012/1020/1021/1220/1222/1826).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reference_worker import synthetic
+from reference_worker.cuda import cuda_unavailable_reason
+from reference_worker.engine import Engine, SamplingParams
+from reference_worker.errors import ErrorCode, WorkerError
+
+pytestmark = pytest.mark.cuda
+if (REASON := cuda_unavailable_reason()) is not None:
+    pytest.skip(f"CUDA backend unavailable: {REASON}", allow_module_level=True)
+
+import cupy as cp  # noqa: E402
+
+from reference_worker.cuda.arena import ALIGNMENT, WeightArena  # noqa: E402
+from reference_worker.cuda.ops import SCRATCH_RESERVE_BYTES  # noqa: E402
+
+PROMPT = "The quick brown fox jumps over the lazy dog. def forward(self, tokens):"
+
+
+@pytest.fixture(scope="module", params=[("qwen2", "mixed"), ("llama", "Q4_K"), ("qwen2", "MXFP4")],
+                ids=lambda p: "-".join(p))
+def model_path(request, tmp_path_factory):
+    arch, quant = request.param
+    return synthetic.build(tmp_path_factory.mktemp("models") / f"{arch}-{quant}.gguf", arch, quant, seed=3)
+
+
+@pytest.fixture(scope="module")
+def engines(model_path):
+    cuda, host = Engine.load(model_path, backend="cuda"), Engine.load(model_path, backend="numpy")
+    yield cuda, host
+    cuda.close()
+
+
+def test_weights_stay_in_their_encoding_at_aligned_offsets(engines, model_path):
+    cuda, _ = engines
+    arena = cuda.ops.arena
+    assert arena.memory.ptr % ALIGNMENT == 0
+    assert all(p.offset % ALIGNMENT == 0 for p in arena.placements.values())
+    # Byte for byte the file's tensors: nothing was decoded on the way in (M0-W-1201).
+    for name, tensor in cuda.gguf.tensors.items():
+        place = arena.placements[name]
+        assert np.array_equal(arena.base[place.offset:place.offset + place.n_bytes].get(), tensor.raw.reshape(-1))
+    assert cuda.resident and cuda.check_residency()
+    assert cuda.vram_bytes_used >= arena.nbytes
+
+
+def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
+    cuda, host = engines
+    ids = cuda.tokenize(PROMPT * 3)
+    got, want = cuda.score(ids), host.score(ids)
+    assert got.shape == want.shape
+    err = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert err.max() < 2e-2  # fp16 KV cache against the twin's fp32 one
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(want).max(axis=1)
+    assert clear.sum() > len(ids) // 2
+    assert np.array_equal(got.argmax(1)[clear], want.argmax(1)[clear])
+
+
+def _decode(engine, ids, n, params=SamplingParams(temperature=0.0), seed=0):
+    decoder = engine.ops.decoder(engine.adapter)
+    cache = engine.adapter.new_cache(len(ids) + n)
+    try:
+        out = [decoder.start(ids, params, seed, cache)]
+        out += [decoder.next() for _ in range(n - 1)]
+        return out
+    finally:
+        cache.close()
+
+
+def test_graph_decoding_follows_the_model_greedily(engines):
+    cuda, host = engines
+    ids = cuda.tokenize(PROMPT)
+    out = _decode(cuda, ids, 24)
+    # Teacher-forced on the NumPy engine: each decoded token is its top-1 where the margin is clear.
+    logits = host.score(ids + out)[len(ids) - 1:-1]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(logits).max(axis=1)
+    assert np.array_equal(np.asarray(out)[clear], logits.argmax(1)[clear])
+
+
+def test_temperature_zero_gives_identical_ids_run_after_run(engines):
+    cuda, _ = engines
+    ids = cuda.tokenize(PROMPT)
+    runs = [_decode(cuda, ids, 40) for _ in range(3)]  # M0-W-1826
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_seeded_sampling_repeats_and_seeds_differ(engines):
+    cuda, _ = engines
+    ids = cuda.tokenize(PROMPT)
+    params = SamplingParams(temperature=1.0, top_k=40, top_p=0.95)
+    first, again, other = (_decode(cuda, ids, 30, params, seed) for seed in (7, 7, 8))
+    assert first == again and first != other
+
+
+def test_vram_returns_to_its_baseline_after_100_requests(engines):
+    cuda, _ = engines
+    pool = cp.get_default_memory_pool()
+
+    def request():
+        gen = cuda.generate(PROMPT, 4, SamplingParams(temperature=0.0))
+        try:
+            return [step.token_id for step in gen]
+        finally:
+            gen.close()
+
+    first = request()
+    baseline_used, baseline_vram = pool.used_bytes(), cuda.vram_bytes_used
+    for _ in range(100):
+        assert request() == first
+    assert pool.used_bytes() == baseline_used
+    assert cuda.vram_bytes_used == baseline_vram
+
+
+def test_a_model_too_large_for_the_budget_is_refused_with_the_numbers(model_path):
+    with pytest.raises(WorkerError) as err:
+        Engine.load(model_path, backend="cuda", vram_budget_bytes=1 << 16)
+    e = err.value
+    assert e.code is ErrorCode.INSUFFICIENT_VRAM
+    assert e.details["available_bytes"] == 1 << 16 and e.details["required_bytes"] > 1 << 16
+    assert e.details["device"] == 0 and e.details["model_path"] == str(model_path)
+
+
+def test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on(model_path):
+    probe = Engine.load(model_path, backend="cuda")
+    weights = probe.ops.arena.nbytes
+    probe.close()
+    engine = Engine.load(model_path, backend="cuda", vram_budget_bytes=weights + SCRATCH_RESERVE_BYTES + (16 << 20))
+    try:
+        with pytest.raises(WorkerError) as err:
+            engine.ops.new_kv_cache(64, 1 << 15, 8, 128)  # 8 GiB: far past the budget
+        assert err.value.code is ErrorCode.VRAM_OOM
+        gen = engine.generate(PROMPT, 3, SamplingParams(temperature=0.0))
+        assert len(list(gen)) == 3
+        gen.close()
+    finally:
+        engine.close()
+
+
+def test_chunk_size_does_not_change_what_is_loaded(model_path):
+    from reference_worker.gguf_file import GGUFFile
+
+    gguf = GGUFFile.open(model_path)
+    small = WeightArena(gguf, 0, chunk_bytes=4096)
+    large = WeightArena(gguf, 0, chunk_bytes=1 << 24)
+    assert small.placements == large.placements
+    for place in small.placements.values():  # the padding between tensors is never written
+        span = slice(place.offset, place.offset + place.n_bytes)
+        assert bool((small.base[span] == large.base[span]).all())
+    small.close()
+    large.close()

@@ -1,0 +1,221 @@
+"""Each CUDA kernel against its NumPy twin (quant.py, ops_numpy.py, sampler.py) on random inputs.
+
+Tolerances: decoded weights match quant.dequantize to fp32 rounding (rtol 1e-6); products and
+reductions, which sum in another order, to a relative error norm of 1e-5; attention, whose
+cache is fp16, is compared with the twin fed the same fp16-rounded keys and values (1e-5).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference_worker import ops_numpy, sampler
+from reference_worker.cuda import cuda_unavailable_reason
+from reference_worker.errors import ErrorCode, WorkerError
+from reference_worker.quant import dequantize
+from reference_worker.synthetic import encode_weight
+
+pytestmark = pytest.mark.cuda
+if (REASON := cuda_unavailable_reason()) is not None:
+    pytest.skip(f"CUDA backend unavailable: {REASON}", allow_module_level=True)
+
+import cupy as cp  # noqa: E402
+
+from reference_worker.cuda import kernels  # noqa: E402
+from reference_worker.cuda.kernels import DeviceWeight  # noqa: E402
+
+WEIGHT_TYPES = list(kernels.WEIGHT_KERNELS)
+K_QUANTS = (Q.Q4_K, Q.Q6_K)
+GPU_SETTINGS = settings(max_examples=15, deadline=None)
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def random_weight(qtype: Q, rows: int, cols: int, seed: int) -> tuple[DeviceWeight, np.ndarray]:
+    """A weight in qtype's encoding on the device, and its decoded twin on the host."""
+    raw = encode_weight(np.random.default_rng(seed), qtype, rows, cols, 0.05)
+    raw = np.ascontiguousarray(raw).view(np.uint8).reshape(rows, -1)
+    return DeviceWeight(qtype, rows, cols, cp.asarray(raw)), dequantize(raw, qtype)
+
+
+def cols_for(qtype: Q, units: int) -> int:
+    return 256 * max(1, units // 8) if qtype in K_QUANTS else 32 * units
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@GPU_SETTINGS
+@given(rows=st.integers(1, 40), units=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_embedding_rows_decode_as_quant_py(qtype, rows, units, seed):
+    weight, twin = random_weight(qtype, rows, cols_for(qtype, units), seed)
+    ids = np.random.default_rng(seed).integers(0, rows, size=7).astype(np.int32)
+    out = kernels.embed(weight, cp.asarray(ids), cp.full((7, weight.cols), np.nan, np.float32))
+    np.testing.assert_allclose(out.get(), twin[ids], rtol=1e-6, atol=1e-6 * np.abs(twin).max())
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("n_tok", [1, 3, 8, 19])
+@settings(max_examples=6, deadline=None)
+@given(rows=st.integers(1, 300), units=st.integers(1, 160), seed=st.integers(0, 2**32 - 1))
+def test_matmul_matches_decoded_product(qtype, n_tok, rows, units, seed):
+    weight, twin = random_weight(qtype, rows, cols_for(qtype, units), seed)
+    x = np.random.default_rng(seed + 1).standard_normal((n_tok, weight.cols)).astype(np.float32)
+    out = kernels.matmul(weight, cp.asarray(x), cp.full((n_tok, rows), np.nan, np.float32))
+    assert rel_err(out.get(), x.astype(np.float64) @ twin.T.astype(np.float64)) < 1e-5
+
+
+def test_rmsnorm_matches_twin():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((5, 896)).astype(np.float32) * 3, rng.standard_normal(896).astype(np.float32)
+    out = kernels.rmsnorm(cp.asarray(x), cp.asarray(w), 1e-6, cp.empty((5, 896), np.float32))
+    assert rel_err(out.get(), ops_numpy.rmsnorm(x, w, 1e-6)) < 1e-5
+
+
+@pytest.mark.parametrize("neox", [True, False])
+@GPU_SETTINGS
+@given(start=st.integers(0, 4000), n=st.integers(1, 9), seed=st.integers(0, 1000))
+def test_rope_matches_twin(neox, start, n, seed):
+    x = np.random.default_rng(seed).standard_normal((n, 3, 64)).astype(np.float32)
+    dx = cp.asarray(x)
+    got = kernels.rope(dx, cp.asarray([start], np.int32), 1e6, neox, cp.full_like(dx, np.nan)).get()
+    # The twin's angles are float64; an fp32 angle is off by about position * 1e-7 rad.
+    assert rel_err(got, ops_numpy.rope(x, np.arange(start, start + n), 1e6, neox)) < max(1e-5, 4e-7 * (start + n))
+
+
+@GPU_SETTINGS
+@given(start=st.integers(0, 300), n=st.integers(1, 40), group=st.sampled_from([1, 2, 7]),
+       head_dim=st.sampled_from([32, 64, 128]), seed=st.integers(0, 1000))
+def test_attention_prefill_and_decode_match_twin(start, n, group, head_dim, seed):
+    rng = np.random.default_rng(seed)
+    n_kv, ctx = 2, start + n + 5
+    q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
+    # Keys and values of earlier positions, then of these tokens; fp16 as the cache keeps them.
+    k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start)
+
+    k_cache, v_cache = cp.zeros((n_kv, ctx, head_dim), np.float16), cp.zeros((n_kv, ctx, head_dim), np.float16)
+    if start:
+        kernels.kv_store(cp.asarray(k_all[:start]), cp.asarray(v_all[:start]), k_cache, v_cache,
+                         cp.asarray([0], np.int32))
+    pos0 = cp.asarray([start], np.int32)
+    kernels.kv_store(cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache, v_cache, pos0)
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32))
+    assert rel_err(out.get().reshape(n, -1), want) < 1e-5
+
+
+@GPU_SETTINGS
+@given(start=st.integers(0, 700), group=st.sampled_from([1, 7]), head_dim=st.sampled_from([64, 128]),
+       seed=st.integers(0, 1000))
+def test_decode_attention_stores_then_attends_like_the_twin(start, group, head_dim, seed):
+    rng = np.random.default_rng(seed)
+    n_kv, ctx = 2, start + 1 + int(rng.integers(0, 200))
+    q = rng.standard_normal((1, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q.repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start)
+
+    k_cache = cp.full((n_kv, ctx, head_dim), np.nan, np.float16)  # unwritten positions must not be read
+    v_cache = cp.full((n_kv, ctx, head_dim), np.nan, np.float16)
+    if start:
+        kernels.kv_store(cp.asarray(k_all[:start]), cp.asarray(v_all[:start]), k_cache, v_cache,
+                         cp.asarray([0], np.int32))
+    out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
+                                   v_cache, cp.asarray([start], np.int32), cp.full(q.shape, np.nan, np.float32))
+    assert rel_err(out.get().reshape(1, -1), want) < 1e-5
+    assert np.array_equal(k_cache[:, start].get().astype(np.float32), k_all[start])
+
+
+def test_elementwise_ops_match_twins():
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((4, 1000)).astype(np.float32) * 4 for _ in range(2))
+    bias = rng.standard_normal(1000).astype(np.float32)
+    da, db = cp.asarray(a), cp.asarray(b)
+    assert rel_err(kernels.swiglu(da, db, cp.empty_like(da)).get(), ops_numpy.silu_mul(a, b)) < 1e-5
+    assert rel_err(kernels.add(da, db, cp.empty_like(da)).get(), ops_numpy.add(a, b)) < 1e-7
+    assert rel_err(kernels.add_bias(da, cp.asarray(bias), cp.empty_like(da)).get(), ops_numpy.add(a, bias)) < 1e-7
+
+
+@GPU_SETTINGS
+@given(n=st.integers(1, 200_000), seed=st.integers(0, 1000), ties=st.booleans())
+def test_argmax_is_numpy_argmax(n, seed, ties):
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-3, 3, n) if ties else rng.standard_normal(n)).astype(np.float32)
+    assert int(kernels.argmax(cp.asarray(x), cp.zeros(1, np.int32)).get()[0]) == int(np.argmax(x))
+
+
+def _sample_many(logits: np.ndarray, params: sampler.SamplingParams, draws: int, history=()) -> np.ndarray:
+    """Draw `draws` tokens on the GPU, one per position (the position seeds the draw)."""
+    dev = cp.asarray(logits.astype(np.float32))
+    fparams = cp.asarray([params.temperature, params.top_p, params.min_p, params.repetition_penalty], np.float32)
+    iparams = cp.asarray([params.top_k, 1234, 0], np.uint32)
+    hist = cp.asarray(np.asarray(history, np.int32).reshape(-1)) if len(history) else cp.zeros(1, np.int32)
+    mask = cp.zeros(len(logits), np.int32)
+    picks = []
+    for position in range(draws):
+        state = cp.asarray([position, -1, len(history)], np.int32)
+        work = dev.copy()
+        kernels.repetition_penalty(work, hist, state[2:3], mask, fparams)
+        kernels.sample(work, fparams, iparams, state)
+        picks.append(int(state[1].get()))
+    return np.array(picks)
+
+
+@GPU_SETTINGS
+@given(seed=st.integers(0, 1000), penalty=st.sampled_from([1.0, 1.3, 0.7]))
+def test_greedy_sampling_is_the_twins_choice(seed, penalty):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(5000).astype(np.float32) * 3
+    history = rng.integers(0, 5000, 30)
+    params = sampler.SamplingParams(temperature=0.0, repetition_penalty=penalty)
+    want = sampler.Sampler(params, 0).sample(logits, list(history))
+    assert set(_sample_many(logits, params, 2, history)) == {want}
+
+
+@pytest.mark.parametrize("params", [
+    sampler.SamplingParams(temperature=0.8),
+    sampler.SamplingParams(temperature=1.3, top_k=3),
+    sampler.SamplingParams(temperature=1.0, top_p=0.7),
+    sampler.SamplingParams(temperature=0.7, min_p=0.2),
+    sampler.SamplingParams(temperature=1.0, top_k=5, top_p=0.9, min_p=0.05, repetition_penalty=1.5),
+], ids=["temperature", "top_k", "top_p", "min_p", "all"])
+def test_sampling_draws_follow_the_twins_distribution(params):
+    logits = np.array([2.0, 1.5, 1.2, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
+    history = [0, 3]
+    # The twin's distribution, from its own filters, in its order.
+    p = params
+    filtered = sampler.apply_repetition_penalty(logits.astype(np.float64), history, p.repetition_penalty)
+    filtered = sampler.min_p_filter(sampler.top_p_filter(sampler.top_k_filter(filtered, p.top_k), p.top_p), p.min_p)
+    want = sampler.softmax(filtered / p.temperature)
+    draws = _sample_many(logits, params, 3000, history)
+    got = np.bincount(draws, minlength=len(logits)) / len(draws)
+    assert set(np.flatnonzero(got)) <= set(np.flatnonzero(want)), "drew a token the filters remove"
+    assert 0.5 * np.abs(got - want).sum() < 0.05  # total variation; 3000 draws give ~0.02
+
+
+def test_launchers_refuse_wrong_shapes_and_dtypes():
+    weight, _ = random_weight(Q.Q8_0, 4, 64, 0)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.matmul(weight, cp.zeros((1, 64), np.float16), cp.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        kernels.matmul(weight, cp.zeros((1, 32), np.float32), cp.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="cupy array"):
+        kernels.rmsnorm(np.zeros((1, 4), np.float32), cp.zeros(4, np.float32), 1e-6, cp.zeros((1, 4), np.float32))
+
+
+def test_a_failed_launch_is_a_cuda_error():
+    x = cp.zeros(4, np.float32)
+    with pytest.raises(WorkerError) as err:
+        kernels._launch("layers", "add", (1,), (4096,), (x, x, x, np.int64(4)))  # too many threads per block
+    assert err.value.code is ErrorCode.CUDA_ERROR
