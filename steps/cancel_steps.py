@@ -1,0 +1,108 @@
+"""Steps for POST /cancel (M0-W-1330, M0-SYS-6.3.5)."""
+from __future__ import annotations
+
+import time
+
+from pytest_bdd import given, parsers, then, when
+
+from steps.client import read_stream
+from steps.execute_steps import ends_with_error
+from steps.jobs import LONG_JOB, fresh_job_id, wait_for
+
+#: M0-W-1330: cancellation completes within 5 s.
+CANCEL_DEADLINE_S = 5.0
+
+
+@when("the client cancels it", target_fixture="cancel_answers")
+def cancel_running(worker, running):
+    return [worker.cancel(running.request["job_id"])]
+
+
+@when("the client cancels it as soon as its first token has arrived", target_fixture="cancel_answers")
+def cancel_at_first_token(worker, running):
+    return [worker.cancel(running.request["job_id"])]
+
+
+@when("the client cancels it twice", target_fixture="cancel_answers")
+def cancel_twice(worker, running):
+    return [worker.cancel(running.request["job_id"]) for _ in range(2)]
+
+
+@when("the client cancels that job", target_fixture="cancel_answers")
+def cancel_last(worker, jobs):
+    return [worker.cancel(jobs.last.request["job_id"])]
+
+
+@when("the client cancels a job id the worker never saw", target_fixture="cancel_answers")
+def cancel_unknown(worker):
+    return [worker.cancel(fresh_job_id())]
+
+
+#: Time for a request sent from another thread to reach the worker. The harness cannot see
+#: its arrival when a worker answers only once the job starts; a cancel sent before it got
+#: there would cancel an id the worker never saw, which the spec does not cover.
+ARRIVAL_S = 0.25
+
+
+@given("a second job queued behind it", target_fixture="queued")
+def queued(worker, jobs, running):
+    job = jobs.execute_in_background(worker, {**LONG_JOB, "max_tokens": 8})
+    time.sleep(ARRIVAL_S)
+    return job
+
+
+@when("the client cancels the second job", target_fixture="cancel_answers")
+def cancel_queued(worker, queued):
+    return [worker.cancel(queued.request["job_id"])]
+
+
+@then(parsers.parse("the cancel is answered with HTTP {status:d}"))
+@then(parsers.parse("both cancels are answered with HTTP {status:d}"))
+def cancel_status(cancel_answers, status):
+    for answer in cancel_answers:
+        assert answer.status_code == status, f"cancel answered HTTP {answer.status_code}: {answer.text[:200]}"
+
+
+@then("the cancel is answered with HTTP 202 or 404")
+def cancel_status_unknown(cancel_answers):
+    answer = cancel_answers[0]
+    assert answer.status_code in (202, 404), f"cancel answered HTTP {answer.status_code}: {answer.text[:200]}"
+
+
+@then("the stream ends before max_tokens tokens were sent")
+@then("fewer than max_tokens tokens were streamed")
+def fewer_than_max(running, jobs):
+    stream = read_stream(running.stream, jobs.timeout_s)
+    assert stream.terminal is not None, f"the stream did not end ({stream.read_error})"
+    limit = running.request["max_tokens"]
+    assert len(stream.tokens) < limit, f"all {len(stream.tokens)} tokens were streamed despite the cancel"
+
+
+@then(parsers.parse("the second job's stream ends within {seconds:g} seconds with an error event with code {code}"))
+def queued_ends_with_error(queued, seconds, code):
+    stream = wait_for(queued, seconds)
+    assert stream is not None, f"the queued job's request got no answer within {seconds:g} s"
+    ends_with_error(stream, 0.5, code)
+
+
+@then("the first job, still running, ends with CANCELLED when it is cancelled too")
+def first_still_running(worker, running):
+    assert running.stream.closed is None or running.stream.terminal is None, \
+        "the first job ended when the second was cancelled"
+    worker.cancel(running.request["job_id"])
+    ends_with_error(running.stream, CANCEL_DEADLINE_S, "CANCELLED")
+
+
+@then("the worker then completes a new job")
+def completes_new_job(worker, jobs):
+    stream = jobs.execute(worker, {"prompt": "Hello", "max_tokens": 2, "temperature": 0})
+    assert stream.status == 200, f"HTTP {stream.status}: {stream.body!r}"
+    assert stream.tokens, f"no tokens: {stream.names} ({stream.read_error})"
+    assert stream.terminal is not None and stream.terminal.name == "end", \
+        f"the new job did not end with end: {stream.names[-3:]} {stream.terminal and stream.terminal.data}"
+
+
+@then("the worker still answers GET /health")
+def still_healthy(worker):
+    answer = worker.health()
+    assert answer.status_code == 200, f"/health answered HTTP {answer.status_code}"

@@ -1,0 +1,151 @@
+"""Self-test of the conformance harness: run `pytest features/` against test doubles of a
+worker (tests/doubles/worker_double.py), one correct and one per broken rule, and check that
+the correct one passes every M0 scenario and each broken one fails the scenarios of its rule,
+and only requirements its rule can explain.
+
+The runs take half a minute each, so they all run once, two at a time, in a module
+fixture; the tests then read their results. The correct double and the doubles that break
+process rules are started by the harness (--worker-cmd, every scenario runs); the doubles
+that break HTTP rules are started here and tested as running workers (--worker-url), which
+skips the process scenarios and halves the time of the self-test.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from steps.launcher import Launcher
+
+ROOT = Path(__file__).resolve().parent.parent
+DOUBLE = ROOT / "tests" / "doubles" / "worker_double.py"
+
+# For each broken rule: the requirements that must fail (the rule's own), and the others
+# that may fail too because the broken behaviour hides what their scenarios look at.
+VALIDATION = {"M0-W-1300", "M0-W-1302"}
+CANCEL = {"M0-W-1330", "M0-SYS-6.3.5"}
+EXPECTED: dict[str, tuple[set[str], set[str]]] = {
+    "event-order": ({"M0-W-1311", "M0-W-1310", "M0-W-1300"}, set()),
+    "health-missing-field": ({"M0-W-1320", "M0-W-1364", "M0-W-1011"}, set()),
+    "health-mistyped-field": ({"M0-W-1320", "M0-W-1364", "M0-W-1011"}, set()),
+    "accept-bad-job-id": (VALIDATION, set()),
+    "accept-bad-prompt": (VALIDATION, set()),
+    "accept-bad-max-tokens": (VALIDATION, set()),
+    "accept-bad-temperature": (VALIDATION, set()),
+    "accept-bad-seed": (VALIDATION, set()),
+    "accept-bad-body": (VALIDATION, set()),
+    "accept-duplicate-job-id": (VALIDATION, set()),
+    "cancel-ignored": (CANCEL | {"M0-W-1310", "M0-W-1301", "M0-W-1510", "M0-W-1500"}, set()),
+    "cancel-wrong-answer": (CANCEL | {"M0-W-1301", "M0-W-1510", "M0-W-1500"}, {"M0-W-1310"}),
+    "utf8-split": ({"M0-W-1824"}, set()),
+    "nondeterministic": ({"M0-W-1030", "M0-W-1032", "M0-W-1826", "M0-SYS-2.3.1"}, set()),
+    "ignore-seed": ({"M0-W-1030"}, set()),
+    "overrun-max-tokens": ({"M0-W-1300"}, set()),
+    "wrong-indices": ({"M0-W-1312"}, set()),
+    "wrong-count": ({"M0-W-1312"}, set()),
+    "overflow-crash": ({"M0-W-1021", "M0-W-1825", "M0-W-1510", "M0-W-1500"}, set()),
+    "overflow-wrong-code": ({"M0-W-1021", "M0-W-1825", "M0-W-1510", "M0-W-1500"}, set()),
+    # Nothing waits in a queue, so the queued-job cancel scenario has no queued job.
+    "concurrent": ({"M0-W-1301"}, CANCEL),
+    "bad-exit-codes": ({"M0-W-1100", "M0-W-1111", "M0-W-1210", "M0-W-1211", "M0-W-1212", "M0-W-1500",
+                        "M0-W-1340", "M0-W-1401", "M0-W-1900", "M0-W-1820"}, set()),
+    "no-progress": ({"M0-W-1621"}, set()),
+    "ignore-sigterm": ({"M0-W-1340", "M0-W-1401", "M0-W-1900", "M0-W-1820"}, set()),
+    # A buffered stream also hides the running job that cancel and duplicate-id scenarios need.
+    "buffered": ({"M0-W-1310", "M0-W-1330", "M0-SYS-6.3.5"},
+                 VALIDATION | {"M0-W-1510", "M0-W-1500", "M0-W-1301"}),
+}
+
+
+#: Rules a double breaks in its process (or that need the harness to restart it).
+PROCESS_RULES = {"bad-exit-codes", "no-progress", "ignore-sigterm", "overflow-crash"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A small GGUF the doubles read (one tensor, so a 4096-byte prefix is truncated)."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("model") / "double-model.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("double-model")
+    writer.add_context_length(4096)
+    writer.add_tensor("token_embd.weight", np.zeros((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def double_command(rule: str | None) -> str:
+    broken = f" --break {rule}" if rule else ""
+    return (f"{sys.executable} {DOUBLE} --worker-id {{worker_id}} --model {{model}} "
+            f"--gpu-device {{gpu_device}} --port {{port}} --token-delay 0.003{broken}")
+
+
+def run_harness(rule: str | None, model: Path, out: Path) -> dict:
+    """`pytest features/` against the double (broken by `rule`); its results JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    if rule is None or rule in PROCESS_RULES:
+        return _pytest_features(["--worker-cmd", double_command(rule), "--model", str(model)], out)
+    double = Launcher(double_command(rule), str(model)).start()
+    try:
+        assert double.wait_ready(20), f"the {rule} double did not start: {double.output}"
+        return _pytest_features(["--worker-url", double.base_url, "--model", str(model)], out)
+    finally:
+        double.stop()
+
+
+def _pytest_features(target: list[str], out: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "features", "-q", "-p", "no:cacheprovider", *target,
+         "--results-json", str(out / "results.json"),
+         "--cucumberjson", str(out / "cucumber.json"), "--junitxml", str(out / "junit.xml"),
+         "--startup-timeout", "20", "--request-timeout", "15", "--shutdown-timeout", "3",
+         "--scenario-timeout", "90"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (out / "output.txt").write_text(done.stdout + done.stderr)
+    results = json.loads((out / "results.json").read_text())
+    results["exit_status"] = done.returncode
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(model, tmp_path_factory) -> dict[str | None, dict]:
+    rules = [None, *EXPECTED]
+    base = tmp_path_factory.mktemp("runs")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda r: run_harness(r, model, base / (r or "correct")), rules)
+        return dict(zip(rules, results))
+
+
+def failed_requirements(results: dict) -> set[str]:
+    return {req for s in results["scenarios"] if s["outcome"] == "failed" for req in s["requirements"]}
+
+
+@pytest.mark.slow
+def test_the_correct_double_passes_every_m0_scenario(runs):
+    results = runs[None]
+    failed = [f"{s['scenario']}: {s['message']}" for s in results["scenarios"] if s["outcome"] == "failed"]
+    assert not failed, "\n".join(failed)
+    assert results["exit_status"] == 0
+    assert sum(s["outcome"] == "passed" for s in results["scenarios"]) > 80
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", sorted(EXPECTED))
+def test_a_double_that_breaks_one_rule_fails_exactly_its_requirements(runs, rule):
+    must, may = EXPECTED[rule]
+    results = runs[rule]
+    failed = failed_requirements(results)
+    detail = "\n".join(f"{s['scenario']}: {s['requirements']}: {s['message']}"
+                       for s in results["scenarios"] if s["outcome"] == "failed")
+    assert must <= failed, f"{rule}: expected failures of {sorted(must - failed)}; failed:\n{detail}"
+    assert failed <= must | may, f"{rule}: unexpected failures of {sorted(failed - must - may)}:\n{detail}"
+    assert results["exit_status"] == 1, f"{rule}: the run's exit status is {results['exit_status']}"
