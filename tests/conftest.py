@@ -38,11 +38,14 @@ def real_model_path() -> Path:
         pytest.skip(f"real model unavailable: {e}")
 
 
-@pytest.fixture(scope="session")
-def real_engine(real_model_path):
-    """The real model loaded once per session on the NumPy backend."""
+@pytest.fixture(scope="session", params=["numpy", pytest.param("cuda", marks=pytest.mark.cuda)])
+def real_engine(request, real_model_path):
+    """The real model loaded once per session on each backend: the same checks hold for both."""
+    from reference_worker.cuda import cuda_unavailable_reason
     from reference_worker.engine import Engine
 
-    engine = Engine.load(real_model_path)
+    if request.param == "cuda" and (reason := cuda_unavailable_reason()) is not None:
+        pytest.skip(f"CUDA backend unavailable: {reason}")
+    engine = Engine.load(real_model_path, backend=request.param)
     yield engine
     engine.close()
