@@ -227,15 +227,17 @@ class JobQueue:
                 stop_reason: str | None = None) -> None:
         # Health, metrics and the job registry are updated before the terminal event goes out,
         # so a client that has read it sees them current (and may reuse the job_id at once).
+        # M0-W-1901 (deferred to M1, reported by the harness as informational): execute_end
+        # carries the end event's counts, also for a job that ended with an error.
+        counts = {"tokens_out": tokens_out, "decode_time_ms": round(duration_ms)}
         if error is None:
-            terminal = ("end", {"tokens_out": tokens_out, "decode_time_ms": round(duration_ms),
-                                "stop_reason": stop_reason})
-            self._narrator.emit("execute_end", job.job_id, outcome="success", stop_reason=stop_reason)
+            terminal = ("end", {**counts, "stop_reason": stop_reason})
+            self._narrator.emit("execute_end", job.job_id, outcome="success", stop_reason=stop_reason, **counts)
         else:
             terminal = ("error", {"code": error.code.value, "message": error.message, "retriable": error.retriable})
             if error.code not in (ErrorCode.CANCELLED, ErrorCode.INTERNAL):  # INTERNAL is narrated with its cause
                 self._narrator.emit("error", job.job_id, code=error.code.value, message=error.message)
-            self._narrator.emit("execute_end", job.job_id, outcome=error.code.value.lower())
+            self._narrator.emit("execute_end", job.job_id, outcome=error.code.value.lower(), **counts)
         self._on_finished(JobResult(job.job_id, None if error is None else error.code, tokens_out, duration_ms))
         with self._idle:
             self._jobs.pop(job.job_id, None)

@@ -127,6 +127,25 @@ def test_an_exception_inside_generation_ends_the_job_with_internal_and_the_worke
     assert after[-1][0] == "end" and after[-1][1]["tokens_out"] == 3
 
 
+def narration(log: io.StringIO, event: str, job_id: str) -> dict:
+    return next(r for r in map(json.loads, log.getvalue().splitlines())
+                if r["event"] == event and r["job_id"] == job_id)
+
+
+@pytest.mark.parametrize("prompt, terminal", [("ok", "end"), ("raise", "error")])
+def test_execute_end_narrates_the_token_count_and_decode_time(worker, prompt, terminal):
+    _, base, log = worker
+    job_id = f"counted-{terminal}"
+    events = read_events(execute(base, job_id=job_id, prompt=prompt, max_tokens=5))
+    assert events[-1][0] == terminal
+    end = narration(log, "execute_end", job_id)
+    assert end["tokens_out"] == names(events).count("token")
+    assert isinstance(end["decode_time_ms"], int) and end["decode_time_ms"] >= 0
+    if terminal == "end":  # the same numbers as the client's end event
+        assert (end["tokens_out"], end["decode_time_ms"]) == (events[-1][1]["tokens_out"],
+                                                            events[-1][1]["decode_time_ms"])
+
+
 def test_each_event_is_sent_as_soon_as_it_is_produced(worker):
     engine, base, _ = worker
     engine.token_delay_s = 0.1
