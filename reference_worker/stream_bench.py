@@ -3,6 +3,7 @@ cancel latency and /health latency, as a table (M0-W-1600/1601/1602/1604/1610 ar
 not asserted).
 
     python -m reference_worker.stream_bench --url http://127.0.0.1:8080 [--max-tokens 50] [--runs 3]
+        [--llama-server-url http://127.0.0.1:8081]
 
 Each run streams the prompt greedily; times are taken where the client reads each SSE event.
 A last run is cancelled after its third token, and the time from sending POST /cancel to
@@ -44,8 +45,24 @@ def stream_once(url: str, prompt: str, max_tokens: int) -> dict:
             arrivals.append(at)
         elif name in ("end", "error"):
             terminal = (name, data)
-    if terminal is None or terminal[0] != "end" or len(arrivals) < 2:
-        raise SystemExit(f"the job did not stream two tokens and end: {terminal}")
+    if terminal is None or terminal[0] != "end":
+        raise SystemExit(f"the job did not end: {terminal}")
+    return _timing(sent, arrivals)
+
+
+def stream_llama_server_once(url: str, prompt: str, max_tokens: int) -> dict:
+    """The same measurement against llama.cpp's llama-server (its streaming /completion API, one
+    `data:` event per token, the last one marked `stop`), for comparison on the same machine."""
+    sent = time.perf_counter()
+    response = requests.post(f"{url}/completion", stream=True, timeout=600, json={
+        "prompt": prompt, "n_predict": max_tokens, "temperature": 0, "stream": True, "cache_prompt": False})
+    arrivals = [at for _, data, at in _events(response) if not data.get("stop")]
+    return _timing(sent, arrivals)
+
+
+def _timing(sent: float, arrivals: list[float]) -> dict:
+    if len(arrivals) < 2:
+        raise SystemExit("fewer than two tokens streamed: nothing to time")
     gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
     return {"first_ms": (arrivals[0] - sent) * 1000, "tokens": len(arrivals),
             "decode_tps": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), "gaps": gaps}
@@ -98,18 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--max-tokens", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--llama-server-url", help="also time a llama.cpp llama-server at this base URL")
     args = parser.parse_args(argv)
 
     health = requests.get(f"{args.url}/health", timeout=10).json()
     print(f"model {health['model']} ({health['quant_kind']}), backend {health.get('backend')}, "
           f"prompt {args.prompt!r}, max_tokens {args.max_tokens}")
-    print("| run | first token (ms) | tokens | decode (tokens/s) | gap p50 (ms) | gap p95 (ms) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for run in range(1, args.runs + 1):
-        result = stream_once(args.url, args.prompt, args.max_tokens)
-        gaps = result["gaps"]
-        print(f"| {run} | {result['first_ms']:.0f} | {result['tokens']} | {result['decode_tps']:.2f} "
-              f"| {_percentile(gaps, 0.50):.1f} | {_percentile(gaps, 0.95):.1f} |")
+    print("| server | run | first token (ms) | tokens | decode (tokens/s) | gap p50 (ms) | gap p95 (ms) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    servers = [("this worker", args.url, stream_once)]
+    if args.llama_server_url:
+        servers.append(("llama-server", args.llama_server_url, stream_llama_server_once))
+    for server, url, stream in servers:
+        for run in range(1, args.runs + 1):
+            result = stream(url, args.prompt, args.max_tokens)
+            gaps = result["gaps"]
+            print(f"| {server} | {run} | {result['first_ms']:.1f} | {result['tokens']} | {result['decode_tps']:.1f} "
+                  f"| {_percentile(gaps, 0.50):.2f} | {_percentile(gaps, 0.95):.2f} |")
     print(f"cancel: {cancel_latency_ms(args.url, args.prompt, args.max_tokens):.0f} ms from POST /cancel "
           f"to the error event")
     health = health_latency_ms(args.url, args.prompt, args.max_tokens)
