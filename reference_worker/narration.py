@@ -2,7 +2,8 @@
 
 Machines read stdout: one JSON object per line, each carrying the required context
 (worker_id, job_id, model_ref, gpu_device, event). People read stderr: one short line per
-event, e.g. `[worker 1b4e...] loading model 50%`.
+event, e.g. `[worker 1b4e...] loading model 50%`. An `error` event may carry `level: "critical"`
+(a failed VRAM residency check, M0-W-1012); its human line then says CRITICAL instead of ERROR.
 """
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ class Narrator:
         if event == "model_load_progress":
             return f"[worker {worker}] loading model {record['percent']}%"
         details = " ".join(f"{k}={v}" for k, v in record.items()
-                           if k not in ("ts", "event", "job_id", "code", "message", *self._context))
+                           if k not in ("ts", "event", "job_id", "level", "code", "message", *self._context))
         suffix = f" ({details})" if details else ""
         if event == "error":
-            return f"[worker {worker}]{job} ERROR {record.get('code')}: {record.get('message')}{suffix}"
+            level = str(record.get("level", "error")).upper()
+            return f"[worker {worker}]{job} {level} {record.get('code')}: {record.get('message')}{suffix}"
         return f"[worker {worker}]{job} {event.replace('_', ' ')}{suffix}"

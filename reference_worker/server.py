@@ -16,7 +16,8 @@ Stream details a client can rely on:
 
 GET /health adds to the spec's fields `backend`, `active_job_id`, `queued_jobs`, and `reason`
 while unhealthy: after a VRAM_OOM until a later job succeeds (M0-W-1021), for good after a
-failed residency check (M0-W-1012).
+failed residency check (M0-W-1012), which also turns `resident` false and is narrated as a
+critical error.
 """
 from __future__ import annotations
 
@@ -191,12 +192,13 @@ class HealthState:
         self._narrator = narrator
         self._lock = threading.Lock()
         self._static = {
-            "model": engine.model_name, "resident": bool(engine.resident), "quant_kind": engine.quant_kind,
+            "model": engine.model_name, "quant_kind": engine.quant_kind,
             "tokenizer_kind": engine.tokenizer_kind, "vocab_size": engine.vocab_size,
             "context_length": engine.context_length, "sm": engine.sm,
             "cuda_runtime_version": engine.cuda_runtime_version, "backend": engine.backend,
         }
         self.vram_bytes_used = int(engine.vram_bytes_used)
+        self.resident = bool(engine.resident)  # numpy: False from the start, and never checked
         self._problem: str | None = None  # why the worker is unhealthy
         self._residency_lost = False
 
@@ -209,17 +211,20 @@ class HealthState:
             elif result.error is None and not self._residency_lost:
                 self._problem = None
 
-    def residency_lost(self) -> None:
-        """M0-W-1012: weights left device memory; the worker stays unhealthy."""
+    def residency_lost(self, cause: str) -> None:
+        """M0-W-1012: weights left device memory (or could not be checked): log a critical
+        error; /health says unhealthy and resident false from now on."""
         with self._lock:
             self._residency_lost = True
+            self.resident = False
             self._problem = "VRAM residency check failed"
-        self._narrator.emit("error", code=ErrorCode.CUDA_ERROR.value, message="VRAM residency check failed")
+        self._narrator.emit("error", code=ErrorCode.CUDA_ERROR.value, level="critical",
+                            message=f"VRAM residency check failed: {cause}")
 
     def body(self, uptime_seconds: float) -> dict:
         with self._lock:
             status = {"status": "healthy" if self._problem is None else "unhealthy",
-                      "vram_bytes_used": self.vram_bytes_used}
+                      "resident": self.resident, "vram_bytes_used": self.vram_bytes_used}
             if self._problem is not None:
                 status["reason"] = self._problem
         return {**status, **self._static, "uptime_seconds": int(uptime_seconds)}
@@ -342,7 +347,9 @@ class WorkerServer:
         self._engine = engine
         self._narrator = narrator
         self._done = threading.Event()
+        self._stopping = threading.Event()  # set when a shutdown begins: ends the residency checks
         self._shutdown_started = threading.Lock()
+        self._residency_watch: threading.Thread | None = None
         self.metrics = WorkerMetrics(engine.quant_kind, int(engine.vram_bytes_used))
         self.health = HealthState(engine, narrator)
         self.jobs = JobQueue(engine, narrator, inference_timeout_s, MAX_PENDING_JOBS, self._job_finished)
@@ -360,10 +367,12 @@ class WorkerServer:
 
     def start(self) -> None:
         """Answer HTTP requests on a background thread, and watch VRAM residency (M0-W-1012)
-        when the model was resident at load."""
+        when the model was resident at load: a numpy engine never was, so it is never checked
+        (and never reported resident) rather than failing a check that cannot pass."""
         threading.Thread(target=self._server.run, name="http", daemon=True).start()
         if self._engine.resident:
-            threading.Thread(target=self._watch_residency, name="residency", daemon=True).start()
+            self._residency_watch = threading.Thread(target=self._watch_residency, name="residency", daemon=True)
+            self._residency_watch.start()
 
     def serve_forever(self) -> None:
         """Serve until a shutdown completes. Call from the main thread (it installs handlers)."""
@@ -376,6 +385,7 @@ class WorkerServer:
     def request_shutdown(self, reason: str = "POST /shutdown") -> None:
         """Start the graceful shutdown once; later calls do nothing. Returns at once."""
         if self._shutdown_started.acquire(blocking=False):
+            self._stopping.set()
             self.jobs.refuse_new()
             threading.Thread(target=self._shut_down, args=(reason,), name="shutdown", daemon=True).start()
 
@@ -386,6 +396,8 @@ class WorkerServer:
     def _shut_down(self, reason: str) -> None:
         self.jobs.close(self._shutdown_grace_s)
         time.sleep(2 * _POLL_S)  # let the streams deliver their terminal events
+        if self._residency_watch is not None:
+            self._residency_watch.join()  # a check must not see the engine's memory being freed
         self._engine.close()
         self._narrator.emit("shutdown", reason=reason)
         self._done.set()
@@ -397,8 +409,14 @@ class WorkerServer:
         self.metrics.record_inference(result.tokens_out, result.duration_ms, vram)
 
     def _watch_residency(self) -> None:
-        while not self._done.wait(self._residency_check_s):
-            if not self._engine.check_residency():
-                self.health.residency_lost()
+        """Every --residency-check-sec until shutdown, or until the first failed check."""
+        while not self._stopping.wait(self._residency_check_s):
+            try:
+                resident = self._engine.check_residency()
+                cause = "an allocation is not plain device memory"
+            except Exception as exc:  # noqa: BLE001 - a check that cannot run has not shown residency
+                resident, cause = False, f"the check failed: {type(exc).__name__}: {exc}"
+            if not resident:
+                self.health.residency_lost(cause)
                 return
 

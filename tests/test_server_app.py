@@ -238,3 +238,87 @@ def test_a_job_waiting_behind_another_gets_a_queued_comment_before_its_started_e
     engine.token_delay_s = 0.01
     assert raw.startswith(b": queued\n\n")
     assert raw.index(b"event: started") > 0 and raw.count(b"event: end") == 1
+
+
+# --- VRAM residency checks (M0-W-1012) -------------------------------------------------------
+
+class ResidencyEngine(ScriptedEngine):
+    """A scripted engine whose periodic residency checks give `outcomes` in turn (True, False,
+    or an exception to raise), then keep giving the last one."""
+
+    def __init__(self, resident: bool, outcomes: list):
+        super().__init__()
+        self.resident = resident
+        self.outcomes = outcomes
+        self.checks = 0
+        self.checked_after_close = False
+
+    def check_residency(self) -> bool:
+        self.checked_after_close |= self.closed
+        outcome = self.outcomes[min(self.checks, len(self.outcomes) - 1)]
+        self.checks += 1
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def serve(engine) -> tuple[WorkerServer, str, io.StringIO]:
+    log = io.StringIO()
+    narrator = Narrator("00000000-0000-0000-0000-000000000000", "scripted.gguf", 0, machine=log, human=io.StringIO())
+    server = WorkerServer(engine, narrator, "127.0.0.1", 0, Limits(vocab_size=ScriptedEngine.vocab_size),
+                          inference_timeout_s=5.0, residency_check_s=0.05, shutdown_grace_s=1)
+    server.start()
+    return server, f"http://127.0.0.1:{server.port}", log
+
+
+def wait_for_health(base: str, until, timeout_s: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not until(body := requests.get(f"{base}/health", timeout=5).json()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return body
+
+
+@pytest.mark.parametrize("failure", [False, RuntimeError("cudaErrorIllegalAddress")], ids=["not-resident", "raises"])
+def test_a_failed_residency_check_is_critical_and_makes_the_worker_unhealthy_for_good(failure):
+    engine = ResidencyEngine(resident=True, outcomes=[True, True, failure])
+    server, base, log = serve(engine)
+    try:
+        assert requests.get(f"{base}/health", timeout=5).json()["resident"] is True
+        body = wait_for_health(base, lambda b: b["status"] == "unhealthy")
+        assert (body["status"], body["resident"], body["reason"]) == ("unhealthy", False, "VRAM residency check failed")
+        event = narration(log, "error", None)
+        assert (event["level"], event["code"]) == ("critical", "CUDA_ERROR")
+        assert "VRAM residency check failed" in event["message"]
+        if isinstance(failure, Exception):
+            assert "cudaErrorIllegalAddress" in event["message"]
+        # The worker keeps serving, but a successful job does not make it healthy again.
+        assert read_events(execute(base, job_id="after-residency", prompt="ok", max_tokens=2))[-1][0] == "end"
+        assert requests.get(f"{base}/health", timeout=5).json()["status"] == "unhealthy"
+        time.sleep(0.2)
+        assert engine.checks == 3  # no checks after the failure
+    finally:
+        server.request_shutdown()
+        assert server.wait_shut_down(5)
+
+
+def test_an_engine_that_was_never_resident_is_never_checked_and_stays_healthy():
+    # The numpy backend: resident false at load, and its check_residency() is always False.
+    engine = ResidencyEngine(resident=False, outcomes=[False])
+    server, base, _ = serve(engine)
+    try:
+        time.sleep(0.3)  # six check intervals
+        body = requests.get(f"{base}/health", timeout=5).json()
+        assert (body["status"], body["resident"], engine.checks) == ("healthy", False, 0)
+    finally:
+        server.request_shutdown()
+        assert server.wait_shut_down(5)
+
+
+def test_residency_checks_stop_before_the_engine_is_closed_at_shutdown():
+    engine = ResidencyEngine(resident=True, outcomes=[True])
+    server, base, log = serve(engine)
+    time.sleep(0.2)
+    server.request_shutdown()
+    assert server.wait_shut_down(5) and engine.closed
+    assert engine.checks > 0 and not engine.checked_after_close
+    assert not any(json.loads(line)["event"] == "error" for line in log.getvalue().splitlines())

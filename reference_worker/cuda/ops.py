@@ -41,7 +41,8 @@ class KVCache:
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes
 
     def pointers(self) -> list[int]:
-        return [] if self.k is None else [self.k.data.ptr, self.v.data.ptr]
+        # Each array read once: the residency check runs on another thread than close().
+        return [array.data.ptr for array in (self.k, self.v) if array is not None]
 
     def close(self) -> None:
         self.k = self.v = None
@@ -161,8 +162,10 @@ class CudaOps:
         return self.verify_residency()
 
     def check_residency(self) -> bool:
-        """The periodic check (--residency-check-sec): logs critical when it fails (M0-W-1012)."""
-        ok = self.verify_residency()
+        """The periodic check (--residency-check-sec): logs critical when it fails (M0-W-1012).
+        It runs on the server's watcher thread, so it makes this ops' device current first."""
+        with cp.cuda.Device(self.device):
+            ok = self.verify_residency()
         if not ok:
             log.critical("VRAM residency check failed: an allocation is not plain device memory")
         return ok
