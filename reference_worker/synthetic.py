@@ -20,6 +20,8 @@ import regex
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType
 
+from reference_worker.tokenizer import PRE_TOKENIZER_SPLITS, bytes_to_unicode
+
 # Weight types a synthetic model can be written in; "mixed" cycles through all of them.
 WEIGHT_TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q4_0, Q.Q4_K, Q.Q6_K, Q.MXFP4)
 QUANT_CHOICES = tuple(t.name for t in WEIGHT_TYPES) + ("mixed",)
@@ -31,10 +33,8 @@ _FILE_TYPE = {
 ARCHITECTURES = ("qwen2", "llama", "phi3")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-# qwen2's pre-tokenizer split (llama.cpp LLAMA_VOCAB_PRE_TYPE_QWEN2), used to train the merges.
-QWEN2_SPLIT = regex.compile(
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+# The tokenizer's own qwen2 pre-tokenizer split trains the merges.
+QWEN2_SPLIT = regex.compile(PRE_TOKENIZER_SPLITS["qwen2"])
 CORPUS = """\
 The quick brown fox jumps over the lazy dog. A GPU computes many small things at the same time,
 and a worker streams the tokens it samples back to the caller, one event at a time.
@@ -56,19 +56,6 @@ class Dims:
     n_head_kv: int = 2
     n_ctx: int = 512
     n_merges: int = 240
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (byte-level BPE alphabet)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
 
 
 def train_bpe(text: str, n_merges: int) -> tuple[list[str], list[str]]:
