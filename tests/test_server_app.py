@@ -8,10 +8,12 @@ synthetic model in test_worker_process.py.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -97,18 +99,27 @@ class ScriptedEngine:
         self.closed = True
 
 
-@pytest.fixture(scope="module")
-def worker():
-    engine = ScriptedEngine()
+@contextlib.contextmanager
+def serving(engine, residency_check_s: float = 60.0) -> Iterator[tuple[WorkerServer, str, io.StringIO]]:
+    """A WorkerServer over engine on a free port: (server, base URL, narration log); shut down
+    gracefully on leaving, which must close the engine."""
     log = io.StringIO()
     narrator = Narrator("00000000-0000-0000-0000-000000000000", "scripted.gguf", 0, machine=log, human=io.StringIO())
     server = WorkerServer(engine, narrator, "127.0.0.1", 0, Limits(vocab_size=ScriptedEngine.vocab_size),
-                          inference_timeout_s=1.0,
-                          residency_check_s=60, shutdown_grace_s=3)
+                          inference_timeout_s=1.0, residency_check_s=residency_check_s, shutdown_grace_s=3)
     server.start()
-    yield engine, f"http://127.0.0.1:{server.port}", log
-    server.request_shutdown()
-    assert server.wait_shut_down(5) and engine.closed
+    try:
+        yield server, f"http://127.0.0.1:{server.port}", log
+    finally:
+        server.request_shutdown()
+        assert server.wait_shut_down(5) and engine.closed
+
+
+@pytest.fixture(scope="module")
+def worker():
+    engine = ScriptedEngine()
+    with serving(engine) as (_, base, log):
+        yield engine, base, log
 
 
 def test_an_exception_inside_generation_ends_the_job_with_internal_and_the_worker_keeps_serving(worker):
@@ -262,15 +273,6 @@ class ResidencyEngine(ScriptedEngine):
         return outcome
 
 
-def serve(engine) -> tuple[WorkerServer, str, io.StringIO]:
-    log = io.StringIO()
-    narrator = Narrator("00000000-0000-0000-0000-000000000000", "scripted.gguf", 0, machine=log, human=io.StringIO())
-    server = WorkerServer(engine, narrator, "127.0.0.1", 0, Limits(vocab_size=ScriptedEngine.vocab_size),
-                          inference_timeout_s=5.0, residency_check_s=0.05, shutdown_grace_s=1)
-    server.start()
-    return server, f"http://127.0.0.1:{server.port}", log
-
-
 def wait_for_health(base: str, until, timeout_s: float = 5.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while not until(body := requests.get(f"{base}/health", timeout=5).json()) and time.monotonic() < deadline:
@@ -281,8 +283,7 @@ def wait_for_health(base: str, until, timeout_s: float = 5.0) -> dict:
 @pytest.mark.parametrize("failure", [False, RuntimeError("cudaErrorIllegalAddress")], ids=["not-resident", "raises"])
 def test_a_failed_residency_check_is_critical_and_makes_the_worker_unhealthy_for_good(failure):
     engine = ResidencyEngine(resident=True, outcomes=[True, True, failure])
-    server, base, log = serve(engine)
-    try:
+    with serving(engine, residency_check_s=0.05) as (_, base, log):
         assert requests.get(f"{base}/health", timeout=5).json()["resident"] is True
         body = wait_for_health(base, lambda b: b["status"] == "unhealthy")
         assert (body["status"], body["resident"], body["reason"]) == ("unhealthy", False, "VRAM residency check failed")
@@ -296,29 +297,22 @@ def test_a_failed_residency_check_is_critical_and_makes_the_worker_unhealthy_for
         assert requests.get(f"{base}/health", timeout=5).json()["status"] == "unhealthy"
         time.sleep(0.2)
         assert engine.checks == 3  # no checks after the failure
-    finally:
-        server.request_shutdown()
-        assert server.wait_shut_down(5)
 
 
 def test_an_engine_that_was_never_resident_is_never_checked_and_stays_healthy():
     # The numpy backend: resident false at load, and its check_residency() is always False.
     engine = ResidencyEngine(resident=False, outcomes=[False])
-    server, base, _ = serve(engine)
-    try:
+    with serving(engine, residency_check_s=0.05) as (_, base, _):
         time.sleep(0.3)  # six check intervals
         body = requests.get(f"{base}/health", timeout=5).json()
         assert (body["status"], body["resident"], engine.checks) == ("healthy", False, 0)
-    finally:
-        server.request_shutdown()
-        assert server.wait_shut_down(5)
 
 
 def test_residency_checks_stop_before_the_engine_is_closed_at_shutdown():
     engine = ResidencyEngine(resident=True, outcomes=[True])
-    server, base, log = serve(engine)
-    time.sleep(0.2)
-    server.request_shutdown()
-    assert server.wait_shut_down(5) and engine.closed
+    with serving(engine, residency_check_s=0.05) as (server, _, log):
+        time.sleep(0.2)
+        server.request_shutdown()
+        assert server.wait_shut_down(5) and engine.closed
     assert engine.checks > 0 and not engine.checked_after_close
     assert not any(json.loads(line)["event"] == "error" for line in log.getvalue().splitlines())
