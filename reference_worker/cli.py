@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference-timeout-sec", type=_positive_seconds, default=DEFAULT_INFERENCE_TIMEOUT_S,
                         help="a job running longer ends with INFERENCE_TIMEOUT (default 300)")
     parser.add_argument("--kv-cache-size-mb", type=_int_in(1), default=None,
-                        help="KV-cache budget in MiB (default: enough for the full context)")
+                        help="KV-cache budget in MiB; a request needing more ends with VRAM_OOM, and the "
+                             "cuda backend reserves it at startup (default: enough for the full context)")
     parser.add_argument("--vram-budget-mb", type=_int_in(1), default=None,
                         help="device memory the cuda backend may use, in MiB (default: all free "
                              "memory); startup fails with INSUFFICIENT_VRAM when the model needs more")

@@ -39,8 +39,8 @@ class TokenStep:
     text: str
 
 
-def _open_backend(backend: str, gguf: GGUFFile, device: int, vram_budget_bytes: int | None,
-                  progress: Callable[[float], None]) -> Any:
+def _open_backend(backend: str, gguf: GGUFFile, adapter_class: Any, device: int, kv_cache_budget: int | None,
+                  vram_budget_bytes: int | None, progress: Callable[[float], None]) -> Any:
     """The ops module or object the adapter computes with (ops_numpy.py documents the op set)."""
     if backend == "numpy":
         return ops_numpy
@@ -48,9 +48,14 @@ def _open_backend(backend: str, gguf: GGUFFile, device: int, vram_budget_bytes: 
         from reference_worker.cuda import require_cupy
 
         require_cupy(device)  # WorkerError(CUDA_ERROR) without CuPy or without the device
-        from reference_worker.cuda.ops import CudaOps
+        from reference_worker.cuda import ops as cuda_ops
 
-        return CudaOps(gguf, device=device, vram_budget_bytes=vram_budget_bytes, on_progress=progress)
+        # M0-W-1020/1101: startup needs room beside the weights for the KV cache (the
+        # --kv-cache-size-mb budget, else a cache of the whole context) and the scratch.
+        kv_bytes = (adapter_class.context_cache_bytes(gguf, cuda_ops.kv_cache_bytes)
+                    if kv_cache_budget is None else kv_cache_budget)
+        return cuda_ops.CudaOps(gguf, device=device, reserve_bytes=cuda_ops.SCRATCH_RESERVE_BYTES + kv_bytes,
+                                vram_budget_bytes=vram_budget_bytes, on_progress=progress)
     raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"unknown backend {backend!r}; use 'numpy' or 'cuda'")
 
 
@@ -77,12 +82,12 @@ class Engine:
     """A loaded model on one backend. Make one with `Engine.load`."""
 
     def __init__(self, gguf: GGUFFile, ops: ModuleType | Any, adapter: Any, tokenizer: Tokenizer,
-                 kv_cache_size_mb: int | None) -> None:
+                 kv_cache_budget: int | None) -> None:
         self.gguf = gguf
         self.ops = ops
         self.adapter = adapter
         self.tokenizer = tokenizer
-        self.kv_cache_budget = None if kv_cache_size_mb is None else kv_cache_size_mb * 2**20
+        self.kv_cache_budget = kv_cache_budget  # bytes; None: no limit but the context length
         self.backend: str = ops.name
         self.model_name: str = gguf.name
         self.architecture: str = gguf.architecture
@@ -109,7 +114,8 @@ class Engine:
             while milestones and fraction * 100 >= milestones[0]:
                 on_progress(milestones.pop(0))
 
-        ops = _open_backend(backend, gguf, device, vram_budget_bytes, progress)
+        kv_cache_budget = None if kv_cache_size_mb is None else kv_cache_size_mb * 2**20
+        ops = _open_backend(backend, gguf, adapter_class, device, kv_cache_budget, vram_budget_bytes, progress)
         try:
             adapter = adapter_class(gguf, ops, progress)
             if tokenizer.vocab_size != adapter.hp.n_vocab:
@@ -120,7 +126,7 @@ class Engine:
             raise
         progress(1.0)
         on_progress(100)
-        return cls(gguf, ops, adapter, tokenizer, kv_cache_size_mb)
+        return cls(gguf, ops, adapter, tokenizer, kv_cache_budget)
 
     @property
     def resident(self) -> bool:

@@ -150,6 +150,13 @@ class LlamaAdapter:
             w_down=ops.load_matrix(_shaped(gguf, prefix + "ffn_down.weight", (hp.n_embd, hp.n_ff))),
         )
 
+    @staticmethod
+    def context_cache_bytes(gguf: GGUFFile, kv_cache_bytes: Callable[[int, int, int, int], int]) -> int:
+        """The bytes of a KV cache for the model's whole context, given a backend's
+        kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim): read before any weight is loaded."""
+        hp = HParams.from_gguf(gguf)
+        return kv_cache_bytes(hp.n_layer, hp.n_ctx, hp.n_head_kv, hp.head_dim)
+
     def kv_cache_bytes(self, n_ctx: int) -> int:
         hp = self.hp
         return self.ops.kv_cache_bytes(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)

@@ -175,6 +175,8 @@ def test_a_kv_cache_budget_too_small_for_the_request_ends_vram_oom(limited_worke
     assert events[1].name == "token", events[1]  # it fits (and then meets this worker's 0.2 s timeout)
     events = read_events(execute(limited_worker.url, job_id="kv", prompt="hi", max_tokens=255))
     assert [e.name for e in events] == ["started", "error"] and events[-1].data["code"] == "VRAM_OOM"
+    # M0-W-1021: the worker stays up and serves the next request that fits.
+    assert read_events(execute(limited_worker.url, job_id="kv-after", prompt="hi", max_tokens=2))[-1].name == "end"
 
 
 def test_the_worker_listens_only_on_localhost_by_default(limited_worker):

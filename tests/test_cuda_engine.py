@@ -144,6 +144,20 @@ def test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on(model_pa
         engine.close()
 
 
+def test_startup_reserves_the_kv_cache_budget_beside_the_weights(model_path):
+    probe = Engine.load(model_path, backend="cuda")
+    weights, whole_context = probe.ops.arena.nbytes, probe.adapter.kv_cache_bytes(probe.context_length)
+    probe.close()
+    fits = weights + SCRATCH_RESERVE_BYTES + (8 << 20)
+    Engine.load(model_path, backend="cuda", kv_cache_size_mb=8, vram_budget_bytes=fits).close()
+    budgets = {9: fits + (1 << 20),  # an explicit --kv-cache-size-mb is reserved whole
+               None: weights + SCRATCH_RESERVE_BYTES + whole_context}  # else a cache of the whole context
+    for kv_cache_size_mb, required in budgets.items():
+        with pytest.raises(WorkerError) as err:
+            Engine.load(model_path, backend="cuda", kv_cache_size_mb=kv_cache_size_mb, vram_budget_bytes=required - 1)
+        assert err.value.code is ErrorCode.INSUFFICIENT_VRAM and err.value.details["required_bytes"] == required
+
+
 def test_chunk_size_does_not_change_what_is_loaded(model_path):
     from reference_worker.gguf_file import GGUFFile
 

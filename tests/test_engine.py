@@ -9,10 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reference_worker import engine as engine_module
-from reference_worker import synthetic
+from reference_worker import ops_numpy, synthetic
 from reference_worker.engine import Engine, SamplingParams, TokenStep
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile
+from reference_worker.llama import LlamaAdapter
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,12 @@ def test_kv_cache_budget_is_checked(tmp_path):
     with pytest.raises(WorkerError) as caught:
         small.generate("hi", 300)
     assert caught.value.code == ErrorCode.VRAM_OOM and caught.value.details["required_bytes"] > 2**20
+
+
+def test_the_whole_context_cache_is_known_before_loading(engine):
+    # What the cuda backend reserves at startup when no --kv-cache-size-mb is given.
+    whole = LlamaAdapter.context_cache_bytes(engine.gguf, ops_numpy.kv_cache_bytes)
+    assert whole == engine.adapter.kv_cache_bytes(engine.context_length) == 2 * 2 * 512 * 2 * 64 * 4
 
 
 def test_cancel_between_tokens(engine):
