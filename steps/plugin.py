@@ -35,6 +35,9 @@ LATER_REVISIONS = ("rev-84202fea",)
 INFORMATIONAL_TAGS = ("deferred-M1", "optional")
 #: Scenarios that need a particular model, and the text its name must contain.
 MODEL_TAGS = {"model-qwen2.5": "qwen2.5", "model-gpt-oss-20b": "gpt-oss"}
+#: Scenarios tagged @model-trained read the model's output as text; a model whose name holds
+#: this word has random weights (the project's synthetic GGUFs), and its bytes need not be UTF-8.
+RANDOM_WEIGHTS_NAME = "synthetic"
 
 
 class ScenarioTimeout(Exception):
@@ -219,10 +222,15 @@ def pytest_runtest_setup(item):
         if health.get("backend") not in (None, "cuda"):
             pytest.skip(f"not verifiable: the worker reports backend {health.get('backend')!r} and resident "
                         f"{health.get('resident')!r}; VRAM requirements need a CUDA worker")
-    for tag in tags & set(MODEL_TAGS):
+    if tags & (set(MODEL_TAGS) | {"model-trained"}):
         names = [str((target.health() or {}).get("model", "")), Path(target.model or "").name]
-        if not any(MODEL_TAGS[tag] in n.lower() for n in names):
-            pytest.skip(f"needs the {tag[len('model-'):]} model; the worker runs {names[0] or names[1] or 'unknown'!r}")
+        running = names[0] or names[1] or "unknown"
+        for tag in tags & set(MODEL_TAGS):
+            if not any(MODEL_TAGS[tag] in n.lower() for n in names):
+                pytest.skip(f"needs the {tag[len('model-'):]} model; the worker runs {running!r}")
+        if "model-trained" in tags and any(RANDOM_WEIGHTS_NAME in n.lower() for n in names):
+            pytest.skip(f"needs a trained model: {running!r} has random weights, whose output bytes "
+                        f"need not be UTF-8 text")
 
 
 def _alarm(signum, frame):
