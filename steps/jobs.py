@@ -53,6 +53,8 @@ class Job:
     request: dict
     stream: Stream | None = None
     thread: threading.Thread | None = None
+    #: Set once the worker answered the request with a status line (or the request failed).
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -80,7 +82,11 @@ class JobBook:
         self.jobs.append(job)
 
         def run():
-            job.stream = client.execute(job.request, wait=True, deadline_s=2 * self.timeout_s)
+            try:
+                stream = client.execute(job.request, wait=False)
+            finally:
+                job.answered.set()
+            job.stream = read_stream(stream, 2 * self.timeout_s)
 
         job.thread = threading.Thread(target=run, daemon=True)
         job.thread.start()
