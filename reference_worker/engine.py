@@ -239,11 +239,11 @@ class Generation:
             if token_id in engine.tokenizer.eos_ids:
                 self.stop_reason = "eos"
                 # The end token itself carries no text; text held back for a stop sequence does.
-                if rest := stops.finish(decoder.flush()):
+                if rest := stops.finish():
                     yield TokenStep(index, token_id, rest)
                 return
             last = index == self._max_tokens - 1
-            text, matched = stops.push(decoder.push(token_id) + (decoder.flush() if last else ""), final=last)
+            text, matched = stops.push(decoder.push(token_id), final=last)
             yield TokenStep(index, token_id, text)
             if matched:
                 self.stop_reason = "stop_sequence"
@@ -270,6 +270,6 @@ class _StopMatcher:
         text, self.pending = self.pending[:len(self.pending) - keep], self.pending[len(self.pending) - keep:]
         return text, False
 
-    def finish(self, piece: str) -> str:
+    def finish(self) -> str:
         """Everything still held back, at the end of generation."""
-        return self.push(piece, final=True)[0]
+        return self.push("", final=True)[0]

@@ -11,7 +11,8 @@ the regex engine knows Unicode 16 and llama.cpp's tables stop at 15.1, so a char
 assigned in Unicode 16 can move a split boundary next to it.
 
 Decoding works on bytes: every token id has a fixed byte string, and the `StreamDecoder` emits
-text only once a code point's bytes are complete (M0-W-1362 "UTF-8 Safety").
+text only once a code point's bytes are complete (M0-W-1362 "UTF-8 Safety"); bytes that can
+never complete one are dropped, so a stream carries no U+FFFD that the model did not spell.
 """
 from __future__ import annotations
 
@@ -160,30 +161,34 @@ class Tokenizer:
                               f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
         return self._token_bytes[token_id]
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of ids; byte sequences that are not UTF-8 become U+FFFD, as in `StreamDecoder`."""
-        return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors="replace")
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text of ids; byte sequences that are not UTF-8 become U+FFFD (`errors="ignore"`:
+        are dropped, as `StreamDecoder` does)."""
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors=errors)
 
 
 class StreamDecoder:
     """Turns generated token ids into text pieces that only ever hold complete UTF-8.
 
-    A code point split across tokens is held back until its last byte arrives, so the pieces
-    never carry a broken or replacement character for valid output; the pieces joined, with
-    `flush()` at the end, equal `tokenizer.decode` of all the ids.
+    A code point split across tokens is held back until its last byte arrives; a byte that
+    cannot belong to any code point is dropped as soon as it is seen to be one, and so is a
+    code point still incomplete when generation ends (nothing is flushed). The pieces joined
+    equal `tokenizer.decode(ids, errors="ignore")` but for such a last incomplete code point.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # M0-W-1362/M0-W-1824: never emit invalid UTF-8 or a U+FFFD the model did not produce: drop what cannot decode.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
 
     def push(self, token_id: int) -> str:
         """The text that token_id completes; "" while a code point is still incomplete."""
         return self._utf8.decode(self._tokenizer.token_bytes(token_id))
 
-    def flush(self) -> str:
-        """Whatever is held back at the end of generation (U+FFFD for a truncated code point)."""
-        return self._utf8.decode(b"", final=True)
+    @property
+    def pending(self) -> bytes:
+        """The bytes held back: a strict prefix of one code point (at most 3 bytes)."""
+        return self._utf8.getstate()[0]
 
 
 def _token_bytes(tokens: list[str], types: list[TokenType]) -> list[bytes]:

@@ -51,9 +51,19 @@ def test_every_weight_type_generates(synthetic_models, arch, quant):
 def test_steps_spell_the_detokenized_output(engine):
     gen, steps = run(engine, max_tokens=20, temperature=1.0, seed=3)
     assert all(isinstance(s, TokenStep) for s in steps)
-    assert "".join(s.text for s in steps) == engine.detokenize([s.token_id for s in steps])
+    assert "".join(s.text for s in steps) == engine.tokenizer.decode([s.token_id for s in steps], errors="ignore")
     assert gen.prompt_token_count == len(engine.tokenize("The quick brown"))
     assert gen.stop_reason == "max_tokens" and len(steps) == 20
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_weights_emit_bytes_that_are_not_utf8_and_the_steps_carry_no_replacement_character(engine, seed):
+    _, steps = run(engine, max_tokens=40, temperature=1.0, seed=seed)
+    emitted = b"".join(engine.tokenizer.token_bytes(s.token_id) for s in steps)
+    with pytest.raises(UnicodeDecodeError):  # the case M0-W-1824 is about really happens here
+        emitted.decode("utf-8")
+    assert not any("\ufffd" in s.text for s in steps)
+    assert "".join(s.text for s in steps) == emitted.decode("utf-8", errors="ignore")
 
 
 def test_same_seed_same_tokens_and_other_seeds_differ(engine):

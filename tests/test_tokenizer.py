@@ -137,40 +137,77 @@ def test_a_gguf_reader_gives_the_same_tokenizer(synthetic_path):
     assert from_reader.eos_ids == from_path.eos_ids and from_reader.vocab_size == from_path.vocab_size
 
 
-# --- streaming detokenizer -------------------------------------------------------------------
+# --- streaming detokenizer (M0-W-1362, M0-W-1824) ------------------------------------------
 
-def stream(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+def stream(tokenizer, ids: list[int]) -> tuple[list[str], bytes]:
+    """The pieces a StreamDecoder gives for ids, and the bytes it holds back at the end."""
     decoder = StreamDecoder(tokenizer)
-    return [decoder.push(i) for i in ids] + [decoder.flush()]
+    return [decoder.push(i) for i in ids], decoder.pending
+
+
+class ByteTokens:
+    """A stand-in tokenizer whose token i is the i-th of some byte strings."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.token_bytes = chunks.__getitem__
+
+
+@st.composite
+def token_byte_streams(draw) -> list[bytes]:
+    """Valid UTF-8 mixed with arbitrary bytes (as a random-weights model emits), cut into tokens
+    at arbitrary points, code points included."""
+    parts = draw(st.lists(st.one_of(st.text(max_size=6).map(str.encode), st.binary(max_size=4)), max_size=10))
+    data = b"".join(parts)
+    cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=12)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@settings(max_examples=500)
+@given(chunks=token_byte_streams())
+def test_the_stream_buffer_emits_complete_code_points_at_once_and_drops_what_can_never_decode(chunks):
+    decoder = StreamDecoder(ByteTokens(chunks))
+    sent, received = b"", ""
+    for token_id, chunk in enumerate(chunks):
+        piece = decoder.push(token_id)
+        piece.encode("utf-8")  # strict: no lone surrogate, nothing a JSON/SSE writer could not send
+        sent += chunk
+        received += piece
+        # Only a strict prefix of one code point is held back; everything before it is out.
+        held = decoder.pending
+        assert len(held) < 4 and sent.endswith(held)
+        assert received == sent[:len(sent) - len(held)].decode("utf-8", errors="ignore")
+        if held:
+            with pytest.raises(UnicodeDecodeError, match="unexpected end of data"):
+                held.decode("utf-8")
+    assert received == b"".join(chunks).decode("utf-8", errors="ignore")
+    # No replacement character that the bytes did not spell themselves.
+    assert received.count("\ufffd") <= sent.count("\ufffd".encode())
 
 
 @given(data=st.data())
-def test_stream_pieces_join_to_decode_of_any_ids(tokenizer, data):
+def test_stream_pieces_join_to_decode_of_any_ids_without_undecodable_bytes(tokenizer, data):
     ids = data.draw(st.lists(st.integers(0, tokenizer.vocab_size - 1), max_size=30))
-    assert "".join(stream(tokenizer, ids)) == tokenizer.decode(ids)
+    pieces, _ = stream(tokenizer, ids)
+    assert "".join(pieces) == tokenizer.decode(ids, errors="ignore")
 
 
 @given(text=tricky_text)
-def test_stream_emits_each_code_point_once_it_is_complete(tokenizer, text):
-    ids = tokenizer.encode(text, add_special=False)
-    pieces = stream(tokenizer, ids)
-    assert "".join(pieces) == text and pieces[-1] == ""
+def test_stream_of_encoded_text_gives_the_text_back(tokenizer, text):
+    pieces, held = stream(tokenizer, tokenizer.encode(text, add_special=False))
+    assert "".join(pieces) == text and held == b""
     assert all("\ufffd" not in piece for piece in pieces)
-    sent, received = b"", ""
-    for token_id, piece in zip(ids, pieces):
-        sent += tokenizer.token_bytes(token_id)
-        received += piece
-        # Nothing complete is held back: what is missing is a strict prefix of one code point.
-        held = sent[len(received.encode()):]
-        assert len(held) < 4 and held == sent[len(sent) - len(held):]
-        assert not held or held.decode("utf-8", errors="ignore") == ""
 
 
 def test_a_code_point_split_over_byte_tokens_comes_out_whole(tokenizer):
     byte_token = {tokenizer.token_bytes(i): i for i in range(tokenizer.vocab_size)}
     ids = [byte_token[bytes([b])] for b in "🎉".encode()]
-    assert stream(tokenizer, ids) == ["", "", "", "🎉", ""]
-    assert stream(tokenizer, ids[:2]) == ["", "", "\ufffd"]  # cut short at the end: said, not hidden
+    assert stream(tokenizer, ids) == (["", "", "", "🎉"], b"")
+    # Cut short at the end: the two bytes can never become a code point, so nothing is sent.
+    assert stream(tokenizer, ids[:2]) == (["", ""], "🎉".encode()[:2])
+    # A byte that cannot start or continue a code point is dropped where it stands.
+    stray = [byte_token[b"\xff"], byte_token[b"a"], *ids[:2], byte_token[b"b"], *ids]
+    assert stream(tokenizer, stray) == (["", "a", "", "", "b", "", "", "", "🎉"], b"")
 
 
 # --- refusals --------------------------------------------------------------------------------

@@ -207,6 +207,16 @@ def test_tokens_arrive_as_they_are_generated_not_in_one_burst(worker, long_body)
     assert tokens[len(tokens) // 2] - tokens[0] > 0.25 * (tokens[-1] - tokens[0]) > 0
 
 
+@pytest.mark.parametrize("prompt", ["你好世界", "Hello 👋 World 🌍", "Mixed: 日本語 English العربية"])
+def test_token_events_carry_no_replacement_character_although_the_model_emits_stray_bytes(worker, prompt):
+    # M0-W-1824 with M0-W-1824's prompts: this random-weights model samples byte tokens that are
+    # not UTF-8 (test_engine.py shows it); the worker drops them rather than sending U+FFFD.
+    for seed in range(3):
+        events = run_job(worker, f"utf8-{seed}", prompt=prompt, max_tokens=20, temperature=0.7, seed=seed)
+        assert_well_formed(events, f"utf8-{seed}")
+        assert not any("\ufffd" in e.data["t"] for e in events if e.name == "token")
+
+
 # --- 5. health ------------------------------------------------------------------------------
 
 def test_health_reports_every_required_field_with_its_type(worker):
