@@ -9,6 +9,7 @@ a new spec revision shows up as a list of disagreements instead of silent drift.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,8 @@ from .scope import SCOPE_OF_KIND, SCOPES, infer_scope
 from .spec_parser import REQUIREMENT_ID, ParsedSpec
 
 OBSERVABLES = ("http", "process", "worker-report", "build", "documentation")
+#: The tag of a scenario that checks a later spec revision's requirements (`@rev-84202fea`).
+REVISION_TAG = re.compile(r"rev-[0-9a-f]{7,40}")
 _SPEC_FIELDS = ("title", "section", "section_title", "line", "body", "level")
 
 
@@ -121,6 +124,35 @@ def feature_tags(features_dir: Path) -> dict[str, list[str]]:
     Feature- and rule-level tags count for every scenario below them.
     """
     found: dict[str, list[str]] = {}
+    for label, tags in tagged_scenarios(features_dir):
+        for rid in sorted(t for t in tags if REQUIREMENT_ID.fullmatch(t)):
+            found.setdefault(rid, []).append(label)
+    return found
+
+
+def later_revision_ids(catalog: Catalog, features_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """The ids the feature files tag that the catalog lacks, under the revision tag of their
+    scenarios: {'rev-84202fea': {'M0-W-1422': ['file.feature: scenario name', ...]}}.
+
+    Such an id belongs to a later spec revision, so every scenario that tags it must also carry
+    that revision's tag (`@rev-84202fea`); one that does not is an error.
+    """
+    known = catalog.by_id()
+    found: dict[str, dict[str, list[str]]] = {}
+    for label, tags in tagged_scenarios(features_dir):
+        for rid in sorted(t for t in tags if REQUIREMENT_ID.fullmatch(t) and t not in known):
+            revisions = sorted(t for t in tags if REVISION_TAG.fullmatch(t))
+            if not revisions:
+                raise CatalogError(f"{label}: tags {rid}, which is not a requirement of revision "
+                                   f"{catalog.spec['revision']}, without the tag of the revision that defines it "
+                                   f"(such as @rev-84202fea)")
+            for revision in revisions:
+                found.setdefault(revision, {}).setdefault(rid, []).append(label)
+    return found
+
+
+def tagged_scenarios(features_dir: Path):
+    """('file.feature: scenario name', its tags with those it inherits) for every scenario."""
     for path in sorted(Path(features_dir).glob("*.feature")):
         try:
             document = Parser().parse(path.read_text(encoding="utf-8"))
@@ -129,9 +161,7 @@ def feature_tags(features_dir: Path) -> dict[str, list[str]]:
         feature = document.get("feature")
         if feature:
             for name, tags in _scenarios(feature["children"], _tag_names(feature)):
-                for rid in sorted({t for t in tags if REQUIREMENT_ID.fullmatch(t)}):
-                    found.setdefault(rid, []).append(f"{path.name}: {name}")
-    return found
+                yield f"{path.name}: {name}", tags
 
 
 def _tag_names(node: dict) -> set[str]:
@@ -149,10 +179,8 @@ def _scenarios(children: list[dict], inherited: set[str]):
 
 
 def with_scenarios(catalog: Catalog, tags: dict[str, list[str]]) -> Catalog:
-    """A copy of the catalog whose scenarios column is `tags` (ids unknown to it are an error)."""
-    unknown = sorted(tags.keys() - catalog.by_id().keys())
-    if unknown:
-        raise CatalogError(f"feature files tag ids that are not in the catalog: {', '.join(unknown)}")
+    """A copy of the catalog whose scenarios column is `tags` (ids it lacks are left out: they
+    belong to later revisions, see `later_revision_ids`)."""
     entries = [dict(entry, scenarios=tags.get(entry["id"], [])) for entry in catalog.entries]
     return Catalog(catalog.spec, entries)
 

@@ -19,6 +19,7 @@ from .catalog import (
     default_path,
     derive_catalog,
     feature_tags,
+    later_revision_ids,
     load_catalog,
     with_scenarios,
 )
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", nargs="+", required=True, metavar="FILE",
                    help="cucumber JSON (pytest --cucumberjson) and/or JUnit XML (pytest --junitxml)")
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
-    p.add_argument("--worker", help="name of the worker under test")
+    p.add_argument("--worker", help="name of the worker under test (default: as the harness recorded it "
+                                    "in the JUnit XML)")
     p.add_argument("--spec", help=f"spec file whose revision the report names (default: ${ENV_VAR}, "
                                   "else the catalog's revision)")
     p.set_defaults(run=_report)
@@ -114,8 +116,13 @@ def _check(args) -> int:
 
 def _scenarios(args) -> int:
     catalog = load_catalog()
-    synced = with_scenarios(catalog, feature_tags(Path(args.features)))
+    features = Path(args.features)
+    later = later_revision_ids(catalog, features)
+    synced = with_scenarios(catalog, feature_tags(features))
     stale = [e["id"] for e, s in zip(catalog.entries, synced.entries) if e["scenarios"] != s["scenarios"]]
+    for revision, ids in sorted(later.items()):
+        print(f"{revision} (not in the catalog of revision {catalog.spec['revision']}): "
+              + ", ".join(f"{rid} ({len(scenarios)} scenario(s))" for rid, scenarios in sorted(ids.items())))
     if args.write:
         default_path().write_text(synced.to_json(), encoding="utf-8")
         print(f"updated the scenarios of {len(stale)} requirement(s) in {default_path()}")

@@ -9,6 +9,10 @@ Outcomes:
   scenarios are tagged @deferred-M1 / @informational; their results are shown, never counted
   as failures;
 - uncovered: no scenario and no reason. For an M0 requirement this is a gap, shown loudly.
+
+A scenario tagged @deferred-M1, @informational, @optional or with a later revision's tag
+(@rev-84202fea) measures and reports: when it misses, it shows as `informational`, never as a
+failure. Ids that only a later spec revision defines are listed apart, under that revision.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .catalog import Catalog, load_catalog
-from .results import ScenarioResult, read_results
+from .catalog import REVISION_TAG, Catalog, load_catalog
+from .results import ScenarioResult, read_results, recorded_worker
 from .scope import SCOPES
 from .spec_parser import REQUIREMENT_ID
 from .spec_source import load_spec
 
 OUTCOMES = ("passed", "failed", "not run", "not observable", "deferred, informational", "uncovered")
-_INFORMATIONAL_TAGS = {"deferred-M1", "deferred", "informational", "M1", "M2+"}
+_INFORMATIONAL_TAGS = {"deferred-M1", "deferred", "informational", "M1", "M2+", "optional"}
 _NOT_OBSERVABLE_TAG = "not-observable"
 _NOT_OBSERVABLE_WORDS = ("not verifiable", "not observable", "cannot be verified", "can't be verified")
 _OBSERVABLE_REASON = {
@@ -56,6 +60,17 @@ class RequirementOutcome:
 
 
 @dataclass
+class LaterOutcome:
+    """A requirement that only a later spec revision defines: informational for this one."""
+
+    id: str
+    revision: str  # the revision tag of its scenarios, `rev-84202fea`
+    outcome: str  # passed / failed / not run
+    reason: str
+    scenarios: list[dict]
+
+
+@dataclass
 class CoverageReport:
     worker: str
     spec: dict
@@ -63,6 +78,7 @@ class CoverageReport:
     sources: list[str]
     requirements: list[RequirementOutcome]
     untagged: list[str]  # scenarios that name no requirement id
+    later: list[LaterOutcome] = field(default_factory=list)
 
     def totals(self, key: str) -> dict[str, Counter]:
         """Outcome counts grouped by `key` ('scope' or 'section'), in scope order or spec order.
@@ -83,32 +99,63 @@ class CoverageReport:
 
 def build_report(results: list[ScenarioResult], catalog: Catalog, *, worker: str, spec: dict,
                  sources: list[str]) -> CoverageReport:
-    """Join scenario results with the catalog; raise ReportError for ids the catalog lacks."""
+    """Join scenario results with the catalog. Ids the catalog lacks are listed under the
+    revision tag of their scenarios; without one, they raise ReportError."""
     entries = catalog.by_id()
     tagged = [(r, {t for t in r.tags if REQUIREMENT_ID.fullmatch(t)}) for r in results]
-    unknown = sorted({rid for _, ids in tagged for rid in ids} - entries.keys())
+    later: dict[tuple[str, str], list[ScenarioResult]] = {}
+    unknown = set()
+    for result, ids in tagged:
+        revisions = sorted(t for t in result.tags if REVISION_TAG.fullmatch(t))
+        for rid in ids - entries.keys():
+            if not revisions:
+                unknown.add(rid)
+            for revision in revisions:
+                later.setdefault((revision, rid), []).append(result)
     if unknown:
         raise ReportError(f"the results tag requirement ids that are not in the catalog of spec revision "
-                          f"{catalog.spec['revision']}: {', '.join(unknown)}. Were they produced against "
-                          f"another spec revision or catalog?")
+                          f"{catalog.spec['revision']}: {', '.join(sorted(unknown))}, on scenarios without "
+                          f"the tag of a later revision (@rev-...). Were they produced against another spec "
+                          f"revision or catalog?")
     outcomes = []
     for entry in catalog.entries:
         mine = [r for r, ids in tagged if entry["id"] in ids]
         outcomes.append(_outcome(entry, mine))
     untagged = sorted(f"{r.feature}: {r.name}" for r, ids in tagged if not ids)
-    return CoverageReport(worker, spec, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                          sources, outcomes, untagged)
+    return CoverageReport(worker, spec, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sources, outcomes,
+                          untagged, [_later_outcome(rid, revision, scenarios)
+                                     for (revision, rid), scenarios in sorted(later.items())])
+
+
+def _informational(scenario: ScenarioResult) -> bool:
+    """Whether the scenario measures and reports rather than decides (by its tags or its run)."""
+    return (scenario.outcome == "informational" or bool(scenario.tags & _INFORMATIONAL_TAGS)
+            or any(REVISION_TAG.fullmatch(t) for t in scenario.tags))
+
+
+def _shown(scenario: ScenarioResult) -> dict:
+    """A scenario as the report lists it; an informational one that missed is `informational`."""
+    missed = scenario.outcome == "failed" and _informational(scenario)
+    return {"name": scenario.name, "feature": scenario.feature,
+            "outcome": "informational" if missed else scenario.outcome, "reason": scenario.reason,
+            "tags": sorted(scenario.tags)}
+
+
+def _later_outcome(rid: str, revision: str, scenarios: list[ScenarioResult]) -> LaterOutcome:
+    outcomes = {s.outcome for s in scenarios}
+    outcome = next((o for o in ("failed", "passed") if o in outcomes), "not run")
+    reason = "; ".join(dict.fromkeys(f"{s.name}: {s.reason}" for s in scenarios if s.outcome != "passed"))
+    return LaterOutcome(rid, revision, outcome, reason, [_shown(s) for s in scenarios])
 
 
 def _outcome(entry: dict, scenarios: list[ScenarioResult]) -> RequirementOutcome:
-    shown = [{"name": s.name, "feature": s.feature, "outcome": s.outcome, "reason": s.reason,
-              "tags": sorted(s.tags)} for s in scenarios]
+    shown = [_shown(s) for s in scenarios]
     base = {"id": entry["id"], "title": entry["title"], "section": entry["section"],
             "section_title": entry["section_title"], "line": entry["line"],
             "scope": entry["scope"], "observable": entry["observable"], "scenarios": shown}
-    counted = [s for s in scenarios if not s.tags & _INFORMATIONAL_TAGS]
+    counted = [s for s in scenarios if not _informational(s)]
     if entry["scope"] not in ("M0", "M0-optional") or (scenarios and not counted):
-        ran = Counter(s.outcome for s in scenarios)
+        ran = Counter(s["outcome"] for s in shown)
         summary = ", ".join(f"{n} {o}" for o, n in sorted(ran.items())) or "no scenario"
         return RequirementOutcome(**base, outcome="deferred, informational",
                                   reason=f"scope {entry['scope']}; {summary}" if entry["scope"] not in
@@ -140,6 +187,8 @@ def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=Non
                   catalog: Catalog | None = None) -> dict[str, Path]:
     """Read results files, write coverage.md, coverage.json and coverage.html into `out_dir`.
 
+    The worker is named by `worker`, else as the harness recorded it in the JUnit XML.
+
     `spec` is an optional spec file path; when given, the report names its revision (and warns
     on stderr if it is not the pinned one). Returns the paths written. Raises ResultsError,
     ReportError or SpecSourceError with a message for the user.
@@ -150,8 +199,9 @@ def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=Non
         loaded = load_spec(spec)
         spec_identity.update(file=str(loaded.path), file_sha256=loaded.sha256, file_revision=loaded.revision)
     sources = [str(p) for p in results_paths]
-    report = build_report(read_results(list(results_paths)), catalog, worker=worker or "unnamed worker",
-                          spec=spec_identity, sources=sources)
+    worker = worker or recorded_worker(list(results_paths)) or "unnamed worker"
+    report = build_report(read_results(list(results_paths)), catalog, worker=worker, spec=spec_identity,
+                          sources=sources)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "coverage.md", "json": out / "coverage.json", "html": out / "coverage.html"}
@@ -165,7 +215,8 @@ def as_json(report: CoverageReport) -> dict:
     return {"worker": report.worker, "spec": report.spec, "generated": report.generated,
             "sources": report.sources, "gaps": [r.id for r in report.gaps],
             "totals": {"by_scope": _plain(report.totals("scope")), "by_section": _plain(report.totals("section"))},
-            "requirements": [asdict(r) for r in report.requirements], "untagged_scenarios": report.untagged}
+            "requirements": [asdict(r) for r in report.requirements], "untagged_scenarios": report.untagged,
+            "later_revisions": [asdict(r) for r in report.later]}
 
 
 def _plain(grouped: dict[str, Counter]) -> dict[str, dict[str, int]]:
@@ -200,6 +251,12 @@ def render_markdown(report: CoverageReport) -> str:
         scenarios = "<br>".join(f"{s['name']} ({s['outcome']})" for s in r.scenarios) or "—"
         out.append(f"| {r.id} | {_md(r.title)} | {r.section} | {r.scope} | {outcome} | {_md(scenarios)} | "
                    f"{_md(r.reason) or '—'} |")
+    if report.later:
+        out += ["", f"## Requirements of later spec revisions (informational for {report.spec['revision']})", "",
+                "| id | revision | outcome | scenarios | reason |", "| --- | --- | --- | --- | --- |"]
+        for r in report.later:
+            scenarios = "<br>".join(f"{s['name']} ({s['outcome']})" for s in r.scenarios)
+            out.append(f"| {r.id} | {r.revision} | {r.outcome} | {_md(scenarios)} | {_md(r.reason) or '—'} |")
     if report.untagged:
         out += ["", "## Scenarios without a requirement tag", ""] + [f"- {_md(s)}" for s in report.untagged]
     return "\n".join(out) + "\n"
@@ -246,6 +303,14 @@ def render_html(report: CoverageReport) -> str:
                      f"<td class={css}>{e(r.outcome)}{' (GAP)' if r.gap else ''}</td><td>{scenarios}</td>"
                      f"<td>{e(r.reason) or '—'}</td></tr>")
     parts.append("</table>")
+    if report.later:
+        parts.append(f"<h2>Requirements of later spec revisions (informational for {e(report.spec['revision'])})"
+                     "</h2><table><tr><th>id</th><th>revision</th><th>outcome</th><th>scenarios</th><th>reason</th></tr>")
+        for r in report.later:
+            scenarios = "<br>".join(f"{e(s['name'])} ({e(s['outcome'])})" for s in r.scenarios)
+            parts.append(f"<tr><td>{e(r.id)}</td><td>{e(r.revision)}</td><td class={r.outcome.replace(' ', '-')}>"
+                         f"{e(r.outcome)}</td><td>{scenarios}</td><td>{e(r.reason) or '—'}</td></tr>")
+        parts.append("</table>")
     if report.untagged:
         parts.append("<h2>Scenarios without a requirement tag</h2><ul>"
                      + "".join(f"<li>{e(s)}</li>" for s in report.untagged) + "</ul>")

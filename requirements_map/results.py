@@ -3,7 +3,11 @@
 Both describe the same scenarios from different sides: cucumber JSON carries the Gherkin tags
 (requirement ids) but drops tests skipped before their steps ran and skip reasons; JUnit XML
 carries skip reasons and failure messages, and tags only where the harness recorded them as
-properties. Results from both are merged per scenario (by pytest-bdd's test name).
+properties. Results from both are merged per scenario, by pytest's
+test name (an outline's examples apart).
+
+A JUnit xfail is a miss the run itself declared informational (the harness does so for
+@deferred-M1, @optional and later-revision scenarios): its outcome is `informational`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 _PYTHON_NAME = re.compile(r"\W")
 _TAG_TOKEN = re.compile(r"@?[A-Za-z0-9][\w.+-]*")
+WORKER_PROPERTY = "m0_worker"
 
 
 class ResultsError(ValueError):
@@ -26,7 +31,7 @@ class ResultsError(ValueError):
 class ScenarioResult:
     name: str
     feature: str
-    outcome: str  # passed / failed / skipped
+    outcome: str  # passed / failed / skipped / informational
     reason: str  # skip reason or first line of the failure
     tags: frozenset[str] = field(default_factory=frozenset)  # without the leading '@'
     sources: tuple[str, ...] = ()
@@ -44,15 +49,29 @@ def read_results(paths: list[str | Path]) -> list[ScenarioResult]:
         raise ResultsError("give at least one results file (cucumber JSON or JUnit XML)")
     merged: dict[str, ScenarioResult] = {}
     for path in paths:
-        for result in _read_one(Path(path)):
-            key = bdd_test_name(result.name)
+        for key, result in _read_one(Path(path)):
             merged[key] = _merge(merged[key], result) if key in merged else result
     if not merged:
         raise ResultsError(f"no scenarios found in {', '.join(map(str, paths))}")
     return list(merged.values())
 
 
-def _read_one(path: Path) -> list[ScenarioResult]:
+def recorded_worker(paths: list[str | Path]) -> str | None:
+    """The worker under test as the harness recorded it in JUnit XML (testsuite property
+    `m0_worker`), or None."""
+    for path in paths:
+        try:
+            root = ET.parse(path).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        for prop in root.iter("property"):
+            if prop.get("name") == WORKER_PROPERTY:
+                return prop.get("value")
+    return None
+
+
+def _read_one(path: Path) -> list[tuple[str, ScenarioResult]]:
+    """(pytest's test name, result) for every scenario in the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -65,7 +84,7 @@ def _read_one(path: Path) -> list[ScenarioResult]:
     raise ResultsError(f"{path} is neither cucumber JSON (pytest --cucumberjson) nor JUnit XML (pytest --junitxml)")
 
 
-def _cucumber(path: Path, text: str) -> list[ScenarioResult]:
+def _cucumber(path: Path, text: str) -> list[tuple[str, ScenarioResult]]:
     try:
         features = json.loads(text)
         results = []
@@ -77,16 +96,18 @@ def _cucumber(path: Path, text: str) -> list[ScenarioResult]:
                 outcome = "failed" if "failed" in statuses else "skipped" if not statuses or any(
                     s != "passed" for s in statuses) else "passed"
                 reason = _failure_line(next((m for m in messages if m), ""))
-                results.append(ScenarioResult(
+                test_name = element.get("id", "")  # pytest-bdd writes the test's name there
+                key = test_name if test_name.startswith("test_") else bdd_test_name(element["name"])
+                results.append((key, ScenarioResult(
                     name=element["name"], feature=feature.get("uri") or feature.get("name", ""), outcome=outcome,
                     reason=_first_line(reason),
-                    tags=feature_tags | _tags(t["name"] for t in element.get("tags", [])), sources=(str(path),)))
+                    tags=feature_tags | _tags(t["name"] for t in element.get("tags", [])), sources=(str(path),))))
         return results
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ResultsError(f"{path} is not pytest-bdd cucumber JSON: {exc!r}") from exc
 
 
-def _junit(path: Path, text: str) -> list[ScenarioResult]:
+def _junit(path: Path, text: str) -> list[tuple[str, ScenarioResult]]:
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -95,32 +116,35 @@ def _junit(path: Path, text: str) -> list[ScenarioResult]:
         raise ResultsError(f"{path} is XML but not JUnit XML (root element <{root.tag}>)")
     results = []
     for case in root.iter("testcase"):
-        name = re.sub(r"\[.*\]$", "", case.get("name", ""))
-        if not name.startswith("test_"):
+        test_name = case.get("name", "")
+        if not test_name.startswith("test_"):
             continue
         failure = case.find("failure") if case.find("failure") is not None else case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
             outcome, reason = "failed", failure.get("message") or (failure.text or "")
         elif skipped is not None:
-            outcome, reason = "skipped", skipped.get("message") or (skipped.text or "")
+            outcome = "informational" if skipped.get("type") == "pytest.xfail" else "skipped"
+            reason = skipped.get("message") or (skipped.text or "")
         else:
             outcome, reason = "passed", ""
         tags = _tags(token for prop in case.iter("property")
                      for token in _TAG_TOKEN.findall(prop.get("value", "")) if token.startswith("@")
                      or re.fullmatch(r"M0-(?:W-\d{4}|SYS-[\d.]+)", token))
-        results.append(ScenarioResult(name=name[len("test_"):], feature=case.get("classname", ""),
-                                      outcome=outcome, reason=_first_line(reason), tags=tags, sources=(str(path),)))
+        function, bracket, example = test_name.partition("[")
+        name = function[len("test_"):].replace("_", " ") + (f" [{example}" if bracket else "")
+        results.append((test_name, ScenarioResult(name=name, feature=case.get("classname", ""), outcome=outcome,
+                                                  reason=_first_line(reason), tags=tags, sources=(str(path),))))
     return results
 
 
 def _merge(a: ScenarioResult, b: ScenarioResult) -> ScenarioResult:
-    """Failure wins, then a skip, then a pass; the readable name and any reason are kept."""
-    rank = {"failed": 2, "skipped": 1, "passed": 0}
+    """Failure wins, then an informational miss, then a skip, then a pass; the readable name and
+    any reason are kept."""
+    rank = {"failed": 3, "informational": 2, "skipped": 1, "passed": 0}
     worse = a if rank[a.outcome] >= rank[b.outcome] else b
-    name = a.name if " " in a.name or a.name != a.name.lower() else b.name
-    feature = a.feature if a.feature.endswith(".feature") else b.feature
-    return replace(worse, name=name, feature=feature, reason=worse.reason or a.reason or b.reason,
+    gherkin = a if a.feature.endswith(".feature") else b  # cucumber JSON: the scenario's own name
+    return replace(worse, name=gherkin.name, feature=gherkin.feature, reason=worse.reason or a.reason or b.reason,
                    tags=a.tags | b.tags, sources=a.sources + b.sources)
 
 

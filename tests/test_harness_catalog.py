@@ -1,6 +1,7 @@
 """The feature files against the requirements catalog: every requirement that can be observed
-over HTTP or from the worker process has a scenario, and every requirement tag names a
-requirement of the revision of record or of the later revision its scenario is tagged with."""
+over HTTP or from the worker process has a scenario, the catalog's scenarios column is the
+feature files' tags, and every requirement tag names a requirement of the revision of record
+or of the later revision its scenario is tagged with."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from requirements_map.catalog import feature_tags, load_catalog
+from requirements_map.catalog import feature_tags, later_revision_ids, load_catalog, with_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = ROOT / "features"
@@ -23,16 +24,21 @@ def test_every_requirement_observable_over_http_or_from_the_process_has_a_scenar
     assert not missing, "requirements without a scenario:\n" + "\n".join(missing)
 
 
+def test_the_catalogs_scenarios_column_is_the_feature_files_tags():
+    catalog = load_catalog()
+    synced = with_scenarios(catalog, feature_tags(FEATURES))
+    stale = [f"{e['id']}: {e['scenarios']} in the catalog, {s['scenarios']} in the features"
+             for e, s in zip(catalog.entries, synced.entries) if e["scenarios"] != s["scenarios"]]
+    assert not stale, "run `m0-conformance scenarios --write`:\n" + "\n".join(stale)
+
+
 def test_tags_outside_the_catalog_belong_to_the_later_revision_that_defines_them():
-    known = {e["id"] for e in load_catalog().entries}
-    extra = {rid: scenarios for rid, scenarios in feature_tags(FEATURES).items() if rid not in known}
-    for rid, scenarios in extra.items():
-        revisions = sorted(SPEC_DIR.glob("01_M0_worker_orcd.rev-*.md"))
-        if not revisions:
-            pytest.skip(f"the later spec revisions are not in {SPEC_DIR}")
-        defining = [p for p in revisions if re.search(rf"^#+ \[{re.escape(rid)}\]", p.read_text(), re.MULTILINE)]
-        assert defining, f"{rid} is tagged in {scenarios} but no spec revision defines it"
-        revisions = [p.stem.split(".")[-1] for p in defining]  # rev-84202fea, ...
-        for scenario in scenarios:
-            text = (FEATURES / scenario.split(":")[0]).read_text()
-            assert any(f"@{r}" in text for r in revisions), f"{scenario} checks {rid} but has none of the tags {revisions}"
+    later = later_revision_ids(load_catalog(), FEATURES)  # an id without a revision tag raises
+    for revision, ids in later.items():
+        path = SPEC_DIR / f"01_M0_worker_orcd.{revision}.md"
+        if not path.is_file():
+            pytest.skip(f"the later spec revision {path.name} is not in {SPEC_DIR}")
+        text = path.read_text(encoding="utf-8")
+        for rid, scenarios in ids.items():
+            assert re.search(rf"^#+ \[{re.escape(rid)}\]", text, re.MULTILINE), \
+                f"{rid} is tagged in {scenarios} with @{revision}, which does not define it"

@@ -12,6 +12,7 @@ from requirements_map.catalog import (
     CatalogError,
     check_catalog,
     feature_tags,
+    later_revision_ids,
     load_catalog,
     with_scenarios,
 )
@@ -114,6 +115,14 @@ Feature: Execute
 """
 
 
+LATER = """@rev-84202fea
+Feature: Sampling
+  @M0-W-1422
+  Scenario: A stop word ends the job
+    Given a worker
+"""
+
+
 def test_feature_tags_are_collected_with_inheritance(tmp_path):
     (tmp_path / "execute.feature").write_text(FEATURE)
     tags = feature_tags(tmp_path)
@@ -123,14 +132,20 @@ def test_feature_tags_are_collected_with_inheritance(tmp_path):
                     "M0-W-1311": ["execute.feature: Events in order for <n> tokens"]}
 
 
-def test_scenarios_column_is_filled_and_unknown_ids_refused(tmp_path, catalog):
+def test_scenarios_column_is_filled_and_later_revision_ids_kept_apart(tmp_path, catalog):
     (tmp_path / "execute.feature").write_text(FEATURE)
+    (tmp_path / "sampling.feature").write_text(LATER)
     synced = with_scenarios(catalog, feature_tags(tmp_path))
     assert synced.by_id()["M0-W-1302"]["scenarios"] == ["execute.feature: A bad temperature is refused"]
     assert synced.by_id()["M0-W-1001"]["scenarios"] == []
+    assert "M0-W-1422" not in synced.by_id()
+    assert later_revision_ids(catalog, tmp_path) == {"rev-84202fea": {"M0-W-1422": ["sampling.feature: A stop word ends the job"]}}
+
+
+def test_an_id_outside_the_catalog_without_a_revision_tag_is_refused(tmp_path, catalog):
     (tmp_path / "other.feature").write_text("Feature: x\n  @M0-W-4242\n  Scenario: y\n    Given z\n")
-    with pytest.raises(CatalogError, match="M0-W-4242"):
-        with_scenarios(catalog, feature_tags(tmp_path))
+    with pytest.raises(CatalogError, match="other.feature: y: tags M0-W-4242.*@rev-"):
+        later_revision_ids(catalog, tmp_path)
 
 
 def test_a_broken_feature_file_is_a_clear_error(tmp_path):
@@ -170,8 +185,11 @@ def test_scenarios_command_checks_and_rewrites_the_column(tmp_path, monkeypatch,
     features = tmp_path / "features"
     features.mkdir()
     (features / "execute.feature").write_text(FEATURE)
+    (features / "sampling.feature").write_text(LATER)
     assert main(["scenarios", "--features", str(features)]) == 1
-    assert "M0-W-1302: scenarios differ" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "M0-W-1302: scenarios differ" in out
+    assert "rev-84202fea (not in the catalog of revision d4a857ac): M0-W-1422 (1 scenario(s))" in out
     assert main(["scenarios", "--features", str(features), "--write"]) == 0
     assert main(["scenarios", "--features", str(features)]) == 0
     assert load_catalog(copy_path).by_id()["M0-W-1311"]["scenarios"] == ["execute.feature: Events in order for <n> tokens"]

@@ -11,14 +11,15 @@ import pytest
 from requirements_map.catalog import load_catalog
 from requirements_map.cli import main
 from requirements_map.report import ReportError, build_report, write_reports
-from requirements_map.results import ResultsError, read_results
+from requirements_map.results import ResultsError, bdd_test_name, read_results
 
 pytest_plugins = ["trace_fixtures"]
-def scenario(name, tags, *statuses, error=""):
+def scenario(name, tags, *statuses, error="", test=None):
+    """A scenario as pytest-bdd's cucumber JSON writes it; its id is the pytest test's name."""
     steps = [{"keyword": "Given", "name": f"step {i}", "line": i, "match": {"location": ""},
               "result": dict({"status": s, "duration": 1}, **({"error_message": error} if s == "failed" else {}))}
              for i, s in enumerate(statuses)]
-    return {"keyword": "Scenario", "id": name, "name": name, "line": 1, "description": "",
+    return {"keyword": "Scenario", "id": test or bdd_test_name(name), "name": name, "line": 1, "description": "",
             "tags": [{"name": t, "line": 1} for t in tags], "type": "scenario", "steps": steps}
 
 
@@ -47,7 +48,8 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 @pytest.fixture
 def results(tmp_path):
     cuc = cucumber(tmp_path / "run.json",
-                   scenario("A haiku streams", ["M0-W-1300", "M0-W-1310"], "passed", "passed"),
+                   scenario("A haiku streams", ["M0-W-1300", "M0-W-1310"], "passed", "passed",
+                            test="test_a_haiku_streams[seed-42]"),
                    scenario("A bad temperature is refused", ["M0-W-1302"], "passed", "failed", error="got 200\nmore"),
                    scenario("Weights stay resident", ["M0-W-1012"], "passed", "skipped"),
                    scenario("First token arrives quickly", ["M0-W-1600", "deferred-M1"], "failed", error="250 ms"),
@@ -71,7 +73,8 @@ def test_outcomes_per_requirement(results):
     assert by_id["M0-W-1012"].outcome == "not observable" and "numpy worker" in by_id["M0-W-1012"].reason
     assert by_id["M0-W-1100"].outcome == "not run" and by_id["M0-W-1100"].reason == "needs --worker-cmd"
     # deferred requirements and informational scenarios never fail the run
-    assert by_id["M0-W-1600"].outcome == "deferred, informational" and "1 failed" in by_id["M0-W-1600"].reason
+    assert by_id["M0-W-1600"].outcome == "deferred, informational" and "1 informational" in by_id["M0-W-1600"].reason
+    assert by_id["M0-W-1600"].scenarios[0]["outcome"] == "informational"
     assert by_id["M0-W-1311"].outcome == "deferred, informational"
     assert by_id["M0-W-1350"].outcome == "deferred, informational" and not by_id["M0-W-1350"].gap
     assert by_id["M0-W-1702"].outcome == "not observable" and not by_id["M0-W-1702"].gap  # a build requirement
@@ -108,6 +111,60 @@ def test_results_from_another_catalog_are_refused(tmp_path, capsys):
     assert main(["report", "--results", str(foreign), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "not in the catalog" in err and "Traceback" not in err
+
+
+def test_later_revision_ids_are_listed_under_their_revision(tmp_path, capsys):
+    later = cucumber(tmp_path / "later.json",
+                     scenario("Stops at a stop word", ["M0-W-1422"], "passed"),
+                     scenario("A bad top_p is refused", ["M0-W-1421"], "failed", error="got 200"),
+                     feature_tags=["rev-84202fea"])
+    catalog = load_catalog()
+    report = build_report(read_results([later]), catalog, worker="x", spec=catalog.spec, sources=[])
+    assert [(r.id, r.revision, r.outcome) for r in report.later] == [("M0-W-1422", "rev-84202fea", "passed")]
+    # a requirement of record checked here as the later revision extends it: informational
+    assert outcomes(report)["M0-W-1421"].outcome == "deferred, informational"
+    assert main(["report", "--results", str(later), "--out", str(tmp_path / "o")]) == 0
+    md = (tmp_path / "o" / "coverage.md").read_text()
+    assert "## Requirements of later spec revisions (informational for d4a857ac)" in md
+    assert "| M0-W-1422 | rev-84202fea | passed | Stops at a stop word (passed) | — |" in md
+    assert json.loads((tmp_path / "o" / "coverage.json").read_text())["later_revisions"][0]["id"] == "M0-W-1422"
+
+
+def test_a_measurement_the_run_called_informational_never_fails(tmp_path):
+    """The harness turns a missed @deferred-M1 target into an xfail (JUnit) whose steps read
+    skipped (cucumber JSON); outline examples merge by the pytest test's name."""
+    cuc = cucumber(tmp_path / "c.json",
+                   scenario("Refusals are fast", ["M0-W-1603", "M0-W-1300"], "passed", "skipped"),
+                   scenario("A field is refused: top_k", ["M0-W-1302"], "passed", test="test_a_field_is_refused[top_k]"),
+                   scenario("A field is refused: seed", ["M0-W-1302"], "failed", error="got 200",
+                            test="test_a_field_is_refused[seed]"))
+    junit = tmp_path / "j.xml"
+    junit.write_text("""<testsuites><testsuite name="pytest">
+ <testcase classname="features.test_conformance" name="test_refusals_are_fast">
+  <skipped type="pytest.xfail" message="informational (deferred-M1): refusal p50 1.8 ms"/></testcase>
+ <testcase classname="features.test_conformance" name="test_a_field_is_refused[top_k]"/>
+ <testcase classname="features.test_conformance" name="test_a_field_is_refused[seed]">
+  <failure message="AssertionError: got 200"/></testcase>
+</testsuite></testsuites>""")
+    results = read_results([cuc, junit])
+    assert sorted((r.name, r.outcome) for r in results) == [
+        ("A field is refused: seed", "failed"), ("A field is refused: top_k", "passed"),
+        ("Refusals are fast", "informational")]
+    catalog = load_catalog()
+    by_id = outcomes(build_report(results, catalog, worker="x", spec=catalog.spec, sources=[]))
+    assert by_id["M0-W-1300"].outcome == "deferred, informational"  # its only scenario is informational
+    assert by_id["M0-W-1302"].outcome == "failed" and "got 200" in by_id["M0-W-1302"].reason
+
+
+def test_the_report_names_the_worker_the_harness_recorded(tmp_path):
+    junit = tmp_path / "j.xml"
+    junit.write_text("""<testsuites><testsuite name="pytest">
+ <properties><property name="m0_worker" value="reference worker (numpy backend) on tiny.gguf"/></properties>
+ <testcase classname="features.test_conformance" name="test_health_answers"/>
+</testsuite></testsuites>""")
+    written = write_reports([junit], tmp_path / "o")
+    assert "Worker under test: **reference worker (numpy backend) on tiny.gguf**" in written["markdown"].read_text()
+    assert json.loads(write_reports([junit], tmp_path / "o", worker="mine")["json"].read_text())["worker"] == "mine"
 
 
 @pytest.mark.parametrize("content, message", [
