@@ -20,6 +20,13 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q -ra
 
-# The conformance suite against the reference worker on the default (real) model.
+# The conformance suite against the reference worker on the default (real) model, on CUDA when
+# this machine has it, else NumPy (the run's header says which). Results go under reports/:
+# cucumber JSON, JUnit XML and results JSON from pytest, then the coverage report. The exit
+# status is the suite's: non-zero only when an M0 scenario fails (informational ones never do).
 conformance: install
-	$(BIN)/python -m pytest features -q -ra
+	rm -f reports/cucumber.json reports/junit.xml reports/results.json
+	model=$$($(BIN)/python -m reference_worker.models fetch) && \
+	$(BIN)/python -m pytest features -q -ra --model "$$model" --results-json reports/results.json; \
+	status=$$?; $(BIN)/m0-conformance report --results reports/cucumber.json reports/junit.xml --out reports \
+	&& exit $$status

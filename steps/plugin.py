@@ -4,8 +4,13 @@ Targeting (one of):
   --worker-url URL       a worker that is already running (process scenarios are skipped)
   --worker-cmd TEMPLATE  a command the harness runs itself, with {model} {port} {worker_id}
                          {gpu_device} placeholders
-  (neither)              the reference worker on the default model, with the backend this
-                         machine has (cuda when CuPy finds a GPU, else numpy)
+  (neither)              the reference worker on --model, else on the default (real) model,
+                         with --backend, else the one this machine has (cuda when CuPy finds a
+                         GPU, else numpy)
+
+Reports: cucumber JSON and JUnit XML (under reports/ unless --cucumberjson / --junitxml say
+otherwise; the JUnit XML names the worker under test for `m0-conformance report`), and with
+--results-json the outcome of every scenario and the verdict per requirement.
 
 Verdict: a scenario tagged @deferred-M1 or @optional (and, unless --spec-revision names it,
 one tagged with a later spec revision) is informational: it measures and reports, and a miss is
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from requirements_map.results import WORKER_PROPERTY
 from steps.client import WorkerClient
 from steps.launcher import Launcher, WorkerProcess
 from steps.tags import requirement_ids, scenario_tags
@@ -132,6 +138,9 @@ def pytest_configure(config):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     config.m0_target = _resolve_target(config)
     config.m0_results = []
+    xml = config.stash.get(junitxml.xml_key, None)
+    if xml is not None:  # the coverage report (m0-conformance report) names the worker from it
+        xml.add_global_property(WORKER_PROPERTY, config.m0_target.description)
 
 
 def _resolve_target(config) -> Target:
@@ -334,20 +343,3 @@ def pytest_sessionfinish(session, exitstatus):
     if path:
         Path(path).write_text(json.dumps({"target": config.m0_target.description, "scenarios": results,
                                           "requirements": requirement_verdicts(results)}, indent=1))
-    _write_traceability_reports(config)
-
-
-def _write_traceability_reports(config) -> None:
-    """Hand the run's reports to the traceability tooling when it is installed."""
-    try:
-        from requirements_map import report
-    except ImportError:
-        return
-    write = getattr(report, "write_reports", None)
-    if write is None:
-        return
-    sources = [p for p in (config.option.cucumber_json_path, config.option.xmlpath) if Path(p).is_file()]
-    try:
-        write(sources, Path(config.option.cucumber_json_path).parent, worker=config.m0_target.description)
-    except Exception as exc:  # the conformance verdict stands even if the report cannot be written
-        print(f"\nrequirements_map.report.write_reports failed: {exc!r}", file=sys.stderr)
