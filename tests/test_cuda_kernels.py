@@ -204,6 +204,22 @@ def test_sampling_draws_follow_the_twins_distribution(params):
     assert 0.5 * np.abs(got - want).sum() < 0.05  # total variation; 3000 draws give ~0.02
 
 
+@pytest.mark.parametrize("n", [9, 499, 5000])
+def test_sampling_draws_stay_in_the_vocabulary_and_follow_softmax_at_any_size(n):
+    # A 499-token synthetic vocabulary once drew ids outside it: the threads disagreed on
+    # whether to fall back to argmax (sampling.cu, `chosen`).
+    logits = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 2
+    draws = _sample_many(logits, sampler.SamplingParams(temperature=1.0), 3000)
+    assert draws.min() >= 0 and draws.max() < n
+    # Ten bins of about equal probability, tokens in id order: 3000 draws fill each well enough
+    # to compare, whatever n is (total variation over the bins; sampling noise gives ~0.02).
+    p = sampler.softmax(logits.astype(np.float64))
+    bins = np.minimum((np.cumsum(p) - p / 2) * 10, 9).astype(int)
+    want = np.bincount(bins, weights=p, minlength=10)
+    got = np.bincount(bins[draws], minlength=10) / len(draws)
+    assert 0.5 * np.abs(got - want).sum() < 0.06
+
+
 def test_launchers_refuse_wrong_shapes_and_dtypes():
     weight, _ = random_weight(Q.Q8_0, 4, 64, 0)
     with pytest.raises(ValueError, match="float32"):

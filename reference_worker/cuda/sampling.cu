@@ -192,8 +192,11 @@ sample(const float* __restrict__ x, int n, const float* __restrict__ fparams,
     const float u = (float)(splitmix64(seed ^ splitmix64((unsigned long long)state[0])) >> 40) * (1.0f / 16777216.0f);
     const float target = u * total;
     const float start = prefix[threadIdx.x] - mass;
-    __syncthreads();
-    if (threadIdx.x == 0) state[1] = -1;
+    // The pick meets in shared memory, not in `state`: a restrict pointer lets the compiler keep
+    // a thread's own earlier store to state[1] across the barrier, so threads would disagree on
+    // whether to take the fallback below and split around its barriers and shuffles.
+    __shared__ int chosen;
+    if (threadIdx.x == 0) chosen = 0x7fffffff;
     __syncthreads();
     if (mass > 0.0f && target >= start && target < start + mass) {
         float run = start;
@@ -202,10 +205,11 @@ sample(const float* __restrict__ x, int n, const float* __restrict__ fparams,
             const float w = kept_weight(x[i], keep, mx, inv_t);
             if (w > 0.0f) { pick = i; run += w; if (run > target) break; }
         }
-        state[1] = pick;
+        atomicMin(&chosen, pick);  // rounding can let two chunks claim the point: the lower wins, every run
     }
     __syncthreads();
-    if (state[1] < 0) block_argmax(x, n, state + 1);  // rounding left the draw past the last chunk
+    if (chosen == 0x7fffffff) block_argmax(x, n, state + 1);  // rounding left the draw past the last chunk
+    else if (threadIdx.x == 0) state[1] = chosen;
 }
 
 // The end of a decode step: history[state[2]++] = state[1]; state[0] += 1.
