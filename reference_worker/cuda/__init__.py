@@ -10,8 +10,9 @@ from reference_worker.errors import ErrorCode, WorkerError
 
 
 def require_cupy(device: int = 0):
-    """Return the cupy module with `device` current; raise WorkerError(CUDA_ERROR) if there is
-    no CuPy or no such CUDA device."""
+    """Return the cupy module; raise WorkerError(CUDA_ERROR) if there is no CuPy or no such CUDA
+    device. Creates no CUDA context: that is CudaOps's first step, where running out of memory
+    is reported as such."""
     try:
         import cupy
     except ImportError as e:
@@ -23,7 +24,6 @@ def require_cupy(device: int = 0):
     if not 0 <= device < count:
         raise WorkerError(ErrorCode.CUDA_ERROR, f"GPU device {device} does not exist ({count} found)",
                           {"device": device})
-    cupy.cuda.Device(device).use()
     return cupy
 
 

@@ -16,13 +16,15 @@ M0-W-1010 as far as CuPy exposes CUDA:
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import cupy as cp
 import numpy as np
 
-from reference_worker.cuda.kernels import cuda_errors
+from reference_worker.cuda.kernels import CUDA_ERRORS, cuda_errors
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile
 
@@ -31,15 +33,53 @@ log = logging.getLogger(__name__)
 ALIGNMENT = 256  # M0-W-1220
 DEFAULT_CHUNK_BYTES = 1 << 20  # M0-W-1222
 MEMORY_TYPE_DEVICE = 2  # cudaMemoryTypeDevice
+OUT_OF_MEMORY = 2  # cudaErrorMemoryAllocation and CUDA_ERROR_OUT_OF_MEMORY share the number
 
 
-def configure_context(device: int) -> None:
-    """Make `device` current and set what M0-W-1010 asks that CuPy can set (module docstring)."""
-    with cuda_errors("CUDA context set-up"):
-        cp.cuda.Device(device).use()
+def configure_context(device: int, required_bytes: int, model_path: Path) -> None:
+    """Make `device` current, creating its CUDA context, and set what M0-W-1010 asks that CuPy
+    can set (module docstring). The context itself takes hundreds of MiB: a GPU too full to
+    create it gets INSUFFICIENT_VRAM with the numbers (M0-W-1020), like a model too large."""
+    try:
+        cp.cuda.Device(device).use()  # since CUDA 12 this creates the primary context
         cp.cuda.runtime.deviceSetLimit(cp.cuda.runtime.cudaLimitMallocHeapSize, 0)
+    except CUDA_ERRORS as e:
+        if getattr(e, "status", None) == OUT_OF_MEMORY:
+            raise insufficient_vram(required_bytes, free_bytes_without_context(device), device, model_path) from e
+        raise WorkerError(ErrorCode.CUDA_ERROR, f"CUDA error during CUDA context set-up: {e}") from e
     if cp.cuda.get_allocator() not in (cp.get_default_memory_pool().malloc,):
         raise WorkerError(ErrorCode.CUDA_ERROR, "CuPy's allocator was replaced; only plain device memory is allowed")
+
+
+def insufficient_vram(required: int, available: int | None, device: int, model_path: Path) -> WorkerError:
+    """M0-W-1020: the startup failure that names required and available bytes, device and model."""
+    said = "an unknown number" if available is None else str(available)
+    return WorkerError(ErrorCode.INSUFFICIENT_VRAM,
+                       f"model needs {required} bytes of VRAM on GPU {device}, {said} are available (model {model_path})",
+                       {"required_bytes": required, "available_bytes": available, "device": device,
+                        "model_path": str(model_path)})
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+
+def free_bytes_without_context(device: int) -> int | None:
+    """Free memory of `device` as the driver's NVML library reports it, which needs no CUDA
+    context (cudaMemGetInfo does); None where NVML cannot say."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        bus_id = cp.cuda.runtime.deviceGetPCIBusId(device).encode()
+    except (OSError, *CUDA_ERRORS):
+        return None
+    handle, memory = ctypes.c_void_p(), _NvmlMemory()
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        found = nvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id, ctypes.byref(handle)) == 0
+        return memory.free if found and nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0 else None
+    finally:
+        nvml.nvmlShutdown()
 
 
 def is_device_resident(ptr: int) -> bool:
@@ -65,6 +105,15 @@ class Placement:
     n_bytes: int
 
 
+def layout(gguf: GGUFFile) -> tuple[dict[str, Placement], int]:
+    """Where each tensor goes in the arena (file order, 256-byte aligned), and the arena's size."""
+    placements, offset = {}, 0
+    for tensor in sorted(gguf.tensors.values(), key=lambda t: t.offset):
+        placements[tensor.name] = Placement(tensor.name, offset, tensor.n_bytes)
+        offset += -(-tensor.n_bytes // ALIGNMENT) * ALIGNMENT
+    return placements, offset
+
+
 class WeightArena:
     """All tensors of a GGUF file in one device allocation; `view(name)` gives a tensor's bytes."""
 
@@ -75,19 +124,10 @@ class WeightArena:
         scratch) do not fit (M0-W-1020), before allocating anything."""
         if chunk_bytes <= 0:
             raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
-        self.placements: dict[str, Placement] = {}
-        offset = 0
-        for tensor in sorted(gguf.tensors.values(), key=lambda t: t.offset):
-            self.placements[tensor.name] = Placement(tensor.name, offset, tensor.n_bytes)
-            offset += -(-tensor.n_bytes // ALIGNMENT) * ALIGNMENT
-        self.nbytes = offset
-        required, available = offset + reserve_bytes, available_bytes(budget_bytes)
+        self.placements, self.nbytes = layout(gguf)
+        required, available = self.nbytes + reserve_bytes, available_bytes(budget_bytes)
         if required > available:
-            raise WorkerError(ErrorCode.INSUFFICIENT_VRAM,
-                              f"model needs {required} bytes of VRAM on GPU {device}, {available} are available "
-                              f"(model {gguf.path})",
-                              {"required_bytes": required, "available_bytes": available, "device": device,
-                               "model_path": str(gguf.path)})
+            raise insufficient_vram(required, available, device, gguf.path)
         with cuda_errors("allocating the weight arena"):
             self.memory = cp.cuda.Memory(max(self.nbytes, 1))
         self.base = cp.ndarray((self.nbytes,), np.uint8, cp.cuda.MemoryPointer(self.memory, 0))

@@ -35,7 +35,7 @@ ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
 MAX_HEAD_DIM = 256  # attention.cu
 SAMPLE_THREADS = 1024  # sampling.cu
-_CUDA_ERRORS = (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
+CUDA_ERRORS = (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
                 cp.cuda.compiler.CompileException, cp.cuda.memory.OutOfMemoryError)
 
 
@@ -47,7 +47,7 @@ def cuda_errors(what: str):
         yield
     except cp.cuda.memory.OutOfMemoryError as e:
         raise WorkerError(ErrorCode.VRAM_OOM, f"out of VRAM during {what}: {e}") from e
-    except _CUDA_ERRORS as e:
+    except CUDA_ERRORS as e:
         raise WorkerError(ErrorCode.CUDA_ERROR, f"CUDA error during {what}: {e}") from e
 
 

@@ -17,7 +17,7 @@ import cupy as cp
 import numpy as np
 
 from reference_worker.cuda import kernels
-from reference_worker.cuda.arena import DEFAULT_CHUNK_BYTES, WeightArena, configure_context, is_device_resident
+from reference_worker.cuda.arena import DEFAULT_CHUNK_BYTES, WeightArena, configure_context, is_device_resident, layout
 from reference_worker.cuda.kernels import DeviceWeight, cuda_errors
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile, Tensor
@@ -78,7 +78,7 @@ class CudaOps:
                  on_progress=lambda fraction: None) -> None:
         """Load every tensor of `gguf` into VRAM; `reserve_bytes` (KV cache and scratch) must fit
         beside the weights, else WorkerError(INSUFFICIENT_VRAM)."""
-        configure_context(device)
+        configure_context(device, layout(gguf)[1] + reserve_bytes, gguf.path)
         kernels.load_modules()
         self.device = device
         self.gguf = gguf
