@@ -74,10 +74,17 @@ def vram_hog(target):
     if not target.model or not os.path.isfile(target.model):
         pytest.skip("not verifiable: the model file is not on this machine (pass --model)")
     leave = os.path.getsize(target.model) // 2
+    # Plain allocations of 1 GiB, then 64 MiB, then 1 MiB while more than `leave` stays free: a
+    # single block of nearly all free memory is refused by the driver on large GPUs.
     code = ("import sys, cupy\n"
             f"cupy.cuda.Device({int(target.launcher.gpu_device)}).use()\n"
-            "free, _ = cupy.cuda.runtime.memGetInfo()\n"
-            f"block = cupy.empty(max(0, free - {leave}), dtype=cupy.uint8)\n"
+            "blocks = []\n"
+            "for size in (1 << 30, 1 << 26, 1 << 20):\n"
+            f"    while cupy.cuda.runtime.memGetInfo()[0] - size >= {leave}:\n"
+            "        try:\n"
+            "            blocks.append(cupy.cuda.runtime.malloc(size))\n"
+            "        except cupy.cuda.runtime.CUDARuntimeError:\n"
+            "            break\n"
             "print('held', flush=True)\n"
             "sys.stdin.read()\n")
     hog = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
