@@ -5,7 +5,7 @@ Feature: Test reproducibility: seeds and temperature 0 (spec §3, M0-W-1030..103
   Background:
     Given a worker serving its model
 
-  @M0-SYS-2.3.1 @M0-W-1032 @M0-W-1826
+  @M0-SYS-2.3.1 @M0-W-1032 @M0-W-1421 @M0-W-1826
   Scenario: Temperature 0 is greedy: the same prompt gives the same tokens whatever the seed
     When the client executes:
       """
@@ -14,7 +14,7 @@ Feature: Test reproducibility: seeds and temperature 0 (spec §3, M0-W-1030..103
     And the client executes the same request with seed 2
     Then both jobs streamed identical tokens
 
-  @M0-SYS-2.3.1 @M0-W-1030
+  @M0-SYS-2.3.1 @M0-W-1030 @M0-W-1421
   Scenario: The same seed gives the same tokens at temperature 0.7
     When the client executes:
       """
@@ -23,7 +23,7 @@ Feature: Test reproducibility: seeds and temperature 0 (spec §3, M0-W-1030..103
     And the client executes the same request again
     Then both jobs streamed identical tokens
 
-  @M0-W-1030
+  @M0-W-1030 @M0-W-1421
   Scenario: Different seeds give different tokens at temperature 1.5
     When the client executes this request with seeds 1, 2, 3, 4 and 5:
       """

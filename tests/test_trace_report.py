@@ -156,6 +156,20 @@ def test_a_measurement_the_run_called_informational_never_fails(tmp_path):
     assert by_id["M0-W-1302"].outcome == "failed" and "got 200" in by_id["M0-W-1302"].reason
 
 
+def test_a_deciding_scenario_fails_its_requirement_whatever_the_catalogs_scope(tmp_path):
+    """M0-W-1340 is deferred-M1 in the catalog, but its SIGTERM sentence is an M0 success
+    criterion: a failed untagged SIGTERM scenario fails it, as the harness's verdict does; the
+    deferred /shutdown scenario's miss stays informational."""
+    cuc = cucumber(tmp_path / "c.json",
+                   scenario("SIGTERM stops a ready worker", ["M0-W-1340"], "failed", error="exit status -9"),
+                   scenario("POST /shutdown answers 202", ["deferred-M1", "M0-W-1350"], "failed", error="404"))
+    catalog = load_catalog()
+    by_id = outcomes(build_report(read_results([cuc]), catalog, worker="x", spec=catalog.spec, sources=[]))
+    assert by_id["M0-W-1340"].scope == "deferred-M1"
+    assert by_id["M0-W-1340"].outcome == "failed" and "exit status -9" in by_id["M0-W-1340"].reason
+    assert by_id["M0-W-1350"].outcome == "deferred, informational"
+
+
 def test_the_report_names_the_worker_the_harness_recorded(tmp_path):
     junit = tmp_path / "j.xml"
     junit.write_text("""<testsuites><testsuite name="pytest">
