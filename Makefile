@@ -16,9 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Unit, property and harness self-tests; CUDA tests skip themselves without a GPU.
+# Unit, property, real-model and harness self-tests (CUDA tests skip themselves, with the
+# reason, without a GPU), then the conformance suite against the reference worker on a
+# synthetic model: the harness and the worker checked end to end in under a minute.
 test: install
 	$(BIN)/python -m pytest -q -ra
+	model=$$(mktemp -d)/synthetic.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$model" --quant mixed && \
+	$(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$model"
 
 # The conformance suite against the reference worker on the default (real) model, on CUDA when
 # this machine has it, else NumPy (the run's header says which). Results go under reports/:
