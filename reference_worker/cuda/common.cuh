@@ -25,37 +25,31 @@ __device__ __forceinline__ float load_half(const u8* p) {
     return half_to_float(*reinterpret_cast<const u16*>(p));
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+struct SumOp { __device__ __forceinline__ float operator()(float a, float b) const { return a + b; } };
+struct MaxOp { __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp()); }
 
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-__device__ float block_sum(float v) {
+// Reduction over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets
+// the result. `identity` fills the lanes of warps the block does not have.
+template <typename Op>
+__device__ float block_reduce(float v, Op op, float identity) {
     __shared__ float partial[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = warp_reduce(v, op);
     __syncthreads();
     if (lane == 0) partial[warp] = v;
     __syncthreads();
-    v = lane < warps ? partial[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < warps ? partial[lane] : identity;
+    return warp_reduce(v, op);
 }
 
-__device__ float block_max(float v) {
-    __shared__ float partial[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    v = lane < warps ? partial[lane] : NEG_INF;
-    return warp_max(v);
-}
+__device__ float block_sum(float v) { return block_reduce(v, SumOp(), 0.0f); }
+__device__ float block_max(float v) { return block_reduce(v, MaxOp(), NEG_INF); }
