@@ -176,16 +176,15 @@ class LlamaAdapter:
         x = ops.embed(self.tok_embd, np.asarray(tokens))
         for i, layer in enumerate(self.layers):
             h = ops.rmsnorm(x, layer.attn_norm, hp.eps)
-            q, k, v = (ops.matmul(h, w) for w in (layer.wq, layer.wk, layer.wv))
-            if layer.bq is not None:
-                q, k, v = ops.add(q, layer.bq), ops.add(k, layer.bk), ops.add(v, layer.bv)
+            q, k, v = (ops.matmul(h, w, bias=b) for w, b in ((layer.wq, layer.bq), (layer.wk, layer.bk),
+                                                             (layer.wv, layer.bv)))
             q = ops.rope(q.reshape(n, hp.n_head, hp.head_dim), positions, hp.rope_base, hp.rope_neox)
             k = ops.rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, hp.rope_base, hp.rope_neox)
             attn = ops.attention(q, k, v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start)
-            x = ops.add(x, ops.matmul(attn, layer.wo))
+            x = ops.matmul(attn, layer.wo, residual=x)
             h = ops.rmsnorm(x, layer.ffn_norm, hp.eps)
             ffn = ops.silu_mul(ops.matmul(h, layer.w_gate), ops.matmul(h, layer.w_up))
-            x = ops.add(x, ops.matmul(ffn, layer.w_down))
+            x = ops.matmul(ffn, layer.w_down, residual=x)
         x = ops.rmsnorm(x if all_logits else x[-1:], self.output_norm, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))
         return logits if all_logits else logits[0]

@@ -11,7 +11,9 @@ This is the numerical twin of the CUDA backend; both provide these names with th
     new_kv_cache(n_layer, n_ctx, KVH, D)   a KVCache; `nbytes` says its size, `close()` frees it
     kv_cache_bytes(n_layer, n_ctx, KVH, D) what new_kv_cache would allocate, asked before allocating
     embed(E, ids) -> (n, d)                rows of the token table
-    matmul(x (n, in), W) -> (n, out)       x @ W.T
+    matmul(x (n, in), W, bias=None, residual=None) -> (n, out)
+                                           x @ W.T (+ bias) (+ residual): qwen2's q/k/v biases and
+                                           the residual connections ride on their projection
     rmsnorm(x (n, d), weight, eps)         x / sqrt(mean(x^2) + eps) * weight
     rope(x (n, heads, D), positions, base, neox)
                                            rotary position embedding; neox pairs dim i with i + D/2
@@ -21,7 +23,6 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            then causal softmax(q k^T / sqrt(D)) v with query head h
                                            reading key/value head h // (H / KVH) (GQA)
     silu_mul(gate, up) -> silu(gate) * up  the SwiGLU gate
-    add(a, b) -> a + b                     residual connections (and biases)
     to_host(x) -> np.ndarray               logits back on the host for the sampler
 """
 from __future__ import annotations
@@ -85,8 +86,12 @@ def embed(table: QuantizedRows, ids: np.ndarray) -> np.ndarray:
     return table.rows(np.asarray(ids))
 
 
-def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return x @ w.T
+def matmul(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
+           residual: np.ndarray | None = None) -> np.ndarray:
+    y = x @ w.T
+    if bias is not None:
+        y = y + bias
+    return y if residual is None else y + residual
 
 
 def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -128,10 +133,6 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer
 
 def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up  # sigmoid via tanh: no overflow
-
-
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a + b
 
 
 def to_host(x: np.ndarray) -> np.ndarray:

@@ -223,7 +223,6 @@ def bench_kernels() -> None:
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, qo)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
-    rows.append(("add 896", _graph_time_us(lambda: kernels.add(x, x, out)), None))
     logits = vec(151936)
     state, fp, ip = cp.asarray([5, 0, 0], np.int32), cp.asarray([0, 1, 0, 1], np.float32), cp.zeros(3, np.uint32)
     rows.append(("sample (greedy) over 151936", _graph_time_us(lambda: kernels.sample(logits, fp, ip, state)), None))

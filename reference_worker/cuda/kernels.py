@@ -31,6 +31,7 @@ WEIGHT_KERNELS = {
 PREFILL_TOKENS = 8  # tokens per weight pass in matmul_* (matmul.cu)
 PREFILL_ROWS = 4  # rows per warp in matmul_* (matmul.cu)
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
+_NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
 MAX_HEAD_DIM = 256  # attention.cu
@@ -111,21 +112,28 @@ class DeviceWeight:
         return self.cols // block_size * type_size
 
 
-def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """out[t] = W @ x[t] for x (n_tok, cols) float32, out (n_tok, rows) float32; one weight pass
-    per token for n_tok == 1, one per PREFILL_TOKENS tokens otherwise."""
+def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
+           residual: cp.ndarray | None = None) -> cp.ndarray:
+    """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
+    float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
+    PREFILL_TOKENS tokens otherwise."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
+    if bias is not None:
+        _check(bias, np.float32, (w.rows,), "bias")
+    if residual is not None:
+        _check(residual, np.float32, (n_tok, w.rows), "residual")
     suffix, row_bytes = WEIGHT_KERNELS[w.qtype], np.int64(w.row_bytes)
-    dims = (np.int32(w.cols), np.int32(w.rows))
+    args = (w.data, x, out, _NULL if bias is None else bias, _NULL if residual is None else residual,
+            np.int32(w.cols), np.int32(w.rows))
     if n_tok > 1:
         grid = (_blocks(w.rows, 4 * PREFILL_ROWS), _blocks(n_tok, PREFILL_TOKENS))
-        _launch("matmul", f"matmul_{suffix}", grid, (128,), (w.data, x, out, *dims, np.int32(n_tok), row_bytes))
+        _launch("matmul", f"matmul_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
-        _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (w.data, x, out, *dims, row_bytes))
+        _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:
-        _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (w.data, x, out, *dims, row_bytes))
+        _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (*args, row_bytes))
     return out
 
 
@@ -179,23 +187,6 @@ def _elementwise(name: str, arrays: tuple, out: cp.ndarray) -> cp.ndarray:
 def swiglu(gate: cp.ndarray, up: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out = silu(gate) * up."""
     return _elementwise("swiglu", (gate, up), out)
-
-
-def add(a: cp.ndarray, b: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """out = a + b (out may be a)."""
-    return _elementwise("add", (a, b), out)
-
-
-def add_bias(x: cp.ndarray, bias: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """out[t] = x[t] + bias, for x (n_tok, n); out may be x."""
-    if x.ndim != 2:
-        raise ValueError(f"x must be (n_tok, n), got shape {x.shape}")
-    _check(x, np.float32, x.shape, "x")
-    _check(bias, np.float32, (x.shape[1],), "bias")
-    _check(out, np.float32, x.shape, "out")
-    _launch("layers", "add_bias", (_blocks(x.size, 256),), (256,),
-            (x, bias, out, np.int32(x.shape[1]), np.int64(x.size)))
-    return out
 
 
 def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray) -> None:

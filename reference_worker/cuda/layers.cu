@@ -1,4 +1,4 @@
-// Element-wise and per-row layer kernels: RMSNorm, RoPE, SwiGLU, residual and bias adds,
+// Element-wise and per-row layer kernels: RMSNorm, RoPE, SwiGLU,
 // and the KV-cache store. Positions come from a device int (`pos0`) so that a captured
 // CUDA graph replays the decode step at a new position without new kernel arguments.
 #include "common.cuh"
@@ -43,19 +43,6 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
         const float g = gate[i];
         out[i] = g / (1.0f + __expf(-g)) * up[i];
     }
-}
-
-// out = a + b (residual add); out may alias a.
-extern "C" __global__ void add(const float* a, const float* b, float* out, long long n) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = a[i] + b[i];
-}
-
-// out[t, :] = x[t, :] + bias (the q/k/v biases of qwen2); out may be x.
-extern "C" __global__ void add_bias(const float* x, const float* __restrict__ bias, float* out, int n,
-                                    long long total) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < total) out[i] = x[i] + bias[i % n];
 }
 
 // Store k, v [n_tok, n_kv, head_dim] (fp32) as fp16 into caches [n_kv, ctx, head_dim] at

@@ -1,4 +1,6 @@
-// y[t, r] = sum_k W[r, k] * x[t, k] with W quantized in VRAM and decoded in registers.
+// y[t, r] = sum_k W[r, k] * x[t, k] (+ bias[r]) (+ residual[t, r]) with W quantized in VRAM and
+// decoded in registers. The optional bias (qwen2's q/k/v) and residual (the skip connection
+// after the o and down projections) ride on the projection, saving a launch each.
 // Eight lanes share a 32-value unit (quant.cuh), so a warp walks four units per step with
 // coalesced loads of both the weights and x. Accumulation is in fp32 (finer than the fp16
 // accumulation M0-W-1201 allows).
@@ -10,11 +12,18 @@
 
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 
+// The sum plus what rides on it; bias and residual may be null.
+__device__ __forceinline__ float epilogue(float s, const float* bias, const float* residual, int row, long long at) {
+    if (bias) s += bias[row];
+    if (residual) s += residual[at];
+    return s;
+}
+
 // Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
 // (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
 template <int QT, int SPLIT>
 __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
-                            int n_in, int n_out, long long row_bytes) {
+                            const float* bias, const float* residual, int n_in, int n_out, long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
     const bool active = row < n_out;
@@ -26,7 +35,7 @@ __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ 
         acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
     acc = warp_sum(acc);
     if (SPLIT == 1) {
-        if (lane == 0 && active) y[row] = acc;
+        if (lane == 0 && active) y[row] = epilogue(acc, bias, residual, row, row);
         return;
     }
     __shared__ float partial[WARPS];
@@ -36,7 +45,7 @@ __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ 
         float s = 0.0f;
 #pragma unroll
         for (int p = 0; p < SPLIT; ++p) s += partial[warp + p];
-        y[row] = s;
+        y[row] = epilogue(s, bias, residual, row, row);
     }
 }
 
@@ -44,7 +53,8 @@ __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ 
 // serves PREFILL_TOKENS tokens and every loaded x serves PREFILL_ROWS rows.
 template <int QT>
 __device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
-                            int n_in, int n_out, int n_tok, long long row_bytes) {
+                            const float* bias, const float* residual, int n_in, int n_out, int n_tok,
+                            long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row0 = (blockIdx.x * WARPS + warp) * PREFILL_ROWS, t0 = blockIdx.y * PREFILL_TOKENS;
     if (row0 >= n_out) return;
@@ -75,24 +85,26 @@ __device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ 
 #pragma unroll
         for (int t = 0; t < PREFILL_TOKENS; ++t) {
             const float s = warp_sum(acc[r][t]);
-            if (lane == 0 && row0 + r < n_out && t0 + t < n_tok) Y[(long long)(t0 + t) * n_out + row0 + r] = s;
+            const long long at = (long long)(t0 + t) * n_out + row0 + r;
+            if (lane == 0 && row0 + r < n_out && t0 + t < n_tok) Y[at] = epilogue(s, bias, residual, row0 + r, at);
         }
 }
 
 #define MATMUL(NAME, QT)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matvec_##NAME(const u8* W, const float* x, float* y, int n_in, int n_out, long long row_bytes) { \
-        matvec_impl<QT, 1>(W, x, y, n_in, n_out, row_bytes);                                      \
+    matvec_##NAME(const u8* W, const float* x, float* y, const float* bias, const float* residual, \
+                  int n_in, int n_out, long long row_bytes) {                                     \
+        matvec_impl<QT, 1>(W, x, y, bias, residual, n_in, n_out, row_bytes);                      \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matvec_split_##NAME(const u8* W, const float* x, float* y, int n_in, int n_out,               \
-                        long long row_bytes) {                                                    \
-        matvec_impl<QT, WARPS>(W, x, y, n_in, n_out, row_bytes);                                  \
+    matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \
+                        const float* residual, int n_in, int n_out, long long row_bytes) {        \
+        matvec_impl<QT, WARPS>(W, x, y, bias, residual, n_in, n_out, row_bytes);                  \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matmul_##NAME(const u8* W, const float* X, float* Y, int n_in, int n_out, int n_tok,          \
-                  long long row_bytes) {                                                          \
-        matmul_impl<QT>(W, X, Y, n_in, n_out, n_tok, row_bytes);                                  \
+    matmul_##NAME(const u8* W, const float* X, float* Y, const float* bias, const float* residual, \
+                  int n_in, int n_out, int n_tok, long long row_bytes) {                          \
+        matmul_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);                  \
     }
 
 MATMUL(f32, QT_F32)

@@ -246,9 +246,11 @@ class CudaOps:
             dev_ids = cp.asarray(ids.astype(np.int32))
         return kernels.embed(table.weight, dev_ids, cp.empty((dev_ids.size, table.weight.cols), np.float32))
 
-    def matmul(self, x: cp.ndarray, w: DeviceWeight) -> cp.ndarray:
+    def matmul(self, x: cp.ndarray, w: DeviceWeight, bias: cp.ndarray | None = None,
+               residual: cp.ndarray | None = None) -> cp.ndarray:
         x = cp.ascontiguousarray(x)
-        return kernels.matmul(w, x, cp.empty((x.shape[0], w.rows), np.float32))
+        residual = None if residual is None else cp.ascontiguousarray(residual)
+        return kernels.matmul(w, x, cp.empty((x.shape[0], w.rows), np.float32), bias, residual)
 
     def rmsnorm(self, x: cp.ndarray, weight: cp.ndarray, eps: float) -> cp.ndarray:
         x = cp.ascontiguousarray(x)
@@ -279,12 +281,6 @@ class CudaOps:
 
     def silu_mul(self, gate: cp.ndarray, up: cp.ndarray) -> cp.ndarray:
         return kernels.swiglu(cp.ascontiguousarray(gate), cp.ascontiguousarray(up), cp.empty(gate.shape, np.float32))
-
-    def add(self, a: cp.ndarray, b: cp.ndarray) -> cp.ndarray:
-        a, b = cp.ascontiguousarray(a), cp.ascontiguousarray(b)
-        if b.ndim == 1 and a.ndim == 2:  # a bias
-            return kernels.add_bias(a, b, cp.empty_like(a))
-        return kernels.add(a, b, cp.empty(a.shape, np.float32))
 
     def to_host(self, x: cp.ndarray):
         if self.keep_logits:
