@@ -183,7 +183,7 @@ class LlamaAdapter:
             attn = ops.attention(q, k, v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start)
             x = ops.matmul(attn, layer.wo, residual=x)
             h = ops.rmsnorm(x, layer.ffn_norm, hp.eps)
-            ffn = ops.silu_mul(ops.matmul(h, layer.w_gate), ops.matmul(h, layer.w_up))
+            ffn = ops.gated_ffn(h, layer.w_gate, layer.w_up)
             x = ops.matmul(ffn, layer.w_down, residual=x)
         x = ops.rmsnorm(x if all_logits else x[-1:], self.output_norm, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))

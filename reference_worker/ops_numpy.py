@@ -22,7 +22,8 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            stores k, v at positions start..start+n-1 of the cache,
                                            then causal softmax(q k^T / sqrt(D)) v with query head h
                                            reading key/value head h // (H / KVH) (GQA)
-    silu_mul(gate, up) -> silu(gate) * up  the SwiGLU gate
+    gated_ffn(x (n, in), W_gate, W_up) -> (n, ff)
+                                           silu(x @ W_gate.T) * (x @ W_up.T): the SwiGLU gate
     to_host(x) -> np.ndarray               logits back on the host for the sampler
 """
 from __future__ import annotations
@@ -133,6 +134,10 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer
 
 def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up  # sigmoid via tanh: no overflow
+
+
+def gated_ffn(x: np.ndarray, w_gate: np.ndarray, w_up: np.ndarray) -> np.ndarray:
+    return silu_mul(matmul(x, w_gate), matmul(x, w_up))
 
 
 def to_host(x: np.ndarray) -> np.ndarray:

@@ -143,6 +143,17 @@ def test_decode_attention_stores_then_attends_like_the_twin(start, group, head_d
     assert np.array_equal(k_cache[:, start].get().astype(np.float32), k_all[start])
 
 
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@settings(max_examples=6, deadline=None)
+@given(rows=st.integers(1, 300), units=st.integers(1, 60), seed=st.integers(0, 2**32 - 1))
+def test_gated_matvec_matches_twin(qtype, rows, units, seed):
+    (w_gate, gate_twin), (w_up, up_twin) = (random_weight(qtype, rows, cols_for(qtype, units), seed + i) for i in (0, 1))
+    x = np.random.default_rng(seed).standard_normal((1, w_gate.cols)).astype(np.float32)
+    out = kernels.matvec_gated(w_gate, w_up, cp.asarray(x), cp.full((1, rows), np.nan, np.float32))
+    want = ops_numpy.gated_ffn(x.astype(np.float64), gate_twin.astype(np.float64), up_twin.astype(np.float64))
+    assert rel_err(out.get(), want) < 1e-5
+
+
 def test_swiglu_matches_twin():
     rng = np.random.default_rng(2)
     a, b = (rng.standard_normal((4, 1000)).astype(np.float32) * 4 for _ in range(2))

@@ -137,6 +137,24 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     return out
 
 
+def fuses_gate(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) -> bool:
+    """Whether matvec_gated serves this SwiGLU: one token, one quant type, rows a warp can take."""
+    return (n_tok == 1 and w_gate.qtype == w_up.qtype and w_gate.row_bytes == w_up.row_bytes
+            and (w_gate.rows, w_gate.cols) == (w_up.rows, w_up.cols) and w_gate.cols < SPLIT_ROW_LENGTH)
+
+
+def matvec_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = silu(W_gate @ x) * (W_up @ x) for one token x (1, cols); see fuses_gate."""
+    if not fuses_gate(w_gate, w_up, x.shape[0] if x.ndim == 2 else -1):
+        raise ValueError("matvec_gated needs one token and gate and up weights of one type and shape, "
+                         f"rows shorter than {SPLIT_ROW_LENGTH}")
+    _check(x, np.float32, (1, w_gate.cols), "x")
+    _check(out, np.float32, (1, w_gate.rows), "out")
+    _launch("matmul", f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, 4),), (128,),
+            (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int64(w_gate.row_bytes)))
+    return out
+
+
 def embed(table: DeviceWeight, ids: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out[t] = decoded row ids[t] of the table, for ids (n_tok,) int32 on the device (each id is
     clamped to the table: callers validate ids against the vocabulary first)."""

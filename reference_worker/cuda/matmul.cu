@@ -49,6 +49,28 @@ __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ 
     }
 }
 
+// Decode of the SwiGLU gate: y[r] = silu(Wg[r] . x) * (Wu[r] . x), a warp per row reading both
+// matrices (of one quant type) in one pass over x, in matvec_impl's order of summation.
+template <int QT>
+__device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* __restrict__ x,
+                                  float* __restrict__ y, int n_in, int n_out, long long row_bytes) {
+    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+    const int row = blockIdx.x * WARPS + warp;
+    const bool active = row < n_out;
+    const long long offset = (active ? row : 0) * row_bytes;
+    const int units = active ? n_in >> 5 : 0;
+    float g = 0.0f, u = 0.0f;
+#pragma unroll 4
+    for (int k = lane >> 3; k < units; k += 4) {
+        const float4 xv = *reinterpret_cast<const float4*>(x + k * 32 + 4 * sub);
+        g += dot4(decode4<QT>(Wg + offset, k, sub), xv);
+        u += dot4(decode4<QT>(Wu + offset, k, sub), xv);
+    }
+    g = warp_sum(g);
+    u = warp_sum(u);
+    if (lane == 0 && active) y[row] = g / (1.0f + __expf(-g)) * u;  // as layers.cu's swiglu
+}
+
 // Prefill: each warp takes PREFILL_ROWS rows and PREFILL_TOKENS tokens, so every decoded weight
 // serves PREFILL_TOKENS tokens and every loaded x serves PREFILL_ROWS rows.
 template <int QT>
@@ -100,6 +122,11 @@ __device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ 
     matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \
                         const float* residual, int n_in, int n_out, long long row_bytes) {        \
         matvec_impl<QT, WARPS>(W, x, y, bias, residual, n_in, n_out, row_bytes);                  \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_gated_##NAME(const u8* Wg, const u8* Wu, const float* x, float* y, int n_in, int n_out, \
+                        long long row_bytes) {                                                    \
+        matvec_gated_impl<QT>(Wg, Wu, x, y, n_in, n_out, row_bytes);                              \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matmul_##NAME(const u8* W, const float* X, float* Y, const float* bias, const float* residual, \

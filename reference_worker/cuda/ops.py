@@ -279,8 +279,12 @@ class CudaOps:
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
         return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
 
-    def silu_mul(self, gate: cp.ndarray, up: cp.ndarray) -> cp.ndarray:
-        return kernels.swiglu(cp.ascontiguousarray(gate), cp.ascontiguousarray(up), cp.empty(gate.shape, np.float32))
+    def gated_ffn(self, x: cp.ndarray, w_gate: DeviceWeight, w_up: DeviceWeight) -> cp.ndarray:
+        x = cp.ascontiguousarray(x)
+        out = cp.empty((x.shape[0], w_gate.rows), np.float32)
+        if kernels.fuses_gate(w_gate, w_up, x.shape[0]):
+            return kernels.matvec_gated(w_gate, w_up, x, out)
+        return kernels.swiglu(self.matmul(x, w_gate), self.matmul(x, w_up), out)
 
     def to_host(self, x: cp.ndarray):
         if self.keep_logits:
