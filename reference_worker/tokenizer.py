@@ -187,7 +187,8 @@ class StreamDecoder:
 
     @property
     def pending(self) -> bytes:
-        """The bytes held back: a strict prefix of one code point (at most 3 bytes)."""
+        """The bytes held back (at most 3): the start of a code point still to come, or of a
+        surrogate (ED A0-BF), which the next byte drops."""
         return self._utf8.getstate()[0]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import regex
 import pytest
 from gguf import GGUFReader, TokenType
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reference_worker import synthetic
@@ -165,6 +165,7 @@ def token_byte_streams(draw) -> list[bytes]:
 
 @settings(max_examples=500)
 @given(chunks=token_byte_streams())
+@example(chunks=[b"\xed\xa0"])  # a surrogate's start: held, not sent
 def test_the_stream_buffer_emits_complete_code_points_at_once_and_drops_what_can_never_decode(chunks):
     decoder = StreamDecoder(ByteTokens(chunks))
     sent, received = b"", ""
@@ -173,12 +174,13 @@ def test_the_stream_buffer_emits_complete_code_points_at_once_and_drops_what_can
         piece.encode("utf-8")  # strict: no lone surrogate, nothing a JSON/SSE writer could not send
         sent += chunk
         received += piece
-        # Only a strict prefix of one code point is held back; everything before it is out.
+        # At most the start of one code point is held back; everything before it is out. (The
+        # start of a UTF-8 surrogate, ED A0-BF, is held too until the next byte; never sent.)
         held = decoder.pending
         assert len(held) < 4 and sent.endswith(held)
         assert received == sent[:len(sent) - len(held)].decode("utf-8", errors="ignore")
         if held:
-            with pytest.raises(UnicodeDecodeError, match="unexpected end of data"):
+            with pytest.raises(UnicodeDecodeError):
                 held.decode("utf-8")
     assert received == b"".join(chunks).decode("utf-8", errors="ignore")
     # No replacement character that the bytes did not spell themselves.
