@@ -1,11 +1,18 @@
 """Shared fixtures: synthetic GGUF models (built once per session) and the real test model."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from reference_worker import models, synthetic
+
+# CI (HYPOTHESIS_PROFILE=ci, set by .ci/run) replays the same examples every run, so a red CI is
+# a change's doing; elsewhere each run explores new ones.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
