@@ -178,8 +178,8 @@ class LlamaAdapter:
             h = ops.rmsnorm(x, layer.attn_norm, hp.eps)
             q, k, v = (ops.matmul(h, w, bias=b) for w, b in ((layer.wq, layer.bq), (layer.wk, layer.bk),
                                                              (layer.wv, layer.bv)))
-            q = ops.rope(q.reshape(n, hp.n_head, hp.head_dim), positions, hp.rope_base, hp.rope_neox)
-            k = ops.rope(k.reshape(n, hp.n_head_kv, hp.head_dim), positions, hp.rope_base, hp.rope_neox)
+            q, k = ops.rope(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
+                            positions, hp.rope_base, hp.rope_neox)
             attn = ops.attention(q, k, v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start)
             x = ops.matmul(attn, layer.wo, residual=x)
             h = ops.rmsnorm(x, layer.ffn_norm, hp.eps)

@@ -15,9 +15,9 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            x @ W.T (+ bias) (+ residual): qwen2's q/k/v biases and
                                            the residual connections ride on their projection
     rmsnorm(x (n, d), weight, eps)         x / sqrt(mean(x^2) + eps) * weight
-    rope(x (n, heads, D), positions, base, neox)
-                                           rotary position embedding; neox pairs dim i with i + D/2
-                                           (qwen2, phi3), otherwise 2i with 2i + 1 (llama)
+    rope(q (n, H, D), k (n, KVH, D), positions, base, neox) -> (q, k)
+                                           rotary position embedding of both; neox pairs dim i with
+                                           i + D/2 (qwen2, phi3), otherwise 2i with 2i + 1 (llama)
     attention(q (n, H, D), k (n, KVH, D), v (n, KVH, D), cache, layer, start) -> (n, H * D)
                                            stores k, v at positions start..start+n-1 of the cache,
                                            then causal softmax(q k^T / sqrt(D)) v with query head h
@@ -99,7 +99,12 @@ def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def rope(x: np.ndarray, positions: np.ndarray, base: float, neox: bool) -> np.ndarray:
+def rope(q: np.ndarray, k: np.ndarray, positions: np.ndarray, base: float, neox: bool) -> tuple[np.ndarray, np.ndarray]:
+    return rotate(q, positions, base, neox), rotate(k, positions, base, neox)
+
+
+def rotate(x: np.ndarray, positions: np.ndarray, base: float, neox: bool) -> np.ndarray:
+    """x (n, heads, D) rotated for positions (n,)."""
     head_dim = x.shape[-1]
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # (n, D/2)

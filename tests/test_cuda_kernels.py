@@ -86,11 +86,17 @@ def test_rmsnorm_matches_twin():
 @GPU_SETTINGS
 @given(start=st.integers(0, 4000), n=st.integers(1, 9), seed=st.integers(0, 1000))
 def test_rope_matches_twin(neox, start, n, seed):
-    x = np.random.default_rng(seed).standard_normal((n, 3, 64)).astype(np.float32)
-    dx = cp.asarray(x)
-    got = kernels.rope(dx, cp.asarray([start], np.int32), 1e6, neox, cp.full_like(dx, np.nan)).get()
+    rng = np.random.default_rng(seed)
+    q, k = rng.standard_normal((n, 3, 64)).astype(np.float32), rng.standard_normal((n, 2, 64)).astype(np.float32)
+    dq, dk = cp.asarray(q), cp.asarray(k)
+    got_q, got_k = kernels.rope(dq, cp.asarray([start], np.int32), 1e6, neox, cp.full_like(dq, np.nan),
+                                dk, cp.full_like(dk, np.nan))
+    want_q, want_k = ops_numpy.rope(q, k, np.arange(start, start + n), 1e6, neox)
     # The twin's angles are float64; an fp32 angle is off by about position * 1e-7 rad.
-    assert rel_err(got, ops_numpy.rope(x, np.arange(start, start + n), 1e6, neox)) < max(1e-5, 4e-7 * (start + n))
+    tolerance = max(1e-5, 4e-7 * (start + n))
+    assert rel_err(got_q.get(), want_q) < tolerance and rel_err(got_k.get(), want_k) < tolerance
+    alone = kernels.rope(dq, cp.asarray([start], np.int32), 1e6, neox, cp.full_like(dq, np.nan))
+    assert cp.array_equal(alone, got_q)
 
 
 @GPU_SETTINGS

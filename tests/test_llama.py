@@ -28,18 +28,18 @@ def random_heads(rng, n, heads, dim):
 def test_rope_is_a_rotation_that_depends_on_relative_position(seed, neox, shift):
     rng = np.random.default_rng(seed)
     q, k = random_heads(rng, 1, 1, 16), random_heads(rng, 1, 1, 16)
-    rq, rk = ops.rope(q, np.array([7]), 10000.0, neox), ops.rope(k, np.array([3]), 10000.0, neox)
+    rq, rk = ops.rotate(q, np.array([7]), 10000.0, neox), ops.rotate(k, np.array([3]), 10000.0, neox)
     np.testing.assert_allclose(np.linalg.norm(rq), np.linalg.norm(q), rtol=1e-5)
-    shifted = (ops.rope(q, np.array([7 + shift]), 10000.0, neox) * ops.rope(k, np.array([3 + shift]), 10000.0, neox)).sum()
+    shifted = (ops.rotate(q, np.array([7 + shift]), 10000.0, neox) * ops.rotate(k, np.array([3 + shift]), 10000.0, neox)).sum()
     np.testing.assert_allclose(shifted, (rq * rk).sum(), rtol=1e-3, atol=1e-3)
-    np.testing.assert_array_equal(ops.rope(q, np.array([0]), 10000.0, neox), q)
+    np.testing.assert_array_equal(ops.rotate(q, np.array([0]), 10000.0, neox), q)
 
 
 def test_rope_pairs_dimensions_by_style():
     x = np.zeros((1, 1, 8), np.float32)
     x[0, 0, 0] = 1.0
-    neox = ops.rope(x, np.array([1]), 10000.0, neox=True)[0, 0]
-    llama = ops.rope(x, np.array([1]), 10000.0, neox=False)[0, 0]
+    neox = ops.rotate(x, np.array([1]), 10000.0, neox=True)[0, 0]
+    llama = ops.rotate(x, np.array([1]), 10000.0, neox=False)[0, 0]
     assert neox[4] == pytest.approx(np.sin(1.0)) and neox[1] == 0  # dim 0 turns with dim D/2
     assert llama[1] == pytest.approx(np.sin(1.0)) and llama[4] == 0  # dim 0 turns with dim 1
 

@@ -178,20 +178,28 @@ def rmsnorm(x: cp.ndarray, weight: cp.ndarray, eps: float, out: cp.ndarray) -> c
     return out
 
 
-def rope(x: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray) -> cp.ndarray:
-    """out = x (n_tok, n_heads, head_dim) rotated for positions pos0[0] + t (pos0 a device
-    int32[1]; out may be x); `neox` pairs i with i + head_dim/2, else 2i with 2i + 1."""
-    if x.ndim != 3 or x.shape[2] % 2:
-        raise ValueError(f"x must be (n_tok, n_heads, even head_dim), got shape {x.shape}")
-    _check(x, np.float32, x.shape, "x")
-    _check(out, np.float32, x.shape, "out")
+def rope(q: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, q_out: cp.ndarray,
+         k: cp.ndarray | None = None, k_out: cp.ndarray | None = None) -> cp.ndarray | tuple[cp.ndarray, cp.ndarray]:
+    """q_out = q (n_tok, n_heads, head_dim) rotated for positions pos0[0] + t (pos0 a device
+    int32[1]; outputs may be the inputs); with k (n_tok, n_kv_heads, head_dim) and k_out, k too,
+    in the same launch, and (q_out, k_out) is returned. `neox` pairs i with i + head_dim/2, else
+    2i with 2i + 1."""
+    if q.ndim != 3 or q.shape[2] % 2:
+        raise ValueError(f"q must be (n_tok, n_heads, even head_dim), got shape {q.shape}")
+    n_tok, n_q, head_dim = q.shape
+    _check(q, np.float32, q.shape, "q")
+    _check(q_out, np.float32, q.shape, "q_out")
     _check(pos0, np.int32, (1,), "pos0")
-    n_tok, n_heads, head_dim = x.shape
-    pairs = n_tok * n_heads * head_dim // 2
+    n_k = 0
+    if k is not None:
+        n_k = k.shape[1] if k.ndim == 3 else -1
+        _check(k, np.float32, (n_tok, n_k, head_dim), "k")
+        _check(k_out, np.float32, k.shape, "k_out")
+    pairs = n_tok * (n_q + n_k) * head_dim // 2
     _launch("layers", "rope", (_blocks(pairs, 256),), (256,),
-            (x, out, np.int32(n_tok), np.int32(n_heads), np.int32(head_dim), pos0, np.float32(freq_base),
-             np.int32(neox)))
-    return out
+            (q, _NULL if k is None else k, q_out, _NULL if k is None else k_out, np.int32(n_tok), np.int32(n_q),
+             np.int32(n_k), np.int32(head_dim), pos0, np.float32(freq_base), np.int32(neox)))
+    return q_out if k is None else (q_out, k_out)
 
 
 def _elementwise(name: str, arrays: tuple, out: cp.ndarray) -> cp.ndarray:

@@ -256,14 +256,14 @@ class CudaOps:
         x = cp.ascontiguousarray(x)
         return kernels.rmsnorm(x, weight, eps, cp.empty_like(x))
 
-    def rope(self, x: cp.ndarray, positions, base: float, neox: bool) -> cp.ndarray:
+    def rope(self, q: cp.ndarray, k: cp.ndarray, positions, base: float, neox: bool) -> tuple[cp.ndarray, cp.ndarray]:
         if not self.capture_mode:
             positions = np.asarray(positions)
             if not np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
                 raise ValueError("rope needs consecutive positions")
             self._set_position(int(positions[0]))
-        x = cp.ascontiguousarray(x)
-        return kernels.rope(x, self.state[0:1], base, neox, cp.empty_like(x))
+        q, k = cp.ascontiguousarray(q), cp.ascontiguousarray(k)
+        return kernels.rope(q, self.state[0:1], base, neox, cp.empty_like(q), k, cp.empty_like(k))
 
     def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
                   start: int) -> cp.ndarray:
