@@ -73,6 +73,19 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def serving(self) -> bool:
+        """Alive and accepting connections. A worker that crashed or shut down may still be
+        exiting, its port already closed: that one is not serving (a slow answer still is)."""
+        if not self.alive():
+            return False
+        try:
+            requests.get(f"{self.base_url}/health", timeout=5)
+        except requests.ConnectionError:
+            return False
+        except requests.RequestException:
+            pass
+        return True
+
     def wait_exit(self, timeout_s: float) -> int | None:
         """The exit status, or None if the process still runs after `timeout_s`."""
         try:

@@ -69,7 +69,7 @@ class Target:
         """The URL of the worker that HTTP scenarios share; (re)started when it is not alive."""
         if self.url:
             return self.url
-        if self.shared is not None and not self.shared.alive():
+        if self.shared is not None and not self.shared.serving():
             self.shared.stop()
             self.shared = None
             self.health_cache = None
