@@ -6,6 +6,9 @@ one line (json.dumps never emits a raw newline), so one `data:` line always suff
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 EVENT_TYPES = ("started", "token", "metrics", "end", "error")
 TERMINAL_EVENTS = ("end", "error")
@@ -22,3 +25,20 @@ def format_event(name: str, data: dict) -> bytes:
 def format_comment(text: str) -> bytes:
     """An SSE comment line: SSE clients ignore it; it keeps a waiting stream visibly alive."""
     return f": {text}\n\n".encode("utf-8")
+
+
+class Event(NamedTuple):
+    name: str | None
+    data: object
+    arrived: float  # time.perf_counter() when its data line was read
+
+
+def read_events(lines: Iterable[str]) -> Iterator[Event]:
+    """The events in lines of this framing (comments skipped), each as soon as its data line is
+    read: what the benchmark and the tests, as clients, see arrive."""
+    name = None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: "):]
+        elif line.startswith("data: "):
+            yield Event(name, json.loads(line[len("data: "):]), time.perf_counter())

@@ -12,7 +12,6 @@ reading the `error` event is reported; then GET /health is timed while a job str
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import threading
@@ -21,17 +20,14 @@ import uuid
 
 import requests
 
+from reference_worker.sse import read_events
+
 PROMPT = "Write a haiku about GPU computing"
 
 
 def _events(response):
     """(name, data, time read) of each SSE event."""
-    name = None
-    for line in response.iter_lines(chunk_size=1, decode_unicode=True):
-        if line.startswith("event: "):
-            name = line[len("event: "):]
-        elif line.startswith("data: "):
-            yield name, json.loads(line[len("data: "):]), time.perf_counter()
+    return read_events(response.iter_lines(chunk_size=1, decode_unicode=True))
 
 
 def stream_once(url: str, prompt: str, max_tokens: int) -> dict:

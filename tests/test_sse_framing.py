@@ -28,3 +28,10 @@ def test_only_the_spec_event_types_can_be_framed():
 
 def test_a_comment_is_a_line_sse_clients_ignore():
     assert sse.format_comment("queued") == b": queued\n\n"
+
+
+@given(events=st.lists(st.tuples(st.sampled_from(sse.EVENT_TYPES), payloads), max_size=6))
+def test_what_is_framed_reads_back_in_order_and_comments_are_skipped(events):
+    wire = sse.format_comment("queued") + b"".join(sse.format_event(name, data) for name, data in events)
+    read = list(sse.read_events(wire.decode("utf-8").split("\n")))
+    assert [(e.name, e.data) for e in read] == events

@@ -16,9 +16,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import requests
+
+from reference_worker import sse
+from reference_worker.sse import Event
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -121,28 +123,17 @@ def _proc_status(pid: int) -> dict[str, str]:
     return fields
 
 
-class SseEvent(NamedTuple):
-    name: str
-    data: dict
-    arrived: float  # time.monotonic() when its data line was read
-
-
-def iter_events(response) -> Iterator[SseEvent]:
+def iter_events(response) -> Iterator[Event]:
     """The SSE events of a streamed response, each yielded as soon as it is read; comments skipped."""
-    name = None
-    for line in response.iter_lines(chunk_size=1, decode_unicode=True):
-        if line.startswith("event: "):
-            name = line[len("event: "):]
-        elif line.startswith("data: "):
-            yield SseEvent(name, json.loads(line[len("data: "):]), time.monotonic())
+    return sse.read_events(response.iter_lines(chunk_size=1, decode_unicode=True))
 
 
-def read_events(response) -> list[SseEvent]:
+def read_events(response) -> list[Event]:
     """Every SSE event of a streamed response, in order, read to its end."""
     return list(iter_events(response))
 
 
-def names(events: list[SseEvent]) -> list[str]:
+def names(events: list[Event]) -> list[str]:
     return [event.name for event in events]
 
 
