@@ -175,15 +175,13 @@ class LlamaAdapter:
         positions = np.arange(start, start + n)
         x = ops.embed(self.tok_embd, np.asarray(tokens))
         for i, layer in enumerate(self.layers):
-            h = ops.rmsnorm(x, layer.attn_norm, hp.eps)
-            q, k, v = (ops.matmul(h, w, bias=b) for w, b in ((layer.wq, layer.bq), (layer.wk, layer.bk),
-                                                             (layer.wv, layer.bv)))
+            q, k, v = ops.rmsnorm_matmuls(x, layer.attn_norm, hp.eps,
+                                          [(layer.wq, layer.bq), (layer.wk, layer.bk), (layer.wv, layer.bv)])
             q, k = ops.rope(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
                             positions, hp.rope_base, hp.rope_neox)
             attn = ops.attention(q, k, v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start)
             x = ops.matmul(attn, layer.wo, residual=x)
-            h = ops.rmsnorm(x, layer.ffn_norm, hp.eps)
-            ffn = ops.gated_ffn(h, layer.w_gate, layer.w_up)
+            ffn = ops.rmsnorm_gated_ffn(x, layer.ffn_norm, hp.eps, layer.w_gate, layer.w_up)
             x = ops.matmul(ffn, layer.w_down, residual=x)
         x = ops.rmsnorm(x if all_logits else x[-1:], self.output_norm, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))

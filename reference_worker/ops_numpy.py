@@ -15,6 +15,9 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            x @ W.T (+ bias) (+ residual): qwen2's q/k/v biases and
                                            the residual connections ride on their projection
     rmsnorm(x (n, d), weight, eps)         x / sqrt(mean(x^2) + eps) * weight
+    rmsnorm_matmuls(x, weight, eps, [(W, bias), ...]) -> [(n, out), ...]
+                                           matmul(rmsnorm(x), W, bias) for each pair: the q, k and v
+                                           projections (one launch on the GPU when decoding)
     rope(q (n, H, D), k (n, KVH, D), positions, base, neox) -> (q, k)
                                            rotary position embedding of both; neox pairs dim i with
                                            i + D/2 (qwen2, phi3), otherwise 2i with 2i + 1 (llama)
@@ -22,8 +25,9 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            stores k, v at positions start..start+n-1 of the cache,
                                            then causal softmax(q k^T / sqrt(D)) v with query head h
                                            reading key/value head h // (H / KVH) (GQA)
-    gated_ffn(x (n, in), W_gate, W_up) -> (n, ff)
-                                           silu(x @ W_gate.T) * (x @ W_up.T): the SwiGLU gate
+    rmsnorm_gated_ffn(x (n, in), weight, eps, W_gate, W_up) -> (n, ff)
+                                           silu(h @ W_gate.T) * (h @ W_up.T) with h = rmsnorm(x):
+                                           the SwiGLU gate
     to_host(x) -> np.ndarray               logits back on the host for the sampler
 """
 from __future__ import annotations
@@ -141,8 +145,16 @@ def silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up  # sigmoid via tanh: no overflow
 
 
-def gated_ffn(x: np.ndarray, w_gate: np.ndarray, w_up: np.ndarray) -> np.ndarray:
-    return silu_mul(matmul(x, w_gate), matmul(x, w_up))
+def rmsnorm_matmuls(x: np.ndarray, weight: np.ndarray, eps: float,
+                    projections: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
+    h = rmsnorm(x, weight, eps)
+    return [matmul(h, w, bias=b) for w, b in projections]
+
+
+def rmsnorm_gated_ffn(x: np.ndarray, weight: np.ndarray, eps: float, w_gate: np.ndarray,
+                      w_up: np.ndarray) -> np.ndarray:
+    h = rmsnorm(x, weight, eps)
+    return silu_mul(matmul(h, w_gate), matmul(h, w_up))
 
 
 def to_host(x: np.ndarray) -> np.ndarray:

@@ -154,10 +154,40 @@ def test_decode_attention_stores_then_attends_like_the_twin(start, group, head_d
 @given(rows=st.integers(1, 300), units=st.integers(1, 60), seed=st.integers(0, 2**32 - 1))
 def test_gated_matvec_matches_twin(qtype, rows, units, seed):
     (w_gate, gate_twin), (w_up, up_twin) = (random_weight(qtype, rows, cols_for(qtype, units), seed + i) for i in (0, 1))
-    x = np.random.default_rng(seed).standard_normal((1, w_gate.cols)).astype(np.float32)
-    out = kernels.matvec_gated(w_gate, w_up, cp.asarray(x), cp.full((1, rows), np.nan, np.float32))
-    want = ops_numpy.gated_ffn(x.astype(np.float64), gate_twin.astype(np.float64), up_twin.astype(np.float64))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, w_gate.cols)).astype(np.float32) * 3
+    norm = rng.standard_normal(w_gate.cols).astype(np.float32)
+    out = kernels.matvec_gated(w_gate, w_up, cp.asarray(x), cp.asarray(norm), 1e-6, cp.full((1, rows), np.nan, np.float32))
+    want = ops_numpy.rmsnorm_gated_ffn(*(a.astype(np.float64) for a in (x, norm)), 1e-6, gate_twin.astype(np.float64),
+                                       up_twin.astype(np.float64))
     assert rel_err(out.get(), want) < 1e-5
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@settings(max_examples=6, deadline=None)
+@given(rows=st.lists(st.integers(1, 300), min_size=1, max_size=3), units=st.integers(1, 60),
+       biased=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_normed_matvec_of_stacked_matrices_matches_twin(qtype, rows, units, biased, seed):
+    cols = cols_for(qtype, units)
+    weights, twins = zip(*(random_weight(qtype, r, cols, seed + i) for i, r in enumerate(rows)))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, cols)).astype(np.float32) * 3
+    norm = rng.standard_normal(cols).astype(np.float32)
+    biases = [rng.standard_normal(r).astype(np.float32) if biased else None for r in rows]
+    outs = kernels.matvec_normed(weights, [None if b is None else cp.asarray(b) for b in biases], cp.asarray(x),
+                                 cp.asarray(norm), 1e-6, [cp.full((1, r), np.nan, np.float32) for r in rows])
+    wants = ops_numpy.rmsnorm_matmuls(x.astype(np.float64), norm.astype(np.float64), 1e-6,
+                                      [(t.astype(np.float64), b) for t, b in zip(twins, biases)])
+    assert len(outs) == len(rows)
+    for out, want in zip(outs, wants):
+        assert rel_err(out.get(), want) < 1e-5
+
+
+def test_normed_matvec_refuses_mixed_types():
+    (q, _), (v, _) = random_weight(Q.Q5_0, 8, 64, 1), random_weight(Q.Q8_0, 8, 64, 2)
+    with pytest.raises(ValueError, match="one type"):
+        kernels.matvec_normed([q, v], [None, None], cp.zeros((1, 64), np.float32), cp.ones(64, np.float32), 1e-6,
+                              [cp.empty((1, 8), np.float32)] * 2)
 
 
 def test_swiglu_matches_twin():

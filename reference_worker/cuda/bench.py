@@ -211,6 +211,13 @@ def bench_kernels() -> None:
         rows.append((f"prefill 64 tokens {qtype.name} {n_out}x{n_in}", us, w.data.nbytes / us / 1e3))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
+    qkv = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)]
+    qkv_out = [cp.empty((1, w.rows), np.float32) for w in qkv]
+    rows.append(("rmsnorm + q/k/v Q5_0 (one launch)",
+                 _graph_time_us(lambda: kernels.matvec_normed(qkv, [None] * 3, x, w896, 1e-6, qkv_out)), None))
+    gate, up, ffn = weight(Q.Q5_0, 4864, 896), weight(Q.Q5_0, 4864, 896), cp.empty((1, 4864), np.float32)
+    rows.append(("rmsnorm + gate/up Q5_0 + SwiGLU (one launch)",
+                 _graph_time_us(lambda: kernels.matvec_gated(gate, up, x, w896, 1e-6, ffn)), None))
     pos = cp.asarray([300], np.int32)
     q, qo = vec(1, 14, 64), cp.empty((1, 14, 64), np.float32)
     rows.append(("rope 14 heads", _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))

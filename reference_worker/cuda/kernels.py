@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,9 @@ def _function(module: str, name: str):
         return _module(module).get_function(name)
 
 
-def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
     with cuda_errors(f"kernel {name}"):
-        _function(module, name)(grid, block, args)
+        _function(module, name)(grid, block, args, shared_mem=shared_mem)
 
 
 def _check(array, dtype, shape: tuple, name: str) -> None:
@@ -137,21 +138,59 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     return out
 
 
+def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
+    """Whether one matvec_normed launch per quant type serves these projections of an
+    RMS-normalised x: one token, one to three matrices of one row length, rows a warp can take
+    (the normalised row lives in shared memory, 4 bytes a value)."""
+    cols = weights[0].cols
+    return n_tok == 1 and 1 <= len(weights) <= 3 and all(w.cols == cols for w in weights) and cols < SPLIT_ROW_LENGTH
+
+
+def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
+                  norm: cp.ndarray, eps: float, outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
+    """outs[i] = W_i @ h (+ biases[i]) with h = rmsnorm(x, norm, eps), for one token x (1, cols)
+    and one to three matrices of one quant type (q, k, v), in one launch; see fuses_norm."""
+    if not (fuses_norm(weights, x.shape[0] if x.ndim == 2 else -1) and len({w.qtype for w in weights}) == 1
+            and len(biases) == len(outs) == len(weights)):
+        raise ValueError("matvec_normed needs one token, one to three weights of one type and row length "
+                         f"shorter than {SPLIT_ROW_LENGTH}, and a bias (or None) and an output for each")
+    cols = weights[0].cols
+    _check(x, np.float32, (1, cols), "x")
+    _check(norm, np.float32, (cols,), "norm")
+    for i, (w, bias, out) in enumerate(zip(weights, biases, outs)):
+        _check(out, np.float32, (1, w.rows), f"out {i}")
+        if bias is not None:
+            _check(bias, np.float32, (w.rows,), f"bias {i}")
+    ends = np.cumsum([w.rows for w in weights])
+    unused = 3 - len(weights)  # slots the kernel never reaches: rows end at ends[-1]
+    args = ([w.data for w in weights] + [weights[0].data] * unused
+            + [_NULL if b is None else b for b in biases] + [_NULL] * unused
+            + list(outs) + [outs[0]] * unused)
+    n_out = int(ends[-1])
+    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
+            (*args, np.int32(ends[0]), np.int32(ends[min(1, len(ends) - 1)]), x, norm, np.float32(eps),
+             np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)), shared_mem=4 * cols)
+    return list(outs)
+
+
 def fuses_gate(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) -> bool:
-    """Whether matvec_gated serves this SwiGLU: one token, one quant type, rows a warp can take."""
-    return (n_tok == 1 and w_gate.qtype == w_up.qtype and w_gate.row_bytes == w_up.row_bytes
-            and (w_gate.rows, w_gate.cols) == (w_up.rows, w_up.cols) and w_gate.cols < SPLIT_ROW_LENGTH)
+    """Whether matvec_gated serves this SwiGLU: matrices of one quant type and shape, as fuses_norm."""
+    return (fuses_norm((w_gate, w_up), n_tok) and w_gate.qtype == w_up.qtype and w_gate.rows == w_up.rows)
 
 
-def matvec_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """out = silu(W_gate @ x) * (W_up @ x) for one token x (1, cols); see fuses_gate."""
+def matvec_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, norm: cp.ndarray, eps: float,
+                 out: cp.ndarray) -> cp.ndarray:
+    """out = silu(W_gate @ h) * (W_up @ h) with h = rmsnorm(x, norm, eps), for one token x
+    (1, cols); see fuses_gate."""
     if not fuses_gate(w_gate, w_up, x.shape[0] if x.ndim == 2 else -1):
         raise ValueError("matvec_gated needs one token and gate and up weights of one type and shape, "
                          f"rows shorter than {SPLIT_ROW_LENGTH}")
     _check(x, np.float32, (1, w_gate.cols), "x")
+    _check(norm, np.float32, (w_gate.cols,), "norm")
     _check(out, np.float32, (1, w_gate.rows), "out")
     _launch("matmul", f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, 4),), (128,),
-            (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int64(w_gate.row_bytes)))
+            (w_gate.data, w_up.data, x, norm, np.float32(eps), out, np.int32(w_gate.cols), np.int32(w_gate.rows),
+             np.int64(w_gate.row_bytes)), shared_mem=4 * w_gate.cols)
     return out
 
 

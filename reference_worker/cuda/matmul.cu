@@ -1,6 +1,8 @@
 // y[t, r] = sum_k W[r, k] * x[t, k] (+ bias[r]) (+ residual[t, r]) with W quantized in VRAM and
 // decoded in registers. The optional bias (qwen2's q/k/v) and residual (the skip connection
-// after the o and down projections) ride on the projection, saving a launch each.
+// after the o and down projections) ride on the projection, saving a launch each; in decode, so
+// do the RMSNorm before q/k/v and before the gate (a norm read by all of a block's rows), and
+// q, k and v share one launch.
 // Eight lanes share a 32-value unit (quant.cuh), so a warp walks four units per step with
 // coalesced loads of both the weights and x. Accumulation is in fp32 (finer than the fp16
 // accumulation M0-W-1201 allows).
@@ -19,15 +21,48 @@ __device__ __forceinline__ float epilogue(float s, const float* bias, const floa
     return s;
 }
 
+// Up to three matrices of one type and row length, stacked by rows so that one launch serves
+// them all (q, k and v), each with its own bias and output; rows end0.. belong to the second,
+// end1.. to the third. A plain mat-vec is a stack of one (end0 = end1 = n_out).
+struct Stack {
+    const u8 *W0, *W1, *W2;
+    const float *bias0, *bias1, *bias2;
+    float *y0, *y1, *y2;
+    int end0, end1;
+};
+
+template <typename T>
+__device__ __forceinline__ T pick(int part, T a, T b, T c) { return part == 0 ? a : (part == 1 ? b : c); }
+
+// RMSNorm folded into a decode mat-vec: each block writes x * w / rms(x) (as layers.cu's rmsnorm)
+// to shared memory and reads its x from there. Recomputing rms(x) per block (n values, from L2)
+// costs less than a launch of its own.
+__device__ const float* rmsnorm_to_shared(const float* x, const float* w, float eps, int n) {
+    extern __shared__ float4 normed4[];
+    float* normed = reinterpret_cast<float*>(normed4);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) normed[i] = x[i] * inv * w[i];
+    __syncthreads();
+    return normed;
+}
+
 // Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
 // (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
+// With norm, x is first RMS-normalised with weight norm (rmsnorm_to_shared).
 template <int QT, int SPLIT>
-__device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
-                            const float* bias, const float* residual, int n_in, int n_out, long long row_bytes) {
+__device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
+                            int n_in, int n_out, long long row_bytes) {
+    if (norm) x = rmsnorm_to_shared(x, norm, eps, n_in);
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
     const bool active = row < n_out;
-    const u8* wrow = W + (active ? row : 0) * row_bytes;
+    const int which = (row >= s.end0) + (row >= s.end1);
+    const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
+    const u8* wrow = pick(which, s.W0, s.W1, s.W2) + (active ? local : 0) * row_bytes;
+    const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
+    float* y = pick(which, s.y0, s.y1, s.y2);
     const int units = active ? n_in >> 5 : 0;
     float acc = 0.0f;
 #pragma unroll 4
@@ -35,25 +70,28 @@ __device__ void matvec_impl(const u8* __restrict__ W, const float* __restrict__ 
         acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
     acc = warp_sum(acc);
     if (SPLIT == 1) {
-        if (lane == 0 && active) y[row] = epilogue(acc, bias, residual, row, row);
+        if (lane == 0 && active) y[local] = epilogue(acc, bias, residual, local, local);
         return;
     }
     __shared__ float partial[WARPS];
     if (lane == 0) partial[warp] = acc;
     __syncthreads();
     if (part == 0 && lane == 0 && active) {
-        float s = 0.0f;
+        float sum = 0.0f;
 #pragma unroll
-        for (int p = 0; p < SPLIT; ++p) s += partial[warp + p];
-        y[row] = epilogue(s, bias, residual, row, row);
+        for (int p = 0; p < SPLIT; ++p) sum += partial[warp + p];
+        y[local] = epilogue(sum, bias, residual, local, local);
     }
 }
 
-// Decode of the SwiGLU gate: y[r] = silu(Wg[r] . x) * (Wu[r] . x), a warp per row reading both
-// matrices (of one quant type) in one pass over x, in matvec_impl's order of summation.
+// Decode of the SwiGLU gate from the un-normalised x: y[r] = silu(Wg[r] . h) * (Wu[r] . h) with
+// h = rmsnorm(x) * norm, a warp per row reading both matrices (of one quant type) in one pass,
+// in matvec_impl's order of summation.
 template <int QT>
-__device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* __restrict__ x,
-                                  float* __restrict__ y, int n_in, int n_out, long long row_bytes) {
+__device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
+                                  const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
+                                  long long row_bytes) {
+    x = rmsnorm_to_shared(x, norm, eps, n_in);
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * WARPS + warp;
     const bool active = row < n_out;
@@ -116,17 +154,27 @@ __device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ 
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_##NAME(const u8* W, const float* x, float* y, const float* bias, const float* residual, \
                   int n_in, int n_out, long long row_bytes) {                                     \
-        matvec_impl<QT, 1>(W, x, y, bias, residual, n_in, n_out, row_bytes);                      \
+        const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
+        matvec_impl<QT, 1>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);                \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \
                         const float* residual, int n_in, int n_out, long long row_bytes) {        \
-        matvec_impl<QT, WARPS>(W, x, y, bias, residual, n_in, n_out, row_bytes);                  \
+        const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
+        matvec_impl<QT, WARPS>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);            \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matvec_gated_##NAME(const u8* Wg, const u8* Wu, const float* x, float* y, int n_in, int n_out, \
-                        long long row_bytes) {                                                    \
-        matvec_gated_impl<QT>(Wg, Wu, x, y, n_in, n_out, row_bytes);                              \
+    matvec_normed_##NAME(const u8* W0, const u8* W1, const u8* W2, const float* bias0,            \
+                         const float* bias1, const float* bias2, float* y0, float* y1, float* y2, \
+                         int end0, int end1, const float* x, const float* norm, float eps,        \
+                         int n_in, int n_out, long long row_bytes) {                              \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matvec_impl<QT, 1>(s, x, norm, eps, nullptr, n_in, n_out, row_bytes);                     \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_gated_##NAME(const u8* Wg, const u8* Wu, const float* x, const float* norm, float eps,  \
+                        float* y, int n_in, int n_out, long long row_bytes) {                     \
+        matvec_gated_impl<QT>(Wg, Wu, x, norm, eps, y, n_in, n_out, row_bytes);                   \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matmul_##NAME(const u8* W, const float* X, float* Y, const float* bias, const float* residual, \

@@ -10,6 +10,7 @@ a CUDA graph and replay it for the next token without any upload.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -279,12 +280,28 @@ class CudaOps:
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
         return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
 
-    def gated_ffn(self, x: cp.ndarray, w_gate: DeviceWeight, w_up: DeviceWeight) -> cp.ndarray:
+    def rmsnorm_matmuls(self, x: cp.ndarray, weight: cp.ndarray, eps: float,
+                        projections: list[tuple[DeviceWeight, cp.ndarray | None]]) -> list[cp.ndarray]:
+        x = cp.ascontiguousarray(x)
+        weights = [w for w, _ in projections]
+        if not kernels.fuses_norm(weights, x.shape[0]):
+            h = self.rmsnorm(x, weight, eps)
+            return [self.matmul(h, w, bias=b) for w, b in projections]
+        outs = []  # one launch per run of matrices of one quant type (q, k, v: one to three)
+        for _, run in itertools.groupby(projections, key=lambda p: p[0].qtype):
+            run_weights, run_biases = zip(*run)
+            outs += kernels.matvec_normed(run_weights, run_biases, x, weight, eps,
+                                          [cp.empty((1, w.rows), np.float32) for w in run_weights])
+        return outs
+
+    def rmsnorm_gated_ffn(self, x: cp.ndarray, weight: cp.ndarray, eps: float, w_gate: DeviceWeight,
+                          w_up: DeviceWeight) -> cp.ndarray:
         x = cp.ascontiguousarray(x)
         out = cp.empty((x.shape[0], w_gate.rows), np.float32)
         if kernels.fuses_gate(w_gate, w_up, x.shape[0]):
-            return kernels.matvec_gated(w_gate, w_up, x, out)
-        return kernels.swiglu(self.matmul(x, w_gate), self.matmul(x, w_up), out)
+            return kernels.matvec_gated(w_gate, w_up, x, weight, eps, out)
+        h = self.rmsnorm(x, weight, eps)
+        return kernels.swiglu(self.matmul(h, w_gate), self.matmul(h, w_up), out)
 
     def to_host(self, x: cp.ndarray):
         if self.keep_logits:

@@ -15,6 +15,16 @@ __device__ __forceinline__ u32 order_key(float f) {
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
+// The warp's largest value and its index, lowest index on ties, in every lane.
+__device__ __forceinline__ void warp_argmax(float& bv, int& bi) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int i = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+    }
+}
+
 __device__ void block_argmax(const float* x, int n, int* out) {
     __shared__ float sv[32];
     __shared__ int si[32];
@@ -34,24 +44,14 @@ __device__ void block_argmax(const float* x, int n, int* out) {
         const float v = x[i];
         if (v > bv) { bv = v; bi = i; }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float v = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int i = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
-    }
+    warp_argmax(bv, bi);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) { sv[warp] = bv; si[warp] = bi; }
     __syncthreads();
     if (warp == 0) {
         bv = lane < (int)(blockDim.x >> 5) ? sv[lane] : NEG_INF;
         bi = lane < (int)(blockDim.x >> 5) ? si[lane] : 0x7fffffff;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int i = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) *out = bi == 0x7fffffff ? 0 : bi;
     }
 }
