@@ -172,14 +172,13 @@ class LlamaAdapter:
         """
         ops, hp = self.ops, self.hp
         n = len(tokens)
-        positions = np.arange(start, start + n)
         x = ops.embed(self.tok_embd, np.asarray(tokens))
         for i, layer in enumerate(self.layers):
             q, k, v = ops.rmsnorm_matmuls(x, layer.attn_norm, hp.eps,
                                           [(layer.wq, layer.bq), (layer.wk, layer.bk), (layer.wv, layer.bv)])
-            q, k = ops.rope(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
-                            positions, hp.rope_base, hp.rope_neox)
-            attn = ops.attention(q, k, v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start)
+            attn = ops.rope_attention(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
+                                      v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start, hp.rope_base,
+                                      hp.rope_neox)
             x = ops.matmul(attn, layer.wo, residual=x)
             ffn = ops.rmsnorm_gated_ffn(x, layer.ffn_norm, hp.eps, layer.w_gate, layer.w_up)
             x = ops.matmul(ffn, layer.w_down, residual=x)

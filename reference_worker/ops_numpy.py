@@ -18,13 +18,10 @@ This is the numerical twin of the CUDA backend; both provide these names with th
     rmsnorm_matmuls(x, weight, eps, [(W, bias), ...]) -> [(n, out), ...]
                                            matmul(rmsnorm(x), W, bias) for each pair: the q, k and v
                                            projections (one launch on the GPU when decoding)
-    rope(q (n, H, D), k (n, KVH, D), positions, base, neox) -> (q, k)
-                                           rotary position embedding of both; neox pairs dim i with
-                                           i + D/2 (qwen2, phi3), otherwise 2i with 2i + 1 (llama)
-    attention(q (n, H, D), k (n, KVH, D), v (n, KVH, D), cache, layer, start) -> (n, H * D)
-                                           stores k, v at positions start..start+n-1 of the cache,
-                                           then causal softmax(q k^T / sqrt(D)) v with query head h
-                                           reading key/value head h // (H / KVH) (GQA)
+    rope_attention(q (n, H, D), k (n, KVH, D), v (n, KVH, D), cache, layer, start, base, neox)
+                                           -> (n, H * D): `rope` of q and k for positions
+                                           start..start+n-1, then `attention` (both below; the GPU
+                                           rotates inside its decode attention kernel)
     rmsnorm_gated_ffn(x (n, in), weight, eps, W_gate, W_up) -> (n, ff)
                                            silu(h @ W_gate.T) * (h @ W_up.T) with h = rmsnorm(x):
                                            the SwiGLU gate
@@ -101,6 +98,12 @@ def matmul(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
 
 def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def rope_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer: int, start: int,
+                   base: float, neox: bool) -> np.ndarray:
+    q, k = rope(q, k, np.arange(start, start + len(q)), base, neox)
+    return attention(q, k, v, cache, layer, start)
 
 
 def rope(q: np.ndarray, k: np.ndarray, positions: np.ndarray, base: float, neox: bool) -> tuple[np.ndarray, np.ndarray]:

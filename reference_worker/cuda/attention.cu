@@ -92,31 +92,42 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
     }
 }
 
-// The block whose chunk holds the new position first stores the new key and value there (fp16):
-// every query head of a KV group stores the same values, and no other block reads that position,
-// so the store needs no launch of its own. The cache pointers are therefore not read-only.
+// q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair) as it
+// reads them, which saves decode a launch per layer. The block whose chunk holds the new
+// position first stores the new key and value there (fp16): every query head of a KV group
+// stores the same values, and no other block reads that position, so the store needs no launch
+// of its own. The cache pointers are therefore not read-only.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
-                int ctx, const int* __restrict__ pos0, float scale) {
+                int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox) {
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
     const int pos = pos0[0], last = min(pos, ctx - 1);
+    if (c * CHUNK > last) return;  // past the position: attention_combine reads no further
+    __shared__ float rotated_q[MAX_HEAD_DIM];
+    for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
+        const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox);
+        rotated_q[r.a] = r.va;
+        rotated_q[r.b] = r.vb;
+    }
     if (pos < ctx && c == pos / CHUNK) {
         const long long at = ((long long)kvh * ctx + pos) * head_dim;
-        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-            k_cache[at + d] = float_to_half(k_new[kvh * head_dim + d]);
-            v_cache[at + d] = float_to_half(v_new[kvh * head_dim + d]);
+        for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
+            const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox);
+            k_cache[at + r.a] = float_to_half(r.va);
+            k_cache[at + r.b] = float_to_half(r.vb);
         }
-        __syncthreads();
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) v_cache[at + d] = float_to_half(v_new[kvh * head_dim + d]);
     }
+    __syncthreads();
     const int per_lane = head_dim >> 3, vecs = per_lane >> 3;  // dimensions, and 8-wide loads, per lane
     float qv[MAX_DIMS_PER_LANE], acc[MAX_DIMS_PER_LANE];
 #pragma unroll
     for (int i = 0; i < MAX_DIMS_PER_LANE; ++i) {
-        qv[i] = i < per_lane ? q[h * head_dim + sub * per_lane + i] * scale : 0.0f;
+        qv[i] = i < per_lane ? rotated_q[sub * per_lane + i] * scale : 0.0f;
         acc[i] = 0.0f;
     }
     float m = NEG_INF, l = 0.0f;
@@ -169,10 +180,6 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
 #pragma unroll
     for (int g = 0; g < 4 * SPLIT_WARPS; ++g) mx = fmaxf(mx, gm[g]);
     float* out = partial + ((long long)h * n_chunks + c) * (head_dim + 2);
-    if (mx == NEG_INF) {  // a chunk past the last position
-        if (threadIdx.x == 0) { out[0] = NEG_INF; out[1] = 0.0f; }
-        return;
-    }
     float total = 0.0f;
 #pragma unroll
     for (int g = 0; g < 4 * SPLIT_WARPS; ++g) total += gl[g] * __expf(gm[g] - mx);

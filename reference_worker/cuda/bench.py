@@ -220,14 +220,14 @@ def bench_kernels() -> None:
                  _graph_time_us(lambda: kernels.matvec_gated(gate, up, x, w896, 1e-6, ffn)), None))
     pos = cp.asarray([300], np.int32)
     q, qo = vec(1, 14, 64), cp.empty((1, 14, 64), np.float32)
-    rows.append(("rope 14 heads", _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
+    rows.append(("rope 14 heads (prefill; decode rotates inside attention)", _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
     k, v = vec(1, 2, 64), vec(1, 2, 64)
     kc = cp.asarray(rng.standard_normal((2, 4096, 64)).astype(np.float16))
     vc = kc.copy()
     for ctx_used in (300, 2000):
         pos = cp.asarray([ctx_used], np.int32)
-        rows.append((f"attention decode (KV store included) at position {ctx_used}",
-                     _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, qo)), None))
+        rows.append((f"attention decode (RoPE and KV store included) at position {ctx_used}",
+                     _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     logits = vec(151936)

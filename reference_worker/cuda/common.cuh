@@ -25,6 +25,22 @@ __device__ __forceinline__ float load_half(const u8* p) {
     return half_to_float(*reinterpret_cast<const u16*>(p));
 }
 
+// RoPE: pair i of a head of head_dim values is the dimensions (i, i + head_dim/2) with neox
+// (qwen2, phi3), else (2i, 2i + 1) (llama); at position pos it turns by pos * base^(-2i/head_dim).
+// rope_pair gives pair i of the head x rotated: its dimensions a, b and their new values.
+struct RopePair {
+    int a, b;
+    float va, vb;
+};
+
+__device__ __forceinline__ RopePair rope_pair(const float* x, int i, int head_dim, int pos, float base, int neox) {
+    const int a = neox ? i : 2 * i, b = neox ? i + (head_dim >> 1) : 2 * i + 1;
+    float s, c;
+    sincosf((float)pos * powf(base, -2.0f * (float)i / (float)head_dim), &s, &c);
+    const float x0 = x[a], x1 = x[b];
+    return {a, b, x0 * c - x1 * s, x0 * s + x1 * c};
+}
+
 struct SumOp { __device__ __forceinline__ float operator()(float a, float b) const { return a + b; } };
 struct MaxOp { __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); } };
 

@@ -304,10 +304,10 @@ def supports_decode_attention(head_dim: int) -> bool:
 
 
 def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray,
-                     pos0: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """One query per head at position p = pos0[0]: store k, v (1, n_kv, head_dim) at p in the
-    caches, then attend over 0..p like `attention`, with the positions split over blocks
-    (attention_split, then attention_combine)."""
+                     pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray) -> cp.ndarray:
+    """One query per head at position p = pos0[0], q and k not yet rotated: store rope(k), v
+    (1, n_kv, head_dim) at p in the caches, then attend with rope(q) over 0..p like `attention`,
+    the positions split over blocks (attention_split, then attention_combine); RoPE as `rope`."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out)
     if n_tok != 1 or not supports_decode_attention(head_dim):
         raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
@@ -317,7 +317,7 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
-             pos0, np.float32(1.0 / np.sqrt(head_dim))))
+             pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox)))
     _launch("attention", "attention_combine", (n_head,), (head_dim,),
             (partial, out, np.int32(head_dim), np.int32(chunks), pos0))
     return out

@@ -15,8 +15,8 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __r
 }
 
 // q [n_tok, n_q, head_dim] and k [n_tok, n_k, head_dim] rotated for positions pos0[0] + t, in
-// one launch (n_k may be 0; outputs may be the inputs). neox != 0 rotates the pairs
-// (i, i + head_dim/2) (qwen2, phi3); otherwise (2i, 2i + 1) (llama).
+// one launch (n_k may be 0; outputs may be the inputs), a thread per pair (common.cuh's
+// rope_pair). Decode does without it: attention_split rotates as it reads.
 extern "C" __global__ void rope(const float* q, const float* k, float* q_out, float* k_out, int n_tok, int n_q,
                                 int n_k, int head_dim, const int* __restrict__ pos0, float freq_base, int neox) {
     const int half = head_dim >> 1, heads = n_q + n_k;
@@ -27,15 +27,11 @@ extern "C" __global__ void rope(const float* q, const float* k, float* q_out, fl
     const int t = token_head / heads, h = token_head % heads;
     const bool is_q = h < n_q;
     const long long row = is_q ? (long long)t * n_q + h : (long long)t * n_k + (h - n_q);
-    const float theta = (float)(pos0[0] + t) * powf(freq_base, -2.0f * (float)i / (float)head_dim);
-    float s, c;
-    sincosf(theta, &s, &c);
     const float* x = (is_q ? q : k) + row * head_dim;
     float* o = (is_q ? q_out : k_out) + row * head_dim;
-    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    const float x0 = x[a], x1 = x[b];
-    o[a] = x0 * c - x1 * s;
-    o[b] = x0 * s + x1 * c;
+    const RopePair r = rope_pair(x, i, head_dim, pos0[0] + t, freq_base, neox);
+    o[r.a] = r.va;
+    o[r.b] = r.vb;
 }
 
 // out = silu(gate) * up, the SwiGLU feed-forward gate.

@@ -257,17 +257,8 @@ class CudaOps:
         x = cp.ascontiguousarray(x)
         return kernels.rmsnorm(x, weight, eps, cp.empty_like(x))
 
-    def rope(self, q: cp.ndarray, k: cp.ndarray, positions, base: float, neox: bool) -> tuple[cp.ndarray, cp.ndarray]:
-        if not self.capture_mode:
-            positions = np.asarray(positions)
-            if not np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
-                raise ValueError("rope needs consecutive positions")
-            self._set_position(int(positions[0]))
-        q, k = cp.ascontiguousarray(q), cp.ascontiguousarray(k)
-        return kernels.rope(q, self.state[0:1], base, neox, cp.empty_like(q), k, cp.empty_like(k))
-
-    def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
-                  start: int) -> cp.ndarray:
+    def rope_attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int, start: int,
+                       base: float, neox: bool) -> cp.ndarray:
         n = q.shape[0]
         if not self.capture_mode:
             if start + n > cache.n_ctx:
@@ -276,7 +267,8 @@ class CudaOps:
         q, k, v = (cp.ascontiguousarray(a) for a in (q, k, v))
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
-            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
+            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q)).reshape(n, -1)
+        q, k = kernels.rope(q, pos0, base, neox, cp.empty_like(q), k, cp.empty_like(k))
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
         return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
 
