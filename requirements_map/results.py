@@ -2,8 +2,8 @@
 
 Both describe the same scenarios from different sides: cucumber JSON carries the Gherkin tags
 (requirement ids) but drops tests skipped before their steps ran and skip reasons; JUnit XML
-carries skip reasons and failure messages, and tags only where the harness recorded them as
-properties. Results from both are merged per scenario, by pytest's
+carries skip reasons and failure messages, and tags and the scenario's own name only where the
+harness recorded them as properties. Results from both are merged per scenario, by pytest's
 test name (an outline's examples apart).
 
 A JUnit xfail is a miss the run itself declared informational (the harness does so for
@@ -128,11 +128,11 @@ def _junit(path: Path, text: str) -> list[tuple[str, ScenarioResult]]:
             reason = skipped.get("message") or (skipped.text or "")
         else:
             outcome, reason = "passed", ""
-        tags = _tags(token for prop in case.iter("property")
-                     for token in _TAG_TOKEN.findall(prop.get("value", "")) if token.startswith("@")
+        properties = {prop.get("name"): prop.get("value", "") for prop in case.iter("property")}
+        tags = _tags(token for token in _TAG_TOKEN.findall(properties.get("tags", "")) if token.startswith("@")
                      or re.fullmatch(r"M0-(?:W-\d{4}|SYS-[\d.]+)", token))
         function, bracket, example = test_name.partition("[")
-        name = function[len("test_"):].replace("_", " ") + (f" [{example}" if bracket else "")
+        name = properties.get("scenario") or function[len("test_"):].replace("_", " ") + (f" [{example}" if bracket else "")
         results.append((test_name, ScenarioResult(name=name, feature=case.get("classname", ""), outcome=outcome,
                                                   reason=_first_line(reason), tags=tags, sources=(str(path),))))
     return results

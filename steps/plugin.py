@@ -18,6 +18,7 @@ recorded as `informational`, never as a failure of the M0 verdict.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import signal
@@ -215,10 +216,25 @@ def _informational_tags(config) -> set[str]:
     return set(INFORMATIONAL_TAGS) | {t for t in LATER_REVISIONS if config.getoption("spec_revision") not in t}
 
 
+def _scenario_name(item) -> str:
+    """The scenario's name as its feature file spells it (an outline's filled in with its row, as
+    in cucumber JSON), else pytest's name for the test."""
+    # pytest-bdd's registry of scenario functions (older releases lack it); the package's own
+    # `scenario` attribute is the decorator, hence import_module for the module.
+    registry = getattr(importlib.import_module("pytest_bdd.scenario"), "scenario_wrapper_template_registry", {})
+    template = registry.get(getattr(item, "function", None))
+    if template is None:
+        return item.name
+    example = getattr(item, "callspec", None)
+    return template.render(example.params["_pytest_bdd_example"]).name if example else template.name
+
+
 def pytest_collection_modifyitems(items):
-    # The tags travel into the JUnit XML too, for readers that only have that file.
+    # The tags and the scenario's own name travel into the JUnit XML too, for readers that only
+    # have that file (cucumber JSON leaves out scenarios skipped before their first step).
     for item in items:
         item.user_properties.append(("tags", " ".join(f"@{t}" for t in sorted(_tags(item)))))
+        item.user_properties.append(("scenario", _scenario_name(item)))
 
 
 def pytest_runtest_setup(item):
@@ -289,7 +305,7 @@ def _record(item, report, informational) -> None:
         outcome = "informational"
     else:
         outcome = report.outcome
-    results.append({"nodeid": item.nodeid, "scenario": item.name, "tags": sorted(_tags(item)),
+    results.append({"nodeid": item.nodeid, "scenario": _scenario_name(item), "tags": sorted(_tags(item)),
                     "requirements": sorted(requirement_ids(_tags(item))), "outcome": outcome,
                     "message": "" if outcome == "passed" else _short(report),
                     "measurements": [v for k, v in item.user_properties if k == "measurement"],

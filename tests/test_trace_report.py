@@ -197,6 +197,21 @@ def test_bad_results_files_are_clear_errors(tmp_path, content, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_junit_alone_names_scenarios_as_the_harness_recorded_them(tmp_path):
+    junit = tmp_path / "j.xml"
+    junit.write_text("""<testsuites><testsuite name="pytest">
+ <testcase classname="features.test_vram" name="test_weights_stay_resident_in_vram">
+  <properties><property name="tags" value="@M0-W-1012"/>
+   <property name="scenario" value="Weights stay resident in VRAM: M0-W-1100 @cuda"/></properties>
+  <skipped type="pytest.skip" message="not verifiable">skip</skipped></testcase>
+ <testcase classname="features.test_cli" name="test_a_bad_port_is_refused[70000]"/>
+</testsuite></testsuites>""")
+    by_name = {r.name: r for r in read_results([junit])}
+    assert set(by_name) == {"Weights stay resident in VRAM: M0-W-1100 @cuda", "a bad port is refused [70000]"}
+    # tags come from the tags property alone, not from words in a scenario's name
+    assert by_name["Weights stay resident in VRAM: M0-W-1100 @cuda"].tags == {"M0-W-1012"}
+
+
 def test_a_missing_results_file_is_a_clear_error(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "none.json")]) == 2
     assert "cannot read results file" in capsys.readouterr().err
