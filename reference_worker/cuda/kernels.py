@@ -29,8 +29,9 @@ WEIGHT_KERNELS = {
     Q.F32: "f32", Q.F16: "f16", Q.BF16: "bf16", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q8_0: "q8_0",
     Q.MXFP4: "mxfp4", Q.Q4_K: "q4_k", Q.Q6_K: "q6_k",
 }
-PREFILL_TOKENS = 8  # tokens per weight pass in matmul_* (matmul.cu)
-PREFILL_ROWS = 4  # rows per warp in matmul_* (matmul.cu)
+FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
+FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
+PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
@@ -117,7 +118,7 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
            residual: cp.ndarray | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
-    PREFILL_TOKENS tokens otherwise."""
+    FEW_TOKENS tokens below PREFILL_TILE tokens, one per PREFILL_TILE tokens from there."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -128,9 +129,12 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     suffix, row_bytes = WEIGHT_KERNELS[w.qtype], np.int64(w.row_bytes)
     args = (w.data, x, out, _NULL if bias is None else bias, _NULL if residual is None else residual,
             np.int32(w.cols), np.int32(w.rows))
-    if n_tok > 1:
-        grid = (_blocks(w.rows, 4 * PREFILL_ROWS), _blocks(n_tok, PREFILL_TOKENS))
-        _launch("matmul", f"matmul_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
+    if n_tok >= PREFILL_TILE:
+        grid = (_blocks(w.rows, PREFILL_TILE), _blocks(n_tok, PREFILL_TILE))
+        _launch("matmul", f"matmul_tiled_{suffix}", grid, (64,), (*args, np.int32(n_tok), row_bytes))
+    elif n_tok > 1:
+        grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
+        _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
         _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:

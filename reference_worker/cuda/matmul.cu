@@ -9,8 +9,9 @@
 #include "quant.cuh"
 
 #define WARPS 4
-#define PREFILL_ROWS 4    // rows per warp in the prefill kernel
-#define PREFILL_TOKENS 8  // tokens per weight pass in the prefill kernel
+#define FEW_ROWS 4        // rows per warp in matmul_few
+#define FEW_TOKENS 8      // tokens per weight pass in matmul_few
+#define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
 
@@ -109,44 +110,106 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
     if (lane == 0 && active) y[row] = g / (1.0f + __expf(-g)) * u;  // as layers.cu's swiglu
 }
 
-// Prefill: each warp takes PREFILL_ROWS rows and PREFILL_TOKENS tokens, so every decoded weight
-// serves PREFILL_TOKENS tokens and every loaded x serves PREFILL_ROWS rows.
+// Prefill of fewer tokens than a tile (matmul_tiled below would leave most of a tile empty and
+// the GPU idle): each warp takes FEW_ROWS rows and FEW_TOKENS tokens, its lanes splitting the row,
+// so every decoded weight serves FEW_TOKENS tokens and every loaded x serves FEW_ROWS rows.
 template <int QT>
-__device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
+__device__ void matmul_few_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
                             const float* bias, const float* residual, int n_in, int n_out, int n_tok,
                             long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row0 = (blockIdx.x * WARPS + warp) * PREFILL_ROWS, t0 = blockIdx.y * PREFILL_TOKENS;
+    const int row0 = (blockIdx.x * WARPS + warp) * FEW_ROWS, t0 = blockIdx.y * FEW_TOKENS;
     if (row0 >= n_out) return;
-    const u8* wrow[PREFILL_ROWS];
+    const u8* wrow[FEW_ROWS];
 #pragma unroll
-    for (int r = 0; r < PREFILL_ROWS; ++r) wrow[r] = W + min(row0 + r, n_out - 1) * row_bytes;  // rows past the end are not written
-    float acc[PREFILL_ROWS][PREFILL_TOKENS];
+    for (int r = 0; r < FEW_ROWS; ++r) wrow[r] = W + min(row0 + r, n_out - 1) * row_bytes;  // rows past the end are not written
+    float acc[FEW_ROWS][FEW_TOKENS];
 #pragma unroll
-    for (int r = 0; r < PREFILL_ROWS; ++r)
+    for (int r = 0; r < FEW_ROWS; ++r)
 #pragma unroll
-        for (int t = 0; t < PREFILL_TOKENS; ++t) acc[r][t] = 0.0f;
+        for (int t = 0; t < FEW_TOKENS; ++t) acc[r][t] = 0.0f;
     const int units = n_in >> 5;
     for (int u = lane >> 3; u < units; u += 4) {
-        float4 w[PREFILL_ROWS];
+        float4 w[FEW_ROWS];
 #pragma unroll
-        for (int r = 0; r < PREFILL_ROWS; ++r) w[r] = decode4<QT>(wrow[r], u, sub);
+        for (int r = 0; r < FEW_ROWS; ++r) w[r] = decode4<QT>(wrow[r], u, sub);
 #pragma unroll
-        for (int t = 0; t < PREFILL_TOKENS; ++t) {
+        for (int t = 0; t < FEW_TOKENS; ++t) {
             if (t0 + t < n_tok) {
                 const float4 xv = *reinterpret_cast<const float4*>(X + (long long)(t0 + t) * n_in + u * 32 + 4 * sub);
 #pragma unroll
-                for (int r = 0; r < PREFILL_ROWS; ++r) acc[r][t] += dot4(w[r], xv);
+                for (int r = 0; r < FEW_ROWS; ++r) acc[r][t] += dot4(w[r], xv);
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < PREFILL_ROWS; ++r)
+    for (int r = 0; r < FEW_ROWS; ++r)
 #pragma unroll
-        for (int t = 0; t < PREFILL_TOKENS; ++t) {
+        for (int t = 0; t < FEW_TOKENS; ++t) {
             const float s = warp_sum(acc[r][t]);
             const long long at = (long long)(t0 + t) * n_out + row0 + r;
             if (lane == 0 && row0 + r < n_out && t0 + t < n_tok) Y[at] = epilogue(s, bias, residual, row0 + r, at);
+        }
+}
+
+// Prefill of a tile of tokens or more: a block of 64 threads computes a PREFILL_TILE x
+// PREFILL_TILE tile of Y (rows x tokens), each thread a 4 x 4 piece of it. For each 32-value unit
+// of the rows, the block decodes the tile's weights and loads its tokens' x into shared memory
+// (k-major, padded against bank conflicts) once, so every decoded weight serves PREFILL_TILE
+// tokens and every x value PREFILL_TILE rows; each sum runs over k in order, in fp32. The next
+// unit's loads are issued before the current unit's products, so their latency hides behind them.
+#define PREFILL_LOADS (PREFILL_TILE * 8 / 64)  // (row or token, 4 values) pairs per thread per unit
+
+template <int QT>
+__device__ __forceinline__ void prefill_load(const u8* W, const float* X, int u, int row0, int t0, int n_in,
+                                             int n_out, int n_tok, long long row_bytes, float4* w, float4* x) {
+#pragma unroll
+    for (int step = 0; step < PREFILL_LOADS; ++step) {
+        const int r = (threadIdx.x + 64 * step) >> 3, sub = threadIdx.x & 7;
+        w[step] = decode4<QT>(W + min(row0 + r, n_out - 1) * row_bytes, u, sub);  // rows past the end are not stored
+        x[step] = t0 + r < n_tok ? *reinterpret_cast<const float4*>(X + (long long)(t0 + r) * n_in + u * 32 + 4 * sub)
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+}
+
+template <int QT>
+__device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
+                            const float* bias, const float* residual, int n_in, int n_out, int n_tok,
+                            long long row_bytes) {
+    __shared__ __align__(16) float ws[32][PREFILL_TILE + 4], xs[32][PREFILL_TILE + 4];
+    const int tx = threadIdx.x & 7, ty = threadIdx.x >> 3;  // tokens 4tx.., rows 4ty.. of the tile
+    const int row0 = blockIdx.x * PREFILL_TILE, t0 = blockIdx.y * PREFILL_TILE, units = n_in >> 5;
+    float4 w[PREFILL_LOADS], x[PREFILL_LOADS];
+    prefill_load<QT>(W, X, 0, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+    float acc[4][4] = {};
+    for (int u = 0; u < units; ++u) {
+#pragma unroll
+        for (int step = 0; step < PREFILL_LOADS; ++step) {
+            const int r = (threadIdx.x + 64 * step) >> 3, k = 4 * (threadIdx.x & 7);
+            ws[k][r] = w[step].x; ws[k + 1][r] = w[step].y; ws[k + 2][r] = w[step].z; ws[k + 3][r] = w[step].w;
+            xs[k][r] = x[step].x; xs[k + 1][r] = x[step].y; xs[k + 2][r] = x[step].z; xs[k + 3][r] = x[step].w;
+        }
+        __syncthreads();
+        if (u + 1 < units) prefill_load<QT>(W, X, u + 1, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+#pragma unroll
+        for (int k = 0; k < 32; ++k) {
+            const float4 a = *reinterpret_cast<const float4*>(&ws[k][4 * ty]);
+            const float4 b = *reinterpret_cast<const float4*>(&xs[k][4 * tx]);
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int row = row0 + 4 * ty + i, t = t0 + 4 * tx + j;
+            const long long at = (long long)t * n_out + row;
+            if (row < n_out && t < n_tok) Y[at] = epilogue(acc[i][j], bias, residual, row, at);
         }
 }
 
@@ -177,9 +240,14 @@ __device__ void matmul_impl(const u8* __restrict__ W, const float* __restrict__ 
         matvec_gated_impl<QT>(Wg, Wu, x, norm, eps, y, n_in, n_out, row_bytes);                   \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matmul_##NAME(const u8* W, const float* X, float* Y, const float* bias, const float* residual, \
-                  int n_in, int n_out, int n_tok, long long row_bytes) {                          \
-        matmul_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);                  \
+    matmul_few_##NAME(const u8* W, const float* X, float* Y, const float* bias,                   \
+                      const float* residual, int n_in, int n_out, int n_tok, long long row_bytes) { \
+        matmul_few_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);              \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(64)                                              \
+    matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \
+                        const float* residual, int n_in, int n_out, int n_tok, long long row_bytes) { \
+        matmul_tiled_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);            \
     }
 
 MATMUL(f32, QT_F32)
