@@ -55,6 +55,8 @@ class Job:
     thread: threading.Thread | None = None
     #: Set once the worker answered the request with a status line (or the request failed).
     answered: threading.Event = field(default_factory=threading.Event)
+    #: When the scenario sent POST /cancel for it (time.monotonic, as event arrival times).
+    cancel_sent: float | None = None
 
 
 @dataclass

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from steps.cancel_steps import queued_ends_with_error
+from steps.client import Event, Stream
+from steps.jobs import Job
 from steps.launcher import Launcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +154,22 @@ def test_a_double_that_breaks_one_rule_fails_exactly_its_requirements(runs, rule
     assert must <= failed, f"{rule}: expected failures of {sorted(must - failed)}; failed:\n{detail}"
     assert failed <= must | may, f"{rule}: unexpected failures of {sorted(failed - must - may)}:\n{detail}"
     assert results["exit_status"] == 1, f"{rule}: the run's exit status is {results['exit_status']}"
+
+
+def _queued_job(started_at: float, cancel_sent: float, terminal: str) -> Job:
+    events = [Event("started", b"{}", started_at, {}), Event(terminal, b"{}", started_at + 0.01, {"code": "CANCELLED"})]
+    job = Job(client=None, request={"job_id": "j"}, stream=Stream(200, "text/event-stream", events=events, closed=1.0))
+    job.cancel_sent = cancel_sent
+    return job
+
+
+def test_a_queued_job_that_ran_before_its_cancel_was_sent_skips_the_scenario():
+    # The running job ended first, so the second job was never queued when the cancel went out.
+    with pytest.raises(pytest.skip.Exception, match="too fast a worker"):
+        queued_ends_with_error(_queued_job(started_at=10.0, cancel_sent=10.2, terminal="end"), 1, "CANCELLED")
+
+
+def test_a_queued_job_that_ignores_its_cancel_still_fails():
+    with pytest.raises(AssertionError, match="expected error CANCELLED"):
+        queued_ends_with_error(_queued_job(started_at=10.3, cancel_sent=10.2, terminal="end"), 1, "CANCELLED")
+    queued_ends_with_error(_queued_job(started_at=10.3, cancel_sent=10.2, terminal="error"), 1, "CANCELLED")
