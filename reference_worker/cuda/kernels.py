@@ -32,6 +32,11 @@ WEIGHT_KERNELS = {
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
 FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads
+# matmul_tiled_* splits its rows into parts (at most PREFILL_MAX_SPLITS, each of at least
+# PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
+PREFILL_MAX_SPLITS = 4
+PREFILL_MIN_SPLIT_UNITS = 8
+PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
@@ -86,6 +91,12 @@ def _check(array, dtype, shape: tuple, name: str) -> None:
                          f"got {array.dtype.name} {array.shape}")
 
 
+@functools.cache
+def _sm_count() -> int:
+    """Streaming multiprocessors of the current device (the process uses one GPU)."""
+    return cp.cuda.Device().attributes["MultiProcessorCount"]
+
+
 def _blocks(n: int, threads: int) -> int:
     return (n + threads - 1) // threads
 
@@ -127,11 +138,21 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     if residual is not None:
         _check(residual, np.float32, (n_tok, w.rows), "residual")
     suffix, row_bytes = WEIGHT_KERNELS[w.qtype], np.int64(w.row_bytes)
-    args = (w.data, x, out, _NULL if bias is None else bias, _NULL if residual is None else residual,
-            np.int32(w.cols), np.int32(w.rows))
+    extras = (_NULL if bias is None else bias, _NULL if residual is None else residual)
+    sizes = (np.int32(w.cols), np.int32(w.rows))
+    args = (w.data, x, out, *extras, *sizes)
     if n_tok >= PREFILL_TILE:
-        grid = (_blocks(w.rows, PREFILL_TILE), _blocks(n_tok, PREFILL_TILE))
-        _launch("matmul", f"matmul_tiled_{suffix}", grid, (64,), (*args, np.int32(n_tok), row_bytes))
+        units, tiles = w.cols // 32, _blocks(w.rows, PREFILL_TILE) * _blocks(n_tok, PREFILL_TILE)
+        splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
+                            _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
+        partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
+        grid = (_blocks(w.rows, PREFILL_TILE), _blocks(n_tok, PREFILL_TILE), splits)
+        _launch("matmul", f"matmul_tiled_{suffix}", grid, (64,),
+                (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
+                 *sizes, np.int32(n_tok), row_bytes))
+        if partial is not None:
+            _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
+                    (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))

@@ -172,17 +172,21 @@ __device__ __forceinline__ void prefill_load(const u8* W, const float* X, int u,
     }
 }
 
+// Long rows that make few tiles (the down projection) are split over blockIdx.z, each part
+// summing split_units units into its own slice of `partial`; sum_splits then adds the slices in
+// order, so the result does not depend on which block finishes first (M0-W-1826).
 template <int QT>
 __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
-                            const float* bias, const float* residual, int n_in, int n_out, int n_tok,
-                            long long row_bytes) {
+                                  const float* bias, const float* residual, float* __restrict__ partial,
+                                  int split_units, int n_in, int n_out, int n_tok, long long row_bytes) {
     __shared__ __align__(16) float ws[32][PREFILL_TILE + 4], xs[32][PREFILL_TILE + 4];
     const int tx = threadIdx.x & 7, ty = threadIdx.x >> 3;  // tokens 4tx.., rows 4ty.. of the tile
-    const int row0 = blockIdx.x * PREFILL_TILE, t0 = blockIdx.y * PREFILL_TILE, units = n_in >> 5;
+    const int row0 = blockIdx.x * PREFILL_TILE, t0 = blockIdx.y * PREFILL_TILE;
+    const int first = blockIdx.z * split_units, units = min(n_in >> 5, first + split_units);
     float4 w[PREFILL_LOADS], x[PREFILL_LOADS];
-    prefill_load<QT>(W, X, 0, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+    prefill_load<QT>(W, X, first, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
     float acc[4][4] = {};
-    for (int u = 0; u < units; ++u) {
+    for (int u = first; u < units; ++u) {
 #pragma unroll
         for (int step = 0; step < PREFILL_LOADS; ++step) {
             const int r = (threadIdx.x + 64 * step) >> 3, k = 4 * (threadIdx.x & 7);
@@ -209,8 +213,20 @@ __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restr
         for (int j = 0; j < 4; ++j) {
             const int row = row0 + 4 * ty + i, t = t0 + 4 * tx + j;
             const long long at = (long long)t * n_out + row;
-            if (row < n_out && t < n_tok) Y[at] = epilogue(acc[i][j], bias, residual, row, at);
+            if (row >= n_out || t >= n_tok) continue;
+            if (gridDim.z == 1) Y[at] = epilogue(acc[i][j], bias, residual, row, at);
+            else partial[blockIdx.z * (long long)n_tok * n_out + at] = acc[i][j];
         }
+}
+
+// Y = the sum of the `splits` slices of partial (n_tok x n_out each), in order, with the epilogue.
+extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* __restrict__ Y, const float* bias,
+                                      const float* residual, int splits, int n_out, long long n) {
+    const long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (at >= n) return;
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += partial[z * n + at];
+    Y[at] = epilogue(s, bias, residual, (int)(at % n_out), at);
 }
 
 #define MATMUL(NAME, QT)                                                                          \
@@ -246,8 +262,10 @@ __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restr
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(64)                                              \
     matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \
-                        const float* residual, int n_in, int n_out, int n_tok, long long row_bytes) { \
-        matmul_tiled_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);            \
+                        const float* residual, float* partial, int split_units, int n_in,         \
+                        int n_out, int n_tok, long long row_bytes) {                              \
+        matmul_tiled_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,  \
+                              row_bytes);                                                         \
     }
 
 MATMUL(f32, QT_F32)
