@@ -3,14 +3,15 @@
 // after the o and down projections) ride on the projection, saving a launch each; in decode, so
 // do the RMSNorm before q/k/v and before the gate (a norm read by all of a block's rows), and
 // q, k and v share one launch.
-// Eight lanes share a 32-value unit (quant.cuh), so a warp walks four units per step with
-// coalesced loads of both the weights and x. Accumulation is in fp32 (finer than the fp16
-// accumulation M0-W-1201 allows).
+// In the mat-vecs and matmul_few, eight lanes share a 32-value unit (quant.cuh), so a warp walks
+// four units per step with coalesced loads of both the weights and x; matmul_tiled (prompts of
+// a tile of tokens or more) works on tiles in shared memory. Accumulation is in fp32 (finer than
+// the fp16 accumulation M0-W-1201 allows).
 #include "quant.cuh"
 
 #define WARPS 4
-#define FEW_ROWS 4        // rows per warp in matmul_few
-#define FEW_TOKENS 8      // tokens per weight pass in matmul_few
+#define FEW_ROWS 4       // rows per warp in matmul_few
+#define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
 __device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
@@ -115,8 +116,8 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
 // so every decoded weight serves FEW_TOKENS tokens and every loaded x serves FEW_ROWS rows.
 template <int QT>
 __device__ void matmul_few_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
-                            const float* bias, const float* residual, int n_in, int n_out, int n_tok,
-                            long long row_bytes) {
+                                const float* bias, const float* residual, int n_in, int n_out, int n_tok,
+                                long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row0 = (blockIdx.x * WARPS + warp) * FEW_ROWS, t0 = blockIdx.y * FEW_TOKENS;
     if (row0 >= n_out) return;
@@ -172,9 +173,9 @@ __device__ __forceinline__ void prefill_load(const u8* W, const float* X, int u,
     }
 }
 
-// Long rows that make few tiles (the down projection) are split over blockIdx.z, each part
-// summing split_units units into its own slice of `partial`; sum_splits then adds the slices in
-// order, so the result does not depend on which block finishes first (M0-W-1826).
+// A launch of too few tiles to fill the GPU (kernels.py decides) splits the rows over blockIdx.z,
+// each part summing split_units units into its own slice of `partial`; sum_splits then adds the
+// slices in order, so the result does not depend on which block finishes first (M0-W-1826).
 template <int QT>
 __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
                                   const float* bias, const float* residual, float* __restrict__ partial,
