@@ -167,8 +167,8 @@ def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
     """Whether one matvec_normed launch per quant type serves these projections of an
     RMS-normalised x: one token, one to three matrices of one row length, rows a warp can take
     (the normalised row lives in shared memory, 4 bytes a value)."""
-    cols = weights[0].cols
-    return n_tok == 1 and 1 <= len(weights) <= 3 and all(w.cols == cols for w in weights) and cols < SPLIT_ROW_LENGTH
+    return (n_tok == 1 and 1 <= len(weights) <= 3 and weights[0].cols < SPLIT_ROW_LENGTH
+            and all(w.cols == weights[0].cols for w in weights))
 
 
 def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
