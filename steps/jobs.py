@@ -58,6 +58,19 @@ class Job:
     #: When the scenario sent POST /cancel for it (time.monotonic, as event arrival times).
     cancel_sent: float | None = None
 
+    def ended_before_cancel(self) -> bool:
+        """Whether its stream shows the job ended normally before its cancel went out: the `end`
+        event reports a decode time shorter than the time from its first token (which came
+        after decoding began) to the cancel. Never true where decode_time_ms is missing."""
+        stream = self.stream
+        if self.cancel_sent is None or stream is None or not stream.tokens or stream.terminal is None \
+                or stream.terminal.name != "end" or not isinstance(stream.terminal.data, dict):
+            return False
+        decode_ms = stream.terminal.data.get("decode_time_ms")
+        if not isinstance(decode_ms, (int, float)) or isinstance(decode_ms, bool):
+            return False
+        return decode_ms / 1000 < self.cancel_sent - stream.tokens[0].arrived
+
 
 @dataclass
 class JobBook:
