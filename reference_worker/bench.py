@@ -40,7 +40,7 @@ def weight_bytes(engine: Engine) -> int:
     matrices = [adapter.output] + [w for layer in adapter.layers
                                    for w in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up,
                                              layer.w_down)]
-    return sum(int(getattr(m, "nbytes", 0)) for m in matrices)
+    return sum(m.nbytes for m in matrices)
 
 
 def time_decode(engine: Engine, n_tokens: int) -> tuple[int, float]:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine.load(args.model, backend=args.backend, device=args.device)
     load_s = time.perf_counter() - started
     file_gb = engine.gguf.path.stat().st_size / 1e9
-    streamed_gb = (weight_bytes(engine) or engine.gguf.path.stat().st_size) / 1e9  # a backend may not say
+    streamed_gb = weight_bytes(engine) / 1e9
     print(f"model {engine.model_name} ({engine.quant_kind}, {file_gb:.3f} GB file), backend {engine.backend}, "
           f"loaded in {load_s:.1f} s; decode reads {streamed_gb:.3f} GB of weights a token")
     print(f"| {'phase':<8} | {'tokens':>6} | {'seconds':>8} | {'tokens/s':>9} | {'GB/s':>11} |")

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
+from reference_worker.bench import PROMPT, time_decode, weight_bytes
 from reference_worker.engine import Engine, SamplingParams
 
-SHORT_PROMPT = "Write a haiku about GPU computing"
 GREEDY = SamplingParams(temperature=0.0)
 
 
@@ -58,27 +58,6 @@ def _eager_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> float:
         cache.close()
 
 
-def _engine_rate(engine: Engine, n_tokens: int) -> float:
-    """Decode tokens/s as the server sees it: Engine.generate, detokenizer included."""
-    gen = engine.generate(SHORT_PROMPT, n_tokens + 1, GREEDY)
-    try:
-        steps = iter(gen)
-        next(steps)
-        t0 = time.perf_counter()
-        count = sum(1 for _ in steps)
-        return count / (time.perf_counter() - t0)
-    finally:
-        gen.close()
-
-
-def _matmul_bytes(engine: Engine) -> int:
-    """Weight bytes a decode step reads: every matrix of every layer, and the output head."""
-    adapter = engine.adapter
-    weights = [w for layer in adapter.layers for w in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate,
-                                                         layer.w_up, layer.w_down)]
-    return sum(w.data.nbytes for w in weights + [adapter.output])
-
-
 def _llama_bench(binary: str, model: str) -> dict[str, float]:
     out = subprocess.run([binary, "-m", model, "-p", "512", "-n", "128", "-fa", "0,1", "-o", "json"],
                          capture_output=True, text=True, check=True, timeout=300).stdout
@@ -93,7 +72,7 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
     t0 = time.perf_counter()
     engine = Engine.load(path, backend="cuda")
     load_s = time.perf_counter() - t0
-    short = engine.tokenize(SHORT_PROMPT)
+    short = engine.tokenize(PROMPT)
     filler = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 120)
     long = (filler * (512 // len(filler) + 1))[:512]
     _decode_rate(engine, short, 8)  # first use of every kernel
@@ -103,8 +82,8 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
     rates = [_decode_rate(engine, short, n_tokens)[2] for _ in range(3)]
     decode = statistics.median(rates)
     eager = _eager_rate(engine, short, 32)
-    served = _engine_rate(engine, n_tokens)
-    gbps = _matmul_bytes(engine) * decode / 1e9
+    served_tokens, served_s = time_decode(engine, n_tokens)
+    step_bytes = weight_bytes(engine)
     rows = [
         ("load time", f"{load_s:.2f} s"),
         ("VRAM used (weights + KV + scratch)", f"{engine.vram_bytes_used / 2**20:.1f} MiB"),
@@ -113,9 +92,11 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
         (f"decode, batch 1, {n_tokens} tokens (graph; median of 3)", f"{decode:.1f} tokens/s  (runs: "
          + ", ".join(f"{r:.1f}" for r in rates) + ")"),
         ("recording the decode graph (once per KV-cache allocation)", f"{record_s * 1e3:.1f} ms"),
-        (f"decode through Engine.generate ({n_tokens} tokens, or fewer at an end token)", f"{served:.1f} tokens/s"),
+        (f"decode through Engine.generate ({n_tokens} tokens, or fewer at an end token)",
+         f"{served_tokens / served_s:.1f} tokens/s"),
         ("decode, eager ops + host argmax, no graph (32 tokens)", f"{eager:.1f} tokens/s"),
-        ("weights read per token / achieved bandwidth", f"{_matmul_bytes(engine) / 2**20:.1f} MiB / {gbps:.0f} GB/s"),
+        ("weights read per token / achieved bandwidth",
+         f"{step_bytes / 2**20:.1f} MiB / {step_bytes * decode / 1e9:.0f} GB/s"),
     ]
     if llama_bench:
         for test, rate in _llama_bench(llama_bench, path).items():
@@ -128,7 +109,7 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
     engine.close()
 
 
-# ../shared/DESIGN.md, "Test models": the real model's ids for SHORT_PROMPT and the greedy
+# ../shared/DESIGN.md, "Test models": the real model's ids for PROMPT and the greedy
 # continuation llama.cpp (CUDA) and HF transformers agree on, measured on an H100.
 GOLDEN_PROMPT = [7985, 264, 6386, 38242, 911, 22670, 24231]
 GOLDEN_CONTINUATION = [323, 1181, 5421, 389, 279, 4401, 315, 20443, 11229, 382, 49891, 45779, 374, 1075, 264,
@@ -221,7 +202,8 @@ def bench_kernels() -> None:
                  _graph_time_us(lambda: kernels.matvec_gated(gate, up, x, w896, 1e-6, ffn)), None))
     pos = cp.asarray([300], np.int32)
     q, qo = vec(1, 14, 64), cp.empty((1, 14, 64), np.float32)
-    rows.append(("rope 14 heads (prefill; decode rotates inside attention)", _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
+    rows.append(("rope 14 heads (prefill; decode rotates inside attention)",
+                 _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
     k, v = vec(1, 2, 64), vec(1, 2, 64)
     kc = cp.asarray(rng.standard_normal((2, 4096, 64)).astype(np.float16))
     vc = kc.copy()

@@ -120,6 +120,10 @@ class DeviceWeight:
         _check(self.data, np.uint8, (self.rows, self.row_bytes), "weight data")
 
     @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    @property
     def row_bytes(self) -> int:
         block_size, type_size = GGML_QUANT_SIZES[self.qtype]
         return self.cols // block_size * type_size
