@@ -6,6 +6,7 @@ BPE tokenizers turn into about one token each).
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import uuid
@@ -143,6 +144,6 @@ def wait_for(job: Job, timeout_s: float) -> Stream | None:
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) by nearest rank."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 

@@ -21,7 +21,7 @@ import pytest
 
 from steps.cancel_steps import queued_ends_with_error
 from steps.client import Event, Stream
-from steps.jobs import Job
+from steps.jobs import Job, percentile
 from steps.launcher import Launcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +182,11 @@ def test_a_job_that_ran_past_its_cancel_still_fails(decode_ms):
 
 def test_a_cancelled_job_passes():
     queued_ends_with_error(_cancelled_job(None, 0.2, terminal="error"), 1, "CANCELLED")
+
+
+def test_percentile_is_the_nearest_rank():
+    values = list(range(20, 0, -1))
+    assert percentile(values, 95) == 19  # rank ceil(0.95 * 20) = 19, not the maximum
+    assert percentile(values, 50) == 10
+    assert percentile(values, 96) == 20
+    assert percentile([7.0], 99) == 7.0
