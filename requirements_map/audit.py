@@ -117,30 +117,34 @@ class Auditor:
         if not name:
             raise AuditError("a feature without a name")
         key = key_terms(name)
-        matches = self.glossary.match(name)
-        if not key or (not matches and all(self.index.share(t) > _COMMON_SHARE for t in key)):
+        matches = self.glossary.match(name, self._specific)
+        if not key or (not matches and not self._specific(key) and all(self.index.share(t) > _COMMON_SHARE for t in key)):
             return self._generic(name, purpose, key)
-        evidence: list[Evidence] = []
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
         for m in matches:
-            phrases += [(key_terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(key_terms(n))]
+            phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
         kin = {m.entry.term for m in matches} | {t.term for m in matches for _, t in self.glossary.related(m.entry)}
-        evidence += self._mentions(key, phrases, friends, kin, basis_prefix="")
+        evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
         for m in matches:
-            evidence += self._concept_claims(m.entry, "")
+            evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
+        absent = self._absent(matches, evidence)
+        for m in matches:
             for relation, target in self.glossary.related(m.entry):
                 link = "is an instance of" if relation == "is_a" else "is a means to"
                 evidence += self._concept(target, f"indirect: {m.entry.term} {link} {target.term}", friends)
         if purpose:
-            for m in self.glossary.match(purpose):
+            for m in self.glossary.match(purpose, self._specific):
                 evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” is {m.entry.term}", friends)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         verdict, detail, deciding, contradictory = _decide(evidence)
         audit = FeatureAudit(name, purpose, verdict, detail, "", "", [m.entry.term for m in matches],
                              self._requirements_of(deciding), evidence, friends)
+        if absent and verdict == "not addressed by the spec":
+            audit.detail = (f"the spec never names {' or '.join(absent)}; lines about the rest of the feature "
+                            "are context only")
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
         if verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches)
@@ -151,6 +155,19 @@ class Auditor:
                                                           if audit.contradictions else "")
         return audit
 
+    def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
+        """Concepts of the feature the spec never names, by a word it never uses ("TLS"). When one is
+        missing and no line names the whole feature, the lines about its other concepts ("the HTTP
+        port" of "TLS on the HTTP port") decide nothing: they become context."""
+        named = {ev.concept for ev in evidence}
+        absent = [m.entry.term for m in matches if m.entry.term not in named
+                  and any(self.index.share(t) == 0 for t in m.covered)]
+        if absent and "the feature's words" not in named:
+            for ev in evidence:
+                ev.claim, ev.milestone, ev.tier = None, None, 6
+            return absent
+        return []
+
     def _requirements_of(self, deciding: list[Evidence]) -> list[str]:
         """The requirement ids the deciding lines belong to or name."""
         ids = {e.requirement for e in deciding if e.requirement}
@@ -160,6 +177,9 @@ class Auditor:
         return sorted(ids)
 
     # --- evidence
+
+    def _weight(self, words) -> float:
+        return sum(self.index.weight(t) for t in words) or 1.0
 
     def _specific(self, phrase: tuple[str, ...]) -> bool:
         """A phrase worth looking for: more than one term, or one term that is not everywhere."""
@@ -177,7 +197,7 @@ class Auditor:
                 continue
             phrase, concept, _ = max(hits, key=lambda h: (len(h[2]), len(h[0])))
             covered = frozenset().union(*(h[2] for h in hits))
-            coverage = len(covered) / len(frozenset().union(*(p[2] for p in phrases)))
+            coverage = self._weight(covered) / self._weight(frozenset().union(*(p[2] for p in phrases)))
             if any(set(other) <= words and set(phrase) < set(other) for other in longer):
                 friends.append(_evidence(entry, None, None, 6, "same words, another concept", concept))
                 continue
@@ -205,7 +225,7 @@ class Auditor:
     def _claim(self, entry: IndexedLine, phrase: tuple[str, ...]) -> tuple[str | None, str | None, int, str]:
         """(claim, milestone, tier, basis) of a line that names the feature."""
         text = entry.text
-        pos = _position(text, phrase)
+        pos = _position(text, max(phrase, key=self.index.weight))
         before = text[:pos]
         st = entry.statement
         if entry.code:
@@ -240,34 +260,43 @@ class Auditor:
             return _SCOPE_CLAIM[req["scope"]], None, 4, f"in the body of {entry.requirement} (catalog scope {req['scope']})"
         return None, None, 6, "names it"
 
-    def _concept_claims(self, concept: Entry, basis_prefix: str) -> list[Evidence]:
-        """The requirements that are the concept, the scope lines naming their ids, and its conflicts."""
+    def _concept_claims(self, concept: Entry, basis_prefix: str, query: tuple[str, ...],
+                        coverage: float = 1.0) -> list[Evidence]:
+        """The requirements that are the concept, the scope lines naming their ids, and its conflicts;
+        `coverage` is the share of the feature the concept accounts for."""
+        fit = (coverage, 1.0)
         found = []
         for rid in concept.req:
             req = self.index.entries[rid]
             head = self.index.at(req["line"])
             found.append(_evidence(head, _SCOPE_CLAIM[req["scope"]], None, 1,
                                    f"{basis_prefix}{rid} is ‘{concept.term}’ (catalog scope {req['scope']})",
-                                   concept.term))
+                                   concept.term, fit))
             for st in self.spec.statements:
                 if rid in st.ids and st.line != req["line"]:
                     tier = 1 if st.source == "list" and st.section.startswith("0.0") else 2 if st.source == "list" else 3
                     found.append(_evidence(self.index.at(st.line), st.kind, st.milestone, tier,
-                                           f"{basis_prefix}names {rid}", concept.term))
+                                           f"{basis_prefix}names {rid}", concept.term, fit))
         for rid, why in concept.conflicts:
-            req = self.spec.requirements[rid]
-            line = self.index.at(req.opening_line or req.line)
+            line = self._best_line(rid, query + key_terms(" ".join(concept.names)))
             found.append(_evidence(line, "prohibited", None, 4,
-                                   f"{basis_prefix}‘{concept.term}’ conflicts with {rid}: {why}", concept.term))
+                                   f"{basis_prefix}‘{concept.term}’ conflicts with {rid}: {why}", concept.term, fit))
         return found
+
+    def _best_line(self, rid: str, query: tuple[str, ...]) -> IndexedLine:
+        """The line of requirement `rid` that best matches `query` (else the line its keyword opens)."""
+        req = self.spec.requirements[rid]
+        inside = [e for e, _ in self.index.search(query, k=len(self.index.lines))
+                  if req.line < e.line <= req.body[1] and not e.code]
+        return inside[0] if inside else self.index.at(req.opening_line or req.line)
 
     def _concept(self, concept: Entry, basis: str, friends) -> list[Evidence]:
         """Evidence about a related concept, all of it indirect (tier 5)."""
-        phrases = [(key_terms(n), concept.term, frozenset({concept.term})) for n in concept.names
-                   if self._specific(key_terms(n))]
+        phrases = [(terms(n), concept.term, frozenset({concept.term})) for n in concept.names
+                   if self._specific(terms(n))]
         kin = {concept.term} | {t.term for _, t in self.glossary.related(concept)}
         found = self._mentions(key_terms(concept.term), phrases, friends, kin, basis_prefix=basis + "; ")
-        found += self._concept_claims(concept, basis + "; ")
+        found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
         for ev in found:
             if ev.claim is not None:
                 ev.tier = 5
@@ -337,6 +366,9 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     claims = [ev for ev in evidence if ev.claim is not None]
     if not claims:
         return "not addressed by the spec", "", [], []
+    # the lines that name most of the feature decide; among them the strongest tier, then the best fit
+    widest = max(ev.fit[0] for ev in claims)
+    claims = [ev for ev in claims if ev.fit[0] >= 0.75 * widest]
     tier = min(ev.tier for ev in claims)
     top = [ev for ev in claims if ev.tier == tier]
     best = max(ev.fit for ev in top)
@@ -405,11 +437,10 @@ def _title_fit(entry: IndexedLine, wanted: set[str]) -> float:
     return len(title & wanted) / len(title) if title else 1.0
 
 
-def _position(text: str, phrase: tuple[str, ...]) -> int:
-    """Where the first term of `phrase` occurs in `text` (characters)."""
-    wanted = set(phrase)
+def _position(text: str, term: str) -> int:
+    """Where `term` first occurs in `text` (characters)."""
     for match in re.finditer(r"\S+", text):
-        if set(terms(match.group())) & wanted:
+        if term in terms(match.group()):
             return match.start()
     return 0
 

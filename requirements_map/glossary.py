@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .spec_index import key_terms
+from .spec_index import terms
 
 
 class GlossaryError(ValueError):
@@ -50,30 +50,45 @@ class Glossary:
     def __post_init__(self):
         self.by_term = {e.term: e for e in self.entries}
 
-    def match(self, text: str) -> list[Match]:
-        """Entries named in `text`, most specific first: every name whose key terms all occur in the
-        text is a candidate; longer names are taken first and a name sharing a term with one already
-        taken is dropped ("paged KV-cache block allocator" is the allocator, not the KV cache)."""
-        words = frozenset(key_terms(text))
-        candidates = []
+    def match(self, text: str, specific=lambda name_terms: True) -> list[Match]:
+        """Entries named in `text`: an entry matches when the key terms of one of its names occur in
+        the text in the same order (other words between them allowed) and `specific` accepts them.
+        An entry whose matched terms are all covered by another matched entry is dropped ("paged
+        KV-cache block allocator" is the allocator, not the KV cache). Names keep their generic
+        words: "CUDA feature" is not "CUDA"."""
+        words = terms(text)
+        found: dict[str, tuple[Entry, str, frozenset[str]]] = {}
         for entry in self.entries:
             for name in entry.names:
-                found = frozenset(key_terms(name))
-                if found and found <= words:
-                    candidates.append((len(found), name, entry, found))
-        taken, covered = [], set()
-        for _, name, entry, found in sorted(candidates, key=lambda c: (-c[0], c[1])):
-            if found & covered or any(m.entry is entry for m in taken):
-                continue
-            mine = frozenset().union(*(f for _, _, e, f in candidates if e is entry)) - covered
-            taken.append(Match(entry, name, mine))
-            covered |= mine
-        return taken
+                wanted = terms(name)
+                if wanted and _in_order(wanted, words) and specific(wanted):
+                    _, best, covered = found.get(entry.term, (entry, name, frozenset()))
+                    longer = len(wanted) > len(terms(best)) or not covered
+                    found[entry.term] = (entry, name if longer else best, covered | frozenset(wanted))
+        kept = [f for f in found.values() if not any(f[2] < other[2] for other in found.values())]
+        return [Match(entry, name, covered) for entry, name, covered in sorted(kept, key=lambda f: -len(f[2]))]
 
     def related(self, entry: Entry) -> list[tuple[str, Entry]]:
         """(relation, entry) for the entry's is_a and means_to targets."""
         return [(relation, self.by_term[t]) for relation, targets in (("is_a", entry.is_a), ("for", entry.means_to))
                 for t in targets]
+
+
+def _in_order(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """True if `wanted` occurs in `words` in order, at most two other words between neighbours."""
+    for start, word in enumerate(words):
+        if word != wanted[0]:
+            continue
+        at, ok = start, True
+        for w in wanted[1:]:
+            window = words[at + 1:at + 4]
+            if w not in window:
+                ok = False
+                break
+            at = at + 1 + window.index(w)
+        if ok:
+            return True
+    return False
 
 
 @cache

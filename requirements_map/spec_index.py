@@ -12,6 +12,7 @@ SYS- requirement and the milestone tag of their heading (`[M2]`), and are only e
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -25,8 +26,9 @@ from .spec_parser import REQUIREMENT_ID, ParsedSpec, ScopeStatement
 # Requirement ids and endpoint paths stay whole; other words split at hyphens ("top-k" -> top, k).
 _TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|/[a-z][a-z_]*|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
 _UNIT = re.compile(r"(\d)\s+(mb|gb|kb|ms|s|b)\b")
+_URL = re.compile(r"https?://\S+")
 _STOPWORDS = frozenset("""a an the of in on at to for from by with and or as is are be been being it its this that
-these those into than then so such via per each all any both no not only also can may must should shall will
+these those into than then so such via per each all any both no not also can may must should shall will
 would do does did has have had if when while which who what whose there their our we you your within under
 over after before about""".split())
 #: Words that name no feature by themselves: "support" must not find "multi-model support deferred".
@@ -48,7 +50,7 @@ class ParentSpecError(ValueError):
 @cache
 def terms(text: str) -> tuple[str, ...]:
     """The stemmed search terms of `text`, in order, stopwords left out."""
-    low = _UNIT.sub(r"\1\2", text.lower())
+    low = _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower()))
     return tuple(_STEM.stemWord(t) if not t.startswith(("m0-", "/")) else t
                  for t in _TOKEN.findall(low) if t not in _STOPWORDS)
 
@@ -87,7 +89,7 @@ class SpecIndex:
         self.lines = _spec_lines(spec, self.entries)
         self.parent = _parent_lines(parent_text) if parent_text is not None else []
         docs = [self._document(entry) for entry in self.lines + self.parent]
-        self._terms = [frozenset(d) for d in docs]
+        self._terms = [frozenset(terms(entry.text)) for entry in self.lines + self.parent]
         self._bm25 = bm25s.BM25()
         self._bm25.index(docs, show_progress=False)
         self._vocab = self._bm25.vocab_dict
@@ -108,12 +110,17 @@ class SpecIndex:
         return self.lines[line - 1]
 
     def line_terms(self, entry: IndexedLine) -> frozenset[str]:
+        """The terms of the line's own text (the catalog concepts of a heading only help ranking)."""
         offset = 0 if entry.source == "spec" else len(self.lines)
         return self._terms[offset + entry.line - 1]
 
     def share(self, term: str) -> float:
         """The share of spec lines that hold `term`: near 0 for a specific word, high for "model"."""
         return self._df.get(term, 0) / len(self.lines)
+
+    def weight(self, term: str) -> float:
+        """How much a term says (its inverse document frequency over the spec's lines)."""
+        return math.log((len(self.lines) + 1) / (self._df.get(term, 0) + 1))
 
     def search(self, query: str | tuple[str, ...], k: int = 8, *, source: str = "spec") -> list[tuple[IndexedLine, float]]:
         """The `k` lines (of the spec, or of the parent spec) ranked best for `query`, score > 0."""
