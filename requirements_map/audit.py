@@ -12,7 +12,7 @@ A feature is looked up three ways, and the verdict comes from the strongest that
    the purpose the proposer claims for it, quoted.
 
 Tiers: 1 §0.0, prohibitions and the requirement itself; 2 other scope lists; 3 markers; 4 implied by
-a requirement; 5 indirect. Within the deciding tier the lines that name most of the feature win;
+a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within the deciding tier the lines that name most of the feature win;
 claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
 common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
 ("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
@@ -39,8 +39,10 @@ _CLAIM_TEXT = {"prohibited": "prohibited in M0", "removed": "removed from the pr
 _SCOPE_CLAIM = {"M0": "in-m0", "M0-optional": "optional", "deferred-M1": "deferred-M1", "M2+": "later",
                 "removed": "removed"}
 TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself", 2: "direct: scope list",
-              3: "direct: scope marker in the text", 4: "implied by a requirement", 5: "indirect"}
-_CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low"}
+              3: "direct: scope marker in the text", 4: "implied by a requirement",
+              5: "indirect: what the feature is an instance of", 6: "indirect: what the feature is a means to"}
+CONTEXT = 7
+_CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:(]*$",
@@ -62,7 +64,7 @@ class Evidence:
     text: str
     claim: str | None  # a key of _STRENGTH, or None for context
     milestone: str | None
-    tier: int  # 1..5 as in TIER_NAMES; 6 = context
+    tier: int  # 1..6 as in TIER_NAMES; CONTEXT for lines that state no scope
     basis: str  # why the line is here: "names the feature", "requirement M0-W-1222 is ‘chunked transfer’", ...
     concept: str  # the glossary term (or the feature's own words) that brought the line in
     requirement: str | None = None
@@ -133,10 +135,13 @@ class Auditor:
         for m in matches:
             for relation, target in self.glossary.related(m.entry):
                 link = "is an instance of" if relation == "is_a" else "is a means to"
-                evidence += self._concept(target, f"indirect: {m.entry.term} {link} {target.term}", friends)
+                share = self._weight(m.covered) / self._weight(everything)
+                evidence += self._concept(target, f"indirect: {m.entry.term} {link} {target.term}", friends,
+                                          5 if relation == "is_a" else 6, share)
         if purpose:
             for m in self.glossary.match(purpose, self._specific):
-                evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” is {m.entry.term}", friends)
+                evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” is {m.entry.term}",
+                                          friends, 6, 1.0)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         verdict, detail, deciding, contradictory = _decide(evidence)
@@ -146,6 +151,11 @@ class Auditor:
             audit.detail = (f"the spec never names {' or '.join(absent)}; lines about the rest of the feature "
                             "are context only")
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
+        aspect = set(key) - set().union(*(m.covered for m in matches))
+        clash = self._recorded_clash(audit, aspect) if verdict not in ("contradictory", "not addressed by the spec") \
+            else None
+        if clash:
+            audit.verdict, audit.detail = "contradictory", clash
         if verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches)
         else:
@@ -164,9 +174,31 @@ class Auditor:
                   and any(self.index.share(t) == 0 for t in m.covered)]
         if absent and "the feature's words" not in named:
             for ev in evidence:
-                ev.claim, ev.milestone, ev.tier = None, None, 6
+                ev.claim, ev.milestone, ev.tier = None, None, CONTEXT
             return absent
         return []
+
+    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str]) -> str | None:
+        """A contradiction the catalog records between the deciding requirement and another one about
+        the aspect the feature asks for (its words beyond the glossary concept: "exiting with code 1"
+        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive)."""
+        if not aspect:
+            return None
+        for rid in audit.requirements:
+            for note in self.index.entries[rid].get("contradictions", []):
+                others = {self.index.at(n).requirement for n in note["lines"]} - {rid, None}
+                if others and any(aspect & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
+                    cited = {ev.line for ev in audit.evidence}
+                    for n in note["lines"]:
+                        line = self.index.at(n)
+                        if n not in cited and line.requirement:
+                            scope = self.index.entries[line.requirement]["scope"]
+                            audit.evidence.append(_evidence(line, _SCOPE_CLAIM[scope], None, 4,
+                                                            f"catalog contradiction note on {rid}", "contradiction"))
+                    audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
+                    return (f"{audit.detail}, but the catalog records that {rid} and {', '.join(sorted(others))} "
+                            f"disagree: {note['note'].rstrip('.')} (lines {', '.join(map(str, note['lines']))})")
+        return None
 
     def _requirements_of(self, deciding: list[Evidence]) -> list[str]:
         """The requirement ids the deciding lines belong to or name."""
@@ -199,11 +231,11 @@ class Auditor:
             covered = frozenset().union(*(h[2] for h in hits))
             coverage = self._weight(covered) / self._weight(frozenset().union(*(p[2] for p in phrases)))
             if any(set(other) <= words and set(phrase) < set(other) for other in longer):
-                friends.append(_evidence(entry, None, None, 6, "same words, another concept", concept))
+                friends.append(_evidence(entry, None, None, CONTEXT, "same words, another concept", concept))
                 continue
             claim, milestone, tier, basis = self._claim(entry, phrase)
             fit = (coverage, _title_fit(entry, wanted))
-            found.append(_evidence(entry, claim, milestone, tier if claim else 6, basis_prefix + basis, concept, fit))
+            found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT, basis_prefix + basis, concept, fit))
         return found
 
     def _longer_names(self, phrases, kin) -> list[tuple[str, ...]]:
@@ -231,16 +263,16 @@ class Auditor:
         if entry.code:
             if st is not None:
                 return st.kind, st.milestone, 3, "marker in a code comment"
-            return None, None, 6, "code"
+            return None, None, CONTEXT, "code"
         if _RELIANCE.search(before):
-            return None, None, 6, "named as what M0 relies on"
+            return None, None, CONTEXT, "named as what M0 relies on"
         negated = _NEGATION.search(before)
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
                 return "out-of-scope", None, tier, f"excluded within an item of {entry.scope_list}"
             if _in_explanation(text, st.name, pos):
-                return None, None, 6, f"named only in the explanation of an item of {entry.scope_list}"
+                return None, None, CONTEXT, f"named only in the explanation of an item of {entry.scope_list}"
             inner = _parenthetical_claim(text, pos)
             if inner:
                 return inner[0], inner[1], tier, f"item of {entry.scope_list}, marked in parentheses"
@@ -258,7 +290,7 @@ class Auditor:
             if entry.line == req["line"]:
                 return _SCOPE_CLAIM[req["scope"]], None, 1, f"heading of {entry.requirement}, which names it"
             return _SCOPE_CLAIM[req["scope"]], None, 4, f"in the body of {entry.requirement} (catalog scope {req['scope']})"
-        return None, None, 6, "names it"
+        return None, None, CONTEXT, "names it"
 
     def _concept_claims(self, concept: Entry, basis_prefix: str, query: tuple[str, ...],
                         coverage: float = 1.0) -> list[Evidence]:
@@ -290,8 +322,8 @@ class Auditor:
                   if req.line < e.line <= req.body[1] and not e.code]
         return inside[0] if inside else self.index.at(req.opening_line or req.line)
 
-    def _concept(self, concept: Entry, basis: str, friends) -> list[Evidence]:
-        """Evidence about a related concept, all of it indirect (tier 5)."""
+    def _concept(self, concept: Entry, basis: str, friends, tier: int, share: float) -> list[Evidence]:
+        """Evidence about a related concept, all of it indirect (at `tier`), covering `share` of the feature."""
         phrases = [(terms(n), concept.term, frozenset({concept.term})) for n in concept.names
                    if self._specific(terms(n))]
         kin = {concept.term} | {t.term for _, t in self.glossary.related(concept)}
@@ -299,7 +331,7 @@ class Auditor:
         found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
         for ev in found:
             if ev.claim is not None:
-                ev.tier = 5
+                ev.tier, ev.fit = tier, (share, 1.0)
         return found
 
     # --- answers without a verdict
@@ -309,16 +341,16 @@ class Auditor:
                              "high", "a verdict from generic words would be a guess", [], [])
         audit.check = ("name the feature itself (what it does, the technique, the endpoint); words such as "
                        f"{', '.join(repr(w) for w in name.split()[:4])} occur all over the spec")
-        audit.closest = [_evidence(e, None, None, 6, f"BM25 {score:.1f}", "closest") for e, score in
+        audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in
                          self.index.search(key, k=3)] if key else []
         return audit
 
     def _not_addressed(self, audit: FeatureAudit, key, matches) -> None:
         query = key + tuple(t for m in matches for n in m.entry.names for t in key_terms(n))
         ranked = [(e, s) for e, s in self.index.search(query, k=12) if not e.code][:5]
-        audit.closest = [_evidence(e, None, None, 6, f"BM25 {score:.1f}", "closest") for e, score in ranked]
+        audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in ranked]
         if self.index.parent:
-            audit.closest += [_evidence(e, None, None, 6, f"BM25 {score:.1f}" + (
+            audit.closest += [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}" + (
                 f"; parent heading milestone {e.milestone_tag}" if e.milestone_tag else ""), "closest")
                 for e, score in self.index.search(query, k=3, source="parent")]
         reqs = list(dict.fromkeys(e.requirement for e, _ in ranked if e.requirement))
@@ -390,7 +422,7 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     if claim == "later" and milestones:
         detail += f": {' / '.join(milestones)}"
     detail += f" ({_cite(deciding)})"
-    if tier == 5:
+    if tier >= 5:
         detail += "; indirect: " + "; ".join(dict.fromkeys(ev.basis.split(";")[0].removeprefix("indirect: ")
                                                           for ev in deciding))
     return _VERDICT_OF[claim], detail, deciding, []
