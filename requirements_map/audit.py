@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
-from .spec_index import IndexedLine, SpecIndex, key_terms, terms
+from .spec_index import IndexedLine, SpecIndex, in_order, key_terms, terms
 from .spec_parser import ParsedSpec
 
 VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
@@ -136,28 +136,25 @@ class Auditor:
             for relation, target in self.glossary.related(m.entry):
                 link = "is an instance of" if relation == "is_a" else "is a means to"
                 share = self._weight(m.covered) / self._weight(everything)
-                evidence += self._concept(target, f"indirect: {m.entry.term} {link} {target.term}", friends,
+                evidence += self._concept(target, f"indirect: {m.entry.term} {link} ‘{target.term}’", friends,
                                           5 if relation == "is_a" else 6, share)
         if purpose:
             for m in self.glossary.match(purpose, self._specific):
-                evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” is {m.entry.term}",
+                evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” names ‘{m.entry.term}’",
                                           friends, 6, 1.0)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         verdict, detail, deciding, contradictory = _decide(evidence)
         audit = FeatureAudit(name, purpose, verdict, detail, "", "", [m.entry.term for m in matches],
                              self._requirements_of(deciding), evidence, friends)
-        if absent and verdict == "not addressed by the spec":
-            audit.detail = (f"the spec never names {' or '.join(absent)}; lines about the rest of the feature "
-                            "are context only")
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
         aspect = set(key) - set().union(*(m.covered for m in matches))
         clash = self._recorded_clash(audit, aspect) if verdict not in ("contradictory", "not addressed by the spec") \
             else None
         if clash:
             audit.verdict, audit.detail = "contradictory", clash
-        if verdict == "not addressed by the spec":
-            self._not_addressed(audit, key, matches)
+        if audit.verdict == "not addressed by the spec":
+            self._not_addressed(audit, key, matches, absent)
         else:
             tier = min(e.tier for e in deciding)
             audit.confidence = "medium" if verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
@@ -224,7 +221,10 @@ class Auditor:
         longer = self._longer_names(phrases, kin)
         for entry in self.index.lines:
             words = self.index.line_terms(entry)
-            hits = [(p, concept, covers) for p, concept, covers in phrases if set(p) <= words]
+            sequence = terms(entry.text)
+            # the feature's own words may stand anywhere on the line; a glossary name must read as one
+            hits = [(p, concept, covers) for p, concept, covers in phrases
+                    if set(p) <= words and (concept == "the feature's words" or in_order(p, sequence))]
             if not hits:
                 continue
             phrase, concept, _ = max(hits, key=lambda h: (len(h[2]), len(h[0])))
@@ -331,7 +331,7 @@ class Auditor:
         found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
         for ev in found:
             if ev.claim is not None:
-                ev.tier, ev.fit = tier, (share, 1.0)
+                ev.tier, ev.fit = tier, (round(share, 6), 1.0)
         return found
 
     # --- answers without a verdict
@@ -345,7 +345,7 @@ class Auditor:
                          self.index.search(key, k=3)] if key else []
         return audit
 
-    def _not_addressed(self, audit: FeatureAudit, key, matches) -> None:
+    def _not_addressed(self, audit: FeatureAudit, key, matches, absent: list[str]) -> None:
         query = key + tuple(t for m in matches for n in m.entry.names for t in key_terms(n))
         ranked = [(e, s) for e, s in self.index.search(query, k=12) if not e.code][:5]
         audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in ranked]
@@ -355,7 +355,10 @@ class Auditor:
                 for e, score in self.index.search(query, k=3, source="parent")]
         reqs = list(dict.fromkeys(e.requirement for e, _ in ranked if e.requirement))
         named = [m.entry.term for m in matches]
-        if audit.evidence:
+        if absent:
+            audit.detail = (f"the spec never names {' or '.join(absent)}; the lines about the rest of the feature "
+                            "state nothing about it")
+        elif audit.evidence:
             audit.detail = "the spec names it, but no line states a scope for it"
         elif named:
             audit.detail = f"the spec does not name it (known to the glossary as {', '.join(named)})"
@@ -371,8 +374,8 @@ class Auditor:
     def _contradictions(self, evidence: list[Evidence], requirements: list[str]) -> list[Contradiction]:
         """Scope claims that disagree below the deciding tier, and the catalog's notes on the deciding requirements."""
         found = []
-        claims = [e for e in evidence if e.claim and not e.basis.startswith("indirect")]
-        found += _disagreements(claims, "the spec's direct lines")
+        claims = [e for e in evidence if e.claim and e.tier <= 3]
+        found += _disagreements(claims, "the spec's direct statements")
         for rid in requirements:
             for c in self.index.entries[rid].get("contradictions", []):
                 found.append(Contradiction("requirement note", f"{rid}: {c['note'].rstrip('.')}", c["lines"]))
@@ -405,7 +408,8 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     top = [ev for ev in claims if ev.tier == tier]
     best = max(ev.fit for ev in top)
     top = [ev for ev in top if ev.fit == best]
-    clash = _disagreements(top, "the deciding lines")
+    # related concepts and stated purposes may point different ways; only the spec's own lines contradict it
+    clash = _disagreements(top, "the deciding lines") if tier <= 4 else []
     # "optional in M0, required from M1+" is one answer, not two
     optional_now = any(ev.claim == "optional" for ev in top) and \
         all(ev.claim in ("optional", "later", "deferred-M1") for ev in top)
@@ -423,8 +427,12 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
         detail += f": {' / '.join(milestones)}"
     detail += f" ({_cite(deciding)})"
     if tier >= 5:
-        detail += "; indirect: " + "; ".join(dict.fromkeys(ev.basis.split(";")[0].removeprefix("indirect: ")
-                                                          for ev in deciding))
+        reasons: dict[str, list[str]] = {}
+        for ev in deciding:  # "the stated purpose “…” is A", "… is B" -> "the stated purpose “…” is A, B"
+            head, _, target = ev.basis.split(";")[0].removeprefix("indirect: ").partition(" ‘")
+            target = "‘" + target
+            reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
+        detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
 
 
@@ -457,6 +465,7 @@ def _range(milestone: str) -> set[int]:
 # --- helpers over lines
 
 def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1.0, 1.0)) -> Evidence:
+    fit = (round(fit[0], 6), round(fit[1], 6))  # shares summed in another order must still compare equal
     return Evidence(entry.line, entry.section, entry.text, claim, milestone, tier, basis, concept, entry.requirement,
                     entry.requirement_scope, entry.scope_list, fit, entry.source)
 
@@ -504,21 +513,24 @@ def _parenthetical_claim(text: str, pos: int) -> tuple[str, str | None] | None:
 
 
 def _dedupe(evidence: list[Evidence]) -> list[Evidence]:
-    """One piece of evidence per line: the strongest (lowest tier, then a claim over context)."""
+    """One piece of evidence per line: the strongest (lowest tier, a claim over context, then the best fit)."""
     best: dict[tuple[str, int], Evidence] = {}
     for ev in evidence:
         key = (ev.source, ev.line)
-        if key not in best or (ev.tier, ev.claim is None) < (best[key].tier, best[key].claim is None):
+        rank = (ev.tier, ev.claim is None, tuple(-x for x in ev.fit))
+        if key not in best or rank < (best[key].tier, best[key].claim is None, tuple(-x for x in best[key].fit)):
             best[key] = ev
     return sorted(best.values(), key=lambda ev: (ev.source, ev.line))
 
 
-def _cite(evidence: list[Evidence]) -> str:
-    """'§0.0 lines 22, 76; §7.6 line 1307': the lines grouped by section number."""
+def _cite(evidence: list[Evidence], most: int = 6) -> str:
+    """'§0.0 lines 22, 76; §7.6 line 1307': the lines grouped by section number, the first `most` of them."""
+    ordered = sorted(evidence, key=lambda ev: (ev.tier, ev.line))
     by_section: dict[str, list[int]] = {}
-    for ev in sorted(evidence, key=lambda ev: ev.line):
+    for ev in sorted(ordered[:most], key=lambda ev: ev.line):
         by_section.setdefault(ev.section.split()[0], []).append(ev.line)
-    return "; ".join(f"{section} {_lines(lines)}" for section, lines in by_section.items())
+    more = f"; and {len(ordered) - most} more" if len(ordered) > most else ""
+    return "; ".join(f"{section} {_lines(lines)}" for section, lines in by_section.items()) + more
 
 
 def _lines(lines: list[int]) -> str:
@@ -553,7 +565,7 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
            "## Summary", "", "| feature | verdict | confidence | basis | requirements | contradictions |",
            "| --- | --- | --- | --- | --- | --- |"]
     out += [f"| {_cell(a.feature)} | **{a.verdict}** | {a.confidence} | {_cell(a.detail)} | "
-            f"{', '.join(a.requirements) or '—'} | {len(a.contradictions) or '—'} |" for a in audits]
+            f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} |" for a in audits]
     out += ["", "Evidence is weighed in tiers: " + "; ".join(f"{n} {name}" for n, name in TIER_NAMES.items()) + "."]
     for audit in audits:
         out += ["", f"## {audit.feature}", ""]
@@ -564,9 +576,16 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
         if audit.concepts:
             out.append(f"Glossary concepts: {', '.join(audit.concepts)}.")
         claims = sorted((ev for ev in audit.evidence if ev.claim), key=lambda ev: (ev.tier, ev.line))
-        if claims:
-            out += ["", "Lines that state a scope (strongest first):"]
-            out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in claims]
+        direct = [ev for ev in claims if ev.tier <= 4]
+        if direct:
+            out += ["", "Lines that state a scope for it (strongest first):"]
+            out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in direct]
+        indirect = [ev for ev in claims if ev.tier > 4]
+        if indirect:
+            out += ["", "Indirect evidence (through what it is, or what it is for):"]
+            out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in indirect[:8]]
+            if len(indirect) > 8:
+                out.append(f"- … and {len(indirect) - 8} more (in the JSON output)")
         context = [ev for ev in audit.evidence if not ev.claim]
         if context:
             out += ["", "Lines that name it without stating a scope:"]
@@ -585,6 +604,12 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             out += ["", "Contradictions inside the spec:"]
             out += [f"- {c.kind}: {c.note}." for c in audit.contradictions]
     return "\n".join(out) + "\n"
+
+
+def _ids(ids: list[str], most: int = 4) -> str:
+    if not ids:
+        return "—"
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def _quote(ev: Evidence, note: str) -> str:

@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .spec_index import terms
+from .spec_index import in_order, terms
 
 
 class GlossaryError(ValueError):
@@ -61,7 +61,7 @@ class Glossary:
         for entry in self.entries:
             for name in entry.names:
                 wanted = terms(name)
-                if wanted and _in_order(wanted, words) and specific(wanted):
+                if wanted and in_order(wanted, words) and specific(wanted):
                     _, best, covered = found.get(entry.term, (entry, name, frozenset()))
                     longer = len(wanted) > len(terms(best)) or not covered
                     found[entry.term] = (entry, name if longer else best, covered | frozenset(wanted))
@@ -72,23 +72,6 @@ class Glossary:
         """(relation, entry) for the entry's is_a and means_to targets."""
         return [(relation, self.by_term[t]) for relation, targets in (("is_a", entry.is_a), ("for", entry.means_to))
                 for t in targets]
-
-
-def _in_order(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    """True if `wanted` occurs in `words` in order, at most two other words between neighbours."""
-    for start, word in enumerate(words):
-        if word != wanted[0]:
-            continue
-        at, ok = start, True
-        for w in wanted[1:]:
-            window = words[at + 1:at + 4]
-            if w not in window:
-                ok = False
-                break
-            at = at + 1 + window.index(w)
-        if ok:
-            return True
-    return False
 
 
 @cache

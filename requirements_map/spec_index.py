@@ -60,6 +60,23 @@ def key_terms(text: str) -> tuple[str, ...]:
     return tuple(t for t in terms(text) if t not in _GENERIC_STEMS)
 
 
+def in_order(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """True if `wanted` occurs in `words` in order, at most two other words between neighbours."""
+    for start, word in enumerate(words):
+        if word != wanted[0]:
+            continue
+        at, ok = start, True
+        for w in wanted[1:]:
+            window = words[at + 1:at + 4]
+            if w not in window:
+                ok = False
+                break
+            at = at + 1 + window.index(w)
+        if ok:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class IndexedLine:
     line: int
