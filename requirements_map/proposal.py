@@ -26,7 +26,9 @@ class ProposedFeature:
     where: str  # "line 12" or "entry 3", for messages and the proof
 
 
-_ITEM = re.compile(r"^\s*[-*]\s+(?:\*\*(?P<bold>[^*]+)\*\*|(?P<plain>[^:—–]+?))\s*(?:[:—–]\s*|\s-\s)?(?P<rest>.*)$")
+_ITEM = re.compile(r"^\s*[-*]\s+(?P<text>.*)$")
+_BOLD = re.compile(r"^\*\*(?P<name>[^*]*)\*\*\s*(?:[:—–-]\s*)?(?P<rest>.*)$")
+_SEPARATOR = re.compile(r"\s[—–-]\s|:\s")
 _HEADING = re.compile(r"^(#{2,3})\s+(.*?)\s*$")
 
 
@@ -76,10 +78,16 @@ def _from_markdown(text: str) -> list[ProposedFeature]:
         item = _ITEM.match(line)
         if not item:
             continue
-        name = (item.group("bold") or item.group("plain") or "").strip()
-        if not name:
+        text = item.group("text").strip()
+        bold = _BOLD.match(text)
+        if bold:
+            name, rest = bold.group("name"), bold.group("rest")
+        else:
+            cut = _SEPARATOR.search(text)
+            name, rest = (text[:cut.start()], text[cut.end():]) if cut else (text, "")
+        if not name.strip():
             raise ProposalError(f"line {n}: a feature without a name")
-        out.append(ProposedFeature(name, item.group("rest").strip() or None, f"line {n}"))
+        out.append(ProposedFeature(name.strip(), rest.strip() or None, f"line {n}"))
     return out
 
 
