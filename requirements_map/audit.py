@@ -140,8 +140,9 @@ class Auditor:
                                           5 if relation == "is_a" else 6, share)
         if purpose:
             for m in self.glossary.match(purpose, self._specific):
+                # a claim about the feature, not the feature: it decides only when nothing else does
                 evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” names ‘{m.entry.term}’",
-                                          friends, 6, 1.0)
+                                          friends, 6, 0.0)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         verdict, detail, deciding, contradictory = _decide(evidence)
@@ -586,7 +587,7 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in indirect[:8]]
             if len(indirect) > 8:
                 out.append(f"- … and {len(indirect) - 8} more (in the JSON output)")
-        context = [ev for ev in audit.evidence if not ev.claim]
+        context = [ev for ev in audit.evidence if not ev.claim and not ev.basis.startswith("indirect")]
         if context:
             out += ["", "Lines that name it without stating a scope:"]
             out += [_quote(ev, ev.basis) for ev in context[:12]]

@@ -28,7 +28,7 @@ _TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|/[a-z][a-z_]*|[a-z0-9_]+(
 _UNIT = re.compile(r"(\d)\s+(mb|gb|kb|ms|s|b)\b")
 _URL = re.compile(r"https?://\S+")
 _STOPWORDS = frozenset("""a an the of in on at to for from by with and or as is are be been being it its this that
-these those into than then so such via per each all any both no not also can may must should shall will
+these those into than then so such via each all any both no not also can may must should shall will
 would do does did has have had if when while which who what whose there their our we you your within under
 over after before about""".split())
 #: Words that name no feature by themselves: "support" must not find "multi-model support deferred".
