@@ -50,7 +50,6 @@ _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohib
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
-_MILESTONES = {"M1": {1}, "M2": {2}, "M3": {3}, "M4": {4}}
 
 
 class AuditError(ValueError):
@@ -120,10 +119,19 @@ class Auditor:
             raise AuditError("a feature without a name")
         key = key_terms(name)
         matches = self.glossary.match(name, self._specific)
-        if not key or (not matches and not self._specific(key) and all(self.index.share(t) > _COMMON_SHARE for t in key)):
+        if not key or (not matches and all(self.index.share(t) > _COMMON_SHARE for t in key)):
             return self._generic(name, purpose, key)
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
+        evidence = self._direct(key, matches, everything, friends)
+        absent = self._absent(matches, evidence)
+        evidence += self._indirect(matches, everything, purpose, friends)
+        evidence = _dedupe(evidence)
+        friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
+        return self._judge(name, purpose, key, matches, absent, evidence, friends)
+
+    def _direct(self, key, matches, everything, friends) -> list[Evidence]:
+        """Lines that name the feature or one of its concepts, and the requirements that are them."""
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
         for m in matches:
             phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
@@ -131,34 +139,37 @@ class Auditor:
         evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
         for m in matches:
             evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
-        absent = self._absent(matches, evidence)
+        return evidence
+
+    def _indirect(self, matches, everything, purpose, friends) -> list[Evidence]:
+        """What the feature's concepts are instances of or means to, and what its stated purpose names."""
+        evidence = []
         for m in matches:
+            share = self._weight(m.covered) / self._weight(everything)
             for relation, target in self.glossary.related(m.entry):
                 link = "is an instance of" if relation == "is_a" else "is a means to"
-                share = self._weight(m.covered) / self._weight(everything)
                 evidence += self._concept(target, f"indirect: {m.entry.term} {link} ‘{target.term}’", friends,
                                           5 if relation == "is_a" else 6, share)
-        if purpose:
-            for m in self.glossary.match(purpose, self._specific):
-                # a claim about the feature, not the feature: it decides only when nothing else does
-                evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” names ‘{m.entry.term}’",
-                                          friends, 6, 0.0)
-        evidence = _dedupe(evidence)
-        friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
+        for m in self.glossary.match(purpose, self._specific) if purpose else []:
+            # a claim about the feature, not the feature: it decides only when nothing else does
+            evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” names ‘{m.entry.term}’",
+                                      friends, 6, 0.0)
+        return evidence
+
+    def _judge(self, name, purpose, key, matches, absent, evidence, friends) -> FeatureAudit:
         verdict, detail, deciding, contradictory = _decide(evidence)
         audit = FeatureAudit(name, purpose, verdict, detail, "", "", [m.entry.term for m in matches],
                              self._requirements_of(deciding), evidence, friends)
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
-        aspect = set(key) - set().union(*(m.covered for m in matches))
-        clash = self._recorded_clash(audit, aspect) if verdict not in ("contradictory", "not addressed by the spec") \
-            else None
-        if clash:
-            audit.verdict, audit.detail = "contradictory", clash
+        if verdict not in ("contradictory", "not addressed by the spec"):
+            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
+            if clash:
+                audit.verdict, audit.detail = "contradictory", clash
         if audit.verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches, absent)
         else:
             tier = min(e.tier for e in deciding)
-            audit.confidence = "medium" if verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
+            audit.confidence = "medium" if audit.verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
@@ -248,7 +259,7 @@ class Auditor:
             if entry.term in kin:
                 continue
             for n in entry.names:
-                t = key_terms(n)
+                t = terms(n)
                 if t in mine:
                     continue
                 if any(set(p) < set(t) for p in mine) and not any(set(t) <= set(p) for p in mine):

@@ -39,6 +39,7 @@ functionality work working make making thing things way ways simple simpler good
 _STEM = Stemmer.Stemmer("english")
 _GENERIC_STEMS = frozenset(_STEM.stemWords(sorted(GENERIC)))
 _PARENT_REQUIREMENT = re.compile(r"^#{1,6}\s+\[(SYS-\d+\.\d+\.\d+)\]")
+_M0_HEADING = re.compile(rf"^#{{1,6}}\s+\[(?:{REQUIREMENT_ID.pattern})\]")
 _PARENT_MILESTONE = re.compile(r"\[(M-?\d\+?)\]")
 _HEADING = re.compile(r"^(#{1,6})\s+(?:(\d+(?:\.\d+)*)\.?\s+)?(.*?)\s*$")
 
@@ -90,11 +91,6 @@ class IndexedLine:
     heading: bool
     source: str = "spec"  # or "parent"
     milestone_tag: str | None = None  # parent spec only: the heading's [M2]
-
-    @property
-    def cite(self) -> str:
-        where = "parent spec " if self.source == "parent" else ""
-        return f"{where}{self.section} line {self.line}"
 
 
 class SpecIndex:
@@ -174,8 +170,7 @@ def _spec_lines(spec: ParsedSpec, entries: dict) -> list[IndexedLine]:
 
 def _parent_lines(text: str) -> list[IndexedLine]:
     lines = text.splitlines()
-    if not any(_PARENT_REQUIREMENT.match(line) for line in lines) or any(REQUIREMENT_ID.search(line) and
-                                                                           line.startswith("#### [M0-") for line in lines):
+    if not any(_PARENT_REQUIREMENT.match(line) for line in lines) or any(_M0_HEADING.match(line) for line in lines):
         raise ParentSpecError("no system requirement headings such as '#### [SYS-6.3.1] ...' found; "
                               "the parent spec is llama-orch bin/.specs/00_llama-orch.md")
     out, section, requirement, milestones, fence = [], "(before the first section)", None, {}, False
