@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import audit, drift, report
+from . import audit, audit_proof, drift, report
 from .glossary import GlossaryError
 from .proposal import ProposalError, read_proposal
 from .spec_index import ParentSpecError
@@ -163,10 +163,10 @@ def _audit(args) -> int:
     audits = audit.audit_features(names, spec.parsed, catalog, purposes=purposes, parent_text=parent)
     identity = _identity(spec)
     if args.json:
-        print(json.dumps(audit.as_json(audits, identity), indent=1, ensure_ascii=False))
+        print(json.dumps(audit_proof.as_json(audits, identity), indent=1, ensure_ascii=False))
     else:
         title = f"Scope audit of the proposal {Path(args.proposal).name}" if args.proposal else None
-        print(audit.render_markdown(audits, identity, title), end="")
+        print(audit_proof.render_markdown(audits, identity, title), end="")
     return 0
 
 
