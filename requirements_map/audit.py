@@ -1,44 +1,59 @@
-"""Scope audit: for features in plain words, what the spec says about them, with citations.
+"""Scope audit: for proposed features, what the spec says about them, with the lines it rests on.
 
-A feature is matched to concepts of the curated table (data/concepts.json); each concept names
-the spec lines that speak of it (regular expressions, evaluated on the spec file at hand), the
-requirements that define or prohibit it, and the concepts it is a means to. Every matched line
-is quoted with its section and line number together with the scope it claims.
+A feature is looked up three ways, and the verdict comes from the strongest that answers:
 
-The verdict weighs claims in tiers: §0.0 (the spec's scope decision summary), explicit
-prohibitions and the catalog scope of linked requirements first, then the other scope lists
-(§0.2, §14.3, §15), then markers in running text. Within a tier the strongest claim wins (prohibited >
-removed > deferred to M1 > later milestone > out of scope > in M0 > optional). Claims that
-disagree are reported as contradictions: in M0 against not in M0, and different milestones.
+1. direct statements: scope lists (§0.0 decision summary, §0.2, §14.3, §15.x), markers in running
+   text (deferred, optional, "for M0"), and requirements that are the feature (their heading names
+   it, or the glossary links it), each with the catalog scope of the requirement;
+2. requirements that imply the answer: a line of a requirement's body that names the feature
+   (the requirement's scope, or its negation: "No Python runtime"), and a glossary conflict
+   with a requirement ("CPU offload" against VRAM-only, M0-SYS-2.2.1);
+3. indirect evidence: what the feature is an instance of or a means to (glossary relations), and
+   the purpose the proposer claims for it, quoted.
+
+Tiers: 1 §0.0, prohibitions and the requirement itself; 2 other scope lists; 3 markers; 4 implied by
+a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within the deciding tier the lines that name most of the feature win;
+claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
+common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
+("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
+and what to check.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import dataclass, field
 
 from .catalog import Catalog
-from .scope import words
-from .spec_parser import ParsedSpec, ScopeStatement
+from .glossary import Entry, Glossary, load_glossary
+from .spec_index import IndexedLine, SpecIndex, in_order, key_terms, terms
+from .spec_parser import ParsedSpec
 
-VERDICTS = ("in M0", "deferred to M1", "out of scope for M0", "later milestone", "not addressed by the spec")
+VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
+            "not addressed by the spec")
 _STRENGTH = {"prohibited": 7, "removed": 6, "deferred-M1": 5, "later": 4, "out-of-scope": 3, "in-m0": 2, "optional": 1}
 _VERDICT_OF = {"prohibited": "out of scope for M0", "removed": "out of scope for M0", "deferred-M1": "deferred to M1",
                "later": "later milestone", "out-of-scope": "out of scope for M0", "in-m0": "in M0", "optional": "in M0"}
 _CLAIM_TEXT = {"prohibited": "prohibited in M0", "removed": "removed from the project", "deferred-M1": "deferred to M1",
                "later": "later milestone", "out-of-scope": "not in M0", "in-m0": "in M0", "optional": "optional in M0"}
-# "prohibits": the requirement forbids the feature in M0; "excludes": it keeps M0 without it
-# (batch=1, one model) while scope lists say when it comes; "defines": it is the feature.
-_RELATION_CLAIM = {"prohibits": "prohibited", "excludes": "out-of-scope"}
-_RELATION_TIER = {"prohibits": 1, "excludes": 2, "defines": 1}
 _SCOPE_CLAIM = {"M0": "in-m0", "M0-optional": "optional", "deferred-M1": "deferred-M1", "M2+": "later",
                 "removed": "removed"}
+TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself", 2: "direct: scope list",
+              3: "direct: scope marker in the text", 4: "implied by a requirement",
+              5: "indirect: what the feature is an instance of", 6: "indirect: what the feature is a means to"}
+CONTEXT = 7
+_CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
+# A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
+_COMMON_SHARE = 0.04
+_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:(]*$",
+                       re.IGNORECASE)
+_RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
+_IN_M0 = re.compile(r"\b(?:in|for) M0\b")
+_EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 
 
 class AuditError(ValueError):
-    """The audit cannot run: no features, or a broken concept table."""
+    """The audit cannot run: no features, or a feature without a name."""
 
 
 @dataclass
@@ -48,9 +63,14 @@ class Evidence:
     text: str
     claim: str | None  # a key of _STRENGTH, or None for context
     milestone: str | None
-    tier: int  # 1 strongest; 4 = context only
-    basis: str  # how the line came in: "direct", "requirement M0-W-1350", "indirect via X"
-    concept: str  # the concept whose terms or requirements brought the line in
+    tier: int  # 1..6 as in TIER_NAMES; CONTEXT for lines that state no scope
+    basis: str  # why the line is here: "names the feature", "requirement M0-W-1222 is ‘chunked transfer’", ...
+    concept: str  # the glossary term (or the feature's own words) that brought the line in
+    requirement: str | None = None
+    requirement_scope: str | None = None
+    scope_list: str | None = None
+    fit: tuple[float, float] = (1.0, 1.0)  # share of the feature's terms on the line; for headings, of the title's
+    source: str = "spec"
 
     @property
     def claim_text(self) -> str:
@@ -70,267 +90,461 @@ class Contradiction:
 @dataclass
 class FeatureAudit:
     feature: str
+    purpose: str | None
     verdict: str
     detail: str
+    confidence: str  # high / medium / low
+    confidence_reason: str
     concepts: list[str]
-    indirect: list[str]
+    requirements: list[str]  # ids the verdict rests on (for findings shown beside it)
     evidence: list[Evidence] = field(default_factory=list)
     false_friends: list[Evidence] = field(default_factory=list)
-    requirements: list[dict] = field(default_factory=list)
+    closest: list[Evidence] = field(default_factory=list)
     contradictions: list[Contradiction] = field(default_factory=list)
+    check: str | None = None  # what a reviewer should check when the spec does not settle it
 
 
-def load_concepts() -> list[dict]:
-    path = resources.files("requirements_map") / "data" / "concepts.json"
-    return json.loads(path.read_text(encoding="utf-8"))["concepts"]
+class Auditor:
+    """Audits features against one indexed spec with one glossary."""
 
+    def __init__(self, index: SpecIndex, glossary: Glossary | None = None):
+        self.index = index
+        self.glossary = glossary or load_glossary()
+        self.spec = index.spec
 
-def audit_features(features: list[str], spec: ParsedSpec, catalog: Catalog,
-                   concepts: list[dict] | None = None) -> list[FeatureAudit]:
-    """Audit each feature against `spec`; raise AuditError for an empty list or blank names."""
-    names = [f.strip() for f in features]
-    if not names or not all(names):
-        raise AuditError("give at least one feature, e.g. m0-conformance audit \"speculative decoding\"")
-    table = concepts if concepts is not None else load_concepts()
-    by_name = {c["name"]: c for c in table}
-    return [_audit_one(name, spec, catalog, table, by_name) for name in names]
+    def audit(self, feature: str, purpose: str | None = None) -> FeatureAudit:
+        """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on."""
+        name = feature.strip()
+        if not name:
+            raise AuditError("a feature without a name")
+        key = key_terms(name)
+        matches = self.glossary.match(name, self._specific)
+        if not key or (not matches and all(self.index.share(t) > _COMMON_SHARE for t in key)):
+            return self._generic(name, purpose, key)
+        friends: list[Evidence] = []
+        everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
+        evidence = self._direct(key, matches, everything, friends)
+        absent = self._absent(matches, evidence)
+        evidence += self._indirect(matches, everything, purpose, friends)
+        evidence = _dedupe(evidence)
+        friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
+        return self._judge(name, purpose, key, matches, absent, evidence, friends)
 
+    def _direct(self, key, matches, everything, friends) -> list[Evidence]:
+        """Lines that name the feature or one of its concepts, and the requirements that are them."""
+        phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
+        for m in matches:
+            phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
+        kin = {m.entry.term for m in matches} | {t.term for m in matches for _, t in self.glossary.related(m.entry)}
+        evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
+        for m in matches:
+            evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
+        return evidence
 
-def _normal(text: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", text.lower()).strip()
+    def _indirect(self, matches, everything, purpose, friends) -> list[Evidence]:
+        """What the feature's concepts are instances of or means to, and what its stated purpose names."""
+        evidence = []
+        for m in matches:
+            share = self._weight(m.covered) / self._weight(everything)
+            for relation, target in self.glossary.related(m.entry):
+                link = "is an instance of" if relation == "is_a" else "is a means to"
+                evidence += self._concept(target, f"indirect: {m.entry.term} {link} ‘{target.term}’", friends,
+                                          5 if relation == "is_a" else 6, share)
+        for m in self.glossary.match(purpose, self._specific) if purpose else []:
+            # a claim about the feature, not the feature: it decides only when nothing else does
+            evidence += self._concept(m.entry, f"indirect: the stated purpose “{purpose}” names ‘{m.entry.term}’",
+                                      friends, 6, 0.0)
+        return evidence
 
+    def _judge(self, name, purpose, key, matches, absent, evidence, friends) -> FeatureAudit:
+        verdict, detail, deciding, contradictory = _decide(evidence)
+        audit = FeatureAudit(name, purpose, verdict, detail, "", "", [m.entry.term for m in matches],
+                             self._requirements_of(deciding), evidence, friends)
+        audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
+        if verdict not in ("contradictory", "not addressed by the spec"):
+            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
+            if clash:
+                audit.verdict, audit.detail = "contradictory", clash
+        if audit.verdict == "not addressed by the spec":
+            self._not_addressed(audit, key, matches, absent)
+        else:
+            tier = min(e.tier for e in deciding)
+            audit.confidence = "medium" if audit.verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
+            audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
+                                                          if audit.contradictions else "")
+        return audit
 
-def match_concepts(feature: str, table: list[dict]) -> list[dict]:
-    """Concepts whose alias occurs in the feature text (as a phrase, ignoring case and dashes)."""
-    text = f" {_normal(feature)} "
-    return [c for c in table
-            if any(re.search(rf"(?<![a-z0-9]){re.escape(_normal(alias))}(?![a-z0-9])", text) for alias in c["aliases"])]
-
-
-def _audit_one(feature, spec, catalog, table, by_name) -> FeatureAudit:
-    matched = match_concepts(feature, table)
-    entries = catalog.by_id()
-    evidence: list[Evidence] = []
-    false_friends: list[Evidence] = []
-    requirements = []
-    indirect = []
-    if matched:
-        for concept in matched:
-            evidence += _concept_evidence(concept, spec, entries, "direct", requirements, false_friends)
-        for concept in matched:
-            for served in concept.get("serves", []):
-                target = by_name.get(served["concept"])
-                if target is None:
-                    raise AuditError(f"concept table: {concept['name']!r} serves unknown {served['concept']!r}")
-                indirect.append(f"{target['name']}: {served['why']}")
-                evidence += _concept_evidence(target, spec, entries, f"indirect via {target['name']}",
-                                              requirements, false_friends)
-    else:
-        evidence = _word_search(feature, spec)
-    evidence = _dedupe(evidence)
-    verdict, detail = _verdict(evidence)
-    audit = FeatureAudit(feature, verdict, detail, [c["name"] for c in matched], indirect, evidence,
-                         _dedupe(false_friends), requirements)
-    audit.contradictions = _contradictions(evidence, requirements, entries)
-    return audit
-
-
-def _concept_evidence(concept, spec, entries, basis, requirements, false_friends) -> list[Evidence]:
-    statements = {}
-    for st in spec.statements:
-        statements.setdefault(st.line, st)
-    found = []
-    friends = [re.compile(f["pattern"], re.IGNORECASE) for f in concept.get("false_friends", [])]
-    terms = [re.compile(t, re.IGNORECASE) for t in concept.get("terms", [])]
-    context = [re.compile(t, re.IGNORECASE) for t in concept.get("context_terms", [])]
-    for n, line in enumerate(spec.lines, start=1):
-        if any(p.search(line) for p in friends):
-            false_friends.append(_evidence(spec, n, None, None, 4, basis, concept["name"]))
-            continue
-        hit = next((m for p in terms if (m := p.search(line))), None)
-        if hit:
-            found.append(_line_claim(spec, n, hit, statements.get(n), basis, concept["name"]))
-        elif any(p.search(line) for p in context):
-            found.append(_evidence(spec, n, None, None, 4, basis, concept["name"]))
-    for link in concept.get("requirements", []):
-        entry = entries[link["id"]]
-        claim = _RELATION_CLAIM.get(link["relation"]) or _SCOPE_CLAIM[entry["scope"]]
-        if any(r["id"] == entry["id"] for r in requirements):
-            continue
-        requirements.append({"id": entry["id"], "title": entry["title"], "relation": link["relation"],
-                             "scope": entry["scope"], "line": entry["line"], "section": entry["section"],
-                             "scope_lines": entry["scope_lines"]})
-        via = f"requirement {entry['id']} ({link['relation']})"
-        found.append(_evidence(spec, entry["line"], claim, None, _RELATION_TIER[link["relation"]],
-                               via if basis == "direct" else f"{basis}, {via}", concept["name"]))
-    return found
-
-
-def _line_claim(spec: ParsedSpec, n: int, hit: re.Match, statement: ScopeStatement | None, basis: str,
-                concept: str) -> Evidence:
-    line = spec.text(n)
-    # "(no tensor parallelism)" in an in-scope item excludes the thing it names
-    if re.search(r"\((?:[^)]*,\s*)?(?:no|not|without)\s+$", line[:hit.start()], re.IGNORECASE):
-        return _evidence(spec, n, "out-of-scope", None, _tier(statement) if statement else 3, basis, concept)
-    if statement is None:
-        return _evidence(spec, n, None, None, 4, basis, concept)
-    return _evidence(spec, n, statement.kind, statement.milestone, _tier(statement), basis, concept)
-
-
-def _tier(statement: ScopeStatement) -> int:
-    if statement.source == "list" and (statement.section.startswith("0.0") or statement.kind == "prohibited"):
-        return 1
-    if statement.source == "list":
-        return 2
-    return 3
-
-
-def _evidence(spec, n, claim, milestone, tier, basis, concept="") -> Evidence:
-    section = spec.section_of(n)
-    label = f"§{section.number} {section.title}" if section else "(before the first section)"
-    return Evidence(n, label, spec.text(n).strip(), claim, milestone, tier, basis, concept)
-
-
-def _word_search(feature: str, spec: ParsedSpec) -> list[Evidence]:
-    """Without a known concept: lines outside code that contain every content word of the feature."""
-    wanted = words(feature)
-    if not wanted:
+    def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
+        """Concepts of the feature the spec never names, by a word it never uses ("TLS"). When one is
+        missing and no line names the whole feature, the lines about its other concepts ("the HTTP
+        port" of "TLS on the HTTP port") decide nothing: they become context."""
+        named = {ev.concept for ev in evidence}
+        absent = [m.entry.term for m in matches if m.entry.term not in named
+                  and any(self.index.share(t) == 0 for t in m.covered)]
+        if absent and "the feature's words" not in named:
+            for ev in evidence:
+                ev.claim, ev.milestone, ev.tier = None, None, CONTEXT
+            return absent
         return []
-    statements = {st.line: st for st in spec.statements}
-    found = []
-    for n, line in enumerate(spec.lines, start=1):
-        if n not in spec.code_lines and wanted <= words(line):
-            st = statements.get(n)
-            found.append(_evidence(spec, n, st.kind if st else None, st.milestone if st else None,
-                                   _tier(st) if st else 4, "words of the feature"))
-    return found
+
+    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str]) -> str | None:
+        """A contradiction the catalog records between the deciding requirement and another one about
+        the aspect the feature asks for (its words beyond the glossary concept: "exiting with code 1"
+        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive)."""
+        if not aspect:
+            return None
+        for rid in audit.requirements:
+            for note in self.index.entries[rid].get("contradictions", []):
+                others = {self.index.at(n).requirement for n in note["lines"]} - {rid, None}
+                if others and any(aspect & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
+                    cited = {ev.line for ev in audit.evidence}
+                    for n in note["lines"]:
+                        line = self.index.at(n)
+                        if n not in cited and line.requirement:
+                            scope = self.index.entries[line.requirement]["scope"]
+                            audit.evidence.append(_evidence(line, _SCOPE_CLAIM[scope], None, 4,
+                                                            f"catalog contradiction note on {rid}", "contradiction"))
+                    audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
+                    return (f"{audit.detail}, but the catalog records that {rid} and {', '.join(sorted(others))} "
+                            f"disagree: {note['note'].rstrip('.')} (lines {', '.join(map(str, note['lines']))})")
+        return None
+
+    def _requirements_of(self, deciding: list[Evidence]) -> list[str]:
+        """The requirement ids the deciding lines belong to or name."""
+        ids = {e.requirement for e in deciding if e.requirement}
+        for e in deciding:
+            st = self.index.at(e.line).statement if e.source == "spec" else None
+            ids |= set(st.ids) if st else set()
+        return sorted(ids)
+
+    # --- evidence
+
+    def _weight(self, words) -> float:
+        return sum(self.index.weight(t) for t in words) or 1.0
+
+    def _specific(self, phrase: tuple[str, ...]) -> bool:
+        """A phrase worth looking for: more than one term, or one term that is not everywhere."""
+        return bool(phrase) and (len(phrase) > 1 or self.index.share(phrase[0]) <= _COMMON_SHARE)
+
+    def _mentions(self, key, phrases, friends, kin, *, basis_prefix) -> list[Evidence]:
+        """Lines that name the feature (all terms of one of its phrases), each with the claim it makes."""
+        found = []
+        wanted = set(key)
+        longer = self._longer_names(phrases, kin)
+        for entry in self.index.lines:
+            words = self.index.line_terms(entry)
+            sequence = terms(entry.text)
+            # the feature's own words may stand anywhere on the line; a glossary name must read as one
+            hits = [(p, concept, covers) for p, concept, covers in phrases
+                    if set(p) <= words and (concept == "the feature's words" or in_order(p, sequence))]
+            if not hits:
+                continue
+            phrase, concept, _ = max(hits, key=lambda h: (len(h[2]), len(h[0])))
+            covered = frozenset().union(*(h[2] for h in hits))
+            coverage = self._weight(covered) / self._weight(frozenset().union(*(p[2] for p in phrases)))
+            if any(set(other) <= words and set(phrase) < set(other) for other in longer):
+                friends.append(_evidence(entry, None, None, CONTEXT, "same words, another concept", concept))
+                continue
+            claim, milestone, tier, basis = self._claim(entry, phrase)
+            fit = (coverage, _title_fit(entry, wanted))
+            found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT, basis_prefix + basis, concept, fit))
+        return found
+
+    def _longer_names(self, phrases, kin) -> list[tuple[str, ...]]:
+        """Glossary names of unrelated concepts that contain one of the feature's phrases ("zero-copy JSON
+        parsing" around "zero-copy"): a line naming them is about something else."""
+        mine = {tuple(p) for p, _, _ in phrases}
+        out = []
+        for entry in self.glossary.entries:
+            if entry.term in kin:
+                continue
+            for n in entry.names:
+                t = terms(n)
+                if t in mine:
+                    continue
+                if any(set(p) < set(t) for p in mine) and not any(set(t) <= set(p) for p in mine):
+                    out.append(t)
+        return out
+
+    def _claim(self, entry: IndexedLine, phrase: tuple[str, ...]) -> tuple[str | None, str | None, int, str]:
+        """(claim, milestone, tier, basis) of a line that names the feature."""
+        text = entry.text
+        pos = _position(text, max(phrase, key=self.index.weight))
+        before = text[:pos]
+        st = entry.statement
+        if entry.code:
+            if st is not None:
+                return st.kind, st.milestone, 3, "marker in a code comment"
+            return None, None, CONTEXT, "code"
+        if _RELIANCE.search(before):
+            return None, None, CONTEXT, "named as what M0 relies on"
+        negated = _NEGATION.search(before)
+        if st is not None and st.source == "list":
+            tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
+            if negated and st.kind in ("in-m0", "optional"):
+                return "out-of-scope", None, tier, f"excluded within an item of {entry.scope_list}"
+            if _in_explanation(text, st.name, pos):
+                return None, None, CONTEXT, f"named only in the explanation of an item of {entry.scope_list}"
+            inner = _parenthetical_claim(text, pos)
+            if inner:
+                return inner[0], inner[1], tier, f"item of {entry.scope_list}, marked in parentheses"
+            return st.kind, st.milestone, tier, f"item of {entry.scope_list}"
+        if negated:
+            kind = "prohibited" if re.search(r"must not|prohibit", before, re.IGNORECASE) else "out-of-scope"
+            return kind, None, 4 if entry.requirement else 3, "negated: " + (
+                f"in {entry.requirement}" if entry.requirement else "in the text")
+        if st is not None:
+            return st.kind, st.milestone, 3, "scope marker on the line"
+        if _IN_M0.search(text) and not entry.heading:
+            return "in-m0", None, 3, "the line says it is for M0"
+        if entry.requirement:
+            req = self.index.entries[entry.requirement]
+            if entry.line == req["line"]:
+                return _SCOPE_CLAIM[req["scope"]], None, 1, f"heading of {entry.requirement}, which names it"
+            return _SCOPE_CLAIM[req["scope"]], None, 4, f"in the body of {entry.requirement} (catalog scope {req['scope']})"
+        return None, None, CONTEXT, "names it"
+
+    def _concept_claims(self, concept: Entry, basis_prefix: str, query: tuple[str, ...],
+                        coverage: float = 1.0) -> list[Evidence]:
+        """The requirements that are the concept, the scope lines naming their ids, and its conflicts;
+        `coverage` is the share of the feature the concept accounts for."""
+        fit = (coverage, 1.0)
+        found = []
+        for rid in concept.req:
+            req = self.index.entries[rid]
+            head = self.index.at(req["line"])
+            found.append(_evidence(head, _SCOPE_CLAIM[req["scope"]], None, 1,
+                                   f"{basis_prefix}{rid} is ‘{concept.term}’ (catalog scope {req['scope']})",
+                                   concept.term, fit))
+            for st in self.spec.statements:
+                if rid in st.ids and st.line != req["line"]:
+                    tier = 1 if st.source == "list" and st.section.startswith("0.0") else 2 if st.source == "list" else 3
+                    found.append(_evidence(self.index.at(st.line), st.kind, st.milestone, tier,
+                                           f"{basis_prefix}names {rid}", concept.term, fit))
+        for rid, why in concept.conflicts:
+            line = self._best_line(rid, query + key_terms(" ".join(concept.names)))
+            found.append(_evidence(line, "prohibited", None, 4,
+                                   f"{basis_prefix}‘{concept.term}’ conflicts with {rid}: {why}", concept.term, fit))
+        return found
+
+    def _best_line(self, rid: str, query: tuple[str, ...]) -> IndexedLine:
+        """The line of requirement `rid` that best matches `query` (else the line its keyword opens)."""
+        req = self.spec.requirements[rid]
+        inside = [e for e, _ in self.index.search(query, k=len(self.index.lines))
+                  if req.line < e.line <= req.body[1] and not e.code]
+        return inside[0] if inside else self.index.at(req.opening_line or req.line)
+
+    def _concept(self, concept: Entry, basis: str, friends, tier: int, share: float) -> list[Evidence]:
+        """Evidence about a related concept, all of it indirect (at `tier`), covering `share` of the feature."""
+        phrases = [(terms(n), concept.term, frozenset({concept.term})) for n in concept.names
+                   if self._specific(terms(n))]
+        kin = {concept.term} | {t.term for _, t in self.glossary.related(concept)}
+        found = self._mentions(key_terms(concept.term), phrases, friends, kin, basis_prefix=basis + "; ")
+        found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
+        for ev in found:
+            if ev.claim is not None:
+                ev.tier, ev.fit = tier, (round(share, 6), 1.0)
+        return found
+
+    # --- answers without a verdict
+
+    def _generic(self, name, purpose, key) -> FeatureAudit:
+        audit = FeatureAudit(name, purpose, "not addressed by the spec", "no verdict: the words are too generic",
+                             "high", "a verdict from generic words would be a guess", [], [])
+        audit.check = ("name the feature itself (what it does, the technique, the endpoint); words such as "
+                       f"{', '.join(repr(w) for w in name.split()[:4])} occur all over the spec")
+        audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in
+                         self.index.search(key, k=3)] if key else []
+        return audit
+
+    def _not_addressed(self, audit: FeatureAudit, key, matches, absent: list[str]) -> None:
+        query = key + tuple(t for m in matches for n in m.entry.names for t in key_terms(n))
+        ranked = [(e, s) for e, s in self.index.search(query, k=12) if not e.code][:5]
+        audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in ranked]
+        if self.index.parent:
+            audit.closest += [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}" + (
+                f"; parent heading milestone {e.milestone_tag}" if e.milestone_tag else ""), "closest")
+                for e, score in self.index.search(query, k=3, source="parent")]
+        reqs = list(dict.fromkeys(e.requirement for e, _ in ranked if e.requirement))
+        named = [m.entry.term for m in matches]
+        if absent:
+            audit.detail = (f"the spec never names {' or '.join(absent)}; the lines about the rest of the feature "
+                            "state nothing about it")
+        elif audit.evidence:
+            audit.detail = "the spec names it, but no line states a scope for it"
+        elif named:
+            audit.detail = f"the spec does not name it (known to the glossary as {', '.join(named)})"
+        else:
+            audit.detail = "the spec does not name it"
+        titles = [f"{r} ({self.index.entries[r]['title']})" for r in reqs[:3]]
+        where = f"whether it falls under {', '.join(titles)}" if titles else "the closest lines below"
+        audit.check = f"check {where}; if it is wanted in M0, ask the spec owner to scope it"
+        audit.confidence = "medium" if ranked else "high"
+        audit.confidence_reason = ("related lines exist; a reader should confirm none of them covers it" if ranked
+                                   else "no line shares a word with it")
+
+    def _contradictions(self, evidence: list[Evidence], requirements: list[str]) -> list[Contradiction]:
+        """Scope claims that disagree below the deciding tier, and the catalog's notes on the deciding requirements."""
+        found = []
+        claims = [e for e in evidence if e.claim and e.tier <= 3]
+        found += _disagreements(claims, "the spec's direct statements")
+        for rid in requirements:
+            for c in self.index.entries[rid].get("contradictions", []):
+                found.append(Contradiction("requirement note", f"{rid}: {c['note'].rstrip('.')}", c["lines"]))
+        return found
 
 
-def _dedupe(evidence: list[Evidence]) -> list[Evidence]:
-    best: dict[int, Evidence] = {}
-    for ev in evidence:
-        if ev.line not in best or (ev.tier, ev.claim is None) < (best[ev.line].tier, best[ev.line].claim is None):
-            best[ev.line] = ev
-    return sorted(best.values(), key=lambda ev: ev.line)
+def audit_features(features: list[str], spec: ParsedSpec, catalog: Catalog, *, purposes: list[str | None] | None = None,
+                   parent_text: str | None = None, glossary: Glossary | None = None) -> list[FeatureAudit]:
+    """Audit each feature (with the purpose claimed for it, if any); raise AuditError for none or a blank name."""
+    names = [f.strip() for f in features]
+    if not names:
+        raise AuditError("give at least one feature, e.g. m0-conformance audit \"speculative decoding\"")
+    if not all(names):
+        raise AuditError("a feature without a name; every feature needs a few words saying what it is")
+    auditor = Auditor(SpecIndex(spec, catalog, parent_text), glossary)
+    purposes = purposes or [None] * len(names)
+    return [auditor.audit(name, purpose) for name, purpose in zip(names, purposes)]
 
 
-def _verdict(evidence: list[Evidence]) -> tuple[str, str]:
+# --- verdicts
+
+def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Contradiction]]:
     claims = [ev for ev in evidence if ev.claim is not None]
     if not claims:
-        return "not addressed by the spec", "no spec line states a scope for it" if evidence else "no spec line mentions it"
+        return "not addressed by the spec", "", [], []
+    # the lines that name most of the feature decide; among them the strongest tier, then the best fit
+    widest = max(ev.fit[0] for ev in claims)
+    claims = [ev for ev in claims if ev.fit[0] >= 0.75 * widest]
     tier = min(ev.tier for ev in claims)
     top = [ev for ev in claims if ev.tier == tier]
+    best = max(ev.fit for ev in top)
+    top = [ev for ev in top if ev.fit == best]
+    # related concepts and stated purposes may point different ways; only the spec's own lines contradict it
+    clash = _disagreements(top, "the deciding lines") if tier <= 4 else []
+    # "optional in M0, required from M1+" is one answer, not two
+    optional_now = any(ev.claim == "optional" for ev in top) and \
+        all(ev.claim in ("optional", "later", "deferred-M1") for ev in top)
+    if clash and not optional_now:
+        return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(top)})", top, clash
+    if optional_now and any(ev.claim != "optional" for ev in top):
+        later = sorted({ev.milestone or "M1" for ev in top if ev.claim != "optional"})
+        return "in M0", f"optional in M0, required from {' / '.join(later)} ({_cite(top)})", top, []
     strongest = max(_STRENGTH[ev.claim] for ev in top)
     deciding = [ev for ev in top if _STRENGTH[ev.claim] == strongest]
     claim = deciding[0].claim
-    lines = _cite(deciding)
-    detail = f"{_CLAIM_TEXT[claim]} ({lines})"
-    if claim == "later":
-        milestones = sorted({ev.milestone for ev in deciding if ev.milestone})
-        if milestones:
-            detail = f"{_CLAIM_TEXT[claim]}: {' / '.join(milestones)} ({lines})"
-    if all(ev.basis.startswith("indirect") for ev in deciding):
-        detail += f"; indirect, as a means to {' and '.join(dict.fromkeys(ev.concept for ev in deciding))}"
-    return _VERDICT_OF[claim], detail
+    detail = _CLAIM_TEXT[claim]
+    milestones = sorted({ev.milestone for ev in deciding if ev.milestone and ev.milestone != "post-M0"})
+    if claim == "later" and milestones:
+        detail += f": {' / '.join(milestones)}"
+    detail += f" ({_cite(deciding)})"
+    if tier >= 5:
+        reasons: dict[str, list[str]] = {}
+        for ev in deciding:  # "the stated purpose “…” is A", "… is B" -> "the stated purpose “…” is A, B"
+            head, _, target = ev.basis.split(";")[0].removeprefix("indirect: ").partition(" ‘")
+            target = "‘" + target
+            reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
+        detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
+    return _VERDICT_OF[claim], detail, deciding, []
 
 
-def _cite(evidence: list[Evidence]) -> str:
-    """'§0.0 lines 22, 76; §7.6 line 1307': the lines grouped by section number."""
-    by_section: dict[str, list[int]] = {}
-    for ev in evidence:
-        by_section.setdefault(ev.section.split()[0], []).append(ev.line)
-    return "; ".join(f"{section} {_lines(lines)}" for section, lines in by_section.items())
-
-
-def _contradictions(evidence: list[Evidence], requirements: list[dict], entries: dict) -> list[Contradiction]:
-    """Disagreements among the lines of each concept, then the catalog's notes on linked requirements."""
-    found = []
-    for concept in dict.fromkeys(ev.concept for ev in evidence):
-        claims = [ev for ev in evidence if ev.concept == concept and ev.claim is not None
-                  and "requirement" not in ev.basis]
-        found += _disagreements(concept, claims)
-    for req in requirements:
-        for c in entries[req["id"]].get("contradictions", []):
-            found.append(Contradiction("requirement note", f"{req['id']}: {c['note'].rstrip('.')}", c["lines"]))
-    return found
-
-
-def _disagreements(concept: str, claims: list[Evidence]) -> list[Contradiction]:
+def _disagreements(claims: list[Evidence], where: str) -> list[Contradiction]:
     found = []
     in_m0 = [ev.line for ev in claims if ev.claim in ("in-m0", "optional")]
     outside = [ev.line for ev in claims if ev.claim not in ("in-m0", "optional")]
     if in_m0 and outside:
-        found.append(Contradiction("in M0 vs not in M0",
-                                   f"{concept}: {_lines(in_m0)} put it in M0 while {_lines(outside)} "
-                                   f"keep it out of M0",
-                                   sorted(in_m0 + outside)))
-    by_milestone: dict[str, list[int]] = {}
+        found.append(Contradiction("in M0 vs not in M0", f"{_lines(in_m0)} put it in M0 while {_lines(outside)} "
+                                   f"keep it out of M0", sorted(set(in_m0 + outside))))
+    sets = {}
     for ev in claims:
         if ev.claim in ("later", "deferred-M1") and ev.milestone and ev.milestone != "post-M0":
-            by_milestone.setdefault(ev.milestone, []).append(ev.line)
-    if len(by_milestone) > 1:
-        parts = "; ".join(f"{m} at {_lines(lines)}" for m, lines in sorted(by_milestone.items()))
-        found.append(Contradiction("milestones differ", f"{concept}: the spec names different milestones: {parts}",
-                                   sorted(n for lines in by_milestone.values() for n in lines)))
+            sets.setdefault(ev.milestone, []).append(ev.line)
+    names = sorted(sets)
+    disjoint = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if not (_range(a) & _range(b))]
+    if disjoint:
+        parts = "; ".join(f"{m} at {_lines(lines)}" for m, lines in sorted(sets.items()))
+        found.append(Contradiction("milestones differ", f"{where} name milestones with nothing in common: {parts}",
+                                   sorted({n for lines in sets.values() for n in lines})))
     return found
 
 
-def _join(lines: list[int]) -> str:
-    return ", ".join(str(n) for n in sorted(set(lines)))
+def _range(milestone: str) -> set[int]:
+    """The milestones a label admits: "M2+" is M2 and later, "M4" only M4."""
+    number = int(re.search(r"\d", milestone).group())
+    return set(range(number, 10)) if milestone.endswith("+") else {number}
+
+
+# --- helpers over lines
+
+def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1.0, 1.0)) -> Evidence:
+    fit = (round(fit[0], 6), round(fit[1], 6))  # shares summed in another order must still compare equal
+    return Evidence(entry.line, entry.section, entry.text, claim, milestone, tier, basis, concept, entry.requirement,
+                    entry.requirement_scope, entry.scope_list, fit, entry.source)
+
+
+def _title_fit(entry: IndexedLine, wanted: set[str]) -> float:
+    """For a heading, the share of its own terms that the feature names (a title with fewer extra words fits better)."""
+    if not entry.heading:
+        return 1.0
+    title = set(key_terms(re.sub(r"\[M0-[^\]]+\]|^#+\s*[\d.]*", "", entry.text)))
+    return len(title & wanted) / len(title) if title else 1.0
+
+
+def _position(text: str, term: str) -> int:
+    """Where `term` first occurs in `text` (characters)."""
+    for match in re.finditer(r"\S+", text):
+        if term in terms(match.group()):
+            return match.start()
+    return 0
+
+
+def _in_explanation(text: str, name: str, pos: int) -> bool:
+    """True if `pos` lies after the item's name, past a dash or colon that starts its explanation."""
+    start = text.find(name)
+    if start < 0 or pos < start + len(name):
+        return False
+    gap = _EXPLANATION.search(text, start + len(name))
+    return gap is not None and gap.start() < pos and "(" not in text[start + len(name):gap.start()]
+
+
+def _parenthetical_claim(text: str, pos: int) -> tuple[str, str | None] | None:
+    """A scope marker inside the parentheses around `pos` ("(graceful shutdown endpoint deferred)")."""
+    open_at = text.rfind("(", 0, pos)
+    if open_at < 0 or text.rfind(")", 0, pos) > open_at:
+        return None
+    close_at = text.find(")", pos)
+    inner = text[open_at + 1:close_at if close_at > 0 else len(text)].lower()
+    if "defer" in inner:
+        milestone = re.search(r"\bm([1-9])\+?", inner)
+        if milestone and milestone.group(1) != "1":
+            return "later", f"M{milestone.group(1)}+"
+        return "deferred-M1", "M1"
+    if "optional" in inner:
+        return "optional", None
+    return None
+
+
+def _dedupe(evidence: list[Evidence]) -> list[Evidence]:
+    """One piece of evidence per line: the strongest (lowest tier, a claim over context, then the best fit)."""
+    best: dict[tuple[str, int], Evidence] = {}
+    for ev in evidence:
+        key = (ev.source, ev.line)
+        rank = (ev.tier, ev.claim is None, tuple(-x for x in ev.fit))
+        if key not in best or rank < (best[key].tier, best[key].claim is None, tuple(-x for x in best[key].fit)):
+            best[key] = ev
+    return sorted(best.values(), key=lambda ev: (ev.source, ev.line))
+
+
+def _cite(evidence: list[Evidence], most: int = 6) -> str:
+    """'§0.0 lines 22, 76; §7.6 line 1307': the lines grouped by section number, the first `most` of them."""
+    ordered = sorted(evidence, key=lambda ev: (ev.tier, ev.line))
+    by_section: dict[str, list[int]] = {}
+    for ev in sorted(ordered[:most], key=lambda ev: ev.line):
+        by_section.setdefault(ev.section.split()[0], []).append(ev.line)
+    more = f"; and {len(ordered) - most} more" if len(ordered) > most else ""
+    return "; ".join(f"{section} {_lines(lines)}" for section, lines in by_section.items()) + more
 
 
 def _lines(lines: list[int]) -> str:
-    return f"line{'s' if len(set(lines)) > 1 else ''} {_join(lines)}"
-
-
-def as_json(audits: list[FeatureAudit], spec_identity: dict) -> dict:
-    return {"spec": spec_identity, "features": [_audit_dict(a) for a in audits],
-            "summary": [{"feature": a.feature, "verdict": a.verdict, "detail": a.detail,
-                         "contradictions": len(a.contradictions)} for a in audits]}
-
-
-def _audit_dict(audit: FeatureAudit) -> dict:
-    data = asdict(audit)
-    for key in ("evidence", "false_friends"):
-        for item, ev in zip(data[key], getattr(audit, key)):
-            item["claim_text"] = ev.claim_text
-    return data
-
-
-def render_markdown(audits: list[FeatureAudit], spec_identity: dict) -> str:
-    """The proof document: a summary table, then per feature its verdict and every cited line."""
-    out = ["# Scope audit against the M0 worker spec", "",
-           (f"Spec: `{spec_identity['path']}`, revision {spec_identity['revision']}, "
-            f"sha256 `{spec_identity['sha256'][:16]}…`. Line numbers refer to this file."), "",
-           "## Summary", "", "| feature | verdict | basis | contradictions |", "| --- | --- | --- | --- |"]
-    out += [f"| {_cell(a.feature)} | **{a.verdict}** | {_cell(a.detail)} | {len(a.contradictions) or '—'} |"
-            for a in audits]
-    for audit in audits:
-        out += ["", f"## {audit.feature}", "", f"**Verdict: {audit.verdict}** — {audit.detail}.", ""]
-        if audit.concepts:
-            out.append(f"Matched concepts: {', '.join(audit.concepts)}.")
-        else:
-            out.append("No concept of the table matches; lines were found by the feature's own words.")
-        for note in audit.indirect:
-            out.append(f"Indirect evidence — a means to {note}.")
-        if audit.requirements:
-            out += ["", "Requirements:"]
-            out += [f"- {r['id']} {r['title']} (§{r['section']}, line {r['line']}): {r['relation']}; "
-                    f"catalog scope {r['scope']} (scope lines {', '.join(map(str, r['scope_lines']))})"
-                    for r in audit.requirements]
-        out += ["", "Spec lines:"]
-        out += [f"- line {ev.line}, {ev.section} — *{ev.claim_text}*"
-                f"{'' if ev.basis == 'direct' else f' [{ev.basis}]'}: “{ev.text}”" for ev in audit.evidence]
-        if not audit.evidence:
-            out.append("- none: the spec does not mention it.")
-        if audit.false_friends:
-            out += ["", "Same words, different meaning (not evidence):"]
-            out += [f"- line {ev.line}, {ev.section}: “{ev.text}”" for ev in audit.false_friends]
-        if audit.contradictions:
-            out += ["", "Contradictions inside the spec:"]
-            out += [f"- {c.kind}: {c.note}." for c in audit.contradictions]
-    return "\n".join(out) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    unique = sorted(set(lines))
+    return f"line{'s' if len(unique) > 1 else ''} {', '.join(map(str, unique))}"

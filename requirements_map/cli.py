@@ -12,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import audit, drift, report
+from . import audit, audit_proof, drift, report
+from .glossary import GlossaryError
+from .proposal import ProposalError, read_proposal
+from .spec_index import ParentSpecError
 from .catalog import (
     CatalogError,
     check_catalog,
@@ -26,7 +29,8 @@ from .catalog import (
 from .results import ResultsError
 from .spec_source import ENV_VAR, SpecSourceError, load_spec
 
-USER_ERRORS = (SpecSourceError, CatalogError, audit.AuditError, ResultsError, report.ReportError)
+USER_ERRORS = (SpecSourceError, CatalogError, audit.AuditError, ResultsError, report.ReportError, ProposalError,
+               ParentSpecError, GlossaryError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("audit", help="scope audit of proposed features, with spec citations")
     p.add_argument("features", nargs="*", metavar="FEATURE", help="a proposed feature in plain words")
+    p.add_argument("--proposal", metavar="FILE",
+                   help="a proposal (Markdown or YAML): each feature's name and the claim of what it is for")
+    p.add_argument("--parent", metavar="FILE", help="also search the parent spec 00_llama-orch.md (context only)")
     p.add_argument("--spec", help=spec_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_audit)
@@ -143,18 +150,32 @@ def _drift(args) -> int:
 
 
 def _audit(args) -> int:
-    if not args.features:
+    proposed = read_proposal(args.proposal) if args.proposal else []
+    names = args.features + [f.name for f in proposed]
+    purposes = [None] * len(args.features) + [f.purpose for f in proposed]
+    if not names:
         raise audit.AuditError("no features given; name at least one, e.g. "
-                               "m0-conformance audit \"speculative decoding\" \"top-k sampling\"")
+                               "m0-conformance audit \"speculative decoding\" \"top-k sampling\", "
+                               "or pass --proposal FILE")
     spec = load_spec(args.spec)
+    parent = _read_parent(args.parent) if args.parent else None
     catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
-    audits = audit.audit_features(args.features, spec.parsed, catalog)
+    audits = audit.audit_features(names, spec.parsed, catalog, purposes=purposes, parent_text=parent)
     identity = _identity(spec)
     if args.json:
-        print(json.dumps(audit.as_json(audits, identity), indent=1, ensure_ascii=False))
+        print(json.dumps(audit_proof.as_json(audits, identity), indent=1, ensure_ascii=False))
     else:
-        print(audit.render_markdown(audits, identity), end="")
+        title = f"Scope audit of the proposal {Path(args.proposal).name}" if args.proposal else None
+        print(audit_proof.render_markdown(audits, identity, title), end="")
     return 0
+
+
+def _read_parent(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SpecSourceError(f"cannot read parent spec {path}: {reason}") from exc
 
 
 def _report(args) -> int:

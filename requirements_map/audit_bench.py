@@ -1,0 +1,96 @@
+"""Scope audit benchmark: verdict accuracy and key-line recall on the labelled features.
+
+    python -m requirements_map.audit_bench [--spec FILE] [--part all|tuned|held-out] [--misses]
+
+The labels (data/audit_labels.yaml) were written by reading the spec; a third of them is marked
+held out and was never looked at while the audit was tuned. A verdict is right when it equals
+the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
+closest) at least one of the label's key lines. Prints one table per part, rows per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+import yaml
+
+from .audit import VERDICTS, audit_features
+from .catalog import derive_catalog, load_catalog
+from .spec_source import SpecSourceError, load_spec
+
+PARTS = ("all", "tuned", "held-out")
+
+
+def load_labels() -> list[dict]:
+    path = resources.files("requirements_map") / "data" / "audit_labels.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["features"]
+
+
+def cited_lines(audit) -> set[int]:
+    """The lines a reader is pointed to: those stating a scope, and for "not addressed" the closest ones."""
+    lines = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
+    return lines | {ev.line for ev in audit.closest if ev.source == "spec"}
+
+
+def score(labels: list[dict], audits) -> dict[str, dict[str, list[int]]]:
+    """Per class: [right verdicts, features with key lines, of which a key line is cited, total]."""
+    table: dict[str, list[int]] = {}
+    for label, audit in zip(labels, audits):
+        row = table.setdefault(label["verdict"], [0, 0, 0, 0])
+        row[0] += audit.verdict == label["verdict"]
+        if label["key_lines"]:
+            row[1] += 1
+            row[2] += bool(set(label["key_lines"]) & cited_lines(audit))
+        row[3] += 1
+    return table
+
+
+def render(part: str, table: dict[str, list[int]]) -> str:
+    out = [f"## {part}", "", "| class | features | verdict right | key line cited |", "| --- | --- | --- | --- |"]
+    totals = [0, 0, 0, 0]
+    for verdict in VERDICTS:
+        if verdict not in table:
+            continue
+        right, keyed, cited, n = table[verdict]
+        totals = [a + b for a, b in zip(totals, table[verdict])]
+        out.append(f"| {verdict} | {n} | {_pct(right, n)} | {_pct(cited, keyed)} |")
+    right, keyed, cited, n = totals
+    out.append(f"| **all classes** | {n} | **{_pct(right, n)}** | **{_pct(cited, keyed)}** |")
+    return "\n".join(out)
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100 * part / whole:.0f}%)" if whole else "—"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m requirements_map.audit_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", help="spec file (default: $M0_SPEC, else the cached pinned revision)")
+    parser.add_argument("--part", choices=PARTS, action="append", help="which part(s) to print (default: all three)")
+    parser.add_argument("--misses", action="store_true", help="list the features whose verdict or key line is missed")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecSourceError as exc:
+        print(f"audit_bench: error: {exc}", file=sys.stderr)
+        return 2
+    catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
+    labels = load_labels()
+    audits = audit_features([f["feature"] for f in labels], spec.parsed, catalog)
+    chosen = {"all": lambda f: True, "tuned": lambda f: not f.get("held_out"), "held-out": lambda f: f.get("held_out")}
+    for part in args.part or PARTS:
+        pairs = [(f, a) for f, a in zip(labels, audits) if chosen[part](f)]
+        print(render(part, score([f for f, _ in pairs], [a for _, a in pairs])), end="\n\n")
+        if args.misses:
+            for f, a in pairs:
+                keyed = set(f["key_lines"])
+                if a.verdict != f["verdict"] or (keyed and not keyed & cited_lines(a)):
+                    print(f"- {f['feature']!r}: expected {f['verdict']} {sorted(keyed)}, got {a.verdict}: {a.detail}")
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

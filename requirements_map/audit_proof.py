@@ -1,0 +1,89 @@
+"""The audit's proof document: Markdown for a reader who checks each quote against the spec, and JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .audit import TIER_NAMES, Evidence, FeatureAudit
+
+
+def as_json(audits: list[FeatureAudit], spec_identity: dict) -> dict:
+    """The audit as data: a summary row per feature, then every line each verdict rests on."""
+    return {"spec": spec_identity,
+            "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "detail": a.detail,
+                         "requirements": a.requirements, "contradictions": len(a.contradictions)} for a in audits],
+            "features": [_audit_dict(a) for a in audits]}
+
+
+def _audit_dict(audit: FeatureAudit) -> dict:
+    data = asdict(audit)
+    for key in ("evidence", "false_friends", "closest"):
+        for item, ev in zip(data[key], getattr(audit, key)):
+            item["claim_text"] = ev.claim_text
+            item["fit"] = [round(x, 3) for x in ev.fit]
+    return data
+
+
+def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str | None = None) -> str:
+    """The proof document: a summary table, then per feature its verdict and every line it rests on."""
+    out = [f"# {title or 'Scope audit against the M0 worker spec'}", "",
+           (f"Spec: `{spec_identity['path']}`, revision {spec_identity['revision']}, "
+            f"sha256 `{spec_identity['sha256'][:16]}…`. Line numbers refer to this file; every quote is the "
+            "line's text with its indentation stripped."), "",
+           "## Summary", "", "| feature | verdict | confidence | basis | requirements | contradictions |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {_cell(a.feature)} | **{a.verdict}** | {a.confidence} | {_cell(a.detail)} | "
+            f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} |" for a in audits]
+    out += ["", "Evidence is weighed in tiers: " + "; ".join(f"{n} {name}" for n, name in TIER_NAMES.items()) + "."]
+    for audit in audits:
+        out += ["", f"## {audit.feature}", ""]
+        if audit.purpose:
+            out += [f"Claimed purpose: “{audit.purpose}”", ""]
+        out += [f"**Verdict: {audit.verdict}** — {audit.detail}. Confidence: {audit.confidence} "
+                f"({audit.confidence_reason}).", ""]
+        if audit.concepts:
+            out.append(f"Glossary concepts: {', '.join(audit.concepts)}.")
+        claims = sorted((ev for ev in audit.evidence if ev.claim), key=lambda ev: (ev.tier, ev.line))
+        direct = [ev for ev in claims if ev.tier <= 4]
+        if direct:
+            out += ["", "Lines that state a scope for it (strongest first):"]
+            out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in direct]
+        indirect = [ev for ev in claims if ev.tier > 4]
+        if indirect:
+            out += ["", "Indirect evidence (through what it is, or what it is for):"]
+            out += [_quote(ev, f"*{ev.claim_text}*, tier {ev.tier}, {ev.basis}") for ev in indirect[:8]]
+            if len(indirect) > 8:
+                out.append(f"- … and {len(indirect) - 8} more (in the JSON output)")
+        context = [ev for ev in audit.evidence if not ev.claim and not ev.basis.startswith("indirect")]
+        if context:
+            out += ["", "Lines that name it without stating a scope:"]
+            out += [_quote(ev, ev.basis) for ev in context[:12]]
+            if len(context) > 12:
+                out.append(f"- … and {len(context) - 12} more (in the JSON output)")
+        if audit.closest:
+            out += ["", "Closest lines (BM25 ranking; none of them names the feature):"]
+            out += [_quote(ev, f"{ev.basis}{f', in {ev.requirement}' if ev.requirement else ''}") for ev in audit.closest]
+        if audit.check:
+            out += ["", f"What to check: {audit.check}."]
+        if audit.false_friends:
+            out += ["", "Same words, another concept (not evidence):"]
+            out += [_quote(ev, "another concept") for ev in audit.false_friends]
+        if audit.contradictions:
+            out += ["", "Contradictions inside the spec:"]
+            out += [f"- {c.kind}: {c.note}." for c in audit.contradictions]
+    return "\n".join(out) + "\n"
+
+
+def _ids(ids: list[str], most: int = 4) -> str:
+    if not ids:
+        return "—"
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _quote(ev: Evidence, note: str) -> str:
+    where = "parent spec " if ev.source == "parent" else ""
+    return f"- {where}line {ev.line}, {ev.section} — {note}: “{ev.text}”"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")

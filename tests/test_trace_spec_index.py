@@ -1,0 +1,78 @@
+"""The spec index (every line with its context, BM25 search) and the field glossary."""
+from __future__ import annotations
+
+import pytest
+
+from requirements_map.catalog import load_catalog
+from requirements_map.glossary import load_glossary
+from requirements_map.spec_index import ParentSpecError, SpecIndex, key_terms, terms
+
+pytest_plugins = ["trace_fixtures"]
+
+
+@pytest.fixture(scope="module")
+def index(record_spec):
+    return SpecIndex(record_spec.parsed, load_catalog())
+
+
+def test_every_line_is_indexed_with_its_section_and_requirement(index, record_spec):
+    spec = record_spec.parsed
+    assert [e.line for e in index.lines] == list(range(1, len(spec.lines) + 1))
+    for req in spec.requirements.values():
+        for n in (req.line, req.body[1]):
+            assert index.at(n).requirement == req.id
+            assert index.at(n).requirement_scope == load_catalog().by_id()[req.id]["scope"]
+    assert index.at(1).requirement is None
+
+
+def test_scope_list_items_know_their_list(index):
+    assert index.at(22).scope_list.startswith("§0.0 DEFERRED to M1+")
+    assert index.at(41).scope_list.startswith("§0.0 KEPT in M0")
+    assert index.at(129).scope_list == "§0.2 Out of Scope for M0"
+    assert index.at(2920).scope_list.startswith("§14.3 Advanced Features")
+    assert index.at(2983).scope_list == "§15.2 Deferred to M2+"
+    assert index.at(926).scope_list is None
+
+
+def test_search_is_stemmed_and_ranked(index):
+    # "copies" and "chunked" meet "copy" and "chunks" of M0-W-1222
+    best = [e.requirement for e, _ in index.search("chunked copies of tensors", k=5)]
+    assert "M0-W-1222" in best
+    ranked = index.search("memory-mapped I/O")
+    assert 926 in [e.line for e, _ in ranked[:3]]  # the heading of M0-W-1221
+    scores = [score for _, score in ranked]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+
+
+def test_terms_keep_ids_paths_and_units_whole():
+    assert terms("See M0-W-1222: GET /metrics in 1 MB chunks") == ("see", "m0-w-1222", "get", "/metrics", "1mb", "chunk")
+    assert key_terms("better support for Qwen2.5") == ("qwen2.5",)
+
+
+def test_a_file_that_is_not_the_parent_spec_is_refused(record_spec):
+    with pytest.raises(ParentSpecError):
+        SpecIndex(record_spec.parsed, load_catalog(), "# notes\n\nnothing here\n")
+
+
+def test_glossary_is_large_consistent_and_tied_to_real_requirements():
+    glossary = load_glossary()
+    catalog = load_catalog().by_id()
+    assert len(glossary.entries) >= 200
+    owner: dict[tuple, str] = {}
+    for entry in glossary.entries:
+        for rid in entry.req + tuple(rid for rid, _ in entry.conflicts):
+            assert rid in catalog, (entry.term, rid)
+        for _, target in glossary.related(entry):
+            assert target.term != entry.term
+        for name in entry.names:
+            assert name.split()[0].lower() not in ("no", "without"), name  # a name says what it is, not what it lacks
+            owner.setdefault(terms(name), entry.term)
+            assert owner[terms(name)] == entry.term, f"{name!r} names both {owner[terms(name)]!r} and {entry.term!r}"
+
+
+def test_the_most_specific_glossary_concept_wins():
+    glossary = load_glossary()
+    assert [m.entry.term for m in glossary.match("paged KV-cache block allocator")] == ["paged KV allocator"]
+    assert [m.entry.term for m in glossary.match("H2D transfer")] == ["host-to-device copy"]
+    assert glossary.match("draft model")[0].entry.term == "speculative decoding"
+    assert glossary.match("SSE")[0].entry.term == "server-sent events"
