@@ -5,7 +5,7 @@ where the file has them), RoPE on Q and K, GQA attention over the KV cache, outp
 residual add, RMSNorm, SwiGLU feed-forward, residual add; final RMSNorm and the output head
 (the token table itself when the file has no `output.weight`: a tied head).
 The ops (`ops_numpy.py` documents them) decide where the numbers live; this file only says
-what is computed. The GPT-style adapter of a later issue has the same three methods.
+what is computed. The GPT-style adapter (gpt2.py) has the same three methods.
 """
 from __future__ import annotations
 
