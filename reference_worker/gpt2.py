@@ -18,26 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from reference_worker.adapter import Adapter, CommonHParams
 from reference_worker.gguf_file import GGUFFile, load_failed
 from reference_worker.llama import _shaped
 
 
 @dataclass(frozen=True)
-class HParams:
+class HParams(CommonHParams):
     """Shape of a GPT-2-style model, read from `{arch}.*` metadata."""
-
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    n_ctx: int
-    n_vocab: int
-    eps: float
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
 
     @property
     def qkv_rows(self) -> int:
@@ -45,20 +33,7 @@ class HParams:
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> HParams:
-        n_head = gguf.hparam("attention.head_count")
-        hp = cls(
-            n_layer=gguf.hparam("block_count"), n_embd=gguf.hparam("embedding_length"), n_head=n_head,
-            n_head_kv=gguf.hparam("attention.head_count_kv", n_head), n_ff=gguf.hparam("feed_forward_length"),
-            n_ctx=gguf.hparam("context_length"), n_vocab=gguf.tensor("token_embd.weight").shape[0],
-            eps=gguf.hparam("attention.layer_norm_epsilon"),
-        )
-        counts = (hp.n_layer, hp.n_embd, n_head, hp.n_head_kv, hp.n_ff, hp.n_ctx)
-        if not all(isinstance(v, int) and v > 0 for v in counts) or not (
-                isinstance(hp.eps, float) and np.isfinite(hp.eps) and hp.eps > 0):
-            raise load_failed(f"model hyperparameters are out of range: {hp}")
-        if hp.n_embd % n_head or n_head % hp.n_head_kv:
-            raise load_failed(f"{n_head} heads, {hp.n_head_kv} KV heads and width {hp.n_embd} do not fit together")
-        return hp
+        return cls.read(gguf, "attention.layer_norm_epsilon")
 
 
 @dataclass
@@ -77,10 +52,11 @@ class Layer:
     b_down: Any
 
 
-class GPT2Adapter:
+class GPT2Adapter(Adapter):
     """Weights of one GPT-2-style model on a backend, and its forward pass."""
 
     architecture_name = "gpt2"
+    hparams_class = HParams
 
     def __init__(self, gguf: GGUFFile, ops: ModuleType, on_progress: Callable[[float], None] = lambda _: None) -> None:
         self.ops = ops
@@ -114,21 +90,6 @@ class GPT2Adapter:
             w_up=matrix("ffn_up", hp.n_ff, hp.n_embd), b_up=vector("ffn_up", "bias", hp.n_ff),
             w_down=matrix("ffn_down", hp.n_embd, hp.n_ff), b_down=vector("ffn_down", "bias", hp.n_embd),
         )
-
-    @staticmethod
-    def context_cache_bytes(gguf: GGUFFile, kv_cache_bytes: Callable[[int, int, int, int], int]) -> int:
-        """The bytes of a KV cache for the model's whole context, given a backend's
-        kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim): read before any weight is loaded."""
-        hp = HParams.from_gguf(gguf)
-        return kv_cache_bytes(hp.n_layer, hp.n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def kv_cache_bytes(self, n_ctx: int) -> int:
-        hp = self.hp
-        return self.ops.kv_cache_bytes(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def new_cache(self, n_ctx: int) -> Any:
-        hp = self.hp
-        return self.ops.new_kv_cache(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
 
     def forward(self, tokens: list[int], start: int, cache: Any, all_logits: bool = False) -> np.ndarray:
         """Run tokens at positions start.. through the model, extending cache.

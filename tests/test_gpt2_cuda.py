@@ -1,7 +1,7 @@
 """The GPT-style adapter on the CUDA backend: gpt2_layers.cu's kernels (LayerNorm, GELU, the
-position embedding add) against their NumPy twins, and synthetic gpt2 models against the NumPy
-engine, through prefill and the decode step captured as a CUDA graph. Tolerances as in
-test_cuda_kernels.py and test_cuda_engine.py."""
+position embedding add) against their NumPy twins, and test_cuda_engine.py's checks on synthetic
+gpt2 models (against the NumPy engine, through prefill and the decode step captured as a CUDA
+graph; VRAM loading, accounting and limits). Tolerances as in test_cuda_kernels.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,14 +11,23 @@ from hypothesis import strategies as st
 
 from reference_worker import ops_numpy, synthetic
 from reference_worker.cuda import cuda_unavailable_reason
-from reference_worker.engine import Engine, SamplingParams
+from reference_worker.engine import SamplingParams
 
 pytestmark = pytest.mark.cuda
 if (REASON := cuda_unavailable_reason()) is not None:
     pytest.skip(f"CUDA backend unavailable: {REASON}", allow_module_level=True)
 
 import cupy as cp  # noqa: E402
-from test_cuda_engine import PROMPT, _decode  # noqa: E402
+# test_cuda_engine.py's tests hold for any architecture: imported here, pytest runs them again
+# with this module's `model_path`, synthetic gpt2 files.
+from test_cuda_engine import (  # noqa: E402, F401
+    PROMPT, _decode, engines, test_a_model_too_large_for_the_budget_is_refused_with_the_numbers,
+    test_chunk_size_does_not_change_what_is_loaded, test_graph_decoding_follows_the_model_greedily,
+    test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_budget_beside_the_weights,
+    test_teacher_forced_logits_agree_with_the_numpy_engine, test_temperature_zero_gives_identical_ids_run_after_run,
+    test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on,
+    test_vram_returns_to_its_baseline_after_100_requests, test_weights_stay_in_their_encoding_at_aligned_offsets,
+)
 from test_cuda_kernels import GPU_SETTINGS, WEIGHT_TYPES, cols_for, random_weight, rel_err  # noqa: E402
 
 from reference_worker.cuda import kernels  # noqa: E402
@@ -61,45 +70,9 @@ def test_add_positions_adds_the_decoded_rows_of_the_positions(qtype, rows, units
 
 @pytest.fixture(scope="module", params=[("mixed", True), ("Q4_K", False), ("MXFP4", True)],
                 ids=["mixed-tied", "Q4_K-untied", "MXFP4-tied"])
-def engines(request, tmp_path_factory):
+def model_path(request, tmp_path_factory):
     quant, tied_head = request.param
-    path = synthetic.build_gpt2(tmp_path_factory.mktemp("gpt2") / f"{quant}.gguf", quant, seed=3, tied_head=tied_head)
-    cuda, host = Engine.load(path, backend="cuda"), Engine.load(path, backend="numpy")
-    yield cuda, host
-    cuda.close()
-
-
-def test_weights_stay_in_their_file_encoding_in_vram(engines):
-    cuda, _ = engines
-    arena = cuda.ops.arena
-    for name, tensor in cuda.gguf.tensors.items():  # M0-W-1201: nothing decoded on the way in
-        place = arena.placements[name]
-        assert np.array_equal(arena.base[place.offset:place.offset + place.n_bytes].get(), tensor.raw.reshape(-1))
-    assert cuda.resident and cuda.check_residency()
-
-
-def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
-    cuda, host = engines
-    ids = cuda.tokenize(PROMPT * 3)
-    got, want = cuda.score(ids), host.score(ids)
-    err = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
-    assert err.max() < 2e-2  # fp16 KV cache against the twin's fp32 one
-    top2 = np.sort(want, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(want).max(axis=1)
-    assert clear.sum() > len(ids) // 2 and np.array_equal(got.argmax(1)[clear], want.argmax(1)[clear])
-
-
-def test_graph_decoding_follows_the_model_greedily_and_repeats(engines):
-    """The decode step recorded as a CUDA graph reads positions from the device state: each
-    token it picks is the NumPy model's top-1 at the position it was decoded at."""
-    cuda, host = engines
-    ids = cuda.tokenize(PROMPT)
-    out = _decode(cuda, ids, 40)
-    logits = host.score(ids + out)[len(ids) - 1:-1]
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(logits).max(axis=1)
-    assert clear.sum() > len(out) // 2 and np.array_equal(np.asarray(out)[clear], logits.argmax(1)[clear])
-    assert _decode(cuda, ids, 40) == out  # M0-W-1826
+    return synthetic.build_gpt2(tmp_path_factory.mktemp("gpt2") / f"{quant}.gguf", quant, seed=3, tied_head=tied_head)
 
 
 def test_generation_through_the_engine_matches_the_decoder(engines):
