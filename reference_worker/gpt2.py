@@ -7,8 +7,8 @@ multi-head attention over the KV cache (no rotation: positions are already in th
 activations), output projection with bias, residual add, LayerNorm, feed-forward up projection
 with bias, GELU (tanh approximation, M0-W-1433), down projection with bias, residual add; final
 LayerNorm and the output head (the token table when the file has no `output.weight`).
-Tensor names and metadata keys are llama.cpp's (src/models/gpt2.cpp); `llama.py` has the
-same three methods for the Llama family.
+Tensor names and metadata keys are llama.cpp's (src/models/gpt2.cpp); `llama.py` is the
+Llama family's adapter of the same shape.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """Small synthetic GGUF models for fast tests, fuzzing and GPU runs.
 
-A synthetic model has the real model's shape of metadata and tensors (qwen2 or llama style),
-random weights drawn from a seed, and a small byte-level BPE vocabulary trained on a fixed
-paragraph, with the qwen2 special tokens. Same arguments, same bytes.
+A synthetic model has the real model's shape of metadata and tensors (qwen2 or llama style;
+`build_gpt2`: GPT-2 style), random weights drawn from a seed, and a small byte-level BPE
+vocabulary trained on a fixed paragraph, with the qwen2 special tokens (GPT-2's for gpt2).
+Same arguments, same bytes.
 
     python -m reference_worker.synthetic --out tiny.gguf --arch qwen2 --quant Q8_0 --seed 0
+    python -m reference_worker.synthetic --out gpt2.gguf --arch gpt2 --quant mixed
 """
 from __future__ import annotations
 
