@@ -6,15 +6,20 @@ prompts, and its tokenization of a few texts (made by tests/goldens/make_gpt2_go
 files are rebuilt here from their arguments and must have the recorded sha256. Where
 llama.cpp's margin is clear (>= 0.5) our top-1 must be its top-1 at 99.5% of the positions or
 more, on each backend.
+
+The figures themselves, per model: `python tests/test_gpt2_agreement.py --backend numpy|cuda`.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_llama_agreement import agreement, top5_differences
+from test_llama_agreement import CLEAR_MARGIN, agreement, top5_differences
 
 from reference_worker import models, synthetic
 from reference_worker.engine import Engine
@@ -47,19 +52,13 @@ def golden_model_path(model: dict, folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["numpy", pytest.param("cuda", marks=pytest.mark.cuda)])
-def backend(request) -> str:
-    from reference_worker.cuda import cuda_unavailable_reason
-
-    if request.param == "cuda" and (reason := cuda_unavailable_reason()) is not None:
-        pytest.skip(f"CUDA backend unavailable: {reason}")
-    return request.param
+def label(model: dict) -> str:
+    args = model["build_gpt2"]
+    return f"{args['quant']}-{'tied' if args['tied_head'] else 'untied'}"
 
 
-@pytest.fixture(scope="module")
-def scores(backend, tmp_path_factory) -> list[list[np.ndarray]]:
+def score_all(backend: str, folder: Path) -> list[list[np.ndarray]]:
     """Our logits for every golden prompt of every golden model, on the backend."""
-    folder = tmp_path_factory.mktemp("gpt2-goldens")
     out = []
     for model in GOLDEN_MODELS:
         engine = Engine.load(golden_model_path(model, folder), backend=backend)
@@ -70,23 +69,35 @@ def scores(backend, tmp_path_factory) -> list[list[np.ndarray]]:
     return out
 
 
+def figures(model: dict, logits: list[np.ndarray]) -> tuple[int, int, np.ndarray]:
+    """(agreeing, compared, |logit differences| over llama.cpp's top-5) on one golden model."""
+    counts = [agreement(rows, prompt) for rows, prompt in zip(logits, model["prompts"])]
+    differences = np.concatenate([top5_differences(rows, prompt).ravel()
+                                  for rows, prompt in zip(logits, model["prompts"])])
+    return sum(a for a, _ in counts), sum(n for _, n in counts), differences
+
+
+@pytest.fixture(scope="module", params=["numpy", pytest.param("cuda", marks=pytest.mark.cuda)])
+def scores(request, tmp_path_factory) -> list[list[np.ndarray]]:
+    from reference_worker.cuda import cuda_unavailable_reason
+
+    if request.param == "cuda" and (reason := cuda_unavailable_reason()) is not None:
+        pytest.skip(f"CUDA backend unavailable: {reason}")
+    return score_all(request.param, tmp_path_factory.mktemp("gpt2-goldens"))
+
+
 def test_top1_agrees_with_llama_cpp_where_its_margin_is_clear(scores):
-    per_model = {model["build_gpt2"]["quant"]: [agreement(logits, prompt)
-                                                for logits, prompt in zip(model_scores, model["prompts"])]
-                 for model, model_scores in zip(GOLDEN_MODELS, scores)}
-    agreeing = sum(a for counts in per_model.values() for a, _ in counts)
-    compared = sum(n for counts in per_model.values() for _, n in counts)
+    per_model = {label(model): figures(model, logits)[:2] for model, logits in zip(GOLDEN_MODELS, scores)}
+    agreeing = sum(a for a, _ in per_model.values())
+    compared = sum(n for _, n in per_model.values())
     assert compared >= 400  # enough clear positions that 99.5% means something
     assert agreeing / compared >= REQUIRED_AGREEMENT, f"{agreeing}/{compared} agree; per model: {per_model}"
 
 
-@pytest.mark.parametrize("index", range(len(GOLDEN_MODELS)),
-                         ids=[f"{m['build_gpt2']['quant']}-{'tied' if m['build_gpt2']['tied_head'] else 'untied'}"
-                              for m in GOLDEN_MODELS])
+@pytest.mark.parametrize("index", range(len(GOLDEN_MODELS)), ids=[label(m) for m in GOLDEN_MODELS])
 def test_top5_logits_are_close_to_llama_cpp(scores, index):
     model = GOLDEN_MODELS[index]
-    differences = np.concatenate([top5_differences(logits, prompt).ravel()
-                                  for logits, prompt in zip(scores[index], model["prompts"])])
+    differences = figures(model, scores[index])[2]
     mean, largest = TOP5_TOLERANCE.get(model["build_gpt2"]["quant"], TOP5_QUANTIZED_TOLERANCE)
     assert differences.mean() < mean and differences.max() < largest, (differences.mean(), differences.max())
 
@@ -96,3 +107,26 @@ def test_the_gpt2_pre_tokenizer_splits_as_llama_cpp(goldens, tmp_path):
     assert len(goldens["tokenizer"]) >= 4
     for vector in goldens["tokenizer"]:
         assert engine.tokenize(vector["text"]) == vector["ids"], vector["text"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures the tests check, per golden model, for one backend."""
+    parser = argparse.ArgumentParser(description="Agreement with llama.cpp on the synthetic gpt2 goldens")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cuda"])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        scores = score_all(args.backend, Path(folder))
+    print(f"backend {args.backend}; top-1 agreement where llama.cpp's margin >= {CLEAR_MARGIN}")
+    print("| model | agreeing / compared | top-5 |difference| mean | largest |")
+    print("|---|---:|---:|---:|")
+    total = [0, 0]
+    for model, logits in zip(GOLDEN_MODELS, scores):
+        agreeing, compared, differences = figures(model, logits)
+        total = [total[0] + agreeing, total[1] + compared]
+        print(f"| {label(model)} | {agreeing} / {compared} | {differences.mean():.4f} | {differences.max():.4f} |")
+    print(f"| all | {total[0]} / {total[1]} ({100 * total[0] / total[1]:.2f}%) | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
