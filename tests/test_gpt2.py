@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -101,16 +100,6 @@ def test_a_synthetic_gpt2_file_is_shaped_like_llama_cpp_converted_gpt2(gpt2_mode
             "blk.1.ffn_down.bias"} <= set(gguf.tensors) and "output.weight" not in gguf.tensors
     assert gguf.tensors["position_embd.weight"].qtype == Q.F32
     assert "output.weight" in GGUFFile.open(gpt2_models(tied_head=False)).tensors
-
-
-def test_the_synthetic_command_line_makes_gpt2_and_gpt_files(tmp_path):
-    out = tmp_path / "cli.gguf"
-    done = subprocess.run([sys.executable, "-m", "reference_worker.synthetic", "--out", str(out), "--arch", "gpt",
-                           "--quant", "Q4_0", "--layers", "1"], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == str(out)
-    model = GGUFFile.open(out)
-    assert (model.architecture, model.quant_kind, model.hparam("block_count")) == ("gpt", "Q4_0", 1)
-    assert model.tensor("blk.0.attn_qkv.weight").qtype == Q.Q4_0 and "blk.1.attn_qkv.weight" not in model.tensors
 
 
 def test_load_reports_a_gpt2_model(engine):
