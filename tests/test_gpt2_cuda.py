@@ -51,7 +51,8 @@ def test_gelu_matches_twin_and_works_in_place():
     want = ops_numpy.gelu(x.astype(np.float64))
     dx = cp.asarray(x)
     separate = kernels.gelu(dx, cp.full_like(dx, np.nan)).get()
-    np.testing.assert_allclose(separate, want, rtol=2e-6, atol=2e-7)
+    # 1 + tanh(z) cancels in fp32 for x below about -4: absolute errors there reach ~|x| * 3e-8.
+    np.testing.assert_allclose(separate, want, rtol=2e-6, atol=1e-6)
     assert np.array_equal(kernels.gelu(dx, dx).get(), separate)
 
 
@@ -65,7 +66,8 @@ def test_add_positions_adds_the_decoded_rows_of_the_positions(qtype, rows, units
     x = np.random.default_rng(seed).standard_normal((n_tok, table.cols)).astype(np.float32)
     dx = cp.asarray(x)
     got = kernels.add_positions(table, dx, cp.asarray([start], np.int32), dx)  # in place, as CudaOps runs it
-    np.testing.assert_allclose(got.get(), x + twin[start:start + n_tok], rtol=1e-6, atol=1e-6 * np.abs(twin).max())
+    want = x + twin[start:start + n_tok]
+    np.testing.assert_allclose(got.get(), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
 @pytest.fixture(scope="module", params=[("mixed", True), ("Q4_K", False), ("MXFP4", True)],
