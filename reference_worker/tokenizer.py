@@ -112,7 +112,7 @@ class Tokenizer(ByteVocabulary):
         types = [TokenType.CONTROL if text in END_OF_GENERATION_TEXTS else TokenType(kind)
                  for text, kind in zip(tokens, token_types)]
         super().__init__(token_byte_strings(tokens, types))
-        self._hf = _byte_level_bpe(tokens, merges, PRE_TOKENIZER_SPLITS[pre])
+        self._hf = byte_level_bpe(tokens, merges, PRE_TOKENIZER_SPLITS[pre])
         self._hf.add_tokens([AddedToken(text, special=kind in special, normalized=False)
                              for text, kind in zip(tokens, types) if kind in in_text])
 
@@ -226,15 +226,17 @@ def token_byte_strings(tokens: list[str], types: list[TokenType]) -> list[bytes]
             else text.encode("utf-8") for text, kind in zip(tokens, types)]
 
 
-def _byte_level_bpe(tokens: list[str], merges: list[str], split: str) -> _HFTokenizer:
-    """The `tokenizers` pipeline: split regex, then bytes -> GPT-2 alphabet, then BPE merges."""
+def byte_level_bpe(tokens: list[str], merges: list[str], split: str, ignore_merges: bool = False) -> _HFTokenizer:
+    """The `tokenizers` pipeline: split regex, then bytes -> GPT-2 alphabet, then BPE merges
+    (ignore_merges: a piece that is a token as a whole is taken as it is, tiktoken's rule)."""
     vocab = {text: i for i, text in enumerate(tokens)}  # a repeated text keeps its last id, as in llama.cpp
     pairs = []
     for merge in merges:
         cut = merge.find(" ", 1)
         pairs.append((merge[:cut], merge[cut + 1:]))
     try:
-        hf = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+        hf = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False,
+                                       ignore_merges=ignore_merges))
     except Exception as e:  # tokenizers raises a bare Exception for merges outside the vocabulary
         raise _load_failed(f"merges do not fit the vocabulary: {e}") from None
     hf.pre_tokenizer = pre_tokenizers.Sequence([

@@ -14,9 +14,12 @@ the GGUF carries its own vocabulary, each of its tokens has the same text there.
 
 `tokenizer_json` / `write_tokenizer_json` go the other way: a GGUF's byte-level BPE vocabulary
 as a tokenizer.json that the `tokenizers` library encodes exactly as the gguf-bpe backend does.
+`encoding_tokenizer_json` writes one for a tiktoken-style encoding (o200k: GPT-4o, gpt-oss).
 """
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
 from collections.abc import Mapping
@@ -25,11 +28,11 @@ from typing import Any
 
 from gguf import Keys, TokenType
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, processors
+from tokenizers import AddedToken, decoders, processors
 
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.tokenizer import (END_OF_GENERATION_TEXTS, EOG_ID_KEYS, ByteVocabulary, Tokenizer,
-                                        token_byte_strings)
+                                        byte_level_bpe, bytes_to_unicode, token_byte_strings)
 
 KIND = "hf-json"
 FILE_NAME = "tokenizer.json"  # looked for beside the model (M0-W-1361: "in model directory")
@@ -151,3 +154,43 @@ def write_tokenizer_json(source: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.write_text(tokenizer_json(source), encoding="utf-8")
     return path
+
+
+def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
+    """A tiktoken vocabulary file (one "base64-token rank" per line; gzip when it ends in .gz)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="ascii") as lines:
+        return {base64.b64decode(token): int(rank) for token, rank in map(str.split, filter(str.strip, lines))}
+
+
+def encoding_tokenizer_json(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int], pattern: str) -> str:
+    """The text of a tokenizer.json that encodes as tiktoken does with this encoding: byte strings
+    ranked by merge priority (ids = ranks), special tokens (text -> id, following the ranks
+    without a gap) and the split pattern.
+
+    tiktoken merges, within each piece of the split, the adjacent pair whose join has the
+    lowest rank, and takes a piece that is a token as it is; in `tokenizers` terms, BPE with
+    ignore_merges and a merge for every way of cutting a token into two tokens, ordered by the
+    rank of the token they make. Raises ValueError for ranks or special ids with a gap.
+    """
+    to_alphabet = str.maketrans({chr(b): char for b, char in bytes_to_unicode().items()})
+
+    def text(token: bytes) -> str:
+        return token.decode("latin-1").translate(to_alphabet)  # latin-1: byte b -> chr(b)
+
+    by_rank = sorted(ranks, key=ranks.__getitem__)
+    if [ranks[token] for token in by_rank] != list(range(len(by_rank))):
+        raise ValueError("the ranks must be 0, 1, 2, ... without a gap")
+    merges = []
+    for token in by_rank:
+        cuts = sorted((ranks[token[:i]], ranks[token[i:]], i) for i in range(1, len(token))
+                      if token[:i] in ranks and token[i:] in ranks)
+        merges += [f"{text(token[:i])} {text(token[i:])}" for _, _, i in cuts]
+    hf = byte_level_bpe([text(token) for token in by_rank], merges, pattern, ignore_merges=True)
+    hf.decoder = decoders.ByteLevel()
+    ordered = sorted(special_tokens.items(), key=lambda item: item[1])
+    hf.add_special_tokens([AddedToken(content, special=True, normalized=False) for content, _ in ordered])
+    misplaced = [(content, i) for content, i in ordered if hf.token_to_id(content) != i]
+    if misplaced:
+        raise ValueError(f"special tokens must follow the ranks without a gap; misplaced: {misplaced[:3]}")
+    return hf.to_str(pretty=False)

@@ -1,11 +1,18 @@
-"""The hf-json tokenizer (M0-W-1360, M0-W-1361) and the tokenizer.json export of a GGUF vocabulary.
+"""The hf-json tokenizer (M0-W-1360, M0-W-1361, M0-W-1821) and the tokenizer.json export of a
+GGUF vocabulary.
 
-The export is checked against the gguf-bpe backend it mirrors; the hf-json backend against the
-`tokenizers` library's own reading of the same file and against bad files.
+The export is checked against the gguf-bpe backend it mirrors; the hf-json backend against
+GPT-OSS's o200k encoding as OpenAI's own tokenizer encodes it (tests/goldens/o200k_vectors.json,
+made by tests/goldens/make_o200k_vectors.py), with a tokenizer.json built here from the same
+o200k data, and against bad files.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,8 +25,10 @@ from reference_worker.engine import Engine, SamplingParams
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile
 from reference_worker.tokenizer import StreamDecoder, Tokenizer
-from reference_worker.tokenizer_hf import HFJsonTokenizer, tokenizer_json, write_tokenizer_json
+from reference_worker.tokenizer_hf import (HFJsonTokenizer, encoding_tokenizer_json, read_tiktoken_ranks,
+                                           tokenizer_json, write_tokenizer_json)
 
+O200K = json.loads((Path(__file__).parent / "goldens" / "o200k_vectors.json").read_text(encoding="utf-8"))
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 text_with_specials = st.lists(st.one_of(st.text(max_size=10), st.sampled_from(SPECIALS + [" \n", "é", "😀"])),
                               max_size=6).map("".join)
@@ -159,3 +168,44 @@ def test_the_worker_process_serves_hf_json_from_the_flag(synthetic_model, export
         assert response.status_code == 200 and read_events(response)[-1].name == "end"
     finally:
         assert worker.stop() == 0
+
+
+# --- conformance vectors: GPT-OSS's o200k encoding (M0-W-1821) ---------------------------------
+
+@pytest.fixture(scope="module")
+def o200k(tmp_path_factory) -> HFJsonTokenizer:
+    """The hf-json backend on a tokenizer.json built from o200k_base.tiktoken as the `bpe-openai`
+    package ships it, with the golden file's special tokens and split pattern."""
+    data = next(f for f in metadata.files("bpe-openai") if f.name == "o200k_base.tiktoken.gz").locate()
+    assert hashlib.sha256(gzip.decompress(data.read_bytes())).hexdigest() == O200K["provenance"]["data_sha256"]
+    path = tmp_path_factory.mktemp("o200k") / "tokenizer.json"
+    path.write_text(encoding_tokenizer_json(read_tiktoken_ranks(data), O200K["special_tokens"], O200K["pattern"]),
+                    encoding="utf-8")
+    return HFJsonTokenizer.from_file(path, O200K["n_vocab"])
+
+
+def test_the_o200k_vectors_cover_what_m0_w_1821_asks():
+    vectors = O200K["vectors"]
+    assert 20 <= len(vectors) <= 30
+    assert {"basic", "special", "multibyte", "edge"} <= {v["category"] for v in vectors}
+    assert "" in (v["text"] for v in vectors) and max(len(v["text"]) for v in vectors) > 5000
+    written = {i for v in vectors for i in v["ids"]}
+    assert {O200K["special_tokens"][t] for t in ("<|startoftext|>", "<|endoftext|>", "<|return|>", "<|start|>",
+                                                "<|end|>", "<|message|>", "<|channel|>", "<|call|>")} <= written
+    assert any(len(v["text"].encode("utf-8")) > len(v["text"]) for v in vectors)  # multibyte UTF-8
+
+
+@pytest.mark.parametrize("vector", O200K["vectors"], ids=lambda v: v["description"])
+def test_hf_json_reproduces_the_o200k_vectors(o200k, vector):
+    assert o200k.encode(vector["text"]) == vector["ids"]
+    assert o200k.encode(vector["text"], add_special=False) == vector["ids"]  # nothing added: no BOS for gpt-oss
+    assert o200k.decode(vector["ids"]) == vector["decoded"]
+    decoder = StreamDecoder(o200k)
+    assert "".join(decoder.push(i) for i in vector["ids"]) == vector["decoded"] and not decoder.pending
+
+
+def test_o200k_metadata_and_end_of_generation(o200k):
+    assert (o200k.vocab_size, o200k.bos_id, o200k.eos_id) == (O200K["n_vocab"], None, None)  # no GGUF metadata here
+    # llama.cpp's end-of-generation texts cover harmony's stop tokens, and add <|endoftext|>.
+    assert set(O200K["stop_tokens"]) <= o200k.eos_ids
+    assert o200k.eos_ids - set(O200K["stop_tokens"]) == {O200K["special_tokens"]["<|endoftext|>"]}
