@@ -209,3 +209,20 @@ def test_o200k_metadata_and_end_of_generation(o200k):
     # llama.cpp's end-of-generation texts cover harmony's stop tokens, and add <|endoftext|>.
     assert set(O200K["stop_tokens"]) <= o200k.eos_ids
     assert o200k.eos_ids - set(O200K["stop_tokens"]) == {O200K["special_tokens"]["<|endoftext|>"]}
+
+
+# --- parity on the real model: its vocabulary exported, then read back as hf-json --------------
+
+@pytest.mark.real_model
+def test_a_tokenizer_json_exported_from_the_real_model_agrees_with_llama_cpp(real_model_path, tmp_path):
+    golden = json.loads((Path(__file__).parent / "goldens" / "tokenizer_vectors.json").read_text(encoding="utf-8"))
+    gguf = GGUFFile.open(real_model_path)
+    path = write_tokenizer_json(gguf, tmp_path / "tokenizer.json")
+    hf_json = HFJsonTokenizer.from_file(path, gguf.tensor("token_embd.weight").shape[0], gguf.metadata)
+    vectors = golden["vectors"]
+    assert len(vectors) >= 2000 and hf_json.vocab_size == golden["vocab_size"]
+    wrong = [v["text"] for v in vectors if hf_json.encode(v["text"]) != v["ids"]]
+    assert not wrong, f"{len(wrong)} of {len(vectors)} strings tokenize differently, e.g. {wrong[:3]!r}"
+    wrong = [v["text"] for v in vectors if hf_json.decode(v["ids"]) != v.get("decoded", v["text"])]
+    assert not wrong, f"{len(wrong)} of {len(vectors)} id lists decode differently, e.g. {wrong[:3]!r}"
+    assert hf_json.bos_id == golden["bos_id"] and hf_json.eos_ids == set(golden["eog_ids"])
