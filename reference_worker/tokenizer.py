@@ -62,6 +62,17 @@ EOG_ID_KEYS = (Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_
                 Keys.Tokenizer.FIM_PAD_ID, Keys.Tokenizer.FIM_REP_ID, Keys.Tokenizer.FIM_SEP_ID)
 
 
+def end_of_generation_ids(texts: Mapping[int, str]) -> frozenset[int]:
+    """The end-of-generation ids among candidates (id -> text: the metadata's EOS/EOT/... ids and
+    the END_OF_GENERATION_TEXTS tokens). As in llama.cpp, <|end|> is not one where <|call|> (or
+    <|calls|>) and <|return|> (or <|flush|>) are: in gpt-oss's harmony format (and solar-open's)
+    it closes a message, and the final answer is still to come."""
+    present = set(texts.values())
+    if "<|end|>" in present and present & {"<|call|>", "<|calls|>"} and present & {"<|return|>", "<|flush|>"}:
+        return frozenset(i for i, text in texts.items() if text != "<|end|>")
+    return frozenset(texts)
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from the 256 byte values to printable characters."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -167,7 +178,8 @@ class Tokenizer(ByteVocabulary):
             raise _load_failed("metadata asks to add a BOS/EOS token but names none")
         eos_ids = {i for i in map(token_id, EOG_ID_KEYS) if i is not None}
         eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
-        return cls(tokens, token_types, merges, pre, bos_id, add_bos, eos_id, add_eos, frozenset(eos_ids))
+        return cls(tokens, token_types, merges, pre, bos_id, add_bos, eos_id, add_eos,
+                   end_of_generation_ids({i: tokens[i] for i in eos_ids}))
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of text; special tokens written in the text become their ids.

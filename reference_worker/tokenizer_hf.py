@@ -32,7 +32,8 @@ from tokenizers import AddedToken, decoders, processors
 
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.tokenizer import (END_OF_GENERATION_TEXTS, EOG_ID_KEYS, ByteVocabulary, Tokenizer,
-                                        byte_level_bpe, bytes_to_unicode, token_byte_strings)
+                                        byte_level_bpe, bytes_to_unicode, end_of_generation_ids,
+                                        token_byte_strings)
 
 KIND = "hf-json"
 FILE_NAME = "tokenizer.json"  # looked for beside the model (M0-W-1361: "in model directory")
@@ -110,7 +111,7 @@ class HFJsonTokenizer(ByteVocabulary):
         eos_ids = {i for i in map(token_id, EOG_ID_KEYS) if i is not None}
         eos_ids |= {i for i, token in added.items() if token.content in END_OF_GENERATION_TEXTS}
         return cls(hf, token_bytes, token_id(Keys.Tokenizer.BOS_ID), token_id(Keys.Tokenizer.EOS_ID),
-                   frozenset(eos_ids))
+                   end_of_generation_ids({i: texts[i] for i in eos_ids}))
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of text; special tokens written in the text become their ids.
@@ -163,15 +164,15 @@ def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
         return {base64.b64decode(token): int(rank) for token, rank in map(str.split, filter(str.strip, lines))}
 
 
-def encoding_tokenizer_json(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int], pattern: str) -> str:
-    """The text of a tokenizer.json that encodes as tiktoken does with this encoding: byte strings
-    ranked by merge priority (ids = ranks), special tokens (text -> id, following the ranks
-    without a gap) and the split pattern.
+def encoding_vocabulary(ranks: Mapping[bytes, int]) -> tuple[list[str], list[str]]:
+    """(tokens, merges) of a tiktoken-style encoding (byte strings ranked by merge priority, ids =
+    ranks) as a GGUF spells them: token i is rank i's bytes in GPT-2's byte alphabet, and there
+    is a "left right" merge for every way of cutting a token into two tokens, ordered by the
+    rank of the token they make (then by the ranks of the two halves).
 
-    tiktoken merges, within each piece of the split, the adjacent pair whose join has the
-    lowest rank, and takes a piece that is a token as it is; in `tokenizers` terms, BPE with
-    ignore_merges and a merge for every way of cutting a token into two tokens, ordered by the
-    rank of the token they make. Raises ValueError for ranks or special ids with a gap.
+    With those merges, BPE that takes a piece which is a token as it is (ignore_merges) encodes
+    as tiktoken does: it merges, within each piece of the split, the adjacent pair whose join
+    has the lowest rank. Raises ValueError when the ranks are not 0, 1, 2, ... without a gap.
     """
     to_alphabet = str.maketrans({chr(b): char for b, char in bytes_to_unicode().items()})
 
@@ -186,7 +187,33 @@ def encoding_tokenizer_json(ranks: Mapping[bytes, int], special_tokens: Mapping[
         cuts = sorted((ranks[token[:i]], ranks[token[i:]], i) for i in range(1, len(token))
                       if token[:i] in ranks and token[i:] in ranks)
         merges += [f"{text(token[:i])} {text(token[i:])}" for _, _, i in cuts]
-    hf = byte_level_bpe([text(token) for token in by_rank], merges, pattern, ignore_merges=True)
+    return [text(token) for token in by_rank], merges
+
+
+def encoding_metadata(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int], pre: str,
+                      bos_id: int | None = None, eos_id: int | None = None) -> dict[str, Any]:
+    """The GGUF tokenizer metadata (key -> value) of a tiktoken-style encoding, as a gpt-oss GGUF
+    holds o200k: `encoding_vocabulary`, the special tokens as control tokens after it, pre-tokenizer
+    pre ("gpt-4o" for o200k), no BOS/EOS added. Raises ValueError for ranks or ids with a gap."""
+    tokens, merges = encoding_vocabulary(ranks)
+    ordered = sorted(special_tokens.items(), key=lambda item: item[1])
+    if [i for _, i in ordered] != list(range(len(tokens), len(tokens) + len(ordered))):
+        raise ValueError("special tokens must follow the ranks without a gap")
+    metadata = {Keys.Tokenizer.MODEL: "gpt2", Keys.Tokenizer.PRE: pre,
+                Keys.Tokenizer.LIST: tokens + [content for content, _ in ordered],
+                Keys.Tokenizer.TOKEN_TYPE: [TokenType.NORMAL] * len(tokens) + [TokenType.CONTROL] * len(ordered),
+                Keys.Tokenizer.MERGES: merges, Keys.Tokenizer.ADD_BOS: False, Keys.Tokenizer.ADD_EOS: False}
+    ids = {Keys.Tokenizer.BOS_ID: bos_id, Keys.Tokenizer.EOS_ID: eos_id}
+    return {**metadata, **{key: value for key, value in ids.items() if value is not None}}
+
+
+def encoding_tokenizer_json(ranks: Mapping[bytes, int], special_tokens: Mapping[str, int], pattern: str) -> str:
+    """The text of a tokenizer.json that encodes as tiktoken does with this encoding: byte strings
+    ranked by merge priority (`encoding_vocabulary`), special tokens (text -> id, following the
+    ranks without a gap) and the split pattern. Raises ValueError for ranks or ids with a gap.
+    """
+    tokens, merges = encoding_vocabulary(ranks)
+    hf = byte_level_bpe(tokens, merges, pattern, ignore_merges=True)
     hf.decoder = decoders.ByteLevel()
     ordered = sorted(special_tokens.items(), key=lambda item: item[1])
     hf.add_special_tokens([AddedToken(content, special=True, normalized=False) for content, _ in ordered])

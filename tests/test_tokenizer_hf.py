@@ -25,10 +25,13 @@ from reference_worker.engine import Engine, SamplingParams
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile
 from reference_worker.tokenizer import StreamDecoder, Tokenizer
-from reference_worker.tokenizer_hf import (HFJsonTokenizer, encoding_tokenizer_json, read_tiktoken_ranks,
-                                           tokenizer_json, write_tokenizer_json)
+from reference_worker.tokenizer_hf import (HFJsonTokenizer, encoding_metadata, encoding_tokenizer_json,
+                                           read_tiktoken_ranks, tokenizer_json, write_tokenizer_json)
 
-O200K = json.loads((Path(__file__).parent / "goldens" / "o200k_vectors.json").read_text(encoding="utf-8"))
+GOLDENS = Path(__file__).parent / "goldens"
+O200K = json.loads((GOLDENS / "o200k_vectors.json").read_text(encoding="utf-8"))
+GPT4O = json.loads((GOLDENS / "gpt4o_vectors.json").read_text(encoding="utf-8"))
+GPT4O_CATEGORIES = sorted({v["category"] for v in GPT4O["vectors"]})
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 text_with_specials = st.lists(st.one_of(st.text(max_size=10), st.sampled_from(SPECIALS + [" \n", "é", "😀"])),
                               max_size=6).map("".join)
@@ -173,14 +176,19 @@ def test_the_worker_process_serves_hf_json_from_the_flag(synthetic_model, export
 # --- conformance vectors: GPT-OSS's o200k encoding (M0-W-1821) ---------------------------------
 
 @pytest.fixture(scope="module")
-def o200k(tmp_path_factory) -> HFJsonTokenizer:
-    """The hf-json backend on a tokenizer.json built from o200k_base.tiktoken as the `bpe-openai`
-    package ships it, with the golden file's special tokens and split pattern."""
+def o200k_ranks() -> dict[bytes, int]:
+    """o200k_base.tiktoken as the `bpe-openai` package ships it, the data the goldens were made from."""
     data = next(f for f in metadata.files("bpe-openai") if f.name == "o200k_base.tiktoken.gz").locate()
     assert hashlib.sha256(gzip.decompress(data.read_bytes())).hexdigest() == O200K["provenance"]["data_sha256"]
+    return read_tiktoken_ranks(data)
+
+
+@pytest.fixture(scope="module")
+def o200k(o200k_ranks, tmp_path_factory) -> HFJsonTokenizer:
+    """The hf-json backend on a tokenizer.json built from the o200k data, with the golden file's
+    special tokens and split pattern."""
     path = tmp_path_factory.mktemp("o200k") / "tokenizer.json"
-    path.write_text(encoding_tokenizer_json(read_tiktoken_ranks(data), O200K["special_tokens"], O200K["pattern"]),
-                    encoding="utf-8")
+    path.write_text(encoding_tokenizer_json(o200k_ranks, O200K["special_tokens"], O200K["pattern"]), encoding="utf-8")
     return HFJsonTokenizer.from_file(path, O200K["n_vocab"])
 
 
@@ -206,16 +214,41 @@ def test_hf_json_reproduces_the_o200k_vectors(o200k, vector):
 
 def test_o200k_metadata_and_end_of_generation(o200k):
     assert (o200k.vocab_size, o200k.bos_id, o200k.eos_id) == (O200K["n_vocab"], None, None)  # no GGUF metadata here
-    # llama.cpp's end-of-generation texts cover harmony's stop tokens, and add <|endoftext|>.
-    assert set(O200K["stop_tokens"]) <= o200k.eos_ids
-    assert o200k.eos_ids - set(O200K["stop_tokens"]) == {O200K["special_tokens"]["<|endoftext|>"]}
+    # As in llama.cpp: harmony's stops after an assistant action, and <|endoftext|>; not <|end|>,
+    # which closes a message (the analysis before the final answer), though harmony stops there.
+    actions, endoftext = set(O200K["stop_tokens_for_assistant_actions"]), O200K["special_tokens"]["<|endoftext|>"]
+    assert o200k.eos_ids == actions | {endoftext}
+    assert set(O200K["stop_tokens"]) - o200k.eos_ids == {O200K["special_tokens"]["<|end|>"]}
+
+
+# --- the GGUF's own vocabulary on a gpt-oss file: gguf-bpe with llama.cpp's gpt-4o split ---------
+
+@pytest.fixture(scope="module")
+def gpt_oss_vocabulary(o200k_ranks) -> Tokenizer:
+    """gguf-bpe on the tokenizer metadata of a gpt-oss GGUF (as make_gpt4o_vectors.py writes it)."""
+    specials = O200K["special_tokens"]
+    return Tokenizer.from_metadata(encoding_metadata(o200k_ranks, specials, "gpt-4o", bos_id=specials["<|startoftext|>"],
+                                                     eos_id=specials["<|return|>"]))
+
+
+@pytest.mark.parametrize("category", GPT4O_CATEGORIES)
+def test_gguf_bpe_on_a_gpt_oss_vocabulary_agrees_with_llama_cpp(gpt_oss_vocabulary, category):
+    vectors = [v for v in GPT4O["vectors"] if v["category"] == category]
+    wrong = [v["text"] for v in vectors if gpt_oss_vocabulary.encode(v["text"]) != v["ids"]]
+    assert not wrong, f"{len(wrong)} of {len(vectors)} {category} strings tokenize differently, e.g. {wrong[:3]!r}"
+
+
+def test_gpt_oss_end_of_generation_agrees_with_llama_cpp(gpt_oss_vocabulary):
+    assert gpt_oss_vocabulary.vocab_size == GPT4O["vocab_size"] == O200K["n_vocab"]
+    assert gpt_oss_vocabulary.eos_ids == set(GPT4O["eog_ids"])
+    assert len(GPT4O["vectors"]) > 1000 and len(GPT4O_CATEGORIES) >= 12
 
 
 # --- parity on the real model: its vocabulary exported, then read back as hf-json --------------
 
 @pytest.mark.real_model
 def test_a_tokenizer_json_exported_from_the_real_model_agrees_with_llama_cpp(real_model_path, tmp_path):
-    golden = json.loads((Path(__file__).parent / "goldens" / "tokenizer_vectors.json").read_text(encoding="utf-8"))
+    golden = json.loads((GOLDENS / "tokenizer_vectors.json").read_text(encoding="utf-8"))
     gguf = GGUFFile.open(real_model_path)
     path = write_tokenizer_json(gguf, tmp_path / "tokenizer.json")
     hf_json = HFJsonTokenizer.from_file(path, gguf.tensor("token_embd.weight").shape[0], gguf.metadata)
