@@ -9,8 +9,8 @@ gguf-bpe backend's (`ByteVocabulary`, `StreamDecoder`, M0-W-1824). BOS, EOS and 
 end-of-generation ids come from the GGUF's metadata where it names them, as for gguf-bpe.
 
 A tokenizer.json fits a model when every id it defines is a row of the model's token table
-(fewer is fine: tables are often padded, GPT-OSS-20B's 201,088 rows for 200,019 ids) and, where
-the GGUF carries its own vocabulary, each of its tokens has the same text there.
+(fewer ids than rows are fine: token tables are often padded past the tokenizer's last id)
+and, where the GGUF carries its own vocabulary, each of its tokens has the same text there.
 
 `tokenizer_json` / `write_tokenizer_json` go the other way: a GGUF's byte-level BPE vocabulary
 as a tokenizer.json that the `tokenizers` library encodes exactly as the gguf-bpe backend does.
@@ -133,7 +133,7 @@ def tokenizer_json(tokenizer: Tokenizer) -> str:
     """The text of a tokenizer.json that the `tokenizers` library (and `HFJsonTokenizer`)
     encodes exactly as the gguf-bpe `tokenizer` does, BOS/EOS added as its metadata says."""
     hf = _HFTokenizer.from_str(tokenizer.pipeline.to_str())
-    specials = [(hf.id_to_token(i), i) for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None]
+    specials = [(hf.id_to_token(i), i) for i in {tokenizer.bos_id, tokenizer.eos_id} - {None}]
     bos = [hf.id_to_token(tokenizer.bos_id)] if tokenizer.add_bos else []
     eos = [hf.id_to_token(tokenizer.eos_id)] if tokenizer.add_eos else []
     hf.post_processor = processors.TemplateProcessing(
