@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml
 
 # Unit, property, real-model and harness self-tests (CUDA tests skip themselves, with the
 # reason, without a GPU), then the conformance suite against the reference worker on a
-# synthetic model: the harness and the worker checked end to end in under a minute.
+# synthetic model: the harness and the worker checked end to end in under a minute; then again
+# on a synthetic gpt2 model (the GPT-style adapter, M0-W-1215).
 test: install
 	$(BIN)/python -m pytest -q -ra
 	model=$$(mktemp -d)/synthetic.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$model" --quant mixed && \
 	$(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$model"
+	gpt2=$$(mktemp -d)/synthetic-gpt2.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$gpt2" --arch gpt2 \
+	--quant mixed && $(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$gpt2"
 
 # The conformance suite against the reference worker on the default (real) model, on CUDA when
 # this machine has it, else NumPy (the run's header says which). Results go under reports/:
