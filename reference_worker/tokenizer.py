@@ -100,15 +100,22 @@ class Tokenizer:
         if hasattr(source, "metadata"):
             return cls.from_metadata(source.metadata)
         return cls.from_metadata({key: field.contents() for key, field in source.fields.items()
-                                  if key.startswith("tokenizer.")})
+                                  if key.startswith("tokenizer.") or key == Keys.General.NAME})
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> Tokenizer:
-        """Build from GGUF metadata (key -> plain Python value); see `from_gguf`."""
+        """Build from GGUF metadata (key -> plain Python value); see `from_gguf`.
+
+        The file's tokenizer.ggml.model picks the backend: "gpt2" byte-level BPE (this class),
+        "llama" SentencePiece (tokenizer_spm.SpmTokenizer, which needs general.name too).
+        """
         model = metadata.get(Keys.Tokenizer.MODEL)
+        if model == "llama":
+            from reference_worker.tokenizer_spm import SpmTokenizer  # it builds on this module
+            return SpmTokenizer.from_metadata(metadata)
         if model != "gpt2":
-            raise _load_failed(f"tokenizer.ggml.model {model!r} is not byte-level BPE ('gpt2'), "
-                               f"the only model the {KIND} backend reads")
+            raise _load_failed(f"tokenizer.ggml.model {model!r} is neither byte-level BPE ('gpt2') nor "
+                               f"SentencePiece ('llama'), the models the {KIND} backend reads")
         pre = metadata.get(Keys.Tokenizer.PRE)
         if pre not in PRE_TOKENIZER_SPLITS:
             raise _load_failed(f"pre-tokenizer {pre!r} is not supported; supported: {sorted(PRE_TOKENIZER_SPLITS)}")
