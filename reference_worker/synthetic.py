@@ -326,7 +326,10 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
         writer.add_add_bos_token(False)
 
     def weight(name: str, rows: int, cols: int, std: float) -> None:
-        qtype = q4_k_m_type(name, dims.n_layer) if quant == "Q4_K_M" else next(weight_types) if weight_types else Q[quant]
+        if quant == "Q4_K_M":
+            qtype = q4_k_m_type(name, dims.n_layer)
+        else:
+            qtype = next(weight_types) if weight_types else Q[quant]
         if qtype in (Q.Q4_K, Q.Q6_K) and cols % 256:
             qtype = Q.Q8_0
         data = encode_weight(rng, qtype, rows, cols, std)
