@@ -60,6 +60,8 @@ class HParams:
             raise load_failed(f"{n_head} heads, {hp.n_head_kv} KV heads and width {n_embd} do not fit together")
         if gguf.hparam("rope.dimension_count", hp.head_dim) != hp.head_dim:
             raise load_failed("partial rotary embeddings are not supported")
+        # phi3.attention.sliding_window (Phi-3-Mini: 2047) is read and not applied, as llama.cpp
+        # does (models/phi3.cpp: "Phi SWA is currently disabled"): attention sees the whole context.
         return hp
 
 

@@ -51,7 +51,8 @@ def metadata(spm_model) -> dict:
 
 def test_the_corpus_covers_what_the_issue_asks_for():
     assert ARCHES == ["llama", "phi3"] and len(GOLDEN["corpus"]) >= 250
-    assert {"latin", "code", "cjk", "emoji", "whitespace", "spaces", "special", "spm-special", "mixed"} <= set(CATEGORIES)
+    assert {"latin", "code", "cjk", "emoji", "whitespace", "spaces", "special", "spm-special", "mixed"} \
+        <= set(CATEGORIES)
     texts = {item["text"] for item in GOLDEN["corpus"]}
     assert {"", "  a", "a\n\n\nb", "<|user|>\nWhat is 2 + 2?<|end|>\n<|assistant|>\n4<|end|>"} <= texts
 
