@@ -17,12 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Unit, property, real-model and harness self-tests (CUDA tests skip themselves, with the
-# reason, without a GPU), then the conformance suite against the reference worker on two
-# synthetic models, qwen2 (byte-level BPE) and phi3 (SentencePiece vocabulary, fused weights):
-# the harness and the worker checked end to end in about a minute each. The phi3 model's seed
-# is one whose long job (steps/jobs.py LONG_JOB) samples no end-of-generation token before
-# max_tokens: with 3 such tokens in 640, most random phi3 models end it early, and the scenarios
-# that need a running job then fail for the harness's reason, not the worker's.
+# reason, without a GPU), then the conformance suite against the reference worker on three
+# synthetic models: qwen2 (byte-level BPE), phi3 (SentencePiece vocabulary, fused weights) and
+# gpt2 (the GPT-style adapter, M0-W-1215): the harness and the worker checked end to end in
+# about a minute each. The phi3 model's seed is one whose long job (steps/jobs.py LONG_JOB)
+# samples no end-of-generation token before max_tokens: with 3 such tokens in 640, most random
+# phi3 models end it early, and the scenarios that need a running job then fail for the
+# harness's reason, not the worker's.
 test: install
 	$(BIN)/python -m pytest -q -ra
 	model=$$(mktemp -d)/synthetic.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$model" --quant mixed && \
@@ -30,6 +31,8 @@ test: install
 	phi3=$$(mktemp -d)/phi3.gguf && \
 	$(BIN)/python -m reference_worker.synthetic --out "$$phi3" --arch phi3 --quant mixed --seed 5 && \
 	$(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$phi3"
+	gpt2=$$(mktemp -d)/synthetic-gpt2.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$gpt2" --arch gpt2 \
+	--quant mixed && $(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$gpt2"
 
 # The conformance suite against the reference worker on the default (real) model, on CUDA when
 # this machine has it, else NumPy (the run's header says which). Results go under reports/:

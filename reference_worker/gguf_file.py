@@ -35,9 +35,9 @@ MAX_DIMS = 4
 MAX_ARRAY_DEPTH = 4
 DEFAULT_ALIGNMENT = 32
 
-# M0-W-1212: general.architecture -> adapter family. gpt2/gpt belong to the GPT-style adapter,
-# which a later issue adds; until then they are refused like any unknown architecture.
+# M0-W-1212: general.architecture -> adapter family ("gpt" is the spec's alias of gpt2).
 ADAPTER_FAMILIES = {"qwen2": "llama", "llama": "llama", "phi3": "llama"}
+ADAPTER_FAMILIES.update({"gpt2": "gpt2", "gpt": "gpt2"})
 
 _SCALARS = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
