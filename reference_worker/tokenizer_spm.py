@@ -34,7 +34,7 @@ from typing import Any
 
 from gguf import Keys, TokenType
 
-from reference_worker.tokenizer import _EOG_ID_KEYS, END_OF_GENERATION_TEXTS, Tokenizer, _load_failed
+from reference_worker.tokenizer import END_OF_GENERATION_TEXTS, Tokenizer, _load_failed, special_ids
 
 MODEL = "llama"  # tokenizer.ggml.model of a SentencePiece vocabulary
 SPACE_MARK = "\u2581"
@@ -85,8 +85,10 @@ class SpmTokenizer(Tokenizer):
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
             raise _load_failed("tokenizer.ggml.tokens is missing or not a list of non-empty strings")
         n = len(tokens)
-        if len(set(tokens)) != n:
-            repeated = next(t for i, t in enumerate(tokens) if t in tokens[:i])
+        ids = {text: i for i, text in enumerate(tokens)}
+        if len(ids) != n:  # llama.cpp asserts on this
+            seen: set[str] = set()
+            repeated = next(t for t in tokens if t in seen or seen.add(t))
             raise _load_failed(f"token text {repeated!r} appears twice in tokenizer.ggml.tokens")
         if Keys.Tokenizer.MERGES in metadata:
             raise _load_failed("tokenizer.ggml.merges is present, but a SentencePiece ('llama') vocabulary "
@@ -104,7 +106,6 @@ class SpmTokenizer(Tokenizer):
         # llama.cpp makes end-of-generation texts control tokens even where the file does not.
         kinds = [TokenType.CONTROL if text in END_OF_GENERATION_TEXTS else TokenType(kind)
                  for text, kind in zip(tokens, kinds)]
-        ids = {text: i for i, text in enumerate(tokens)}
         missing = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in ids]
         if missing:
             raise _load_failed(f"byte token {missing[0]} is missing ({len(missing)} of the 256 byte-fallback "
@@ -112,23 +113,7 @@ class SpmTokenizer(Tokenizer):
         not_bytes = [t for t, kind in zip(tokens, kinds) if kind == TokenType.BYTE and not BYTE_TOKEN.fullmatch(t)]
         if not_bytes:
             raise _load_failed(f"token {not_bytes[0]!r} has the byte type but is not spelled <0xNN>")
-
-        def token_id(key: str) -> int | None:
-            value = metadata.get(key)
-            if value is None:
-                default = DEFAULT_IDS.get(key)
-                return default if default is not None and default < n else None
-            if not isinstance(value, int) or not 0 <= value < n:
-                raise _load_failed(f"{key} = {value!r} is not a token id below {n}")
-            return value
-
-        bos_id, eos_id = token_id(Keys.Tokenizer.BOS_ID), token_id(Keys.Tokenizer.EOS_ID)
-        add_bos = bool(metadata.get(Keys.Tokenizer.ADD_BOS, True))
-        add_eos = bool(metadata.get(Keys.Tokenizer.ADD_EOS, False))
-        if (add_bos and bos_id is None) or (add_eos and eos_id is None):
-            raise _load_failed("metadata asks to add a BOS/EOS token but names none")
-        eos_ids = {i for i in map(token_id, _EOG_ID_KEYS) if i is not None}
-        eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
+        specials = special_ids(metadata, tokens, DEFAULT_IDS, add_bos_default=True)
         strip_after = frozenset()
         name = str(metadata.get(Keys.General.NAME, ""))
         if any(marker in _ascii_lower(name) for marker in PHI3_NAMES):
@@ -137,8 +122,8 @@ class SpmTokenizer(Tokenizer):
                 raise _load_failed(f"a Phi-3 model (general.name {name!r}) needs {', '.join(absent)} in its vocabulary")
             strip_after = frozenset(i for i, kind in enumerate(kinds) if kind in _SPECIAL_TYPES or tokens[i] == "</s>")
             strip_after -= {ids[t] for t in PHI3_KEEPS_SPACE_AFTER}
-        return cls(tokens, [float(s) for s in scores], kinds, bos_id, add_bos, eos_id, add_eos, frozenset(eos_ids),
-                   bool(metadata.get(Keys.Tokenizer.ADD_PREFIX, True)), strip_after)
+        add_space_prefix = bool(metadata.get(Keys.Tokenizer.ADD_PREFIX, True))
+        return cls(tokens, [float(s) for s in scores], kinds, *specials, add_space_prefix, strip_after)
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of text; special tokens written in the text become their ids.
