@@ -67,7 +67,7 @@ def train_bpe(text: str, n_merges: int, split: regex.Pattern = QWEN2_SPLIT) -> t
     """Byte-level BPE on text: (tokens, merges). Ties go to the smallest pair, so it is deterministic."""
     alphabet = bytes_to_unicode()
     words = collections.Counter(
-        tuple(alphabet[b] for b in piece.encode("utf-8")) for piece in split.findall(text)
+        tuple(alphabet[b] for b in piece.group().encode("utf-8")) for piece in split.finditer(text)
     )
     tokens = list(alphabet.values())
     merges = []
@@ -228,7 +228,7 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
 # GPT-OSS's special tokens (the o200k_harmony encoding), in the real vocabulary's order.
 GPT_OSS_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
                           "<|start|>", "<|end|>", "<|message|>", "<|call|>")
-GPT_OSS_PRE = "qwen2"
+GPT_OSS_PRE = "gpt-4o"  # llama.cpp's name for the o200k split (LLAMA_VOCAB_PRE_TYPE_GPT4O)
 
 
 @dataclass(frozen=True)
@@ -344,21 +344,23 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     def vector(name: str, shape: tuple[int, ...], mean: float, std: float) -> None:
         tensors[name] = (shape, Q.F32, lambda: (mean + rng.standard_normal(shape) * std).astype(np.float32))
 
-    weight("token_embd.weight", (n_vocab, d), Q.Q8_0, 2.0 / np.sqrt(d))
+    weight("token_embd.weight", (n_vocab, d), Q.Q8_0, 0.5)
     for i in range(dims.n_layer):
         b = f"blk.{i}."
         vector(b + "attn_norm.weight", (d,), 1.0, 0.1)
         for proj, rows in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
-            weight(f"{b}attn_{proj}.weight", (rows, d), Q.Q8_0, 1.5 / np.sqrt(d))
+            weight(f"{b}attn_{proj}.weight", (rows, d), Q.Q8_0, 0.8 / np.sqrt(d))
             vector(f"{b}attn_{proj}.bias", (rows,), 0.0, 0.1)
         weight(b + "attn_output.weight", (d, q_rows), Q.Q8_0, 1.0 / np.sqrt(q_rows))
         vector(b + "attn_output.bias", (d,), 0.0, 0.05)
         vector(b + "attn_sinks.weight", (dims.n_head,), 0.0, 1.0)
         vector(b + "post_attention_norm.weight", (d,), 1.0, 0.1)
-        vector(b + "ffn_gate_inp.weight", (n_exp, d), 0.0, 2.0 / np.sqrt(d))
-        vector(b + "ffn_gate_inp.bias", (n_exp,), 0.0, 0.5)
+        # A decisive router (logits of std ~8): a near-tie between the k-th and the next expert
+        # flips under any rounding, llama.cpp's included, and moves the logits by whole units.
+        vector(b + "ffn_gate_inp.weight", (n_exp, d), 0.0, 16.0 / np.sqrt(d))
+        vector(b + "ffn_gate_inp.bias", (n_exp,), 0.0, 1.0)
         for proj, rows, cols in (("gate", ff, d), ("up", ff, d), ("down", d, ff)):
-            weight(f"{b}ffn_{proj}_exps.weight", (n_exp, rows, cols), Q.MXFP4, 1.5 / np.sqrt(cols))
+            weight(f"{b}ffn_{proj}_exps.weight", (n_exp, rows, cols), Q.MXFP4, 0.7 / np.sqrt(cols))
             vector(f"{b}ffn_{proj}_exps.bias", (n_exp, rows), 0.0, 0.1)
     vector("output_norm.weight", (d,), 1.0, 0.1)
     weight("output.weight", (n_vocab, d), Q.Q8_0, 2.0 / np.sqrt(d))

@@ -27,7 +27,7 @@ MODELS = {
     "small": (0, synthetic.GptOssDims()),
     "wide": (1, synthetic.GptOssDims(n_layer=2, n_embd=256, n_expert=8, n_expert_used=4, sliding_window=16)),
 }
-PROMPT_NAMES = ("english", "python", "german", "json")
+PROMPT_NAMES = tuple(PROMPTS)
 
 
 def main(argv: list[str] | None = None) -> int:
