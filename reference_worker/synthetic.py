@@ -26,6 +26,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType
 
 from reference_worker.tokenizer import PRE_TOKENIZER_SPLITS, bytes_to_unicode
+from reference_worker.tokenizer_hf import FILE_NAME as TOKENIZER_JSON
+from reference_worker.tokenizer_hf import write_tokenizer_json
 
 # Weight types a synthetic model can be written in; "mixed" cycles through all of them.
 WEIGHT_TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q4_0, Q.Q4_K, Q.Q6_K, Q.MXFP4)
@@ -292,11 +294,13 @@ def gpt_oss_vocabulary(n_merges: int, n_vocab: int | None) -> tuple[list[str], l
 
 
 def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims(),
-                  drop: tuple[str, ...] = (), reshape: dict[str, tuple[int, ...]] | None = None,
-                  metadata: dict[str, int] | None = None) -> Path:
+                  tokenizer_json: bool = False, drop: tuple[str, ...] = (),
+                  reshape: dict[str, tuple[int, ...]] | None = None, metadata: dict[str, int] | None = None) -> Path:
     """Write a synthetic gpt-oss model to path and return the path: MXFP4 experts, Q8_0 dense
     weights, F32 norms, biases, sinks and router (as llama.cpp's quantizer leaves them).
     The tensors are written one at a time, so the 20B's 12 GB never sit in memory at once.
+    With tokenizer_json, the vocabulary also goes to a tokenizer.json beside the model (the
+    hf-json tokenizer, M0-W-1361), which the worker then loads instead of the GGUF's.
 
     drop, reshape and metadata make broken files for the loader's tests: tensors left out,
     tensors written with another numpy-order shape, `gpt-oss.*` integer keys overridden.
@@ -307,7 +311,8 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     q_rows, kv_rows = dims.n_head * dims.head_dim, dims.n_head_kv * dims.head_dim
 
     writer = gguf.GGUFWriter(str(path), "gpt-oss")
-    writer.add_name(f"synthetic-gpt-oss-{dims.n_layer}l-{n_exp}e-seed{seed}")
+    label = next((name for name, known in GPT_OSS_DIMS.items() if known == dims), f"{dims.n_layer}l-{n_exp}e")
+    writer.add_name(f"synthetic-gpt-oss-{label}-seed{seed}")  # the harness knows gpt-oss-20b by its name
     writer.add_file_type(int(LlamaFileType.MOSTLY_MXFP4_MOE))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     hparams = {"block_count": dims.n_layer, "context_length": dims.n_ctx, "embedding_length": d,
@@ -381,6 +386,8 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     for _, _, make in tensors.values():
         writer.write_tensor_data(make())
     writer.close()
+    if tokenizer_json:
+        write_tokenizer_json(path, Path(path).parent / TOKENIZER_JSON)
     return Path(path)
 
 
@@ -392,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default=0, type=int)
     parser.add_argument("--layers", type=int, help=f"layers (default: {Dims.n_layer}; gpt-oss: as --dims)")
     parser.add_argument("--dims", default="small", choices=tuple(GPT_OSS_DIMS), help="gpt-oss dimensions")
+    parser.add_argument("--tokenizer-json", action="store_true", help="gpt-oss: also write tokenizer.json beside --out")
     args = parser.parse_args(argv)
     if args.arch == "gpt-oss":
         dims = GPT_OSS_DIMS[args.dims]
-        print(build_gpt_oss(args.out, args.seed, dims if args.layers is None else replace(dims, n_layer=args.layers)))
+        print(build_gpt_oss(args.out, args.seed, dims if args.layers is None else replace(dims, n_layer=args.layers),
+                            args.tokenizer_json))
         return 0
     print(build(args.out, args.arch, args.quant, args.seed, Dims(n_layer=args.layers or Dims.n_layer)))
     return 0

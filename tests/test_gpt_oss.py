@@ -23,7 +23,7 @@ from reference_worker.ops_numpy import YaRN
 
 @pytest.fixture(scope="module")
 def gpt_oss_model(tmp_path_factory):
-    return synthetic.build_gpt_oss(tmp_path_factory.mktemp("gpt-oss") / "small.gguf")
+    return synthetic.build_gpt_oss(tmp_path_factory.mktemp("gpt-oss") / "small.gguf", tokenizer_json=True)
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,18 @@ def test_hparams_follow_llama_cpps_reading(gpt_oss_model):
     assert hp.yarn == YaRN(factor=32.0, n_ctx_orig=4096) and (hp.n_expert, hp.n_expert_used) == (4, 2)
 
 
-def test_engine_reports_the_architecture_and_mxfp4(engine):
-    assert (engine.architecture, engine.quant_kind, engine.tokenizer_kind) == ("gpt-oss", "MXFP4", "gguf-bpe")
+def test_engine_reports_the_architecture_mxfp4_and_the_tokenizer_json_beside_it(engine):
+    assert (engine.architecture, engine.quant_kind, engine.tokenizer_kind) == ("gpt-oss", "MXFP4", "hf-json")
     assert engine.context_length == 512 and engine.vocab_size == engine.tokenizer.vocab_size
+
+
+def test_the_tokenizer_json_encodes_as_the_ggufs_own_vocabulary(engine, gpt_oss_model):
+    from reference_worker.tokenizer import Tokenizer
+
+    own = Tokenizer.from_gguf(GGUFFile.open(gpt_oss_model))
+    text = "<|start|>user<|message|>The quick brown fox, 1234 ü 言語<|end|>"
+    assert engine.tokenize(text) == own.encode(text, add_special=True)
+    assert own.decode(own.encode(text)) == text
 
 
 def test_token_by_token_through_the_cache_equals_one_batch(engine):
