@@ -17,13 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Unit, property, real-model and harness self-tests (CUDA tests skip themselves, with the
-# reason, without a GPU), then the conformance suite against the reference worker on two
-# synthetic models, each in about a minute: a qwen2-style one with every weight type, and a
-# gpt-oss one (MXFP4 experts, tokenizer.json beside it) that takes the GPT-OSS path.
+# reason, without a GPU), then the conformance suite against the reference worker on three
+# synthetic models, each in about a minute: a qwen2-style one with every weight type, a gpt2 one
+# (the GPT-style adapter, M0-W-1215), and a gpt-oss one (MXFP4 experts, tokenizer.json beside
+# it) that takes the GPT-OSS path.
 test: install
 	$(BIN)/python -m pytest -q -ra
 	model=$$(mktemp -d)/synthetic.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$model" --quant mixed && \
 	$(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$model"
+	gpt2=$$(mktemp -d)/synthetic-gpt2.gguf && $(BIN)/python -m reference_worker.synthetic --out "$$gpt2" --arch gpt2 \
+	--quant mixed && $(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$gpt2"
 	model=$$(mktemp -d)/gpt-oss.gguf && \
 	$(BIN)/python -m reference_worker.synthetic --arch gpt-oss --tokenizer-json --out "$$model" && \
 	$(BIN)/python -m pytest features -q -ra -p no:cacheprovider --model "$$model"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 
 import numpy as np
 
@@ -35,11 +36,11 @@ def time_prefill(engine: Engine, n_tokens: int, repeats: int) -> float:
 
 
 def weight_bytes(engine: Engine) -> int:
-    """Bytes of the weight matrices one decode step reads, as the backend holds them."""
+    """Bytes of the weight matrices one decode step reads, as the backend holds them (a layer's
+    matrices are the fields of its adapter's Layer named w*, in llama.py and gpt2.py alike)."""
     adapter = engine.adapter
-    matrices = [adapter.output] + [w for layer in adapter.layers
-                                   for w in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up,
-                                             layer.w_down)]
+    matrices = [adapter.output] + [getattr(layer, f.name) for layer in adapter.layers for f in fields(layer)
+                                   if f.name.startswith("w")]
     return sum(m.nbytes for m in matrices)
 
 

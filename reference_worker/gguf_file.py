@@ -35,10 +35,11 @@ MAX_DIMS = 4
 MAX_ARRAY_DEPTH = 4
 DEFAULT_ALIGNMENT = 32
 
-# M0-W-1212: general.architecture -> adapter family. gpt2/gpt belong to the GPT-style adapter,
-# which a later issue adds; until then they are refused like any unknown architecture.
+# M0-W-1212: general.architecture -> adapter family ("gpt" is the spec's alias of gpt2).
+ADAPTER_FAMILIES = {"qwen2": "llama", "llama": "llama", "phi3": "llama"}
+ADAPTER_FAMILIES.update({"gpt2": "gpt2", "gpt": "gpt2"})
 # "gpt-oss" is llama.cpp's name for GPT-OSS-20B's architecture (src/models/openai-moe.cpp).
-ADAPTER_FAMILIES = {"qwen2": "llama", "llama": "llama", "phi3": "llama", "gpt-oss": "gpt-oss"}
+ADAPTER_FAMILIES["gpt-oss"] = "gpt-oss"
 # File types whose llama.cpp name is not the spec's quant_kind (§ /health: "MXFP4" | ...):
 # llama.cpp calls GPT-OSS's MXFP4 experts with Q8_0 dense weights MXFP4_MOE.
 QUANT_KIND_NAMES = {LlamaFileType.MOSTLY_MXFP4_MOE: "MXFP4"}

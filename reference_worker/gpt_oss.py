@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from reference_worker.gguf_file import GGUFFile, Tensor, load_failed
+from reference_worker.adapter import Adapter, is_positive_float
+from reference_worker.gguf_file import GGUFFile, load_failed
 from reference_worker.ops_numpy import YaRN
 
 MAX_EXPERTS = 256  # llama.cpp's LLAMA_MAX_EXPERTS; also what the CUDA router keeps in shared memory
@@ -30,7 +31,8 @@ MAX_EXPERTS = 256  # llama.cpp's LLAMA_MAX_EXPERTS; also what the CUDA router ke
 
 @dataclass(frozen=True)
 class HParams:
-    """Shape of a GPT-OSS model, read from `gpt-oss.*` metadata."""
+    """Shape of a GPT-OSS model, read from `gpt-oss.*` metadata. Not a CommonHParams: the head
+    size is its own key (attention.key_length), not the width over the heads."""
 
     n_layer: int
     n_embd: int
@@ -68,7 +70,7 @@ class HParams:
         counts = (hp.n_layer, n_embd, n_head, hp.n_head_kv, head_dim, hp.n_expert, hp.n_expert_used, hp.n_ff_exp,
                   hp.n_ctx, hp.sliding_window)
         if not all(isinstance(v, int) and v > 0 for v in counts) or not all(
-                isinstance(v, float) and np.isfinite(v) and v > 0 for v in (hp.eps, hp.rope_base)):
+                is_positive_float(v) for v in (hp.eps, hp.rope_base)):
             raise load_failed(f"model hyperparameters are out of range: {hp}")
         if not hp.n_expert_used <= hp.n_expert <= MAX_EXPERTS:
             raise load_failed(f"expert_used_count {hp.n_expert_used} and expert_count {hp.n_expert} do not fit "
@@ -124,10 +126,11 @@ class Layer:
     experts: Any
 
 
-class GptOssAdapter:
+class GptOssAdapter(Adapter):
     """Weights of one GPT-OSS model on a backend, and its forward pass."""
 
     architecture_name = "gpt-oss"
+    hparams_class = HParams
 
     def __init__(self, gguf: GGUFFile, ops: ModuleType, on_progress: Callable[[float], None] = lambda _: None) -> None:
         self.ops = ops
@@ -168,21 +171,6 @@ class GptOssAdapter:
             b_router=vector("ffn_gate_inp.bias", hp.n_expert),
             experts=ops.load_experts(*experts, *expert_biases),
         )
-
-    @staticmethod
-    def context_cache_bytes(gguf: GGUFFile, kv_cache_bytes: Callable[[int, int, int, int], int]) -> int:
-        """The bytes of a KV cache for the model's whole context, given a backend's
-        kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim): read before any weight is loaded."""
-        hp = HParams.from_gguf(gguf)
-        return kv_cache_bytes(hp.n_layer, hp.n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def kv_cache_bytes(self, n_ctx: int) -> int:
-        hp = self.hp
-        return self.ops.kv_cache_bytes(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def new_cache(self, n_ctx: int) -> Any:
-        hp = self.hp
-        return self.ops.new_kv_cache(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
 
     def forward(self, tokens: list[int], start: int, cache: Any, all_logits: bool = False) -> np.ndarray:
         """Run tokens at positions start.. through the model, extending cache.

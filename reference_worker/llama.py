@@ -5,7 +5,7 @@ where the file has them), RoPE on Q and K, GQA attention over the KV cache, outp
 residual add, RMSNorm, SwiGLU feed-forward, residual add; final RMSNorm and the output head
 (the token table itself when the file has no `output.weight`: a tied head).
 The ops (`ops_numpy.py` documents them) decide where the numbers live; this file only says
-what is computed. The GPT-style adapter of a later issue has the same three methods.
+what is computed. The GPT-style adapter (gpt2.py) has the same three methods.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from reference_worker.adapter import Adapter, CommonHParams, is_positive_float
 from reference_worker.gguf_file import GGUFFile, Tensor, load_failed
 
 # Pairing of rotated dimensions per architecture (llama.cpp llama_model_rope_type):
@@ -23,41 +24,20 @@ NEOX_ROPE = {"qwen2": True, "phi3": True, "llama": False}
 
 
 @dataclass(frozen=True)
-class HParams:
+class HParams(CommonHParams):
     """Shape of a Llama-style model, read from `{arch}.*` metadata."""
 
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    n_ctx: int
-    n_vocab: int
-    eps: float
     rope_base: float
     rope_neox: bool
 
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> HParams:
-        n_head = gguf.hparam("attention.head_count")
-        n_embd = gguf.hparam("embedding_length")
-        hp = cls(
-            n_layer=gguf.hparam("block_count"), n_embd=n_embd, n_head=n_head,
-            n_head_kv=gguf.hparam("attention.head_count_kv", n_head), n_ff=gguf.hparam("feed_forward_length"),
-            n_ctx=gguf.hparam("context_length"), n_vocab=gguf.tensor("token_embd.weight").shape[0],
-            eps=gguf.hparam("attention.layer_norm_rms_epsilon"), rope_base=gguf.hparam("rope.freq_base", 10000.0),
-            rope_neox=NEOX_ROPE[gguf.architecture],
-        )
-        counts = (hp.n_layer, n_embd, n_head, hp.n_head_kv, hp.n_ff, hp.n_ctx)
-        if not all(isinstance(v, int) and v > 0 for v in counts) or not all(
-                isinstance(v, float) and np.isfinite(v) and v > 0 for v in (hp.eps, hp.rope_base)):
+        hp = cls.read(gguf, "attention.layer_norm_rms_epsilon", rope_base=gguf.hparam("rope.freq_base", 10000.0),
+                      rope_neox=NEOX_ROPE[gguf.architecture])
+        if not is_positive_float(hp.rope_base):
             raise load_failed(f"model hyperparameters are out of range: {hp}")
-        if n_embd % n_head or n_head % hp.n_head_kv or hp.head_dim % 2:
-            raise load_failed(f"{n_head} heads, {hp.n_head_kv} KV heads and width {n_embd} do not fit together")
+        if hp.head_dim % 2:
+            raise load_failed(f"{hp.n_head} heads, {hp.n_head_kv} KV heads and width {hp.n_embd} do not fit together")
         if gguf.hparam("rope.dimension_count", hp.head_dim) != hp.head_dim:
             raise load_failed("partial rotary embeddings are not supported")
         return hp
@@ -100,10 +80,11 @@ def _row_split(tensor: Tensor, sizes: list[int]) -> list[Tensor]:
     return parts
 
 
-class LlamaAdapter:
+class LlamaAdapter(Adapter):
     """Weights of one Llama-style model on a backend, and its forward pass."""
 
     architecture_name = "llama"
+    hparams_class = HParams
 
     def __init__(self, gguf: GGUFFile, ops: ModuleType, on_progress: Callable[[float], None] = lambda _: None) -> None:
         self.ops = ops
@@ -149,21 +130,6 @@ class LlamaAdapter:
             w_gate=ops.load_matrix(gate), w_up=ops.load_matrix(up),
             w_down=ops.load_matrix(_shaped(gguf, prefix + "ffn_down.weight", (hp.n_embd, hp.n_ff))),
         )
-
-    @staticmethod
-    def context_cache_bytes(gguf: GGUFFile, kv_cache_bytes: Callable[[int, int, int, int], int]) -> int:
-        """The bytes of a KV cache for the model's whole context, given a backend's
-        kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim): read before any weight is loaded."""
-        hp = HParams.from_gguf(gguf)
-        return kv_cache_bytes(hp.n_layer, hp.n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def kv_cache_bytes(self, n_ctx: int) -> int:
-        hp = self.hp
-        return self.ops.kv_cache_bytes(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
-
-    def new_cache(self, n_ctx: int) -> Any:
-        hp = self.hp
-        return self.ops.new_kv_cache(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim)
 
     def forward(self, tokens: list[int], start: int, cache: Any, all_logits: bool = False) -> np.ndarray:
         """Run tokens at positions start.. through the model, extending cache.

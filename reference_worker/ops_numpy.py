@@ -25,6 +25,13 @@ This is the numerical twin of the CUDA backend; both provide these names with th
     rmsnorm_gated_ffn(x (n, in), weight, eps, W_gate, W_up) -> (n, ff)
                                            silu(h @ W_gate.T) * (h @ W_up.T) with h = rmsnorm(x):
                                            the SwiGLU gate
+    attention(q, k, v, cache, layer, start) -> (n, H * D)
+                                           causal attention without rotation (GPT-2: positions
+                                           enter as learned embeddings instead)
+    add_positions(x (n, d), P, start)      x + rows start..start+n-1 of the position table P
+                                           (a load_embedding) (M0-W-1434)
+    layernorm(x (n, d), weight, bias, eps) (x - mean) / sqrt(var + eps) * weight + bias (M0-W-1432)
+    gelu(x)                                GELU, tanh approximation (M0-W-1433)
     rope_attention(..., yarn=YaRN, sinks=(H,), window=w)
                                            gpt-oss: RoPE with YaRN's frequencies and magnitude,
                                            a learned logit per head that joins every softmax
@@ -214,6 +221,23 @@ def rmsnorm_gated_ffn(x: np.ndarray, weight: np.ndarray, eps: float, w_gate: np.
                       w_up: np.ndarray) -> np.ndarray:
     h = rmsnorm(x, weight, eps)
     return silu_mul(matmul(h, w_gate), matmul(h, w_up))
+
+
+def add_positions(x: np.ndarray, table: QuantizedRows, start: int) -> np.ndarray:
+    return x + table.rows(np.arange(start, start + len(x)))
+
+
+def layernorm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    centred = x - np.mean(x, axis=-1, keepdims=True)
+    return centred / np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + eps) * weight + bias
+
+
+GELU_SCALE = np.float32(np.sqrt(2 / np.pi))
+GELU_CUBIC = np.float32(0.044715)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1 + np.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)))
 
 
 SWIGLU_OAI_ALPHA = 1.702  # GPT-OSS's activation constants (llama-graph.cpp, LLM_FFN_SWIGLU_OAI_MOE)

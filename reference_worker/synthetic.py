@@ -1,10 +1,12 @@
 """Small synthetic GGUF models for fast tests, fuzzing and GPU runs.
 
-A synthetic model has the real model's shape of metadata and tensors (qwen2 or llama style),
-random weights drawn from a seed, and a small byte-level BPE vocabulary trained on a fixed
-paragraph, with the qwen2 special tokens. Same arguments, same bytes.
+A synthetic model has the real model's shape of metadata and tensors (qwen2 or llama style;
+`build_gpt2`: GPT-2 style), random weights drawn from a seed, and a small byte-level BPE
+vocabulary trained on a fixed paragraph, with the qwen2 special tokens (GPT-2's for gpt2).
+Same arguments, same bytes.
 
     python -m reference_worker.synthetic --out tiny.gguf --arch qwen2 --quant Q8_0 --seed 0
+    python -m reference_worker.synthetic --out gpt2.gguf --arch gpt2 --quant mixed
 
 `--arch gpt-oss` writes llama.cpp's gpt-oss architecture instead (`build_gpt_oss`): MXFP4
 experts, Q8_0 dense weights; `--dims gpt-oss-20b` gives it GPT-OSS-20B's exact dimensions
@@ -142,6 +144,50 @@ def encode_weight(rng: np.random.Generator, qtype: Q, rows: int, cols: int, std:
     return gguf.quants.quantize(values, qtype)
 
 
+def _weight_writer(writer: gguf.GGUFWriter, rng: np.random.Generator, quant: str, n_layer: int):
+    """weight(name, rows, cols, std): add a random matrix to writer in quant's type ("mixed":
+    the next of WEIGHT_TYPES, in turn), Q8_0 where a K-quant does not fit the row length."""
+    weight_types = iter(WEIGHT_TYPES * (8 * n_layer)) if quant == "mixed" else None
+
+    def weight(name: str, rows: int, cols: int, std: float) -> None:
+        qtype = next(weight_types) if weight_types else Q[quant]
+        if qtype in (Q.Q4_K, Q.Q6_K) and cols % 256:
+            qtype = Q.Q8_0
+        data = encode_weight(rng, qtype, rows, cols, std)
+        writer.add_tensor(name, data, raw_dtype=qtype if data.dtype == np.uint8 else None)
+
+    return weight
+
+
+def _new_writer(path: Path | str, arch: str, architectures: tuple[str, ...], quant: str, seed: int,
+                dims: Dims) -> gguf.GGUFWriter:
+    """A GGUF writer for arch (one of the builder's architectures) with what every synthetic
+    model's metadata starts with: its name, file type, and the dimensions that every
+    architecture names alike. ValueError for an arch or quant the builder does not make."""
+    if arch not in architectures:
+        raise ValueError(f"arch must be one of {architectures}, not {arch!r}")
+    if quant not in QUANT_CHOICES:
+        raise ValueError(f"quant must be one of {QUANT_CHOICES}, not {quant!r}")
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"synthetic-{arch}-{quant.lower()}-seed{seed}")
+    writer.add_file_type(int(LlamaFileType.MOSTLY_Q4_K_M if quant == "mixed" else _FILE_TYPE[Q[quant]]))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_block_count(dims.n_layer)
+    writer.add_context_length(dims.n_ctx)
+    writer.add_embedding_length(dims.n_embd)
+    writer.add_feed_forward_length(dims.n_ff)
+    writer.add_head_count(dims.n_head)
+    return writer
+
+
+def _finish(writer: gguf.GGUFWriter, path: Path | str) -> Path:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
 def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int = 0, dims: Dims = Dims()) -> Path:
     """Write a synthetic model to path and return the path.
 
@@ -149,27 +195,13 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
     "phi3" has an untied head and fused weights (attn_qkv, and ffn_up holding gate then up).
     quant names the type of every weight matrix, or "mixed" to cycle through WEIGHT_TYPES.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {ARCHITECTURES}, not {arch!r}")
-    if quant not in QUANT_CHOICES:
-        raise ValueError(f"quant must be one of {QUANT_CHOICES}, not {quant!r}")
     rng = np.random.default_rng(seed)
     tokens, merges = train_bpe(CORPUS, dims.n_merges)
     tokens += SPECIAL_TOKENS
     n_vocab = len(tokens)
     head_dim = dims.n_embd // dims.n_head
-    weight_types = iter(WEIGHT_TYPES * (8 * dims.n_layer)) if quant == "mixed" else None
-    file_type = LlamaFileType.MOSTLY_Q4_K_M if quant == "mixed" else _FILE_TYPE[Q[quant]]
 
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(f"synthetic-{arch}-{quant.lower()}-seed{seed}")
-    writer.add_file_type(int(file_type))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_block_count(dims.n_layer)
-    writer.add_context_length(dims.n_ctx)
-    writer.add_embedding_length(dims.n_embd)
-    writer.add_feed_forward_length(dims.n_ff)
-    writer.add_head_count(dims.n_head)
+    writer = _new_writer(path, arch, ARCHITECTURES, quant, seed, dims)
     writer.add_head_count_kv(dims.n_head_kv)
     writer.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
     writer.add_layer_norm_rms_eps(1e-6)
@@ -184,12 +216,7 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
     writer.add_pad_token_id(tokens.index("<|endoftext|>"))
     writer.add_add_bos_token(False)
 
-    def weight(name: str, rows: int, cols: int, std: float) -> None:
-        qtype = next(weight_types) if weight_types else Q[quant]
-        if qtype in (Q.Q4_K, Q.Q6_K) and cols % 256:
-            qtype = Q.Q8_0
-        data = encode_weight(rng, qtype, rows, cols, std)
-        writer.add_tensor(name, data, raw_dtype=qtype if data.dtype == np.uint8 else None)
+    weight = _weight_writer(writer, rng, quant, dims.n_layer)
 
     def vector(name: str, size: int, mean: float, std: float) -> None:
         writer.add_tensor(name, (mean + rng.standard_normal(size) * std).astype(np.float32))
@@ -217,12 +244,65 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
     vector("output_norm.weight", dims.n_embd, 1.0, 0.1)
     if arch != "llama":
         weight("output.weight", n_vocab, dims.n_embd, 2.0 / np.sqrt(dims.n_embd))
+    return _finish(writer, path)
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return Path(path)
+
+GPT2_ARCHITECTURES = ("gpt2", "gpt")  # "gpt": the spec's alias (M0-W-1212), unknown to llama.cpp
+
+
+def build_gpt2(path: Path | str, quant: str = "Q8_0", seed: int = 0, dims: Dims = Dims(), arch: str = "gpt2",
+               tied_head: bool = True) -> Path:
+    """Write a synthetic GPT-2-style model to path, shaped like llama.cpp's converted GPT-2 files
+    (src/models/gpt2.cpp: LayerNorms with biases, fused attn_qkv, biases everywhere, a learned
+    position table of n_ctx rows kept in F32 as llama-quantize keeps it) and return the path.
+
+    Every head has its own K/V (dims.n_head_kv is not used); the head is the token table unless
+    tied_head is False; quant as in `build`. The vocabulary is `build`'s BPE with GPT-2's
+    pre-tokenizer and its one special token, <|endoftext|>.
+    """
+    rng = np.random.default_rng(seed)
+    tokens, merges = train_bpe(CORPUS, dims.n_merges)
+    tokens.append("<|endoftext|>")
+    n_vocab, end_of_text = len(tokens), len(tokens) - 1
+
+    writer = _new_writer(path, arch, GPT2_ARCHITECTURES, quant, seed, dims)
+    writer.add_layer_norm_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.NORMAL] * end_of_text + [gguf.TokenType.CONTROL])
+    writer.add_token_merges(merges)
+    for add_id in (writer.add_bos_token_id, writer.add_eos_token_id):
+        add_id(end_of_text)
+    writer.add_add_bos_token(False)
+
+    weight = _weight_writer(writer, rng, quant, dims.n_layer)
+
+    def norm(name: str, size: int) -> None:
+        writer.add_tensor(f"{name}.weight", (1.0 + rng.standard_normal(size) * 0.1).astype(np.float32))
+        writer.add_tensor(f"{name}.bias", (rng.standard_normal(size) * 0.1).astype(np.float32))
+
+    def bias(name: str, size: int) -> None:
+        writer.add_tensor(f"{name}.bias", (rng.standard_normal(size) * 0.05).astype(np.float32))
+
+    d, ff = dims.n_embd, dims.n_ff
+    weight("token_embd.weight", n_vocab, d, 2.0 / np.sqrt(d))
+    writer.add_tensor("position_embd.weight", encode_weight(rng, Q.F32, dims.n_ctx, d, 1.0 / np.sqrt(d)))
+    for i in range(dims.n_layer):
+        norm(f"blk.{i}.attn_norm", d)
+        weight(f"blk.{i}.attn_qkv.weight", 3 * d, d, 1.5 / np.sqrt(d))
+        bias(f"blk.{i}.attn_qkv", 3 * d)
+        weight(f"blk.{i}.attn_output.weight", d, d, 1.0 / np.sqrt(d))
+        bias(f"blk.{i}.attn_output", d)
+        norm(f"blk.{i}.ffn_norm", d)
+        weight(f"blk.{i}.ffn_up.weight", ff, d, 1.0 / np.sqrt(d))
+        bias(f"blk.{i}.ffn_up", ff)
+        weight(f"blk.{i}.ffn_down.weight", d, ff, 1.0 / np.sqrt(ff))
+        bias(f"blk.{i}.ffn_down", d)
+    norm("output_norm", d)
+    if not tied_head:
+        weight("output.weight", n_vocab, d, 2.0 / np.sqrt(d))
+    return _finish(writer, path)
 
 
 # -- gpt-oss (llama.cpp's "gpt-oss" architecture, src/models/openai-moe.cpp) -----------------
@@ -394,7 +474,7 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_worker.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--arch", default="qwen2", choices=ARCHITECTURES + ("gpt-oss",))
+    parser.add_argument("--arch", default="qwen2", choices=ARCHITECTURES + GPT2_ARCHITECTURES + ("gpt-oss",))
     parser.add_argument("--quant", default="Q8_0", choices=QUANT_CHOICES)
     parser.add_argument("--seed", default=0, type=int)
     parser.add_argument("--layers", type=int, help=f"layers (default: {Dims.n_layer}; gpt-oss: as --dims)")
@@ -406,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         print(build_gpt_oss(args.out, args.seed, dims if args.layers is None else replace(dims, n_layer=args.layers),
                             args.tokenizer_json))
         return 0
-    print(build(args.out, args.arch, args.quant, args.seed, Dims(n_layer=args.layers or Dims.n_layer)))
+    builder = build_gpt2 if args.arch in GPT2_ARCHITECTURES else build
+    print(builder(args.out, arch=args.arch, quant=args.quant, seed=args.seed, dims=Dims(n_layer=args.layers or Dims.n_layer)))
     return 0
 
 

@@ -47,6 +47,7 @@ _GPT4O_SPLIT = (
 )
 # tokenizer.ggml.pre -> split regex; names as llama.cpp accepts them for the same pre-tokenizer.
 PRE_TOKENIZER_SPLITS = {"qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT, "gpt-4o": _GPT4O_SPLIT}
+PRE_TOKENIZER_SPLITS["gpt-2"] = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"  # GPT-2
 
 # Token texts llama.cpp treats as end of generation whatever the metadata says, and the FIM
 # pad/repo/separator tokens it adds to that set; it also makes them control tokens, so that

@@ -55,11 +55,12 @@ def test_tokenizer_metadata_is_shaped_like_qwen2(synthetic_model):
     assert tokens.index("<|im_start|>") in ids
 
 
-def test_command_line(tmp_path):
+@pytest.mark.parametrize("arch, tensor", [("llama", "blk.0.attn_q.weight"), ("gpt", "blk.0.attn_qkv.weight")])
+def test_command_line(tmp_path, arch, tensor):
     out = tmp_path / "cli.gguf"
-    done = subprocess.run([sys.executable, "-m", "reference_worker.synthetic", "--out", str(out), "--arch", "llama",
+    done = subprocess.run([sys.executable, "-m", "reference_worker.synthetic", "--out", str(out), "--arch", arch,
                            "--quant", "Q4_0", "--seed", "3"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(out)
     model = GGUFFile.open(out)
-    assert model.architecture == "llama" and model.quant_kind == "Q4_0"
-    assert model.tensor("blk.0.attn_q.weight").qtype == Q.Q4_0
+    assert model.architecture == arch and model.quant_kind == "Q4_0"
+    assert model.tensor(tensor).qtype == Q.Q4_0

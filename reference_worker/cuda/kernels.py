@@ -280,17 +280,48 @@ def rope(q: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, q_out: c
     return q_out if k is None else (q_out, k_out)
 
 
-def _elementwise(name: str, arrays: tuple, out: cp.ndarray) -> cp.ndarray:
+def _elementwise(name: str, arrays: tuple, out: cp.ndarray, module: str = "layers") -> cp.ndarray:
     for i, a in enumerate(arrays):
         _check(a, np.float32, out.shape, f"{name} input {i}")
     _check(out, np.float32, out.shape, f"{name} out")
-    _launch("layers", name, (_blocks(out.size, 256),), (256,), (*arrays, out, np.int64(out.size)))
+    _launch(module, name, (_blocks(out.size, 256),), (256,), (*arrays, out, np.int64(out.size)))
     return out
 
 
 def swiglu(gate: cp.ndarray, up: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out = silu(gate) * up."""
     return _elementwise("swiglu", (gate, up), out)
+
+
+def layernorm(x: cp.ndarray, weight: cp.ndarray, bias: cp.ndarray, eps: float, out: cp.ndarray) -> cp.ndarray:
+    """out = (x - mean) / sqrt(var + eps) * weight + bias, row by row, for x (n_tok, n) (M0-W-1432)."""
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_tok, n), got shape {x.shape}")
+    _check(x, np.float32, x.shape, "x")
+    _check(weight, np.float32, (x.shape[1],), "weight")
+    _check(bias, np.float32, (x.shape[1],), "bias")
+    _check(out, np.float32, x.shape, "out")
+    _launch("gpt2_layers", "layernorm", (x.shape[0],), (256,),
+            (x, weight, bias, out, np.int32(x.shape[1]), np.float32(eps)))
+    return out
+
+
+def gelu(x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = GELU(x), the tanh approximation of M0-W-1433 (out may be x)."""
+    return _elementwise("gelu", (x,), out, module="gpt2_layers")
+
+
+def add_positions(table: DeviceWeight, x: cp.ndarray, pos0: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = x[t] + decoded row pos0[0] + t of the position table, for x (n_tok, cols) float32
+    (out may be x; rows past the table are clamped: callers keep positions inside it) (M0-W-1434)."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    _check(x, np.float32, (n_tok, table.cols), "x")
+    _check(out, np.float32, x.shape, "out")
+    _check(pos0, np.int32, (1,), "pos0")
+    _launch("gpt2_layers", f"add_positions_{WEIGHT_KERNELS[table.qtype]}", (_blocks(table.cols // 4, 256), n_tok),
+            (256,), (table.data, x, out, np.int32(table.cols), np.int32(n_tok), np.int32(table.rows),
+                     np.int64(table.row_bytes), pos0))
+    return out
 
 
 def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray) -> None:

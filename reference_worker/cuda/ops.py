@@ -284,11 +284,7 @@ class CudaOps:
                        base: float, neox: bool, yarn=None, sinks: cp.ndarray | None = None,
                        window: int = 0) -> cp.ndarray:
         n = q.shape[0]
-        if not self.capture_mode:
-            if start + n > cache.n_ctx:
-                raise WorkerError(ErrorCode.VRAM_OOM, f"positions up to {start + n} pass the KV cache of {cache.n_ctx}")
-            self._set_position(start)
-        q, k, v = (cp.ascontiguousarray(a) for a in (q, k, v))
+        q, k, v = self._attention_inputs(q, k, v, cache, start)
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
         freqs, magnitude = self._rope_table(yarn, base, q.shape[2])
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
@@ -310,6 +306,43 @@ class CudaOps:
         x, residual = cp.ascontiguousarray(x), cp.ascontiguousarray(residual)
         act = cp.empty((x.shape[0], ids.shape[1], experts.n_ff), np.float32)
         return kernels.moe_ffn(experts, x, ids, weights, residual, act, cp.empty_like(x))
+
+    def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
+                  start: int) -> cp.ndarray:
+        """rope_attention without the rotation (GPT-2), one query or many: store k, v, then attend."""
+        q, k, v = self._attention_inputs(q, k, v, cache, start)
+        pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
+        kernels.kv_store(k, v, k_cache, v_cache, pos0)
+        return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(q.shape[0], -1)
+
+    def _attention_inputs(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache,
+                          start: int) -> tuple[cp.ndarray, cp.ndarray, cp.ndarray]:
+        """q, k, v made contiguous, and (outside capture mode) start checked against the cache
+        and uploaded as the position of the first token."""
+        n = q.shape[0]
+        if not self.capture_mode:
+            if start + n > cache.n_ctx:
+                raise WorkerError(ErrorCode.VRAM_OOM, f"positions up to {start + n} pass the KV cache of {cache.n_ctx}")
+            self._set_position(start)
+        return tuple(cp.ascontiguousarray(a) for a in (q, k, v))
+
+    def add_positions(self, x: cp.ndarray, table: DeviceRows, start: int) -> cp.ndarray:
+        """x plus the position table's rows start.. (in place: x is the embedding's fresh output)."""
+        if not self.capture_mode:
+            if start + x.shape[0] > table.weight.rows:
+                raise WorkerError(ErrorCode.INVALID_REQUEST, f"positions up to {start + x.shape[0]} pass the "
+                                  f"position table of {table.weight.rows}")
+            self._set_position(start)
+        x = cp.ascontiguousarray(x)
+        return kernels.add_positions(table.weight, x, self.state[0:1], x)
+
+    def layernorm(self, x: cp.ndarray, weight: cp.ndarray, bias: cp.ndarray, eps: float) -> cp.ndarray:
+        x = cp.ascontiguousarray(x)
+        return kernels.layernorm(x, weight, bias, eps, cp.empty_like(x))
+
+    def gelu(self, x: cp.ndarray) -> cp.ndarray:
+        x = cp.ascontiguousarray(x)
+        return kernels.gelu(x, cp.empty_like(x))
 
     def rmsnorm_matmuls(self, x: cp.ndarray, weight: cp.ndarray, eps: float,
                         projections: list[tuple[DeviceWeight, cp.ndarray | None]]) -> list[cp.ndarray]:
