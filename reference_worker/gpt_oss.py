@@ -119,7 +119,7 @@ class Layer:
     wo: Any
     bo: Any
     sinks: Any
-    window: int  # 0: the whole context
+    sliding_window: int  # positions each query sees; 0: the whole context
     post_attn_norm: Any
     w_router: Any
     b_router: Any
@@ -165,7 +165,7 @@ class GptOssAdapter(Adapter):
             wv=matrix("attn_v.weight", kv_rows, hp.n_embd),
             bq=vector("attn_q.bias", q_rows), bk=vector("attn_k.bias", kv_rows), bv=vector("attn_v.bias", kv_rows),
             wo=matrix("attn_output.weight", hp.n_embd, q_rows), bo=vector("attn_output.bias", hp.n_embd),
-            sinks=vector("attn_sinks.weight", hp.n_head), window=hp.sliding_window if hp.sliding[i] else 0,
+            sinks=vector("attn_sinks.weight", hp.n_head), sliding_window=hp.sliding_window if hp.sliding[i] else 0,
             post_attn_norm=vector("post_attention_norm.weight", hp.n_embd),
             w_router=matrix("ffn_gate_inp.weight", hp.n_expert, hp.n_embd),
             b_router=vector("ffn_gate_inp.bias", hp.n_expert),
@@ -185,7 +185,7 @@ class GptOssAdapter(Adapter):
                                           [(layer.wq, layer.bq), (layer.wk, layer.bk), (layer.wv, layer.bv)])
             attn = ops.rope_attention(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
                                       v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start, hp.rope_base,
-                                      True, yarn=hp.yarn, sinks=layer.sinks, window=layer.window)
+                                      True, yarn=hp.yarn, sinks=layer.sinks, window=layer.sliding_window)
             x = ops.matmul(attn, layer.wo, bias=layer.bo, residual=x)
             h = ops.rmsnorm(x, layer.post_attn_norm, hp.eps)
             ids, weights = ops.route(h, layer.w_router, layer.b_router, hp.n_expert_used)

@@ -274,6 +274,11 @@ class Experts:
     up_bias: np.ndarray
     down_bias: np.ndarray
 
+    @property
+    def nbytes(self) -> int:
+        """The three stacks' bytes in their file encoding."""
+        return sum(stack.tensor.n_bytes for stack in (self.gate, self.up, self.down))
+
 
 def load_experts(gate: Tensor, up: Tensor, down: Tensor, gate_bias: Tensor, up_bias: Tensor,
                  down_bias: Tensor) -> Experts:

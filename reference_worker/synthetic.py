@@ -391,7 +391,8 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     q_rows, kv_rows = dims.n_head * dims.head_dim, dims.n_head_kv * dims.head_dim
 
     writer = gguf.GGUFWriter(str(path), "gpt-oss")
-    label = next((name for name, known in GPT_OSS_DIMS.items() if known == dims), f"{dims.n_layer}l-{n_exp}e")
+    label = next((name.removeprefix("gpt-oss-") for name, known in GPT_OSS_DIMS.items() if known == dims),
+                 f"{dims.n_layer}l-{n_exp}e")
     writer.add_name(f"synthetic-gpt-oss-{label}-seed{seed}")  # the harness knows gpt-oss-20b by its name
     writer.add_file_type(int(LlamaFileType.MOSTLY_MXFP4_MOE))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -487,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.tokenizer_json))
         return 0
     builder = build_gpt2 if args.arch in GPT2_ARCHITECTURES else build
-    print(builder(args.out, arch=args.arch, quant=args.quant, seed=args.seed, dims=Dims(n_layer=args.layers or Dims.n_layer)))
+    dims = Dims(n_layer=args.layers or Dims.n_layer)
+    print(builder(args.out, arch=args.arch, quant=args.quant, seed=args.seed, dims=dims))
     return 0
 
 

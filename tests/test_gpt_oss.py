@@ -170,12 +170,12 @@ def test_the_window_is_applied(engine):
     ids = engine.tokenize("The quick brown fox jumps over the lazy dog, and a GPU computes many small things")
     hp, base = engine.adapter.hp, engine.score(ids)
     for layer in engine.adapter.layers:
-        layer.window = 0
+        layer.sliding_window = 0
     try:
         assert np.abs(engine.score(ids) - base)[hp.sliding_window:].max() > 1e-2
     finally:
         for layer, sliding in zip(engine.adapter.layers, hp.sliding):
-            layer.window = hp.sliding_window if sliding else 0
+            layer.sliding_window = hp.sliding_window if sliding else 0
     np.testing.assert_array_equal(engine.score(ids), base)
 
 

@@ -28,8 +28,9 @@ from test_cuda_engine import (  # noqa: E402, F401
     PROMPT, engines, test_a_model_too_large_for_the_budget_is_refused_with_the_numbers,
     test_chunk_size_does_not_change_what_is_loaded, test_graph_decoding_follows_the_model_greedily,
     test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_budget_beside_the_weights,
-    test_temperature_zero_gives_identical_ids_run_after_run, test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on,
-    test_vram_returns_to_its_baseline_after_100_requests, test_weights_stay_in_their_encoding_at_aligned_offsets,
+    test_temperature_zero_gives_identical_ids_run_after_run,
+    test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on, test_vram_returns_to_its_baseline_after_100_requests,
+    test_weights_stay_in_their_encoding_at_aligned_offsets,
 )
 from test_cuda_kernels import GPU_SETTINGS, rel_err  # noqa: E402
 

@@ -97,10 +97,10 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
 
 // q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair, with
 // the YaRN table freqs when it is not null) as it reads them, which saves decode a launch per
-// layer. With a window, chunks wholly before it return at once, like those after the position. The block whose chunk holds the new
-// position first stores the new key and value there (fp16): every query head of a KV group
-// stores the same values, and no other block reads that position, so the store needs no launch
-// of its own. The cache pointers are therefore not read-only.
+// layer. The block whose chunk holds the new position first stores the new key and value there
+// (fp16): every query head of a KV group stores the same values, and no other block reads that
+// position, so the store needs no launch of its own. The cache pointers are therefore not
+// read-only. With a window, chunks wholly before it return at once, like those after the position.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,

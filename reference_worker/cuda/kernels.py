@@ -435,6 +435,11 @@ class DeviceExperts:
             _check(bias, np.float32, (self.n_expert, rows), f"{name} bias")
 
     @property
+    def nbytes(self) -> int:
+        """The three stacks' bytes in VRAM (their file encoding)."""
+        return self.gate.nbytes + self.up.nbytes + self.down.nbytes
+
+    @property
     def n_ff(self) -> int:
         return self.gate.rows // self.n_expert
 
