@@ -16,7 +16,7 @@ what is computed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Callable
 
@@ -26,7 +26,8 @@ from reference_worker.adapter import Adapter, is_positive_float
 from reference_worker.gguf_file import GGUFFile, load_failed
 from reference_worker.ops_numpy import YaRN
 
-MAX_EXPERTS = 256  # llama.cpp's LLAMA_MAX_EXPERTS; also what the CUDA router keeps in shared memory
+MAX_EXPERTS = 256  # llama.cpp's LLAMA_MAX_EXPERTS, and the bound of moe.cu's router
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class HParams:
         n_layer = gguf.hparam("block_count")
         n_head = gguf.hparam("attention.head_count")
         n_embd = gguf.hparam("embedding_length")
-        head_dim = gguf.hparam("attention.key_length", n_embd // n_head if isinstance(n_head, int) and n_head else 0)
+        width_per_head = n_embd // n_head if all(isinstance(v, int) and v > 0 for v in (n_embd, n_head)) else 0
+        head_dim = gguf.hparam("attention.key_length", width_per_head)
         if gguf.hparam("attention.value_length", head_dim) != head_dim:
             raise load_failed("key_length and value_length differ; one head size is supported")
         hp = cls(
@@ -64,14 +66,15 @@ class HParams:
             n_ff_exp=gguf.hparam("expert_feed_forward_length"), n_ctx=gguf.hparam("context_length"),
             n_vocab=gguf.tensor("token_embd.weight").shape[0], eps=gguf.hparam("attention.layer_norm_rms_epsilon"),
             rope_base=gguf.hparam("rope.freq_base", 10000.0), yarn=_yarn(gguf),
-            sliding_window=gguf.hparam("attention.sliding_window"),
-            sliding=_sliding_layers(gguf, n_layer if isinstance(n_layer, int) else 0),
+            sliding_window=gguf.hparam("attention.sliding_window"), sliding=(),
         )
         counts = (hp.n_layer, n_embd, n_head, hp.n_head_kv, head_dim, hp.n_expert, hp.n_expert_used, hp.n_ff_exp,
                   hp.n_ctx, hp.sliding_window)
         if not all(isinstance(v, int) and v > 0 for v in counts) or not all(
                 is_positive_float(v) for v in (hp.eps, hp.rope_base)):
             raise load_failed(f"model hyperparameters are out of range: {hp}")
+        if hp.n_layer > MAX_LAYERS:
+            raise load_failed(f"block_count {hp.n_layer} is over llama.cpp's limit of {MAX_LAYERS} layers")
         if not hp.n_expert_used <= hp.n_expert <= MAX_EXPERTS:
             raise load_failed(f"expert_used_count {hp.n_expert_used} and expert_count {hp.n_expert} do not fit "
                               f"together (1 <= used <= count <= {MAX_EXPERTS})")
@@ -79,7 +82,7 @@ class HParams:
             raise load_failed(f"{n_head} heads of {head_dim} over {hp.n_head_kv} KV heads do not fit together")
         if gguf.hparam("rope.dimension_count", head_dim) != head_dim:
             raise load_failed("partial rotary embeddings are not supported")
-        return hp
+        return replace(hp, sliding=_sliding_layers(gguf, hp.n_layer))
 
 
 def _yarn(gguf: GGUFFile) -> YaRN | None:
@@ -90,8 +93,10 @@ def _yarn(gguf: GGUFFile) -> YaRN | None:
     factor = gguf.hparam("rope.scaling.factor", 0.0)
     if kind != "yarn" or not isinstance(factor, float) or not factor > 1.0:
         raise load_failed(f"rope scaling {kind!r} with factor {factor!r} is not supported (only YaRN, factor > 1)")
-    return YaRN(factor=factor, n_ctx_orig=gguf.hparam("rope.scaling.original_context_length",
-                                                      gguf.hparam("context_length")))
+    n_ctx_orig = gguf.hparam("rope.scaling.original_context_length", gguf.hparam("context_length"))
+    if not isinstance(n_ctx_orig, int) or n_ctx_orig <= 0:
+        raise load_failed(f"rope.scaling.original_context_length {n_ctx_orig!r} is not a positive count")
+    return YaRN(factor=factor, n_ctx_orig=n_ctx_orig)
 
 
 def _sliding_layers(gguf: GGUFFile, n_layer: int) -> tuple[bool, ...]:

@@ -9,7 +9,7 @@ import subprocess
 import gguf
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from worker_process import free_port, worker_command
 
@@ -187,6 +187,9 @@ BROKEN = {
     "more experts used than exist": ({"metadata": {"expert_used_count": 5}}, "expert_used_count 5"),
     "no experts": ({"metadata": {"expert_count": 0}}, "out of range"),
     "missing sinks": ({"drop": ("blk.0.attn_sinks.weight",)}, "blk.0.attn_sinks.weight"),
+    "no heads": ({"metadata": {"attention.head_count": 0}}, "out of range"),
+    "no original context for YaRN": ({"metadata": {"rope.scaling.original_context_length": 0}},
+                                     "original_context_length"),
 }
 
 
@@ -197,6 +200,23 @@ def test_broken_files_are_refused_with_a_message_naming_the_problem(broken, tmp_
     with pytest.raises(WorkerError) as caught:
         Engine.load(path)
     assert caught.value.code == ErrorCode.MODEL_LOAD_FAILED and named in caught.value.message
+
+
+GPT_OSS_COUNTS = ["block_count", "context_length", "embedding_length", "attention.head_count",
+                  "attention.head_count_kv", "attention.key_length", "attention.value_length", "expert_count",
+                  "expert_used_count", "expert_feed_forward_length", "attention.sliding_window",
+                  "rope.scaling.original_context_length"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(GPT_OSS_COUNTS), value=st.sampled_from([0, 1, 3, 7, 64, 2**31, 2**32 - 1]))
+def test_absurd_counts_are_refused_or_harmless(tmp_path, key, value):
+    path = synthetic.build_gpt_oss(tmp_path / "absurd.gguf", metadata={key: value})
+    try:
+        engine = Engine.load(path)
+        list(engine.generate("The quick brown", 2))
+    except WorkerError as e:
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM), e
 
 
 def test_worker_exits_1_with_model_load_failed_and_no_traceback(tmp_path):
