@@ -56,3 +56,20 @@ def test_top1_agrees_with_llama_cpp_where_its_margin_is_clear(golden, backend, t
     differences = np.concatenate([top5_differences(logits[p["name"]], p).ravel() for p in golden["prompts"]])
     assert differences.mean() < TOP5_MEAN_TOLERANCE and differences.max() < TOP5_MAX_TOLERANCE, (
         f"top-5 logit differences: mean {differences.mean():.3f}, largest {differences.max():.3f}")
+
+
+@pytest.mark.parametrize("golden", GOLDEN_MODELS[:1], ids=[m["name"] for m in GOLDEN_MODELS[:1]])
+def test_our_tokenizers_split_the_prompts_as_llama_cpp(golden, tmp_path):
+    """The goldens' ids are llama.cpp's tokenization (gpt-4o split) of their texts: the GGUF's own
+    vocabulary (gguf-bpe) and the tokenizer.json exported beside it (hf-json) give the same ids."""
+    from reference_worker.engine import Engine
+
+    dims = synthetic.GptOssDims(**golden["dims"])
+    path = synthetic.build_gpt_oss(tmp_path / "model.gguf", golden["seed"], dims, tokenizer_json=True)
+    hf_json = Engine.load(path)
+    assert hf_json.tokenizer_kind == "hf-json"
+    (tmp_path / "tokenizer.json").unlink()
+    gguf_bpe = Engine.load(path)
+    for prompt in golden["prompts"]:
+        for engine in (hf_json, gguf_bpe):
+            assert engine.tokenize(prompt["text"])[:len(prompt["ids"])] == prompt["ids"], prompt["name"]

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 ids = llm.tokenize(PROMPTS[prompt].encode("utf-8"), add_bos=True, special=True)
                 if len(ids) < N_TOKENS:
                     raise SystemExit(f"prompt {prompt!r} has {len(ids)} tokens on {name}, fewer than {N_TOKENS}")
-                prompts.append({"name": prompt, **teacher_forced(llm, ids[:N_TOKENS])})
+                prompts.append({"name": prompt, "text": PROMPTS[prompt], **teacher_forced(llm, ids[:N_TOKENS])})
             models.append({
                 "name": name, "seed": seed, "dims": asdict(dims),
                 "provenance": provenance(path, "python tests/goldens/make_gpt_oss_goldens.py",
