@@ -40,11 +40,14 @@ def time_prefill(engine: Engine, n_tokens: int, repeats: int) -> float:
 
 def weight_bytes(engine: Engine) -> int:
     """Bytes of the weight matrices one decode step reads, as the backend holds them (a layer's
-    matrices are the fields of its adapter's Layer named w*, in llama.py and gpt2.py alike)."""
+    matrices are the fields of its adapter's Layer named w*, in llama.py and gpt2.py alike; of a
+    gpt-oss layer's experts, the routed share: expert_used_count of expert_count)."""
     adapter = engine.adapter
     matrices = [adapter.output] + [getattr(layer, f.name) for layer in adapter.layers for f in fields(layer)
                                    if f.name.startswith("w")]
-    return sum(m.nbytes for m in matrices)
+    experts = sum(layer.experts.nbytes for layer in adapter.layers if hasattr(layer, "experts"))
+    routed = experts * adapter.hp.n_expert_used // adapter.hp.n_expert if experts else 0
+    return sum(m.nbytes for m in matrices) + routed
 
 
 def time_decode(engine: Engine, n_tokens: int) -> tuple[int, float]:

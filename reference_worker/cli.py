@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("cuda", "numpy"), default="cuda",
                         help="cuda (weights in VRAM, the conformant worker) or numpy (host memory, for "
                              "machines without a GPU); never chosen silently (default cuda)")
+    parser.add_argument("--tokenizer-json", type=_readable_file, default=None,
+                        help="tokenizer.json for the hf-json tokenizer (default: tokenizer.json beside the "
+                             "model when there is one, else the model's own vocabulary, gguf-bpe)")
     parser.add_argument("--max-tokens-in", type=_int_in(1), default=None,
                         help="longest prompt in tokens (default: the model's context length)")
     parser.add_argument("--max-tokens-out", type=_int_in(1, DEFAULT_MAX_TOKENS_OUT), default=DEFAULT_MAX_TOKENS_OUT,
@@ -176,6 +179,7 @@ def _start_and_serve(args: argparse.Namespace, narrator: Narrator) -> int:
         engine = Engine.load(
             args.model, backend=args.backend, device=args.gpu_device, kv_cache_size_mb=args.kv_cache_size_mb,
             vram_budget_bytes=None if args.vram_budget_mb is None else args.vram_budget_mb * 2**20,
+            tokenizer_json=args.tokenizer_json,
             on_progress=lambda percent: narrator.emit("model_load_progress", percent=percent))
     except WorkerError as exc:
         return _fail(narrator, exc, args.model)
@@ -184,7 +188,7 @@ def _start_and_serve(args: argparse.Namespace, narrator: Narrator) -> int:
 
     try:
         narrator.emit("model_load_complete", model=engine.model_name, quant_kind=engine.quant_kind,
-                      backend=engine.backend, resident=engine.resident)
+                      tokenizer_kind=engine.tokenizer_kind, backend=engine.backend, resident=engine.resident)
         server = WorkerServer(engine, narrator, args.host, args.port,
                               Limits(args.max_tokens_out, args.max_tokens_in, engine.vocab_size),
                               args.inference_timeout_sec, args.residency_check_sec, args.shutdown_grace_sec)

@@ -21,13 +21,16 @@ from reference_worker import ops_numpy
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import ADAPTER_FAMILIES, GGUFFile
 from reference_worker.gpt2 import GPT2Adapter
+from reference_worker.gpt_oss import GptOssAdapter
 from reference_worker.llama import LlamaAdapter
 from reference_worker.sampler import Sampler, SamplingParams, new_seed
-from reference_worker.tokenizer import StreamDecoder, Tokenizer
+from reference_worker.tokenizer import ByteVocabulary, StreamDecoder, Tokenizer
+from reference_worker.tokenizer_hf import FILE_NAME as TOKENIZER_JSON
+from reference_worker.tokenizer_hf import HFJsonTokenizer
 
 __all__ = ["Engine", "Generation", "SamplingParams", "TokenStep"]
 
-ADAPTERS = {"llama": LlamaAdapter, "gpt2": GPT2Adapter}  # M0-W-1213/1215: adapter family -> adapter class
+ADAPTERS = {"llama": LlamaAdapter, "gpt2": GPT2Adapter, "gpt-oss": GptOssAdapter}  # M0-W-1213/1215: family -> class
 PREFILL_CHUNK = 256  # prompt tokens per forward call, which bounds the attention scratch
 
 
@@ -60,6 +63,15 @@ def _open_backend(backend: str, gguf: GGUFFile, adapter_class: Any, device: int,
     raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"unknown backend {backend!r}; use 'numpy' or 'cuda'")
 
 
+def _open_tokenizer(gguf: GGUFFile, tokenizer_json: str | Path | None) -> ByteVocabulary:
+    """M0-W-1360: hf-json when a tokenizer.json is named or lies beside the model, else the
+    GGUF's own vocabulary (gguf-bpe)."""
+    path = gguf.path.parent / TOKENIZER_JSON if tokenizer_json is None else Path(tokenizer_json)
+    if tokenizer_json is None and not path.is_file():
+        return Tokenizer.from_gguf(gguf)
+    return HFJsonTokenizer.from_file(path, gguf.tensor("token_embd.weight").shape[0], gguf.metadata)
+
+
 def _host_tokens(adapter: Any, prompt_ids: list[int], params: SamplingParams, seed: int, cache: Any) -> Iterator[int]:
     """Token ids from the adapter's logits and the host sampler; each forward runs on demand."""
     sampler = Sampler(params, seed)
@@ -82,7 +94,7 @@ def _device_tokens(decoder: Any, prompt_ids: list[int], params: SamplingParams, 
 class Engine:
     """A loaded model on one backend. Make one with `Engine.load`."""
 
-    def __init__(self, gguf: GGUFFile, ops: ModuleType | Any, adapter: Any, tokenizer: Tokenizer,
+    def __init__(self, gguf: GGUFFile, ops: ModuleType | Any, adapter: Any, tokenizer: ByteVocabulary,
                  kv_cache_budget: int | None) -> None:
         self.gguf = gguf
         self.ops = ops
@@ -99,15 +111,19 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "numpy", device: int = 0, kv_cache_size_mb: int | None = None,
-             vram_budget_bytes: int | None = None, on_progress: Callable[[int], None] = lambda percent: None) -> Engine:
+             vram_budget_bytes: int | None = None, tokenizer_json: str | Path | None = None,
+             on_progress: Callable[[int], None] = lambda percent: None) -> Engine:
         """Load the model at path onto backend; on_progress gets 0, 25, 50, 75 and 100.
+
+        tokenizer_json names the hf-json tokenizer's file (None: tokenizer.json beside the
+        model when there is one, else the GGUF's own vocabulary).
 
         Raises WorkerError: MODEL_LOAD_FAILED, INSUFFICIENT_VRAM, CUDA_ERROR.
         """
         on_progress(0)
         gguf = GGUFFile.open(path)
         adapter_class = ADAPTERS[ADAPTER_FAMILIES[gguf.architecture]]
-        tokenizer = Tokenizer.from_gguf(gguf)
+        tokenizer = _open_tokenizer(gguf, tokenizer_json)
         milestones = [25, 50, 75]
 
         def progress(fraction: float) -> None:

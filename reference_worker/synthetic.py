@@ -10,6 +10,10 @@ arguments, same bytes.
     python -m reference_worker.synthetic --out tiny.gguf --arch qwen2 --quant Q8_0 --seed 0
     python -m reference_worker.synthetic --out gpt2.gguf --arch gpt2 --quant mixed
     python -m reference_worker.synthetic --out phi3.gguf --arch phi3 --dims phi3-mini --quant Q4_K_M
+
+`--arch gpt-oss` writes llama.cpp's gpt-oss architecture instead (`build_gpt_oss`): MXFP4
+experts, Q8_0 dense weights; `--dims gpt-oss-20b` gives it GPT-OSS-20B's exact dimensions
+(about 12 GB, random blocks written directly, for the GPU machine).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import collections
 import io
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType, TokenType
 
 from reference_worker.tokenizer import PRE_TOKENIZER_SPLITS, bytes_to_unicode
+from reference_worker.tokenizer_hf import FILE_NAME as TOKENIZER_JSON
+from reference_worker.tokenizer_hf import write_tokenizer_json
 
 # Weight types a synthetic model can be written in; "mixed" cycles through all of them.
 WEIGHT_TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q5_0, Q.Q4_0, Q.Q4_K, Q.Q6_K, Q.MXFP4)
@@ -80,16 +87,16 @@ class Dims:
 
 # Phi-3-Mini-4K-Instruct as its GGUF declares it; Llama 2's 32,000 pieces are the trained ones plus fillers.
 DIMS_PRESETS = {
-    "tiny": Dims(),
+    "small": Dims(),
     "phi3-mini": Dims(n_layer=32, n_embd=3072, n_ff=8192, n_head=32, n_head_kv=32, n_ctx=4096, n_spm_pieces=32000),
 }
 
 
-def train_bpe(text: str, n_merges: int) -> tuple[list[str], list[str]]:
+def train_bpe(text: str, n_merges: int, split: regex.Pattern = QWEN2_SPLIT) -> tuple[list[str], list[str]]:
     """Byte-level BPE on text: (tokens, merges). Ties go to the smallest pair, so it is deterministic."""
     alphabet = bytes_to_unicode()
     words = collections.Counter(
-        tuple(alphabet[b] for b in piece.encode("utf-8")) for piece in QWEN2_SPLIT.findall(text)
+        tuple(alphabet[b] for b in piece.group().encode("utf-8")) for piece in split.finditer(text)
     )
     tokens = list(alphabet.values())
     merges = []
@@ -451,14 +458,183 @@ def build_gpt2(path: Path | str, quant: str = "Q8_0", seed: int = 0, dims: Dims 
     return _finish(writer, path)
 
 
+# -- gpt-oss (llama.cpp's "gpt-oss" architecture, src/models/openai-moe.cpp) -----------------
+
+# GPT-OSS's special tokens (the o200k_harmony encoding), in the real vocabulary's order.
+GPT_OSS_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
+                          "<|start|>", "<|end|>", "<|message|>", "<|call|>")
+GPT_OSS_PRE = "gpt-4o"  # llama.cpp's name for the o200k split (LLAMA_VOCAB_PRE_TYPE_GPT4O)
+
+
+@dataclass(frozen=True)
+class GptOssDims:
+    """Hyperparameters of a synthetic gpt-oss model. Every row length must be a multiple of 32
+    (the MXFP4 and Q8_0 block); n_head * head_dim need not be n_embd, as in the real model."""
+
+    n_layer: int = 3
+    n_embd: int = 192
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 64
+    n_expert: int = 4
+    n_expert_used: int = 2
+    n_ff_exp: int = 128
+    n_ctx: int = 512
+    sliding_window: int = 8
+    rope_base: float = 150000.0
+    yarn_factor: float = 32.0
+    yarn_orig_ctx: int = 4096
+    n_vocab: int | None = None  # None: the trained vocabulary as it comes; else padded to this size
+    n_merges: int = 240
+
+
+# GPT-OSS-20B as llama.cpp reads the official GGUF (convert_hf_to_gguf.py, GptOssModel, from the
+# model's config.json): 24 layers of width 2880, 64 query and 8 KV heads of 64, 32 experts of
+# width 2880 with 4 active, a window of 128 on every other layer, YaRN x32 over 4096 positions.
+GPT_OSS_20B = GptOssDims(n_layer=24, n_embd=2880, n_head=64, n_head_kv=8, head_dim=64, n_expert=32,
+                         n_expert_used=4, n_ff_exp=2880, n_ctx=131072, sliding_window=128, n_vocab=201088)
+GPT_OSS_DIMS = {"small": GptOssDims(), "gpt-oss-20b": GPT_OSS_20B}
+
+
+def random_mxfp4_blocks(rng: np.random.Generator, rows: int, cols: int, std: float) -> np.ndarray:
+    """Random MXFP4 rows (ggml block_mxfp4: u8 E8M0 exponent e, 16 bytes of e2m1 nibbles) with
+    weights of about std: random codes, exponents drawn around the one that gives std."""
+    blocks = rng.integers(0, 256, size=(rows * cols // 32, 17), dtype=np.uint8)
+    # A uniformly random e2m1 code has an rms of sqrt(68.5 / 8) (magnitudes 0, 0.5, ..., 6).
+    exponent = 127 + np.log2(std / np.sqrt(68.5 / 8))
+    blocks[:, 0] = np.clip(np.round(exponent + rng.uniform(-0.5, 0.5, len(blocks))), 1, 254).astype(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def random_q8_0_blocks(rng: np.random.Generator, rows: int, cols: int, std: float) -> np.ndarray:
+    """Random Q8_0 rows (fp16 scale d, 32 int8 q) with weights of about std, without quantizing."""
+    blocks = np.empty((rows * cols // 32, 34), np.uint8)
+    blocks[:, 2:] = rng.integers(-127, 128, size=(len(blocks), 32), dtype=np.int8).view(np.uint8)
+    blocks[:, :2] = np.frombuffer(np.float16(std / np.sqrt(127 * 128 / 3)).tobytes(), np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def gpt_oss_vocabulary(n_merges: int, n_vocab: int | None) -> tuple[list[str], list[str], list[int]]:
+    """(tokens, merges, token types): byte-level BPE trained on CORPUS, padded with reserved
+    tokens to n_vocab, then GPT-OSS's special tokens (control tokens)."""
+    tokens, merges = train_bpe(CORPUS, n_merges, regex.compile(PRE_TOKENIZER_SPLITS[GPT_OSS_PRE]))
+    n_normal = len(tokens)
+    if n_vocab is not None:
+        tokens += [f"<|reserved_{i}|>" for i in range(len(tokens), n_vocab - len(GPT_OSS_SPECIAL_TOKENS))]
+    types = ([gguf.TokenType.NORMAL] * n_normal + [gguf.TokenType.UNUSED] * (len(tokens) - n_normal)
+             + [gguf.TokenType.CONTROL] * len(GPT_OSS_SPECIAL_TOKENS))
+    return tokens + list(GPT_OSS_SPECIAL_TOKENS), merges, types
+
+
+def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims(),
+                  tokenizer_json: bool = False, drop: tuple[str, ...] = (),
+                  reshape: dict[str, tuple[int, ...]] | None = None, metadata: dict[str, int] | None = None) -> Path:
+    """Write a synthetic gpt-oss model to path and return the path: MXFP4 experts, Q8_0 dense
+    weights, F32 norms, biases, sinks and router (as llama.cpp's quantizer leaves them).
+    The tensors are written one at a time, so the 20B's 12 GB never sit in memory at once.
+    With tokenizer_json, the vocabulary also goes to a tokenizer.json beside the model (the
+    hf-json tokenizer, M0-W-1361), which the worker then loads instead of the GGUF's.
+
+    drop, reshape and metadata make broken files for the loader's tests: tensors left out,
+    tensors written with another numpy-order shape, `gpt-oss.*` integer keys overridden.
+    """
+    rng = np.random.default_rng(seed)
+    tokens, merges, types = gpt_oss_vocabulary(dims.n_merges, dims.n_vocab)
+    n_vocab, d, ff, n_exp = len(tokens), dims.n_embd, dims.n_ff_exp, dims.n_expert
+    q_rows, kv_rows = dims.n_head * dims.head_dim, dims.n_head_kv * dims.head_dim
+
+    writer = gguf.GGUFWriter(str(path), "gpt-oss")
+    label = next((name.removeprefix("gpt-oss-") for name, known in GPT_OSS_DIMS.items() if known == dims),
+                 f"{dims.n_layer}l-{n_exp}e")
+    writer.add_name(f"synthetic-gpt-oss-{label}-seed{seed}")  # the harness knows gpt-oss-20b by its name
+    writer.add_file_type(int(LlamaFileType.MOSTLY_MXFP4_MOE))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    hparams = {"block_count": dims.n_layer, "context_length": dims.n_ctx, "embedding_length": d,
+               "feed_forward_length": ff, "attention.head_count": dims.n_head,
+               "attention.head_count_kv": dims.n_head_kv, "attention.key_length": dims.head_dim,
+               "attention.value_length": dims.head_dim, "expert_count": n_exp,
+               "expert_used_count": dims.n_expert_used, "expert_feed_forward_length": ff,
+               "attention.sliding_window": dims.sliding_window, "rope.scaling.original_context_length":
+               dims.yarn_orig_ctx, **(metadata or {})}
+    for key, value in hparams.items():
+        writer.add_uint32(f"gpt-oss.{key}", value)
+    writer.add_float32("gpt-oss.rope.freq_base", dims.rope_base)
+    writer.add_float32("gpt-oss.attention.layer_norm_rms_epsilon", 1e-5)
+    writer.add_string("gpt-oss.rope.scaling.type", "yarn")
+    writer.add_float32("gpt-oss.rope.scaling.factor", dims.yarn_factor)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(GPT_OSS_PRE)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokens.index("<|startoftext|>"))
+    writer.add_eos_token_id(tokens.index("<|return|>"))
+    writer.add_pad_token_id(tokens.index("<|endoftext|>"))
+    writer.add_add_bos_token(False)
+
+    # name -> (numpy-order shape, ggml type, a function that makes the on-disk array)
+    tensors: dict[str, tuple[tuple[int, ...], Q, Callable[[], np.ndarray]]] = {}
+
+    def weight(name: str, shape: tuple[int, ...], qtype: Q, std: float) -> None:
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        blocks = random_mxfp4_blocks if qtype == Q.MXFP4 else random_q8_0_blocks
+        tensors[name] = (shape, qtype, lambda: blocks(rng, rows, cols, std))
+
+    def vector(name: str, shape: tuple[int, ...], mean: float, std: float) -> None:
+        tensors[name] = (shape, Q.F32, lambda: (mean + rng.standard_normal(shape) * std).astype(np.float32))
+
+    weight("token_embd.weight", (n_vocab, d), Q.Q8_0, 0.5)
+    for i in range(dims.n_layer):
+        b = f"blk.{i}."
+        vector(b + "attn_norm.weight", (d,), 1.0, 0.1)
+        for proj, rows in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
+            weight(f"{b}attn_{proj}.weight", (rows, d), Q.Q8_0, 0.8 / np.sqrt(d))
+            vector(f"{b}attn_{proj}.bias", (rows,), 0.0, 0.1)
+        weight(b + "attn_output.weight", (d, q_rows), Q.Q8_0, 1.0 / np.sqrt(q_rows))
+        vector(b + "attn_output.bias", (d,), 0.0, 0.05)
+        vector(b + "attn_sinks.weight", (dims.n_head,), 0.0, 1.0)
+        vector(b + "post_attention_norm.weight", (d,), 1.0, 0.1)
+        # A decisive router (logits of std ~8): a near-tie between the k-th and the next expert
+        # flips under any rounding, llama.cpp's included, and moves the logits by whole units.
+        vector(b + "ffn_gate_inp.weight", (n_exp, d), 0.0, 16.0 / np.sqrt(d))
+        vector(b + "ffn_gate_inp.bias", (n_exp,), 0.0, 1.0)
+        for proj, rows, cols in (("gate", ff, d), ("up", ff, d), ("down", d, ff)):
+            weight(f"{b}ffn_{proj}_exps.weight", (n_exp, rows, cols), Q.MXFP4, 0.7 / np.sqrt(cols))
+            vector(f"{b}ffn_{proj}_exps.bias", (n_exp, rows), 0.0, 0.1)
+    vector("output_norm.weight", (d,), 1.0, 0.1)
+    weight("output.weight", (n_vocab, d), Q.Q8_0, 2.0 / np.sqrt(d))
+
+    tensors = {name: spec for name, spec in tensors.items() if name not in drop}
+    for name, shape in (reshape or {}).items():
+        qtype, std = tensors[name][1], 0.1
+        tensors[name] = (shape, qtype, (lambda s=shape: rng.standard_normal(s).astype(np.float32)) if qtype == Q.F32
+                         else (lambda s=shape, q=qtype: (random_mxfp4_blocks if q == Q.MXFP4 else random_q8_0_blocks)(
+                             rng, int(np.prod(s[:-1])), s[-1], std)))
+    for name, (shape, qtype, _) in tensors.items():
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        writer.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) // block_size * type_size,
+                               raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, _, make in tensors.values():
+        writer.write_tensor_data(make())
+    writer.close()
+    if tokenizer_json:
+        write_tokenizer_json(path, Path(path).parent / TOKENIZER_JSON)
+    return Path(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_worker.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--arch", default="qwen2", choices=ARCHITECTURES + GPT2_ARCHITECTURES)
+    parser.add_argument("--arch", default="qwen2", choices=ARCHITECTURES + GPT2_ARCHITECTURES + ("gpt-oss",))
     parser.add_argument("--quant", default="Q8_0", choices=QUANT_CHOICES)
     parser.add_argument("--seed", default=0, type=int)
-    parser.add_argument("--dims", default="tiny", choices=DIMS_PRESETS, help="phi3-mini: Phi-3-Mini's real size")
-    parser.add_argument("--layers", type=int, help="override the preset's layer count")
+    parser.add_argument("--dims", default="small", choices=sorted({*DIMS_PRESETS, *GPT_OSS_DIMS}),
+                        help="phi3-mini: Phi-3-Mini's real size (--arch phi3); gpt-oss-20b: GPT-OSS-20B's (gpt-oss)")
+    parser.add_argument("--layers", type=int, help="override the layer count of --dims")
+    parser.add_argument("--tokenizer-json", action="store_true", help="gpt-oss: also write tokenizer.json beside --out")
     parser.add_argument("--write-spm-vocab", action="store_true",
                         help=f"retrain the SentencePiece vocabulary into {SPM_VOCAB_FILE.name} (needs sentencepiece)")
     args = parser.parse_args(argv)
@@ -467,9 +643,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required")
-    dims = DIMS_PRESETS[args.dims]
-    if args.layers is not None:
-        dims = replace(dims, n_layer=args.layers)
+    presets = GPT_OSS_DIMS if args.arch == "gpt-oss" else DIMS_PRESETS
+    if args.dims not in presets:
+        parser.error(f"--dims {args.dims} is not a size of --arch {args.arch}: {', '.join(presets)}")
+    dims = presets[args.dims] if args.layers is None else replace(presets[args.dims], n_layer=args.layers)
+    if args.arch == "gpt-oss":
+        print(build_gpt_oss(args.out, args.seed, dims, args.tokenizer_json))
+        return 0
     builder = build_gpt2 if args.arch in GPT2_ARCHITECTURES else build
     print(builder(args.out, arch=args.arch, quant=args.quant, seed=args.seed, dims=dims))
     return 0

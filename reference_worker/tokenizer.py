@@ -36,8 +36,17 @@ _QWEN2_SPLIT = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# llama.cpp's LLAMA_VOCAB_PRE_TYPE_GPT4O split (o200k: GPT-4o, gpt-oss). Its regex engine knows
+# no \p{Lu}/\p{Ll}, so it rewrites o200k's upper- and lower-case letter classes as "a letter but
+# not a-z" and "a letter but not A-Z" (every non-ASCII letter counts as both) and drops \p{M};
+# we use its spelling, so a gpt-oss GGUF splits here as it does in llama.cpp.
+_GPT4O_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+    r"|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # tokenizer.ggml.pre -> split regex; names as llama.cpp accepts them for the same pre-tokenizer.
-PRE_TOKENIZER_SPLITS = {"qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+PRE_TOKENIZER_SPLITS = {"qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT, "gpt-4o": _GPT4O_SPLIT}
 PRE_TOKENIZER_SPLITS["gpt-2"] = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"  # GPT-2
 
 # Token texts llama.cpp treats as end of generation whatever the metadata says, and the FIM
@@ -50,7 +59,7 @@ END_OF_GENERATION_TEXTS = frozenset({
     "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
     "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
 })
-_EOG_ID_KEYS = (Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID,
+EOG_ID_KEYS = (Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID,
                 Keys.Tokenizer.FIM_PAD_ID, Keys.Tokenizer.FIM_REP_ID, Keys.Tokenizer.FIM_SEP_ID)
 
 
@@ -88,12 +97,32 @@ def special_ids(metadata: Mapping[str, Any], tokens: list[str], default_ids: Map
     add_eos = bool(metadata.get(Keys.Tokenizer.ADD_EOS, False))
     if (add_bos and bos_id is None) or (add_eos and eos_id is None):
         raise _load_failed("metadata asks to add a BOS/EOS token but names none")
-    eos_ids = {i for i in map(token_id, _EOG_ID_KEYS) if i is not None}
+    eos_ids = {i for i in map(token_id, EOG_ID_KEYS) if i is not None}
     eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
     return bos_id, add_bos, eos_id, add_eos, frozenset(eos_ids)
 
 
-class Tokenizer:
+class ByteVocabulary:
+    """Decoding, shared by the tokenizer backends: every token id stands for fixed bytes."""
+
+    def __init__(self, token_bytes: list[bytes]) -> None:
+        self.vocab_size = len(token_bytes)
+        self._token_bytes = token_bytes
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token_id stands for (a special token: its text; an unused one: nothing)."""
+        if not 0 <= token_id < self.vocab_size:
+            raise WorkerError(ErrorCode.INVALID_REQUEST,
+                              f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return self._token_bytes[token_id]
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Text of ids; byte sequences that are not UTF-8 become U+FFFD (`errors="ignore"`:
+        are dropped, as `StreamDecoder` does)."""
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors=errors)
+
+
+class Tokenizer(ByteVocabulary):
     """A gguf-bpe tokenizer; make one with `from_gguf` or `from_metadata`."""
 
     kind = KIND
@@ -101,7 +130,6 @@ class Tokenizer:
     def __init__(self, tokens: list[str], token_types: list[int], merges: list[str], pre: str,
                  bos_id: int | None, add_bos: bool, eos_id: int | None, add_eos: bool,
                  eos_ids: frozenset[int]) -> None:
-        self.vocab_size = len(tokens)
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.add_bos = add_bos
@@ -112,13 +140,13 @@ class Tokenizer:
         # llama.cpp makes end-of-generation texts control tokens even where the file does not.
         types = [TokenType.CONTROL if text in END_OF_GENERATION_TEXTS else TokenType(kind)
                  for text, kind in zip(tokens, token_types)]
-        self._token_bytes = _token_bytes(tokens, types)
+        super().__init__(token_byte_strings(tokens, types))
         self._hf = _byte_level_bpe(tokens, merges, PRE_TOKENIZER_SPLITS[pre])
         self._hf.add_tokens([AddedToken(text, special=kind in special, normalized=False)
                              for text, kind in zip(tokens, types) if kind in in_text])
 
     @classmethod
-    def from_gguf(cls, source: Any) -> Tokenizer:
+    def from_gguf(cls, source: Any) -> ByteVocabulary:
         """Build from a GGUF: a path, a `gguf_file.GGUFFile` or a `gguf.GGUFReader`.
 
         Raises WorkerError(MODEL_LOAD_FAILED) when the file has no usable gguf-bpe tokenizer.
@@ -132,7 +160,7 @@ class Tokenizer:
                                   if key.startswith("tokenizer.") or key == Keys.General.NAME})
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> Tokenizer:
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ByteVocabulary:
         """Build from GGUF metadata (key -> plain Python value); see `from_gguf`.
 
         The file's tokenizer.ggml.model picks the backend: "gpt2" byte-level BPE (this class),
@@ -174,17 +202,10 @@ class Tokenizer:
             ids.append(self.eos_id)
         return ids
 
-    def token_bytes(self, token_id: int) -> bytes:
-        """The bytes token_id stands for (a special token: its text; an unused one: nothing)."""
-        if not 0 <= token_id < self.vocab_size:
-            raise WorkerError(ErrorCode.INVALID_REQUEST,
-                              f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
-        return self._token_bytes[token_id]
-
-    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
-        """Text of ids; byte sequences that are not UTF-8 become U+FFFD (`errors="ignore"`:
-        are dropped, as `StreamDecoder` does)."""
-        return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors=errors)
+    @property
+    def pipeline(self) -> _HFTokenizer:
+        """The `tokenizers` pipeline that encodes text, without BOS/EOS (tokenizer_hf exports it)."""
+        return self._hf
 
 
 class StreamDecoder:
@@ -196,7 +217,7 @@ class StreamDecoder:
     equal `tokenizer.decode(ids, errors="ignore")` but for such a last incomplete code point.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: ByteVocabulary) -> None:
         self._tokenizer = tokenizer
         # M0-W-1362/M0-W-1824: never emit invalid UTF-8 or a U+FFFD the model did not produce: drop what cannot decode.
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
@@ -212,7 +233,7 @@ class StreamDecoder:
         return self._utf8.getstate()[0]
 
 
-def _token_bytes(tokens: list[str], types: list[TokenType]) -> list[bytes]:
+def token_byte_strings(tokens: list[str], types: list[TokenType]) -> list[bytes]:
     """Each token's bytes, as llama.cpp's token_to_piece renders it with special=True."""
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
 

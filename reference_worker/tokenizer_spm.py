@@ -34,9 +34,8 @@ from typing import Any
 
 from gguf import Keys, TokenType
 
-from reference_worker.tokenizer import END_OF_GENERATION_TEXTS, Tokenizer, _load_failed, special_ids
+from reference_worker.tokenizer import END_OF_GENERATION_TEXTS, KIND, ByteVocabulary, _load_failed, special_ids
 
-MODEL = "llama"  # tokenizer.ggml.model of a SentencePiece vocabulary
 SPACE_MARK = "\u2581"
 BYTE_TOKEN = re.compile(r"<0x([0-9A-F]{2})>")
 _C_SPACE = " \t\n\v\f\r"  # what C's isspace() accepts, which llama.cpp strips with
@@ -50,17 +49,15 @@ PHI3_REQUIRED = ("<unk>", "<s>", "</s>", "<|endoftext|>")
 DEFAULT_IDS = {Keys.Tokenizer.BOS_ID: 1, Keys.Tokenizer.EOS_ID: 2, Keys.Tokenizer.UNK_ID: 0}
 
 
-class SpmTokenizer(Tokenizer):
-    """A SentencePiece vocabulary from a GGUF; make one with `Tokenizer.from_gguf`.
+class SpmTokenizer(ByteVocabulary):
+    """A SentencePiece vocabulary from a GGUF; make one with `Tokenizer.from_gguf`."""
 
-    Shares `token_bytes`/`decode` (and `kind`, see the module docstring) with the byte-level BPE
-    tokenizer; its own state is built here.
-    """
+    kind = KIND  # see the module docstring
 
     def __init__(self, tokens: list[str], scores: list[float], token_types: list[TokenType],
                  bos_id: int | None, add_bos: bool, eos_id: int | None, add_eos: bool, eos_ids: frozenset[int],
                  add_space_prefix: bool, strip_after: frozenset[int]) -> None:
-        self.vocab_size = len(tokens)
+        super().__init__([_piece(text, kind) for text, kind in zip(tokens, token_types)])
         self.bos_id, self.add_bos = bos_id, add_bos
         self.eos_id, self.add_eos = eos_id, add_eos
         self.eos_ids = eos_ids
@@ -68,7 +65,6 @@ class SpmTokenizer(Tokenizer):
         self._ids = {text: i for i, text in enumerate(tokens)}
         self._scores = scores
         self._byte_ids = [self._ids[f"<0x{b:02X}>"] for b in range(256)]
-        self._token_bytes = [_piece(text, kind) for text, kind in zip(tokens, token_types)]
         # llama.cpp sorts its special tokens by the length of their UTF-8 text, longest first.
         specials = sorted((i for i, kind in enumerate(token_types) if kind in _SPECIAL_TYPES),
                           key=lambda i: -len(tokens[i].encode("utf-8")))

@@ -44,7 +44,7 @@ INVALID = [
     ("--inference-timeout-sec", "inf"),
     ("--kv-cache-size-mb", "0"), ("--vram-budget-mb", "0"), ("--residency-check-sec", "0"),
     ("--shutdown-grace-sec", "0"), ("--shutdown-grace-sec", "4.01"),
-    ("--host", "no-such-host.invalid"),
+    ("--host", "no-such-host.invalid"), ("--tokenizer-json", "/no/such/tokenizer.json"), ("--tokenizer-json", "/tmp"),
 ]
 
 
