@@ -1,12 +1,15 @@
 """Prefill and decode speed of the engine on a model: a table of tokens/s.
 
-    python -m reference_worker.bench --model PATH [--backend numpy|cuda]
+    python -m reference_worker.bench --model PATH [--backend numpy|cuda] [--llama-cpp]
 
 Prefill runs prompts of several lengths through the adapter in one pass; decode generates
 greedily through `Engine.generate`, the server's own path, and times the steps after the
 first. Beside decode tokens/s it prints the weight bytes streamed per second at that rate
 (bytes of the backend's weight matrices x tokens/s: float32 on numpy, the file's encoding on
-cuda), which says how close decode is to the memory-bandwidth limit.
+cuda), which says how close decode is to the memory-bandwidth limit. --llama-cpp adds llama.cpp's
+decode on the same file and prompt (llama-cpp-python, the `goldens` extra; on the GPU where its
+build offloads), and a CUDA run ends with the VRAM the engine holds (weights, caches, scratch)
+and the size of a KV cache for the model's whole context.
 """
 from __future__ import annotations
 
@@ -37,11 +40,14 @@ def time_prefill(engine: Engine, n_tokens: int, repeats: int) -> float:
 
 def weight_bytes(engine: Engine) -> int:
     """Bytes of the weight matrices one decode step reads, as the backend holds them (a layer's
-    matrices are the fields of its adapter's Layer named w*, in llama.py and gpt2.py alike)."""
+    matrices are the fields of its adapter's Layer named w*, in llama.py and gpt2.py alike; of a
+    gpt-oss layer's experts, the routed share: expert_used_count of expert_count)."""
     adapter = engine.adapter
     matrices = [adapter.output] + [getattr(layer, f.name) for layer in adapter.layers for f in fields(layer)
                                    if f.name.startswith("w")]
-    return sum(m.nbytes for m in matrices)
+    experts = sum(layer.experts.nbytes for layer in adapter.layers if hasattr(layer, "experts"))
+    routed = experts * adapter.hp.n_expert_used // adapter.hp.n_expert if experts else 0
+    return sum(m.nbytes for m in matrices) + routed
 
 
 def time_decode(engine: Engine, n_tokens: int) -> tuple[int, float]:
@@ -52,6 +58,22 @@ def time_decode(engine: Engine, n_tokens: int) -> tuple[int, float]:
     return len(stamps) - 1, stamps[-1] - stamps[0]
 
 
+def time_llama_cpp_decode(path, n_tokens: int) -> tuple[int, float, str]:
+    """(tokens, seconds, "gpu" or "cpu") for llama.cpp's greedy decode steps after the first
+    token, on the same file and prompt as `time_decode`, every layer offloaded where it can."""
+    import llama_cpp
+
+    where = "gpu" if llama_cpp.llama_supports_gpu_offload() else "cpu"
+    llm = llama_cpp.Llama(model_path=str(path), n_gpu_layers=-1 if where == "gpu" else 0, n_ctx=512, verbose=False)
+    stamps = []
+    for _ in llm.generate(llm.tokenize(PROMPT.encode("utf-8"), add_bos=True, special=True), temp=0.0):
+        stamps.append(time.perf_counter())
+        if len(stamps) > n_tokens:
+            break
+    llm.close()
+    return len(stamps) - 1, stamps[-1] - stamps[0], where
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_worker.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="GGUF path (default: the real test model, fetched if needed)")
@@ -60,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", default="16,64,256", help="comma-separated prefill lengths")
     parser.add_argument("--decode-tokens", default=32, type=int)
     parser.add_argument("--repeats", default=2, type=int)
+    parser.add_argument("--llama-cpp", action="store_true", help="also time llama.cpp's decode on the same file")
     args = parser.parse_args(argv)
     if args.model is None:
         from reference_worker.models import real_model_path
@@ -76,11 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|{'-' * 10}|{'-' * 7}:|{'-' * 9}:|{'-' * 10}:|{'-' * 12}:|")
     rows = [("prefill", n, time_prefill(engine, n, args.repeats)) for n in map(int, args.prompt_tokens.split(","))]
     rows.append(("decode", *time_decode(engine, args.decode_tokens)))
+    vram_gb = engine.vram_bytes_used / 1e9 if engine.resident else None
+    context_cache_gb = engine.adapter.kv_cache_bytes(engine.context_length) / 1e9
+    engine.close()
+    if args.llama_cpp:
+        tokens, seconds, where = time_llama_cpp_decode(engine.gguf.path, args.decode_tokens)
+        rows.append((f"llama.cpp decode ({where})", tokens, seconds))
     for phase, tokens, seconds in rows:
         rate = tokens / seconds
         bandwidth = f"{rate * streamed_gb:.1f}" if phase == "decode" else "-"
         print(f"| {phase:<8} | {tokens:>6} | {seconds:>8.3f} | {rate:>9.1f} | {bandwidth:>11} |")
-    engine.close()
+    if vram_gb is not None:
+        print(f"VRAM held by the engine after decode: {vram_gb:.2f} GB; a KV cache of the whole "
+              f"{engine.context_length}-token context adds {context_cache_gb:.2f} GB")
     return 0
 
 

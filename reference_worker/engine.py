@@ -21,6 +21,7 @@ from reference_worker import ops_numpy
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import ADAPTER_FAMILIES, GGUFFile
 from reference_worker.gpt2 import GPT2Adapter
+from reference_worker.gpt_oss import GptOssAdapter
 from reference_worker.llama import LlamaAdapter
 from reference_worker.sampler import Sampler, SamplingParams, new_seed
 from reference_worker.tokenizer import ByteVocabulary, StreamDecoder, Tokenizer
@@ -29,7 +30,7 @@ from reference_worker.tokenizer_hf import HFJsonTokenizer
 
 __all__ = ["Engine", "Generation", "SamplingParams", "TokenStep"]
 
-ADAPTERS = {"llama": LlamaAdapter, "gpt2": GPT2Adapter}  # M0-W-1213/1215: adapter family -> adapter class
+ADAPTERS = {"llama": LlamaAdapter, "gpt2": GPT2Adapter, "gpt-oss": GptOssAdapter}  # M0-W-1213/1215: family -> class
 PREFILL_CHUNK = 256  # prompt tokens per forward call, which bounds the attention scratch
 
 

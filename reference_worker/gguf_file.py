@@ -38,6 +38,11 @@ DEFAULT_ALIGNMENT = 32
 # M0-W-1212: general.architecture -> adapter family ("gpt" is the spec's alias of gpt2).
 ADAPTER_FAMILIES = {"qwen2": "llama", "llama": "llama", "phi3": "llama"}
 ADAPTER_FAMILIES.update({"gpt2": "gpt2", "gpt": "gpt2"})
+# "gpt-oss" is llama.cpp's name for GPT-OSS-20B's architecture (src/models/openai-moe.cpp).
+ADAPTER_FAMILIES["gpt-oss"] = "gpt-oss"
+# File types whose llama.cpp name is not the spec's quant_kind (§ /health: "MXFP4" | ...):
+# llama.cpp calls GPT-OSS's MXFP4 experts with Q8_0 dense weights MXFP4_MOE.
+QUANT_KIND_NAMES = {LlamaFileType.MOSTLY_MXFP4_MOE: "MXFP4"}
 
 _SCALARS = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
@@ -232,10 +237,14 @@ class GGUFFile:
             raise load_failed(f"metadata key {full!r} is missing")
         return default
 
-    def tensor(self, name: str) -> Tensor:
+    def tensor(self, name: str, shape: tuple[int, ...] | None = None) -> Tensor:
+        """The tensor called name; with shape, it must have that (numpy-order) shape."""
         if name not in self.tensors:
             raise load_failed(f"tensor {name!r} is missing from the model file")
-        return self.tensors[name]
+        tensor = self.tensors[name]
+        if shape is not None and tensor.shape != shape:
+            raise load_failed(f"tensor {name!r} has shape {tensor.shape}; the model's hyperparameters need {shape}")
+        return tensor
 
     @property
     def name(self) -> str:
@@ -249,4 +258,4 @@ class GGUFFile:
             file_type = LlamaFileType(self.metadata.get("general.file_type"))
         except ValueError:
             return "unknown"
-        return file_type.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        return QUANT_KIND_NAMES.get(file_type) or file_type.name.removeprefix("MOSTLY_").removeprefix("ALL_")

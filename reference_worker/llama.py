@@ -40,6 +40,8 @@ class HParams(CommonHParams):
             raise load_failed(f"{hp.n_head} heads, {hp.n_head_kv} KV heads and width {hp.n_embd} do not fit together")
         if gguf.hparam("rope.dimension_count", hp.head_dim) != hp.head_dim:
             raise load_failed("partial rotary embeddings are not supported")
+        # phi3.attention.sliding_window (Phi-3-Mini: 2047) is read and not applied, as llama.cpp
+        # does (models/phi3.cpp: "Phi SWA is currently disabled"): attention sees the whole context.
         return hp
 
 

@@ -85,6 +85,34 @@ def _load_failed(message: str) -> WorkerError:
     return WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"tokenizer: {message}")
 
 
+def special_ids(metadata: Mapping[str, Any], tokens: list[str], default_ids: Mapping[str, int] | None = None,
+                add_bos_default: bool = False) -> tuple[int | None, bool, int | None, bool, frozenset[int]]:
+    """(bos_id, add_bos, eos_id, add_eos, end-of-generation ids) from the tokenizer metadata, as
+    llama.cpp reads them; default_ids stand for ids the metadata does not name (where in range).
+
+    Raises WorkerError(MODEL_LOAD_FAILED) for an id out of range, or BOS/EOS asked for but not named.
+    """
+    n = len(tokens)
+
+    def token_id(key: str) -> int | None:
+        value = metadata.get(key)
+        if value is None:
+            default = (default_ids or {}).get(key)
+            return default if default is not None and default < n else None
+        if not isinstance(value, int) or not 0 <= value < n:
+            raise _load_failed(f"{key} = {value!r} is not a token id below {n}")
+        return value
+
+    bos_id, eos_id = token_id(Keys.Tokenizer.BOS_ID), token_id(Keys.Tokenizer.EOS_ID)
+    add_bos = bool(metadata.get(Keys.Tokenizer.ADD_BOS, add_bos_default))
+    add_eos = bool(metadata.get(Keys.Tokenizer.ADD_EOS, False))
+    if (add_bos and bos_id is None) or (add_eos and eos_id is None):
+        raise _load_failed("metadata asks to add a BOS/EOS token but names none")
+    eos_ids = {i for i in map(token_id, EOG_ID_KEYS) if i is not None}
+    eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
+    return bos_id, add_bos, eos_id, add_eos, end_of_generation_ids({i: tokens[i] for i in eos_ids})
+
+
 class ByteVocabulary:
     """Decoding, shared by the tokenizer backends: every token id stands for fixed bytes."""
 
@@ -129,7 +157,7 @@ class Tokenizer(ByteVocabulary):
                              for text, kind in zip(tokens, types) if kind in in_text])
 
     @classmethod
-    def from_gguf(cls, source: Any) -> Tokenizer:
+    def from_gguf(cls, source: Any) -> ByteVocabulary:
         """Build from a GGUF: a path, a `gguf_file.GGUFFile` or a `gguf.GGUFReader`.
 
         Raises WorkerError(MODEL_LOAD_FAILED) when the file has no usable gguf-bpe tokenizer.
@@ -140,15 +168,22 @@ class Tokenizer(ByteVocabulary):
         if hasattr(source, "metadata"):
             return cls.from_metadata(source.metadata)
         return cls.from_metadata({key: field.contents() for key, field in source.fields.items()
-                                  if key.startswith("tokenizer.")})
+                                  if key.startswith("tokenizer.") or key == Keys.General.NAME})
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> Tokenizer:
-        """Build from GGUF metadata (key -> plain Python value); see `from_gguf`."""
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ByteVocabulary:
+        """Build from GGUF metadata (key -> plain Python value); see `from_gguf`.
+
+        The file's tokenizer.ggml.model picks the backend: "gpt2" byte-level BPE (this class),
+        "llama" SentencePiece (tokenizer_spm.SpmTokenizer, which needs general.name too).
+        """
         model = metadata.get(Keys.Tokenizer.MODEL)
+        if model == "llama":
+            from reference_worker.tokenizer_spm import SpmTokenizer  # it builds on this module
+            return SpmTokenizer.from_metadata(metadata)
         if model != "gpt2":
-            raise _load_failed(f"tokenizer.ggml.model {model!r} is not byte-level BPE ('gpt2'), "
-                               f"the only model the {KIND} backend reads")
+            raise _load_failed(f"tokenizer.ggml.model {model!r} is neither byte-level BPE ('gpt2') nor "
+                               f"SentencePiece ('llama'), the models the {KIND} backend reads")
         pre = metadata.get(Keys.Tokenizer.PRE)
         if pre not in PRE_TOKENIZER_SPLITS:
             raise _load_failed(f"pre-tokenizer {pre!r} is not supported; supported: {sorted(PRE_TOKENIZER_SPLITS)}")
@@ -163,24 +198,7 @@ class Tokenizer(ByteVocabulary):
         merges = metadata.get(Keys.Tokenizer.MERGES, [])
         if not isinstance(merges, list) or not all(isinstance(m, str) and m.find(" ", 1) > 0 for m in merges):
             raise _load_failed("tokenizer.ggml.merges must be a list of 'left right' strings")
-
-        def token_id(key: str) -> int | None:
-            value = metadata.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, int) or not 0 <= value < n:
-                raise _load_failed(f"{key} = {value!r} is not a token id below {n}")
-            return value
-
-        bos_id, eos_id = token_id(Keys.Tokenizer.BOS_ID), token_id(Keys.Tokenizer.EOS_ID)
-        add_bos = bool(metadata.get(Keys.Tokenizer.ADD_BOS, False))
-        add_eos = bool(metadata.get(Keys.Tokenizer.ADD_EOS, False))
-        if (add_bos and bos_id is None) or (add_eos and eos_id is None):
-            raise _load_failed("metadata asks to add a BOS/EOS token but names none")
-        eos_ids = {i for i in map(token_id, EOG_ID_KEYS) if i is not None}
-        eos_ids |= {i for i, text in enumerate(tokens) if text in END_OF_GENERATION_TEXTS}
-        return cls(tokens, token_types, merges, pre, bos_id, add_bos, eos_id, add_eos,
-                   end_of_generation_ids({i: tokens[i] for i in eos_ids}))
+        return cls(tokens, token_types, merges, pre, *special_ids(metadata, tokens))
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of text; special tokens written in the text become their ids.

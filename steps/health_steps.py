@@ -113,6 +113,44 @@ def model_file(target) -> int:
     return os.path.getsize(target.model)
 
 
+# The spec's quant_kind for a GGUF general.file_type (§ /health: "MXFP4" | "Q4_K_M" | "Q4_0"):
+# llama.cpp's names without MOSTLY_/ALL_, and its MXFP4_MOE (GPT-OSS: MXFP4 experts) as MXFP4.
+SPEC_QUANT_NAMES = {"MXFP4_MOE": "MXFP4"}
+
+
+def file_quant_kind(path: str) -> str:
+    """The spec's name for the weight format of the GGUF at path, from its general.file_type."""
+    import gguf
+
+    field = gguf.GGUFReader(path).get_field("general.file_type")
+    if field is None:
+        pytest.skip(f"not verifiable: {path} has no general.file_type")
+    name = gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    return SPEC_QUANT_NAMES.get(name, name)
+
+
+@then(parsers.parse('its "quant_kind" is the spec\'s name for the model file\'s general.file_type'))
+def quant_kind_of_file(health, target, model_size):
+    want = file_quant_kind(target.model)
+    assert health.get("quant_kind") == want, f"/health quant_kind = {health.get('quant_kind')!r}; the file stores {want}"
+
+
+@then('its "tokenizer_kind" is hf-json with a tokenizer.json beside the model file, else gguf-bpe')
+def tokenizer_kind_of_file(health, target, model_size):
+    beside = os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(target.model)), "tokenizer.json"))
+    want = "hf-json" if beside else "gguf-bpe"
+    assert health.get("tokenizer_kind") == want, (
+        f"/health tokenizer_kind = {health.get('tokenizer_kind')!r}, expected {want} "
+        f"({'a' if beside else 'no'} tokenizer.json beside {target.model})")
+
+
+@then(parsers.parse('its "{field}" is within {percent:d}% of {value:d}'))
+def within_percent(health, field, percent, value):
+    got = health.get(field)
+    assert is_int(got) and abs(got - value) <= value * percent / 100, \
+        f"/health {field} = {got!r}, outside {value} +-{percent}%"
+
+
 @then(parsers.parse('its "{field}" is less than {factor:d} times the size of the model file'))
 def less_than_model(health, field, factor, model_size):
     value = health.get(field)

@@ -41,7 +41,17 @@ LATER_REVISIONS = ("rev-84202fea",)
 #: M1, and behaviour the spec leaves optional (MAY).
 INFORMATIONAL_TAGS = ("deferred-M1", "optional")
 #: Scenarios that need a particular model, and the text its name must contain.
-MODEL_TAGS = {"model-qwen2.5": "qwen2.5", "model-gpt-oss-20b": "gpt-oss"}
+MODEL_TAGS = {"model-qwen2.5": "qwen2.5", "model-gpt-oss-20b": "gpt-oss-20b"}
+#: Scenarios of the GPT-OSS path (features/gpt_oss.feature): they run wherever the worker's
+#: /health reports one of these values, or its model's name holds "gpt-oss".
+GPT_OSS_TAG = "model-gpt-oss"
+GPT_OSS_HEALTH = {"quant_kind": "MXFP4", "tokenizer_kind": "hf-json"}
+
+
+def serves_gpt_oss(health: dict, names: list[str]) -> bool:
+    """Whether the worker serves a gpt-oss, MXFP4 or hf-json model (the GPT-OSS path)."""
+    return (any(health.get(field) == value for field, value in GPT_OSS_HEALTH.items())
+            or any("gpt-oss" in n.lower() for n in names))
 #: Scenarios tagged @model-trained read the model's output as text; a model whose name holds
 #: this word has random weights (the project's synthetic GGUFs), and its bytes need not be UTF-8.
 RANDOM_WEIGHTS_NAME = "synthetic"
@@ -247,9 +257,13 @@ def pytest_runtest_setup(item):
         if health.get("backend") not in (None, "cuda"):
             pytest.skip(f"not verifiable: the worker reports backend {health.get('backend')!r} and resident "
                         f"{health.get('resident')!r}; VRAM requirements need a CUDA worker")
-    if tags & (set(MODEL_TAGS) | {"model-trained"}):
-        names = [str((target.health() or {}).get("model", "")), Path(target.model or "").name]
+    if tags & (set(MODEL_TAGS) | {"model-trained", GPT_OSS_TAG}):
+        health = target.health() or {}
+        names = [str(health.get("model", "")), Path(target.model or "").name]
         running = names[0] or names[1] or "unknown"
+        if GPT_OSS_TAG in tags and not serves_gpt_oss(health, names):
+            pytest.skip(f"needs a gpt-oss, MXFP4 or hf-json model; the worker runs {running!r} "
+                        f"({health.get('quant_kind')!r}, {health.get('tokenizer_kind')!r})")
         for tag in tags & set(MODEL_TAGS):
             if not any(MODEL_TAGS[tag] in n.lower() for n in names):
                 pytest.skip(f"needs the {tag[len('model-'):]} model; the worker runs {running!r}")

@@ -215,7 +215,8 @@ def test_a_code_point_split_over_byte_tokens_comes_out_whole(tokenizer):
 # --- refusals --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, words", [
-    ({"tokenizer.ggml.model": "llama"}, "not byte-level BPE"),
+    ({"tokenizer.ggml.model": "bert"}, "neither byte-level BPE ('gpt2') nor SentencePiece"),
+    ({"tokenizer.ggml.model": "llama"}, "has no merge table"),  # read as SentencePiece, it has merges
     ({"tokenizer.ggml.pre": "falcon"}, "pre-tokenizer 'falcon' is not supported"),
     ({"tokenizer.ggml.tokens": []}, "tokenizer.ggml.tokens"),
     ({"tokenizer.ggml.token_type": [1, 2]}, "token_type"),

@@ -1,5 +1,7 @@
 // Causal grouped-query attention over an fp16 KV cache, for prefill (n_tok > 1) and decode
-// (n_tok == 1). Query t sits at position pos0[0] + t and sees cache positions 0..pos0[0] + t.
+// (n_tok == 1). Query t sits at position p = pos0[0] + t and sees cache positions 0..p, or with
+// a sliding window (window > 0, gpt-oss) only p - window + 1..p. With sinks (gpt-oss: a learned
+// logit per query head) the softmax has one more term, exp(sinks[h]), that carries no value.
 // One block per (head, query); each warp keeps an online softmax over a strided share of the
 // positions, and the warps' partial results are merged at the end.
 #include "common.cuh"
@@ -10,12 +12,13 @@
 extern "C" __global__ void __launch_bounds__(32 * ATTN_WARPS)
 attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
           float* __restrict__ out, int n_head, int n_kv, int head_dim, int ctx,
-          const int* __restrict__ pos0, float scale) {
+          const int* __restrict__ pos0, float scale, const float* __restrict__ sinks, int window) {
     constexpr int PER_LANE = MAX_HEAD_DIM / 32;
     const int h = blockIdx.x, t = blockIdx.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int last = min(pos0[0] + t, ctx - 1);
+    const int first = window > 0 ? max(0, pos0[0] + t - window + 1) : 0;
     const float* qrow = q + ((long long)t * n_head + h) * head_dim;
 
     float qv[PER_LANE], acc[PER_LANE];
@@ -28,7 +31,7 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
     float m = NEG_INF, l = 0.0f;
     const u16* kbase = k_cache + (long long)kvh * ctx * head_dim;
     const u16* vbase = v_cache + (long long)kvh * ctx * head_dim;
-    for (int p = warp; p <= last; p += ATTN_WARPS) {
+    for (int p = first + warp; p <= last; p += ATTN_WARPS) {
         const u16* krow = kbase + (long long)p * head_dim;
         float s = 0.0f;
 #pragma unroll
@@ -58,10 +61,10 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
         if (d < head_dim) wacc[warp][d] = acc[i];
     }
     __syncthreads();
-    float mx = NEG_INF;
+    float mx = sinks ? sinks[h] : NEG_INF;
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; ++w) mx = fmaxf(mx, wm[w]);
-    float total = 0.0f, f[ATTN_WARPS];
+    float total = sinks ? __expf(sinks[h] - mx) : 0.0f, f[ATTN_WARPS];
 #pragma unroll
     for (int w = 0; w < ATTN_WARPS; ++w) { f[w] = __expf(wm[w] - mx); total += wl[w] * f[w]; }
     float* orow = out + ((long long)t * n_head + h) * head_dim;
@@ -92,31 +95,34 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
     }
 }
 
-// q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair) as it
-// reads them, which saves decode a launch per layer. The block whose chunk holds the new
-// position first stores the new key and value there (fp16): every query head of a KV group
-// stores the same values, and no other block reads that position, so the store needs no launch
-// of its own. The cache pointers are therefore not read-only.
+// q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair, with
+// the YaRN table freqs when it is not null) as it reads them, which saves decode a launch per
+// layer. The block whose chunk holds the new position first stores the new key and value there
+// (fp16): every query head of a KV group stores the same values, and no other block reads that
+// position, so the store needs no launch of its own. The cache pointers are therefore not
+// read-only. With a window, chunks wholly before it return at once, like those after the position.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
-                int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox) {
+                int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox, int window,
+                const float* __restrict__ freqs, float magnitude) {
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
     const int pos = pos0[0], last = min(pos, ctx - 1);
-    if (c * CHUNK > last) return;  // past the position: attention_combine reads no further
+    const int first = window > 0 ? max(0, pos - window + 1) : 0;
+    if (c * CHUNK > last || (c + 1) * CHUNK <= first) return;  // attention_combine reads neither
     __shared__ float rotated_q[MAX_HEAD_DIM];
     for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
-        const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox);
+        const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
         rotated_q[r.a] = r.va;
         rotated_q[r.b] = r.vb;
     }
     if (pos < ctx && c == pos / CHUNK) {
         const long long at = ((long long)kvh * ctx + pos) * head_dim;
         for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
-            const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox);
+            const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
             k_cache[at + r.a] = float_to_half(r.va);
             k_cache[at + r.b] = float_to_half(r.vb);
         }
@@ -137,7 +143,7 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     // shuffles below always have all 32 lanes.
     for (int p0 = c * CHUNK + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
         const int p = p0 + (lane >> 3);
-        const bool valid = p < end;
+        const bool valid = p < end && p >= first;
         const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + (long long)p * head_dim);
         const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + (long long)p * head_dim);
         float s = 0.0f;
@@ -192,19 +198,22 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
 }
 
-// out[h] = the merge of head h's chunk states from attention_split.
+// out[h] = the merge of head h's chunk states from attention_split (the chunks that overlap the
+// window, when there is one) and of its sink logit, when there are sinks.
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
-                                             int head_dim, int n_chunks, const int* __restrict__ pos0) {
+                                             int head_dim, int n_chunks, const int* __restrict__ pos0,
+                                             const float* __restrict__ sinks, int window) {
     const int h = blockIdx.x;
     const int used = min(pos0[0] / CHUNK + 1, n_chunks);
+    const int from = window > 0 ? max(0, pos0[0] - window + 1) / CHUNK : 0;
     const float* part = partial + (long long)h * n_chunks * (head_dim + 2);
-    float mx = NEG_INF;
-    for (int c = 0; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
-    float total = 0.0f;
-    for (int c = 0; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
+    float mx = sinks ? sinks[h] : NEG_INF;
+    for (int c = from; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
+    float total = sinks ? __expf(sinks[h] - mx) : 0.0f;
+    for (int c = from; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float s = 0.0f;
-        for (int c = 0; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
+        for (int c = from; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
         out[h * head_dim + d] = s / total;
     }
 }

@@ -26,17 +26,22 @@ __device__ __forceinline__ float load_half(const u8* p) {
 }
 
 // RoPE: pair i of a head of head_dim values is the dimensions (i, i + head_dim/2) with neox
-// (qwen2, phi3), else (2i, 2i + 1) (llama); at position pos it turns by pos * base^(-2i/head_dim).
+// (qwen2, phi3, gpt-oss), else (2i, 2i + 1) (llama); at position pos it turns by
+// pos * base^(-2i/head_dim), or with a frequency table (YaRN, gpt-oss: ops_numpy.YaRN) by
+// pos * freqs[i], cos and sin then scaled by `magnitude`.
 // rope_pair gives pair i of the head x rotated: its dimensions a, b and their new values.
 struct RopePair {
     int a, b;
     float va, vb;
 };
 
-__device__ __forceinline__ RopePair rope_pair(const float* x, int i, int head_dim, int pos, float base, int neox) {
+__device__ __forceinline__ RopePair rope_pair(const float* x, int i, int head_dim, int pos, float base, int neox,
+                                              const float* freqs = nullptr, float magnitude = 1.0f) {
     const int a = neox ? i : 2 * i, b = neox ? i + (head_dim >> 1) : 2 * i + 1;
     float s, c;
-    sincosf((float)pos * powf(base, -2.0f * (float)i / (float)head_dim), &s, &c);
+    sincosf((float)pos * (freqs ? freqs[i] : powf(base, -2.0f * (float)i / (float)head_dim)), &s, &c);
+    s *= magnitude;
+    c *= magnitude;
     const float x0 = x[a], x1 = x[b];
     return {a, b, x0 * c - x1 * s, x0 * s + x1 * c};
 }

@@ -246,18 +246,27 @@ def rmsnorm(x: cp.ndarray, weight: cp.ndarray, eps: float, out: cp.ndarray) -> c
     return out
 
 
+def _check_rope_table(freqs: cp.ndarray | None, head_dim: int) -> None:
+    if freqs is not None:
+        _check(freqs, np.float32, (head_dim // 2,), "freqs")
+
+
 def rope(q: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, q_out: cp.ndarray,
-         k: cp.ndarray | None = None, k_out: cp.ndarray | None = None) -> cp.ndarray | tuple[cp.ndarray, cp.ndarray]:
+         k: cp.ndarray | None = None, k_out: cp.ndarray | None = None, freqs: cp.ndarray | None = None,
+         magnitude: float = 1.0) -> cp.ndarray | tuple[cp.ndarray, cp.ndarray]:
     """q_out = q (n_tok, n_heads, head_dim) rotated for positions pos0[0] + t (pos0 a device
     int32[1]; outputs may be the inputs); with k (n_tok, n_kv_heads, head_dim) and k_out, k too,
     in the same launch, and (q_out, k_out) is returned. `neox` pairs i with i + head_dim/2, else
-    2i with 2i + 1."""
+    2i with 2i + 1. With freqs (head_dim/2 float32, ops_numpy.YaRN.frequencies), pair i turns by
+    position * freqs[i] instead of position * freq_base^(-2i/head_dim), and cos and sin are
+    scaled by magnitude."""
     if q.ndim != 3 or q.shape[2] % 2:
         raise ValueError(f"q must be (n_tok, n_heads, even head_dim), got shape {q.shape}")
     n_tok, n_q, head_dim = q.shape
     _check(q, np.float32, q.shape, "q")
     _check(q_out, np.float32, q.shape, "q_out")
     _check(pos0, np.int32, (1,), "pos0")
+    _check_rope_table(freqs, head_dim)
     n_k = 0
     if k is not None:
         n_k = k.shape[1] if k.ndim == 3 else -1
@@ -266,7 +275,8 @@ def rope(q: cp.ndarray, pos0: cp.ndarray, freq_base: float, neox: bool, q_out: c
     pairs = n_tok * (n_q + n_k) * head_dim // 2
     _launch("layers", "rope", (_blocks(pairs, 256),), (256,),
             (q, _NULL if k is None else k, q_out, _NULL if k is None else k_out, np.int32(n_tok), np.int32(n_q),
-             np.int32(n_k), np.int32(head_dim), pos0, np.float32(freq_base), np.int32(neox)))
+             np.int32(n_k), np.int32(head_dim), pos0, np.float32(freq_base), np.int32(neox),
+             _NULL if freqs is None else freqs, np.float32(magnitude)))
     return q_out if k is None else (q_out, k_out)
 
 
@@ -332,7 +342,8 @@ def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndar
 
 
 def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
-                     out: cp.ndarray) -> tuple[int, int, int, int, int]:
+                     out: cp.ndarray, sinks: cp.ndarray | None = None,
+                     window: int = 0) -> tuple[int, int, int, int, int]:
     if q.ndim != 3 or k_cache.ndim != 3:
         raise ValueError(f"q must be (n_tok, n_head, head_dim) and the cache (n_kv, ctx, head_dim), "
                          f"got {q.shape} and {k_cache.shape}")
@@ -345,17 +356,23 @@ def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, po
         _check(c, np.float16, (n_kv, ctx, head_dim), name)
     _check(pos0, np.int32, (1,), "pos0")
     _check(out, np.float32, q.shape, "out")
+    if sinks is not None:
+        _check(sinks, np.float32, (n_head,), "sinks")
+    if window < 0:
+        raise ValueError(f"window must be >= 0 (0: none), got {window}")
     return n_tok, n_head, head_dim, n_kv, ctx
 
 
 def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
-              out: cp.ndarray) -> cp.ndarray:
+              out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0) -> cp.ndarray:
     """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
-    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store)."""
-    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out)
+    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store). With a
+    window > 0 only positions p - window + 1..p are seen; with sinks (n_head,) float32 each
+    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention)."""
+    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
     _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
             (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
-             np.float32(1.0 / np.sqrt(head_dim))))
+             np.float32(1.0 / np.sqrt(head_dim)), _NULL if sinks is None else sinks, np.int32(window)))
     return out
 
 
@@ -364,11 +381,14 @@ def supports_decode_attention(head_dim: int) -> bool:
 
 
 def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray,
-                     pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray) -> cp.ndarray:
+                     pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray, sinks: cp.ndarray | None = None,
+                     window: int = 0, freqs: cp.ndarray | None = None, magnitude: float = 1.0) -> cp.ndarray:
     """One query per head at position p = pos0[0], q and k not yet rotated: store rope(k), v
-    (1, n_kv, head_dim) at p in the caches, then attend with rope(q) over 0..p like `attention`,
-    the positions split over blocks (attention_split, then attention_combine); RoPE as `rope`."""
-    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out)
+    (1, n_kv, head_dim) at p in the caches, then attend with rope(q) over 0..p like `attention`
+    (sinks and window as there), the positions split over blocks (attention_split, then
+    attention_combine); RoPE as `rope` (freqs and magnitude as there)."""
+    n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
+    _check_rope_table(freqs, head_dim)
     if n_tok != 1 or not supports_decode_attention(head_dim):
         raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
     for name, a in (("k", k), ("v", v)):
@@ -377,9 +397,91 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
-             pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox)))
+             pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox), np.int32(window),
+             _NULL if freqs is None else freqs, np.float32(magnitude)))
     _launch("attention", "attention_combine", (n_head,), (head_dim,),
-            (partial, out, np.int32(head_dim), np.int32(chunks), pos0))
+            (partial, out, np.int32(head_dim), np.int32(chunks), pos0, _NULL if sinks is None else sinks,
+             np.int32(window)))
+    return out
+
+
+MOE_WARPS = 4  # moe.cu: rows per block of moe_gate_up_* and moe_down_*
+MAX_EXPERTS = 256  # moe.cu
+
+
+@dataclass(frozen=True)
+class DeviceExperts:
+    """A mixture of experts in VRAM: three stacks of n_expert matrices (a DeviceWeight each, its
+    rows the experts' rows one expert after another) in their file encoding, and float32 biases
+    (n_expert, rows)."""
+
+    n_expert: int
+    gate: DeviceWeight
+    up: DeviceWeight
+    down: DeviceWeight
+    gate_bias: cp.ndarray
+    up_bias: cp.ndarray
+    down_bias: cp.ndarray
+
+    def __post_init__(self) -> None:
+        n_ff, n_embd = self.gate.rows // max(self.n_expert, 1), self.gate.cols
+        if not (0 < self.n_expert <= MAX_EXPERTS and self.gate.rows == self.up.rows == n_ff * self.n_expert
+                and self.gate.qtype == self.up.qtype and self.up.cols == n_embd
+                and (self.down.rows, self.down.cols) == (n_embd * self.n_expert, n_ff)):
+            raise ValueError(f"expert stacks do not fit together: {self.n_expert} experts, gate {self.gate.rows}x"
+                             f"{self.gate.cols}, up {self.up.rows}x{self.up.cols}, down {self.down.rows}x{self.down.cols}")
+        for name, bias, rows in (("gate", self.gate_bias, n_ff), ("up", self.up_bias, n_ff),
+                                 ("down", self.down_bias, n_embd)):
+            _check(bias, np.float32, (self.n_expert, rows), f"{name} bias")
+
+    @property
+    def nbytes(self) -> int:
+        """The three stacks' bytes in VRAM (their file encoding)."""
+        return self.gate.nbytes + self.up.nbytes + self.down.nbytes
+
+    @property
+    def n_ff(self) -> int:
+        return self.gate.rows // self.n_expert
+
+    @property
+    def n_embd(self) -> int:
+        return self.gate.cols
+
+
+def moe_topk(logits: cp.ndarray, k: int, ids: cp.ndarray, weights: cp.ndarray) -> tuple[cp.ndarray, cp.ndarray]:
+    """ids[t] = the k largest of logits[t] (n_tok, n_expert) float32, largest first (ties to the
+    lower id), as int32; weights[t] = softmax of those k logits (ops_numpy.route)."""
+    n_tok, n_expert = logits.shape if logits.ndim == 2 else (-1, -1)
+    _check(logits, np.float32, (n_tok, n_expert), "logits")
+    if not 0 < k <= n_expert <= MAX_EXPERTS:
+        raise ValueError(f"top-{k} of {n_expert} experts: need 0 < k <= experts <= {MAX_EXPERTS}")
+    _check(ids, np.int32, (n_tok, k), "ids")
+    _check(weights, np.float32, (n_tok, k), "weights")
+    _launch("moe", "moe_topk", (_blocks(n_tok, 32),), (32,),
+            (logits, ids, weights, np.int32(n_tok), np.int32(n_expert), np.int32(k)))
+    return ids, weights
+
+
+def moe_ffn(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray, residual: cp.ndarray,
+            act: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = residual[t] + sum_j weights[t, j] * expert ids[t, j](x[t]), an expert being
+    down(swiglu_oai(gate x + b, up x + b)) + b (ops_numpy.expert_ffn), x (n_tok, n_embd); act
+    (n_tok, k, n_ff) float32 is the scratch between the two launches. Only the routed experts'
+    rows are read; ids must lie in 0..n_expert-1 (moe_topk's do)."""
+    n_tok, k = ids.shape if ids.ndim == 2 else (-1, -1)
+    _check(x, np.float32, (n_tok, experts.n_embd), "x")
+    _check(ids, np.int32, (n_tok, k), "ids")
+    _check(weights, np.float32, (n_tok, k), "weights")
+    _check(residual, np.float32, x.shape, "residual")
+    _check(act, np.float32, (n_tok, k, experts.n_ff), "act")
+    _check(out, np.float32, x.shape, "out")
+    gate, up, down = experts.gate, experts.up, experts.down
+    _launch("moe", f"moe_gate_up_{WEIGHT_KERNELS[gate.qtype]}", (_blocks(experts.n_ff, MOE_WARPS), n_tok * k),
+            (32 * MOE_WARPS,), (gate.data, up.data, experts.gate_bias, experts.up_bias, x, ids, act,
+                                np.int32(experts.n_embd), np.int32(experts.n_ff), np.int32(k), np.int64(gate.row_bytes)))
+    _launch("moe", f"moe_down_{WEIGHT_KERNELS[down.qtype]}", (_blocks(experts.n_embd, MOE_WARPS), n_tok),
+            (32 * MOE_WARPS,), (down.data, experts.down_bias, act, ids, weights, residual, out, np.int32(experts.n_ff),
+                                np.int32(experts.n_embd), np.int32(k), np.int64(down.row_bytes)))
     return out
 
 

@@ -16,9 +16,11 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __r
 
 // q [n_tok, n_q, head_dim] and k [n_tok, n_k, head_dim] rotated for positions pos0[0] + t, in
 // one launch (n_k may be 0; outputs may be the inputs), a thread per pair (common.cuh's
-// rope_pair). Decode does without it: attention_split rotates as it reads.
+// rope_pair; freqs null, or a YaRN table of head_dim/2). Decode does without it:
+// attention_split rotates as it reads.
 extern "C" __global__ void rope(const float* q, const float* k, float* q_out, float* k_out, int n_tok, int n_q,
-                                int n_k, int head_dim, const int* __restrict__ pos0, float freq_base, int neox) {
+                                int n_k, int head_dim, const int* __restrict__ pos0, float freq_base, int neox,
+                                const float* __restrict__ freqs, float magnitude) {
     const int half = head_dim >> 1, heads = n_q + n_k;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)n_tok * heads * half) return;
@@ -29,7 +31,7 @@ extern "C" __global__ void rope(const float* q, const float* k, float* q_out, fl
     const long long row = is_q ? (long long)t * n_q + h : (long long)t * n_k + (h - n_q);
     const float* x = (is_q ? q : k) + row * head_dim;
     float* o = (is_q ? q_out : k_out) + row * head_dim;
-    const RopePair r = rope_pair(x, i, head_dim, pos0[0] + t, freq_base, neox);
+    const RopePair r = rope_pair(x, i, head_dim, pos0[0] + t, freq_base, neox, freqs, magnitude);
     o[r.a] = r.va;
     o[r.b] = r.vb;
 }

@@ -14,8 +14,6 @@
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
-__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
-
 // The sum plus what rides on it; bias and residual may be null.
 __device__ __forceinline__ float epilogue(float s, const float* bias, const float* residual, int row, long long at) {
     if (bias) s += bias[row];

@@ -19,7 +19,7 @@ import numpy as np
 
 from reference_worker.cuda import kernels
 from reference_worker.cuda.arena import DEFAULT_CHUNK_BYTES, WeightArena, configure_context, is_device_resident, layout
-from reference_worker.cuda.kernels import DeviceWeight, cuda_errors
+from reference_worker.cuda.kernels import DeviceExperts, DeviceWeight, cuda_errors
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile, Tensor
 from reference_worker.quant import dequantize
@@ -92,6 +92,7 @@ class CudaOps:
         self.keep_logits = False  # to_host leaves logits on the device
         self._uploaded_position: int | None = None  # what state[0] holds, when the host knows it
         self._caches: list[KVCache] = []
+        self._rope_tables: dict[tuple, tuple] = {}  # YaRN tables; the first prefill uploads them
         self._decoder = None
         self._require_residency("the weight arena or the decode state")
 
@@ -110,6 +111,17 @@ class CudaOps:
 
     def load_embedding(self, tensor: Tensor) -> DeviceRows:
         return DeviceRows(self.load_matrix(tensor))
+
+    def load_experts(self, gate: Tensor, up: Tensor, down: Tensor, gate_bias: Tensor, up_bias: Tensor,
+                     down_bias: Tensor) -> DeviceExperts:
+        """A mixture of experts as views of the arena: the (E, rows, cols) stacks stay in the file
+        encoding (MXFP4 for GPT-OSS), decoded only inside moe.cu for the routed experts."""
+        n_expert = gate.shape[0]
+        try:
+            return DeviceExperts(n_expert, self._weight(gate), self._weight(up), self._weight(down),
+                                 *(self.load_vector(b).reshape(b.shape) for b in (gate_bias, up_bias, down_bias)))
+        except ValueError as e:
+            raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"{gate.name}: {e}") from e
 
     def load_vector(self, tensor: Tensor) -> cp.ndarray:
         """Norm weights and biases as float32: an F32 vector is a view of the arena; the rare
@@ -257,16 +269,43 @@ class CudaOps:
         x = cp.ascontiguousarray(x)
         return kernels.rmsnorm(x, weight, eps, cp.empty_like(x))
 
+    def _rope_table(self, yarn, base: float, head_dim: int) -> tuple[cp.ndarray | None, float]:
+        """(YaRN's frequency table on the device, its magnitude), or (None, 1) without YaRN."""
+        if yarn is None:
+            return None, 1.0
+        key = (yarn, base, head_dim)
+        if key not in self._rope_tables:
+            freqs, magnitude = yarn.frequencies(base, head_dim)
+            with cuda_errors("uploading the YaRN frequencies"):
+                self._rope_tables[key] = (cp.asarray(freqs.astype(np.float32)), float(magnitude))
+        return self._rope_tables[key]
+
     def rope_attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int, start: int,
-                       base: float, neox: bool) -> cp.ndarray:
+                       base: float, neox: bool, yarn=None, sinks: cp.ndarray | None = None,
+                       window: int = 0) -> cp.ndarray:
         n = q.shape[0]
         q, k, v = self._attention_inputs(q, k, v, cache, start)
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
+        freqs, magnitude = self._rope_table(yarn, base, q.shape[2])
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
-            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q)).reshape(n, -1)
-        q, k = kernels.rope(q, pos0, base, neox, cp.empty_like(q), k, cp.empty_like(k))
+            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q), sinks,
+                                            window, freqs, magnitude).reshape(n, -1)
+        q, k = kernels.rope(q, pos0, base, neox, cp.empty_like(q), k, cp.empty_like(k), freqs, magnitude)
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
-        return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(n, -1)
+        return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q), sinks, window).reshape(n, -1)
+
+    def route(self, x: cp.ndarray, w_router: DeviceWeight, b_router: cp.ndarray,
+              k: int) -> tuple[cp.ndarray, cp.ndarray]:
+        """The router on the device: its ids never visit the host (decode is one CUDA graph)."""
+        logits = self.matmul(x, w_router, bias=b_router)
+        n = logits.shape[0]
+        return kernels.moe_topk(logits, k, cp.empty((n, k), np.int32), cp.empty((n, k), np.float32))
+
+    def expert_ffn(self, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray, experts: DeviceExperts,
+                   residual: cp.ndarray) -> cp.ndarray:
+        x, residual = cp.ascontiguousarray(x), cp.ascontiguousarray(residual)
+        act = cp.empty((x.shape[0], ids.shape[1], experts.n_ff), np.float32)
+        return kernels.moe_ffn(experts, x, ids, weights, residual, act, cp.empty_like(x))
 
     def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
                   start: int) -> cp.ndarray:

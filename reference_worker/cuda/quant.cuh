@@ -40,6 +40,9 @@ __device__ __forceinline__ u32 byte_of(u32 word, int i) { return (word >> (8 * i
 
 template <int QT> __device__ __forceinline__ float4 decode4(const u8* row, int u, int s);
 
+// Four decoded weights times four activations.
+__device__ __forceinline__ float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+
 template <> __device__ __forceinline__ float4 decode4<QT_F32>(const u8* row, int u, int s) {
     return *reinterpret_cast<const float4*>(row + u * 128 + 16 * s);
 }
