@@ -147,6 +147,7 @@ class GptOssAdapter(Adapter):
             on_progress((i + 1) / (hp.n_layer + 1))
         self.output_norm = ops.load_vector(gguf.tensor("output_norm.weight", (hp.n_embd,)))
         self.output = ops.load_matrix(gguf.tensor("output.weight", (hp.n_vocab, hp.n_embd)))
+        self.yarn = None if hp.yarn is None else ops.load_yarn(hp.yarn, hp.rope_base, hp.head_dim)
         on_progress(1.0)
 
     def _load_layer(self, gguf: GGUFFile, ops: ModuleType, i: int) -> Layer:
@@ -190,7 +191,7 @@ class GptOssAdapter(Adapter):
                                           [(layer.wq, layer.bq), (layer.wk, layer.bk), (layer.wv, layer.bv)])
             attn = ops.rope_attention(q.reshape(n, hp.n_head, hp.head_dim), k.reshape(n, hp.n_head_kv, hp.head_dim),
                                       v.reshape(n, hp.n_head_kv, hp.head_dim), cache, i, start, hp.rope_base,
-                                      True, yarn=hp.yarn, sinks=layer.sinks, window=layer.sliding_window)
+                                      True, yarn=self.yarn, sinks=layer.sinks, window=layer.sliding_window)
             x = ops.matmul(attn, layer.wo, bias=layer.bo, residual=x)
             h = ops.rmsnorm(x, layer.post_attn_norm, hp.eps)
             ids, weights = ops.route(h, layer.w_router, layer.b_router, hp.n_expert_used)

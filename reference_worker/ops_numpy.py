@@ -32,7 +32,9 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            (a load_embedding) (M0-W-1434)
     layernorm(x (n, d), weight, bias, eps) (x - mean) / sqrt(var + eps) * weight + bias (M0-W-1432)
     gelu(x)                                GELU, tanh approximation (M0-W-1433)
-    rope_attention(..., yarn=YaRN, sinks=(H,), window=w)
+    load_yarn(yarn, base, D) -> Y          a YaRN (below) in the form rope_attention takes it (the
+                                           GPU uploads its frequency table then, at load)
+    rope_attention(..., yarn=Y, sinks=(H,), window=w)
                                            gpt-oss: RoPE with YaRN's frequencies and magnitude,
                                            a learned logit per head that joins every softmax
                                            (the "sink", which takes weight but has no value),
@@ -151,6 +153,10 @@ class YaRN:
         high = min(head_dim - 1.0, np.ceil(correction_dim(self.beta_slow)))
         ramp = 1 - np.clip((np.arange(head_dim // 2) - low) / max(0.001, high - low), 0, 1)
         return theta * ((1 - ramp) / self.factor + ramp), 1 + 0.1 * np.log(self.factor)
+
+
+def load_yarn(yarn: YaRN, base: float, head_dim: int) -> YaRN:
+    return yarn  # rotate() computes the frequencies as it goes
 
 
 def rope_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer: int, start: int,

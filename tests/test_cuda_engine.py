@@ -3,6 +3,8 @@ decoder's reproducibility, VRAM loading, accounting and limits (M0-W-1012/1020/1
 """
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -112,9 +114,13 @@ def test_vram_returns_to_its_baseline_after_100_requests(engines):
             gen.close()
 
     first = request()
+    # Garbage of earlier tests held in reference cycles (an engine's arrays among it) must not
+    # be freed in the middle and count as a change: collect it before each measurement.
+    gc.collect()
     baseline_used, baseline_vram = pool.used_bytes(), cuda.vram_bytes_used
     for _ in range(100):
         assert request() == first
+    gc.collect()
     assert pool.used_bytes() == baseline_used
     assert cuda.vram_bytes_used == baseline_vram
 

@@ -157,16 +157,16 @@ def test_decode_attention_with_sinks_window_and_yarn_matches_twin(start, window,
 def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
     """As test_cuda_engine's, but a router near-tie may pick another expert under the fp16 KV
     cache and move one position's logits by more than rounding: 95% of the rows must agree to
-    2e-2, and the top-1 at 99% of the clear positions."""
+    2e-2, and the top-1 at 99% of the clear positions (at least 40 of them)."""
     cuda, host = engines
-    ids = cuda.tokenize(PROMPT * 3)
+    ids = cuda.tokenize(PROMPT * 6)  # a random MoE has fewer clear positions: a longer text gives enough
     got, want = cuda.score(ids), host.score(ids)
     assert got.shape == want.shape
     err = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
     assert np.quantile(err, 0.95) < 2e-2, f"relative errors per position: {np.round(err, 4)}"
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(want).max(axis=1)
-    assert clear.sum() > len(ids) // 2
+    assert clear.sum() >= 40, f"{clear.sum()} clear positions of {len(ids)}"
     assert (got.argmax(1)[clear] == want.argmax(1)[clear]).mean() >= 0.99
 
 

@@ -63,6 +63,15 @@ def kv_cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> i
 
 
 @dataclass(frozen=True)
+class DeviceYaRN:
+    """RoPE's per-pair angles per position under YaRN (float32, head_dim/2) and the magnitude of
+    cos and sin, for the rope and attention_decode kernels."""
+
+    freqs: cp.ndarray
+    magnitude: float
+
+
+@dataclass(frozen=True)
 class DeviceRows:
     """The token table in its file encoding; rows are decoded by the embedding kernel."""
 
@@ -92,7 +101,6 @@ class CudaOps:
         self.keep_logits = False  # to_host leaves logits on the device
         self._uploaded_position: int | None = None  # what state[0] holds, when the host knows it
         self._caches: list[KVCache] = []
-        self._rope_tables: dict[tuple, tuple] = {}  # YaRN tables; the first prefill uploads them
         self._decoder = None
         self._require_residency("the weight arena or the decode state")
 
@@ -122,6 +130,13 @@ class CudaOps:
                                  *(self.load_vector(b).reshape(b.shape) for b in (gate_bias, up_bias, down_bias)))
         except ValueError as e:
             raise WorkerError(ErrorCode.MODEL_LOAD_FAILED, f"{gate.name}: {e}") from e
+
+    def load_yarn(self, yarn, base: float, head_dim: int) -> DeviceYaRN:
+        """YaRN's frequency table (ops_numpy.YaRN.frequencies), uploaded at load so that no request
+        allocates it (a lasting allocation in the middle of one would fragment the pool)."""
+        freqs, magnitude = yarn.frequencies(base, head_dim)
+        with cuda_errors("uploading the YaRN frequencies"):
+            return DeviceYaRN(cp.asarray(freqs.astype(np.float32)), float(magnitude))
 
     def load_vector(self, tensor: Tensor) -> cp.ndarray:
         """Norm weights and biases as float32: an F32 vector is a view of the arena; the rare
@@ -269,24 +284,13 @@ class CudaOps:
         x = cp.ascontiguousarray(x)
         return kernels.rmsnorm(x, weight, eps, cp.empty_like(x))
 
-    def _rope_table(self, yarn, base: float, head_dim: int) -> tuple[cp.ndarray | None, float]:
-        """(YaRN's frequency table on the device, its magnitude), or (None, 1) without YaRN."""
-        if yarn is None:
-            return None, 1.0
-        key = (yarn, base, head_dim)
-        if key not in self._rope_tables:
-            freqs, magnitude = yarn.frequencies(base, head_dim)
-            with cuda_errors("uploading the YaRN frequencies"):
-                self._rope_tables[key] = (cp.asarray(freqs.astype(np.float32)), float(magnitude))
-        return self._rope_tables[key]
-
     def rope_attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int, start: int,
-                       base: float, neox: bool, yarn=None, sinks: cp.ndarray | None = None,
+                       base: float, neox: bool, yarn: DeviceYaRN | None = None, sinks: cp.ndarray | None = None,
                        window: int = 0) -> cp.ndarray:
         n = q.shape[0]
         q, k, v = self._attention_inputs(q, k, v, cache, start)
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
-        freqs, magnitude = self._rope_table(yarn, base, q.shape[2])
+        freqs, magnitude = (None, 1.0) if yarn is None else (yarn.freqs, yarn.magnitude)
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
             return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q), sinks,
                                             window, freqs, magnitude).reshape(n, -1)
