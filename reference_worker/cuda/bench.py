@@ -282,6 +282,10 @@ def bench_kernels() -> None:
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     rows += [(f"sample: {what}", us, None) for what, us in sampler_times_us()]
+    # The floor under every launch of a decode step: an empty kernel as a graph node.
+    nothing = cp.RawKernel('extern "C" __global__ void nothing() {}', "nothing")
+    rows.append(("empty kernel, one block of 128 threads (a graph node's own cost)",
+                 _graph_time_us(lambda: nothing((1,), (128,), ()), reps=165), None))
     print(f"\n| kernel on {_device_name()} (random data, real shapes) | us | GB/s (mat-vec), TFLOP/s (prefill) |\n"
           "| --- | --- | --- |")
     for name, us, rate in rows:
