@@ -4,14 +4,14 @@ llama-server)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from reference_worker import http_bench
+from reference_worker import hop_bench, http_bench
 from reference_worker.cuda import bench
 
 FAKE_LLAMA_SERVER = Path(__file__).parent / "doubles" / "fake_llama_server.py"
@@ -89,3 +89,12 @@ def test_compare_starts_each_server_measures_it_and_stops_it(fake_llama_server, 
     assert argv[:2] == ["-m", str(synthetic_model)] and argv[-4:] == list(http_bench.LLAMA_SERVER_ARGS)
     port = int(argv[argv.index("--port") + 1])
     assert not http_bench._healthy(f"http://127.0.0.1:{port}"), "the stand-in was left running"
+
+
+def test_hop_bench_stamps_every_hop_of_a_request_in_order(synthetic_model):
+    # In a child process: hop_bench wraps the server's functions for good.
+    out = subprocess.run([sys.executable, "-m", "reference_worker.hop_bench", "--model", str(synthetic_model),
+                          "--runs", "2"], capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row[0].lstrip("| ") for row in rows] == hop_bench.HOPS[1:]  # "client sent" is the origin
+    assert all(float(row[3].rstrip(" |")) > 0 for row in rows)
