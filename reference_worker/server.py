@@ -356,7 +356,7 @@ class WorkerServer:
         self.app = create_app(engine, self.jobs, self.health, self.metrics, limits, self.request_shutdown)
         # waitress flushes every write at once from the stream's own thread (its send_bytes is 1
         # since 3.0; TCP_NODELAY by default); a lookahead of one request keeps reading the socket
-        # during a stream, so a disconnect is noticed. Measured on loopback (NOTES.md, "First
+        # during a stream, so a disconnect is noticed. Measured on loopback (cuda/NOTES.md, "First
         # token over HTTP"), cheroot and gunicorn's gthread worker were no faster: ~0.5 ms from
         # request to first byte and ~0.1 ms from a yield to the client's read for all three.
         self._server = waitress.create_server(self.app, host=host, port=port, threads=SERVER_THREADS,
