@@ -1,7 +1,8 @@
 // Just enough of CUDA to run sampling.cu's kernels on one CPU thread, for machines without a
 // GPU: each CUDA thread is a ucontext fiber that runs until it waits at a barrier (a block's
-// __syncthreads, or a warp's shuffle), blocks run one after another (a schedule a GPU may
-// pick), __shared__ variables are function statics, atomics are plain read-modify-writes.
+// __syncthreads, or a warp's shuffle), blocks run one after another from the last (a schedule
+// a GPU may pick; backwards, so that nothing passes by leaning on ids arriving in order), threads
+// from the last too, __shared__ variables are function statics, atomics are plain updates.
 // It checks a kernel's logic, not its races or memory ordering.
 #pragma once
 #include <ucontext.h>
@@ -62,7 +63,7 @@ template <class F> void launch(int grid, int block, F kernel) {
     if (stacks.size() < block * STACK) stacks.resize(block * STACK);
     fiber_body = [](void* k) { (*static_cast<F*>(k))(); };
     fiber_arg = &kernel;
-    for (int b = 0; b < grid; ++b) {
+    for (int b = grid - 1; b >= 0; --b) {
         blockIdx.x = b;
         fibers.assign(block, Fiber());
         for (int t = 0; t < block; ++t) {
@@ -74,7 +75,7 @@ template <class F> void launch(int grid, int block, F kernel) {
         }
         for (;;) {
             bool ran = false, all_done = true;
-            for (int t = 0; t < block; ++t) {
+            for (int t = block - 1; t >= 0; --t) {
                 if (fibers[t].done) continue;
                 all_done = false;
                 if (fibers[t].waiting) continue;
