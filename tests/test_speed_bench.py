@@ -44,12 +44,14 @@ def test_the_issue_table_divides_rates_and_inverts_times():
 
 
 def test_measures_not_taken_stay_empty_in_the_table():
-    figures = {**FIGURES, "llama_bench_tps": {}, "http": {"worker": FIGURES["http"]["worker"]}}
+    figures = {**FIGURES, "llama_bench_tps": {}, "http": {"worker": FIGURES["http"]["worker"]},
+               "peak_bandwidth_gbs": None}
     rows = rows_by_measure(figures)
     assert rows["decode, batch 1"]["llama_cpp"] is None and rows["decode, batch 1"]["ratio"] is None
     assert rows["over HTTP: decode"]["worker"] == 850.0 and rows["over HTTP: decode"]["ratio"] is None
     table = bench.issue_markdown(bench.issue_table(figures), "title")
     assert "| over HTTP: decode (tokens/s) | 850.0 |  |  |" in table
+    assert "| bandwidth in decode (373 MiB a token) (GB/s) | 352.0 |  |  |" in table
     json.dumps(bench.issue_table(figures))  # the --json record holds the rows as they are
 
 

@@ -163,12 +163,14 @@ def _device_name() -> str:
     return cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
 
 
-def _peak_bandwidth_gbs() -> float:
-    """The device's memory bandwidth from its clock and bus width (double data rate)."""
+def _peak_bandwidth_gbs() -> float | None:
+    """The device's memory bandwidth from its clock and bus width (double data rate); None
+    where the runtime does not say (CUDA 13 dropped them from cudaDeviceProp)."""
     import cupy as cp
 
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    return 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8 / 1e9
+    attributes = cp.cuda.Device().attributes
+    clock_khz, bus_bits = attributes.get("MemoryClockRate"), attributes.get("GlobalMemoryBusWidth")
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9 if clock_khz and bus_bits else None
 
 
 def _graph_time_us(launch, reps: int = 50) -> float:
@@ -315,6 +317,7 @@ def issue_table(figures: dict) -> list[dict]:
 
     prefill_tps = figures["prefill_tokens"] / (figures["prefill_ms"] / 1e3)
     peak = figures["peak_bandwidth_gbs"]
+    of_peak = f", {figures['bandwidth_gbs'] / peak:.0%} of {peak:.0f} GB/s" if peak else ""
     rows = [
         ("decode, batch 1", "tokens/s", figures["decode_tps"], by_fa("tg128"), True),
         (f"prefill, {figures['prefill_tokens']} tokens ({figures['prefill_ms']:.1f} ms)", "tokens/s", prefill_tps,
@@ -327,8 +330,8 @@ def issue_table(figures: dict) -> list[dict]:
          server.get("first_token_long_ms"), False),
         ("over HTTP: decode", "tokens/s", ours.get("decode_tps"), server.get("decode_tps"), True),
         (f"sampling: {FILTERED_SAMPLING}", "us per token", figures.get("filtered_sampling_us"), None, False),
-        (f"bandwidth in decode ({figures['mib_per_token']:.0f} MiB a token, "
-         f"{figures['bandwidth_gbs'] / peak:.0%} of {peak:.0f} GB/s)", "GB/s", figures["bandwidth_gbs"], None, True),
+        (f"bandwidth in decode ({figures['mib_per_token']:.0f} MiB a token{of_peak})", "GB/s",
+         figures["bandwidth_gbs"], None, True),
     ]
     return [{"measure": measure, "unit": unit, "worker": worker, "llama_cpp": theirs,
              "ratio": ratio(worker, theirs, faster)} for measure, unit, worker, theirs, faster in rows]
