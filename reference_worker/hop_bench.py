@@ -137,9 +137,9 @@ def run(model: str, backend: str, runs: int, prompt: str) -> list[dict[str, floa
     worker = WorkerServer(engine, narrator, "127.0.0.1", 0, Limits(vocab_size=engine.vocab_size), 300, 3600, 1)
     worker.app.wsgi_app = _before(stamps, "WSGI entry", worker.app.wsgi_app)
     worker.start()
-    ours, theirs = multiprocessing.Pipe()
-    client = multiprocessing.get_context("fork").Process(target=_client,
-                                                          args=(worker.port, prompt, runs + 2, theirs))
+    spawn = multiprocessing.get_context("spawn")  # not fork: the server's threads are running
+    ours, theirs = spawn.Pipe()
+    client = spawn.Process(target=_client, args=(worker.port, prompt, runs + 2, theirs))
     client.start()
     results = []
     for i in range(runs + 2):  # the first two warm up
