@@ -9,6 +9,8 @@ wrapping the function that ends it, so the server's code is timed as it is, unmo
 WSGI entry (HTTP parsed, a server thread has the request), request validated, job queued,
 job picked up by the runner thread, prompt tokenized, prefill forward done, token sampled,
 token event queued, event taken by the stream, SSE bytes formatted, bytes handed to the socket.
+On cuda, "prefill forward" ends when its kernels are queued and "sampled" when the GPU's token
+is read back.
 Times are perf_counter (CLOCK_MONOTONIC, shared by both processes); the table gives the median
 and p90 over the runs of each hop's time since the one before it. Measures, asserts nothing.
 """
@@ -81,8 +83,10 @@ def _instrument(stamps: _Stamps, engine) -> None:
         decoder_class.start = _after(stamps, "sampled", decoder_class.start)
     else:
         engine_module.Sampler.sample = _after(stamps, "sampled", engine_module.Sampler.sample)
-    is_token = lambda item: isinstance(item, tuple) and item[0] == "token"  # noqa: E731
     put, get = queue.Queue.put, queue.Queue.get
+
+    def is_token(item) -> bool:
+        return isinstance(item, tuple) and item[0] == "token"
 
     class TimedEvents(queue.Queue):
         def put(self, item, *args, **kwargs):
