@@ -184,10 +184,10 @@ class JobQueue:
     def _execute(self, job: Job) -> None:
         request = job.request
         timeout = WorkerError(ErrorCode.INFERENCE_TIMEOUT, f"inference exceeded {self._timeout_s:g} s")
-        timer = threading.Timer(self._timeout_s, self._stop, (job, timeout))
-        timer.daemon = True
-        timer.start()
         started = time.monotonic()
+        # The timeout is checked after each token, where a cancel takes effect anyway; a Timer
+        # thread per job cost its start-up hand-off before every first token (hop_bench.py).
+        deadline = started + self._timeout_s
         tokens_out = 0
         stop_reason = None
         generation = None
@@ -201,6 +201,8 @@ class JobQueue:
             for step in generation:
                 job.events.put(("token", {"t": step.text, "i": step.index, "token_id": step.token_id}))
                 tokens_out += 1
+                if time.monotonic() >= deadline:
+                    self._stop(job, timeout)
             stop_reason = generation.stop_reason
             if stop_reason == "cancelled":
                 error = job.stop_error or WorkerError(ErrorCode.CANCELLED, "job cancelled")
@@ -211,7 +213,6 @@ class JobQueue:
                                 message=f"{type(exc).__name__}: {exc}")
             error = WorkerError(ErrorCode.INTERNAL, f"internal error during generation ({type(exc).__name__})")
         finally:
-            timer.cancel()
             if generation is not None:
                 generation.close()
         with job.lock:

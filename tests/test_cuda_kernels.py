@@ -6,6 +6,8 @@ cache is fp16, is compared with the twin fed the same fp16-rounded keys and valu
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -213,21 +215,44 @@ def test_argmax_is_numpy_argmax(n, seed, ties):
     assert int(kernels.argmax(cp.asarray(x), cp.zeros(1, np.int32)).get()[0]) == int(np.argmax(x))
 
 
-def _sample_many(logits: np.ndarray, params: sampler.SamplingParams, draws: int, history=()) -> np.ndarray:
-    """Draw `draws` tokens on the GPU, one per position (the position seeds the draw)."""
+def _sample_many(logits: np.ndarray, params: sampler.SamplingParams, draws: int, history=(), seed: int = 1234,
+                 first_position: int = 0) -> np.ndarray:
+    """Draw `draws` tokens on the GPU, one per position (the position seeds the draw); one
+    scratch buffer serves them all, as in a decode loop."""
     dev = cp.asarray(logits.astype(np.float32))
     fparams = cp.asarray([params.temperature, params.top_p, params.min_p, params.repetition_penalty], np.float32)
-    iparams = cp.asarray([params.top_k, 1234, 0], np.uint32)
+    iparams = cp.asarray([params.top_k, seed & 0xFFFFFFFF, seed >> 32], np.uint32)
     hist = cp.asarray(np.asarray(history, np.int32).reshape(-1)) if len(history) else cp.zeros(1, np.int32)
     mask = cp.zeros(len(logits), np.int32)
+    scratch = kernels.sample_scratch()
     picks = []
-    for position in range(draws):
+    for position in range(first_position, first_position + draws):
         state = cp.asarray([position, -1, len(history)], np.int32)
         work = dev.copy()
         kernels.repetition_penalty(work, hist, state[2:3], mask, fparams)
-        kernels.sample(work, fparams, iparams, state)
+        kernels.sample(work, fparams, iparams, state, scratch)
         picks.append(int(state[1].get()))
     return np.array(picks)
+
+
+def _twin_probabilities(logits: np.ndarray, params: sampler.SamplingParams, history=()) -> np.ndarray:
+    """sampler.py's distribution over the ids: its own filters, in its order."""
+    p = params
+    # The GPU's float32 logits (ties among them are ties for the twin too).
+    filtered = np.nan_to_num(logits.astype(np.float32).astype(np.float64), nan=-np.inf, posinf=1e300)
+    filtered = sampler.apply_repetition_penalty(filtered, history, p.repetition_penalty)
+    filtered = sampler.min_p_filter(sampler.top_p_filter(sampler.top_k_filter(filtered, p.top_k), p.top_p), p.min_p)
+    return sampler.softmax(filtered / p.temperature)
+
+
+def _assert_draws_follow(draws: np.ndarray, want: np.ndarray, tolerance: float) -> None:
+    """Every draw has probability > 0 under `want`, and the draws fill ten bins of about equal
+    probability (tokens in id order) as `want` does: total variation over the bins."""
+    assert want[draws].min() > 0, f"drew {draws[want[draws] == 0][:5]}, which the filters remove"
+    bins = np.minimum((np.cumsum(want) - want / 2) * 10, 9).astype(int)
+    expected = np.bincount(bins, weights=want, minlength=10)
+    got = np.bincount(bins[draws], minlength=10) / len(draws)
+    assert 0.5 * np.abs(got - expected).sum() < tolerance
 
 
 @GPU_SETTINGS
@@ -251,11 +276,7 @@ def test_greedy_sampling_is_the_twins_choice(seed, penalty):
 def test_sampling_draws_follow_the_twins_distribution(params):
     logits = np.array([2.0, 1.5, 1.2, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
     history = [0, 3]
-    # The twin's distribution, from its own filters, in its order.
-    p = params
-    filtered = sampler.apply_repetition_penalty(logits.astype(np.float64), history, p.repetition_penalty)
-    filtered = sampler.min_p_filter(sampler.top_p_filter(sampler.top_k_filter(filtered, p.top_k), p.top_p), p.min_p)
-    want = sampler.softmax(filtered / p.temperature)
+    want = _twin_probabilities(logits, params, history)
     draws = _sample_many(logits, params, 3000, history)
     got = np.bincount(draws, minlength=len(logits)) / len(draws)
     assert set(np.flatnonzero(got)) <= set(np.flatnonzero(want)), "drew a token the filters remove"
@@ -269,13 +290,87 @@ def test_sampling_draws_stay_in_the_vocabulary_and_follow_softmax_at_any_size(n)
     logits = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 2
     draws = _sample_many(logits, sampler.SamplingParams(temperature=1.0), 3000)
     assert draws.min() >= 0 and draws.max() < n
-    # Ten bins of about equal probability, tokens in id order: 3000 draws fill each well enough
-    # to compare, whatever n is (total variation over the bins; sampling noise gives ~0.02).
-    p = sampler.softmax(logits.astype(np.float64))
-    bins = np.minimum((np.cumsum(p) - p / 2) * 10, 9).astype(int)
-    want = np.bincount(bins, weights=p, minlength=10)
-    got = np.bincount(bins[draws], minlength=10) / len(draws)
-    assert 0.5 * np.abs(got - want).sum() < 0.06
+    # 3000 draws fill each of ten bins well enough to compare, whatever n is (noise ~0.02).
+    _assert_draws_follow(draws, sampler.softmax(logits.astype(np.float64)), 0.06)
+
+
+VOCAB = 151936  # the real model's
+_RNG = np.random.default_rng(7)
+# Logits for each path through sampling.cu (its header): name -> (logits, params).
+SAMPLER_PATHS = {
+    # top-k's boundary found by the first histogram; top-p and min-p over the candidates
+    "top-k 40, top-p 0.9, min-p 0.05": (_RNG.standard_normal(VOCAB) * 3,
+                                        sampler.SamplingParams(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05)),
+    # every logit in one 12-bit bin: the second histogram finds the boundary
+    "top-k 40 within one bin": (16 + 1e-3 * _RNG.standard_normal(VOCAB),
+                                sampler.SamplingParams(temperature=1.0, top_k=40)),
+    # ties at the boundary are all kept (about 830 logits equal the 3rd largest)
+    "top-k 3 over ties": (_RNG.integers(-3, 3, 5000).astype(np.float64),
+                          sampler.SamplingParams(temperature=1.0, top_k=3)),
+    # more ties than candidates: the exact search
+    "top-k 3 over 8,000 ties": (_RNG.integers(-3, 3, 50000).astype(np.float64),
+                                sampler.SamplingParams(temperature=1.0, top_k=3)),
+    # top-p alone, its set (~760 tokens) inside the 2048 candidates
+    "top-p 0.9, peaked": (_RNG.standard_normal(VOCAB) * 4, sampler.SamplingParams(temperature=1.0, top_p=0.9)),
+    # top-p alone, its set (~93,000 tokens) past the candidates: the exact search
+    "top-p 0.9, flat": (_RNG.standard_normal(VOCAB), sampler.SamplingParams(temperature=1.0, top_p=0.9)),
+    # top-k above the candidates: the exact search
+    "top-k 3000, top-p 0.5": (_RNG.standard_normal(VOCAB) * 2,
+                              sampler.SamplingParams(temperature=1.0, top_k=3000, top_p=0.5)),
+    # temperature and min-p alone: a draw over the whole vocabulary
+    "temperature 1.2": (_RNG.standard_normal(VOCAB) * 2, sampler.SamplingParams(temperature=1.2)),
+    "min-p 0.01": (_RNG.standard_normal(VOCAB) * 2, sampler.SamplingParams(temperature=1.0, min_p=0.01)),
+}
+
+
+@pytest.mark.parametrize("path", list(SAMPLER_PATHS))
+def test_each_sampling_path_follows_the_twin_on_a_large_vocabulary(path):
+    logits, params = SAMPLER_PATHS[path]
+    history = [0, 17, 4242]
+    draws = _sample_many(logits, dataclasses.replace(params, repetition_penalty=1.3), 2000, history)
+    _assert_draws_follow(draws, _twin_probabilities(logits, dataclasses.replace(params, repetition_penalty=1.3),
+                                                    history), 0.07)
+
+
+@pytest.mark.parametrize("path", list(SAMPLER_PATHS))
+def test_a_seed_and_position_give_the_same_token_every_run(path):
+    # M0-W-1826: the candidates arrive in any order (atomics) and are sorted; sums run in a fixed order.
+    logits, params = SAMPLER_PATHS[path]
+    first = _sample_many(logits, params, 20, seed=99)
+    assert np.array_equal(first, _sample_many(logits, params, 20, seed=99))
+    assert not np.array_equal(first, _sample_many(logits, params, 20, seed=100)) or len(set(first)) == 1
+
+
+def test_nan_is_never_drawn_and_an_infinite_logit_always_is():
+    logits = np.random.default_rng(3).standard_normal(VOCAB).astype(np.float32)
+    logits[::7] = np.nan
+    for params in (sampler.SamplingParams(temperature=1.0), sampler.SamplingParams(temperature=1.0, top_k=40),
+                   sampler.SamplingParams(temperature=1.0, top_p=0.5)):
+        draws = _sample_many(logits, params, 200)
+        assert not np.isnan(logits[draws]).any()
+    logits[1234] = np.inf
+    for params in (sampler.SamplingParams(temperature=1.0), sampler.SamplingParams(temperature=0.7, top_k=40, top_p=0.9)):
+        assert set(_sample_many(logits, params, 50)) == {1234}
+
+
+def test_sampling_replayed_from_a_cuda_graph_draws_what_eager_launches_draw():
+    logits, params = SAMPLER_PATHS["top-k 40, top-p 0.9, min-p 0.05"]
+    eager = _sample_many(logits, params, 30, seed=5)
+    dev = cp.asarray(logits.astype(np.float32))
+    fparams = cp.asarray([params.temperature, params.top_p, params.min_p, 1.0], np.float32)
+    iparams = cp.asarray([params.top_k, 5, 0], np.uint32)
+    state, scratch = cp.asarray([0, -1, 0], np.int32), kernels.sample_scratch()
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        kernels.sample(dev, fparams, iparams, state, scratch)
+        graph = stream.end_capture()
+        replayed = []
+        for position in range(30):
+            state[0] = position
+            graph.launch(stream)
+            replayed.append(int(state[1].get()))
+    assert replayed == eager.tolist()
 
 
 def test_launchers_refuse_wrong_shapes_and_dtypes():

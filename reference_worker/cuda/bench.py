@@ -1,24 +1,32 @@
 """Benchmark of the CUDA backend: prints markdown tables, asserts nothing.
 
     python -m reference_worker.cuda.bench --model PATH [--llama-bench PATH/TO/llama-bench]
+        [--llama-server PATH/TO/llama-server] [--json OUT.json] [--kernels]
     python -m reference_worker.cuda.bench --kernels      # per-kernel GPU time, real shapes, random data
 
 Model table: load time, VRAM used, time to first token (short and 512-token prompts), decode
 tokens/s at batch 1 over 256 tokens (CUDA graph replay; and eager, for contrast), and the
 bandwidth that decode rate implies (weight bytes read per token x tokens/s, as gpt-fast
 reports it). With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
+Then, with --model, the table of issue 13 (`issue_table`): the same in-process figures,
+filtered sampling per token, and over HTTP this worker and (with --llama-server) llama-server,
+each started from its command on the same file (http_bench.py); --json writes that table and
+every figure behind it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from reference_worker import http_bench
 from reference_worker.bench import PROMPT, time_decode, weight_bytes
 from reference_worker.engine import Engine, SamplingParams
 
@@ -68,12 +76,17 @@ def _llama_bench(binary: str, model: str) -> dict[str, float]:
     return rates
 
 
-def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
+LONG_SENTENCE = "The quick brown fox jumps over the lazy dog. "
+HTTP_LONG_PROMPT_TOKENS = 500
+
+
+def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> dict:
+    """Prints the model table; returns the figures the issue table needs (see issue_table)."""
     t0 = time.perf_counter()
     engine = Engine.load(path, backend="cuda")
     load_s = time.perf_counter() - t0
     short = engine.tokenize(PROMPT)
-    filler = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 120)
+    filler = engine.tokenize(LONG_SENTENCE * 120)
     long = (filler * (512 // len(filler) + 1))[:512]
     _decode_rate(engine, short, 8)  # first use of every kernel
     record_s = _decode_rate(engine, short, 1)[1]
@@ -98,15 +111,25 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> None:
         ("weights read per token / achieved bandwidth",
          f"{step_bytes / 2**20:.1f} MiB / {step_bytes * decode / 1e9:.0f} GB/s"),
     ]
-    if llama_bench:
-        for test, rate in _llama_bench(llama_bench, path).items():
-            ours = decode if test.startswith("tg") else len(long) / ttft_long
-            rows.append((f"llama.cpp {test}", f"{rate:.1f} tokens/s; this worker / llama.cpp = {ours / rate:.2f}"))
+    llama = _llama_bench(llama_bench, path) if llama_bench else {}
+    for test, rate in llama.items():
+        ours = decode if test.startswith("tg") else len(long) / ttft_long
+        rows.append((f"llama.cpp {test}", f"{rate:.1f} tokens/s; this worker / llama.cpp = {ours / rate:.2f}"))
     rows += _golden_rows(engine, short)
     print(f"\n| {engine.model_name} ({engine.quant_kind}) on {_device_name()} | value |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    sentence_tokens = len(engine.tokenize(LONG_SENTENCE * 10)) / 10
+    figures = {
+        "model": engine.model_name, "quant_kind": engine.quant_kind, "device": _device_name(),
+        "short_prompt_tokens": len(short), "first_token_short_ms": ttft_short * 1e3,
+        "prefill_tokens": len(long), "prefill_ms": ttft_long * 1e3, "decode_tps": decode,
+        "decode_runs_tps": rates, "mib_per_token": step_bytes / 2**20, "bandwidth_gbs": step_bytes * decode / 1e9,
+        "peak_bandwidth_gbs": _peak_bandwidth_gbs(), "llama_bench_tps": llama,
+        "http_long_prompt": LONG_SENTENCE * round(HTTP_LONG_PROMPT_TOKENS / sentence_tokens),
+    }
     engine.close()
+    return figures
 
 
 # ../shared/DESIGN.md, "Test models": the real model's ids for PROMPT and the greedy
@@ -140,6 +163,16 @@ def _device_name() -> str:
     return cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
 
 
+def _peak_bandwidth_gbs() -> float | None:
+    """The device's memory bandwidth from its clock and bus width (double data rate); None
+    where the runtime does not say (CUDA 13 dropped them from cudaDeviceProp)."""
+    import cupy as cp
+
+    attributes = cp.cuda.Device().attributes
+    clock_khz, bus_bits = attributes.get("MemoryClockRate"), attributes.get("GlobalMemoryBusWidth")
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9 if clock_khz and bus_bits else None
+
+
 def _graph_time_us(launch, reps: int = 50) -> float:
     """GPU time of one launch: `reps` launches recorded in a CUDA graph, replayed and timed with
     events, so Python's launch overhead stays out of the figure."""
@@ -160,6 +193,43 @@ def _graph_time_us(launch, reps: int = 50) -> float:
         end.record(stream)
         end.synchronize()
     return cp.cuda.get_elapsed_time(start, end) * 1e3 / (5 * reps)
+
+
+# Sampler cases of the kernel table: (what, logits' standard deviation, SamplingParams). LLM logits
+# are peaked; the flat case shows the exact search that a top-p set past 2048 tokens falls back to.
+FILTERED_SAMPLING = "top-k 40, top-p 0.9, min-p 0.05, T 0.8, repetition penalty 1.1 over 256 ids"
+SAMPLER_CASES = [
+    ("greedy", 3.0, SamplingParams(temperature=0.0)),
+    ("temperature 0.8 alone (a draw over the whole vocabulary)", 3.0, SamplingParams(temperature=0.8)),
+    (FILTERED_SAMPLING, 3.0, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.1)),
+    ("top-p 0.9 alone, peaked logits (~760 kept)", 4.0, SamplingParams(temperature=1.0, top_p=0.9)),
+    ("top-p 0.9 alone, flat logits (~93,000 kept: the exact search)", 1.0, SamplingParams(temperature=1.0, top_p=0.9)),
+]
+
+
+def sampler_times_us(n_vocab: int = 151936) -> list[tuple[str, float]]:
+    """GPU time per token of the repetition penalty and the sampler for each SAMPLER_CASES row,
+    over n_vocab random logits (the real model's vocabulary by default)."""
+    import cupy as cp
+
+    from reference_worker.cuda import kernels
+
+    rng = np.random.default_rng(0)
+    history = cp.asarray(rng.integers(0, n_vocab, 256), np.int32)
+    mask, scratch = cp.zeros(n_vocab, np.int32), kernels.sample_scratch()
+    times = []
+    for what, scale, p in SAMPLER_CASES:
+        logits = cp.asarray((rng.standard_normal(n_vocab) * scale).astype(np.float32))
+        fparams = cp.asarray([p.temperature, p.top_p, p.min_p, p.repetition_penalty], np.float32)
+        iparams = cp.asarray([p.top_k, 1, 0], np.uint32)
+        state = cp.asarray([5, 0, history.size if p.repetition_penalty != 1.0 else 0], np.int32)
+
+        def draw():
+            kernels.repetition_penalty(logits, history, state[2:3], mask, fparams)
+            kernels.sample(logits, fparams, iparams, state, scratch)
+
+        times.append((what, _graph_time_us(draw, reps=10)))
+    return times
 
 
 def bench_kernels() -> None:
@@ -213,17 +283,96 @@ def bench_kernels() -> None:
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
-    logits = vec(151936)
-    state, fp, ip = cp.asarray([5, 0, 0], np.int32), cp.asarray([0, 1, 0, 1], np.float32), cp.zeros(3, np.uint32)
-    rows.append(("sample (greedy) over 151936", _graph_time_us(lambda: kernels.sample(logits, fp, ip, state)), None))
-    fp2 = cp.asarray([0.8, 0.9, 0.05, 1.0], np.float32)
-    ip2 = cp.asarray([40, 1, 0], np.uint32)
-    rows.append(("sample (T 0.8, top-k 40, top-p 0.9, min-p 0.05)",
-                 _graph_time_us(lambda: kernels.sample(logits, fp2, ip2, state), reps=5), None))
+    rows += [(f"sample: {what}", us, None) for what, us in sampler_times_us()]
+    # The floor under every launch of a decode step: an empty kernel as a graph node.
+    nothing = cp.RawKernel('extern "C" __global__ void nothing() {}', "nothing")
+    rows.append(("empty kernel, one block of 128 threads (a graph node's own cost)",
+                 _graph_time_us(lambda: nothing((1,), (128,), ()), reps=165), None))
     print(f"\n| kernel on {_device_name()} (random data, real shapes) | us | GB/s (mat-vec), TFLOP/s (prefill) |\n"
           "| --- | --- | --- |")
     for name, us, rate in rows:
         print(f"| {name} | {us:.2f} | {'' if rate is None else f'{rate:.3g}'} |")
+
+
+def issue_table(figures: dict) -> list[dict]:
+    """Issue 13's table from bench_model's figures plus `filtered_sampling_us` and `http`
+    (http_bench.compare): one row per measure with this worker's value, llama.cpp's (a number,
+    a dict by flash-attention setting, or None where not measured) and the speed ratio, > 1
+    where this worker is faster (rates divided, times inverted)."""
+    llama = figures.get("llama_bench_tps", {})
+    http = figures.get("http", {})
+    ours, server = http.get("worker", {}), http.get("llama_server", {})
+
+    def by_fa(test: str) -> dict[str, float] | None:
+        found = {f"fa {state}": llama[f"{test} fa={fa}"] for fa, state in ((0, "off"), (1, "on"))
+                 if f"{test} fa={fa}" in llama}
+        return found or None
+
+    def ratio(worker, theirs, higher_is_faster: bool):
+        if worker is None or not theirs:
+            return None
+        if isinstance(theirs, dict):
+            return {k: ratio(worker, v, higher_is_faster) for k, v in theirs.items()}
+        return worker / theirs if higher_is_faster else theirs / worker
+
+    prefill_tps = figures["prefill_tokens"] / (figures["prefill_ms"] / 1e3)
+    peak = figures["peak_bandwidth_gbs"]
+    of_peak = f", {figures['bandwidth_gbs'] / peak:.0%} of {peak:.0f} GB/s" if peak else ""
+    rows = [
+        ("decode, batch 1", "tokens/s", figures["decode_tps"], by_fa("tg128"), True),
+        (f"prefill, {figures['prefill_tokens']} tokens ({figures['prefill_ms']:.1f} ms)", "tokens/s", prefill_tps,
+         by_fa("pp512"), True),
+        (f"first token, {figures['short_prompt_tokens']}-token prompt, in process", "ms",
+         figures["first_token_short_ms"], None, False),
+        ("over HTTP: first token, short prompt", "ms", ours.get("first_token_short_ms"),
+         server.get("first_token_short_ms"), False),
+        (f"over HTTP: first token, ~{HTTP_LONG_PROMPT_TOKENS}-token prompt", "ms", ours.get("first_token_long_ms"),
+         server.get("first_token_long_ms"), False),
+        ("over HTTP: decode", "tokens/s", ours.get("decode_tps"), server.get("decode_tps"), True),
+        (f"sampling: {FILTERED_SAMPLING}", "us per token", figures.get("filtered_sampling_us"), None, False),
+        (f"bandwidth in decode ({figures['mib_per_token']:.0f} MiB a token{of_peak})", "GB/s",
+         figures["bandwidth_gbs"], None, True),
+    ]
+    return [{"measure": measure, "unit": unit, "worker": worker, "llama_cpp": theirs,
+             "ratio": ratio(worker, theirs, faster)} for measure, unit, worker, theirs, faster in rows]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return " / ".join(f"{_cell(v)} ({k})" for k, v in value.items())
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def issue_markdown(rows: list[dict], title: str) -> str:
+    lines = [f"| {title} | this worker | llama.cpp | speed ratio (> 1: this worker faster) |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {r['measure']} ({r['unit']}) | {_cell(r['worker'])} | {_cell(r['llama_cpp'])} | {_cell(r['ratio'])} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def bench_speed(args: argparse.Namespace) -> None:
+    """The model table, the issue table over it and the HTTP comparison; JSON with --json."""
+    figures = bench_model(args.model, args.tokens, args.llama_bench)
+    long_prompt = figures.pop("http_long_prompt")
+    figures["filtered_sampling_us"] = dict(sampler_times_us())[FILTERED_SAMPLING]
+    figures["http"] = http_bench.compare(args.model, PROMPT, long_prompt, args.tokens, args.http_runs,
+                                         args.llama_server, tuple(shlex.split(args.llama_server_args)))
+    rows = issue_table(figures)
+    print("\n" + issue_markdown(rows, f"{figures['model']} ({figures['quant_kind']}) on {figures['device']}"))
+    if args.json:
+        record = {"command": sys.argv, "commit": _commit(), "figures": figures, "table": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="GGUF file to benchmark")
     parser.add_argument("--tokens", type=int, default=256, help="decode tokens per run")
     parser.add_argument("--llama-bench", help="path of a llama-bench binary to compare with")
+    parser.add_argument("--llama-server", help="path of a llama-server binary to compare with over HTTP")
+    parser.add_argument("--llama-server-args", default=shlex.join(http_bench.LLAMA_SERVER_ARGS),
+                        help="llama-server's arguments beside -m, --host and --port (default: %(default)s)")
+    parser.add_argument("--http-runs", type=int, default=3, help="streams per prompt and server (medians)")
+    parser.add_argument("--json", help="also write the issue table and every figure behind it here")
     parser.add_argument("--kernels", action="store_true",
                         help="also time each kernel of a decode step (real shapes, random data)")
     args = parser.parse_args(argv)
@@ -239,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernels:
         bench_kernels()
     if args.model:
-        bench_model(args.model, args.tokens, args.llama_bench)
+        bench_speed(args)
     return 0
 
 

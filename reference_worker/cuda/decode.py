@@ -34,6 +34,7 @@ class DeviceDecoder:
             self.fparams = cp.zeros(4, np.float32)
             self.iparams = cp.zeros(3, np.uint32)
             self.mask = cp.zeros(n_vocab, np.int32)
+            self.sample_scratch = kernels.sample_scratch()
             self.history = cp.zeros(0, np.int32)
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.graph = None
@@ -61,7 +62,7 @@ class DeviceDecoder:
     def _sample_and_commit(self, logits: cp.ndarray) -> None:
         state = self.ops.state
         kernels.repetition_penalty(logits, self.history, state[2:3], self.mask, self.fparams)
-        kernels.sample(logits, self.fparams, self.iparams, state)
+        kernels.sample(logits, self.fparams, self.iparams, state, self.sample_scratch)
         kernels.commit_token(state, self.history)
 
     def start(self, prompt_ids: list[int], params: SamplingParams, seed: int, cache: KVCache) -> int:

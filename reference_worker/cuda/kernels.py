@@ -42,7 +42,10 @@ _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
 MAX_HEAD_DIM = 256  # attention.cu
-SAMPLE_THREADS = 1024  # sampling.cu
+SAMPLE_THREADS = 1024  # sampling.cu: argmax, sample_pick
+SELECT_BLOCKS = 128  # sampling.cu: blocks of sample_select, sample_refine, sample_gather
+SELECT_THREADS = 256  # sampling.cu
+SAMPLE_SCRATCH_BYTES = 35880  # sampling.cu: sizeof(SampleScratch), checked there by a static_assert
 CUDA_ERRORS = (cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
                 cp.cuda.compiler.CompileException, cp.cuda.memory.OutOfMemoryError)
 
@@ -515,13 +518,25 @@ def repetition_penalty(logits: cp.ndarray, history: cp.ndarray, count: cp.ndarra
     _launch("sampling", "apply_penalty", (_blocks(n, 256),), (256,), (logits, mask, np.int32(n), fparams))
 
 
-def sample(logits: cp.ndarray, fparams: cp.ndarray, iparams: cp.ndarray, state: cp.ndarray) -> None:
+def sample_scratch() -> cp.ndarray:
+    """The zeroed device buffer `sample` works in (sampling.cu, SampleScratch); one per stream of
+    draws, kept across them (the kernels leave its histogram and counter zero again)."""
+    return cp.zeros(SAMPLE_SCRATCH_BYTES, np.uint8)
+
+
+def sample(logits: cp.ndarray, fparams: cp.ndarray, iparams: cp.ndarray, state: cp.ndarray,
+           scratch: cp.ndarray) -> None:
     """Choose the next token into state[1] (state = position, token, history length; the
     position seeds the draw):
     fparams = (temperature, top_p, min_p, repetition_penalty) float32, iparams = (top_k, seed
-    low, seed high) uint32; temperature 0 is argmax."""
+    low, seed high) uint32; temperature 0 is argmax. Four launches, none waiting on the host
+    (sampling.cu says what each does), so a decode graph can hold them."""
     _check(logits, np.float32, (logits.size,), "logits")
     _check(fparams, np.float32, (4,), "fparams")
     _check(iparams, np.uint32, (3,), "iparams")
     _check(state, np.int32, (3,), "state")
-    _launch("sampling", "sample", (1,), (SAMPLE_THREADS,), (logits, np.int32(logits.size), fparams, iparams, state))
+    _check(scratch, np.uint8, (SAMPLE_SCRATCH_BYTES,), "scratch")
+    args = (logits, np.int32(logits.size), fparams, iparams, state, scratch)
+    for name in ("sample_select", "sample_refine", "sample_gather"):
+        _launch("sampling", name, (SELECT_BLOCKS,), (SELECT_THREADS,), args)
+    _launch("sampling", "sample_pick", (1,), (SAMPLE_THREADS,), args)
