@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from requirements_map.catalog import load_catalog
+from requirements_map.catalog import Catalog, load_catalog
+from requirements_map.findings import load_findings
 from requirements_map.cli import main
 from requirements_map.report import ReportError, build_report, write_reports
 from requirements_map.results import ResultsError, bdd_test_name, read_results
@@ -78,9 +80,18 @@ def test_outcomes_per_requirement(results):
     assert by_id["M0-W-1311"].outcome == "deferred, informational"
     assert by_id["M0-W-1350"].outcome == "deferred, informational" and not by_id["M0-W-1350"].gap
     assert by_id["M0-W-1702"].outcome == "not observable" and not by_id["M0-W-1702"].gap  # a build requirement
+    # requirements whose scenarios are not in these results did not run; that is not a gap
+    assert by_id["M0-W-1320"].outcome == "not run" and not by_id["M0-W-1320"].gap
+    assert "not in these results" in by_id["M0-W-1320"].reason and not report.gaps
+
+
+def test_an_m0_requirement_no_scenario_checks_is_a_gap(results):
+    catalog = load_catalog()
+    bare = Catalog(catalog.spec, [dict(e, scenarios=[]) if e["id"] in ("M0-W-1320", "M0-W-1101") else e
+                                  for e in catalog.entries])
+    by_id = outcomes(build_report(read_results(results), bare, worker="ref", spec=catalog.spec, sources=[]))
     assert by_id["M0-W-1101"].outcome == "uncovered" and not by_id["M0-W-1101"].gap  # optional
     assert by_id["M0-W-1320"].outcome == "uncovered" and by_id["M0-W-1320"].gap  # M0, nothing: a gap
-    assert all(r.scope in ("M0",) and r.observable not in ("build", "documentation") for r in report.gaps)
 
 
 def test_totals_add_up(results):
@@ -94,13 +105,15 @@ def test_totals_add_up(results):
 
 
 def test_write_reports_makes_three_self_contained_files(results, tmp_path, record_spec):
-    written = write_reports(results, tmp_path / "out", worker="reference-worker (numpy)", spec=record_spec.path)
+    written = write_reports(results, tmp_path / "out", worker="reference-worker <numpy>", spec=record_spec.path)
     md, data, page = (written[k].read_text() for k in ("markdown", "json", "html"))
-    assert "Worker under test: **reference-worker (numpy)**" in md and "GAPS:" in md
+    assert "Worker under test: **reference-worker <numpy>**" in md
     assert json.loads(data)["spec"]["file_revision"].startswith("d4a857ac")
-    assert "M0-W-1320" in json.loads(data)["gaps"]
-    assert page.startswith("<!DOCTYPE html>") and "class=banner" in page
-    assert not any(marker in page for marker in ("<script", "src=", "href=", "http://", "https://"))
+    assert page.startswith("<!DOCTYPE html>") and "reference-worker &lt;numpy&gt;" in page  # escaped
+    # nothing loaded from elsewhere: links only to the page's own anchors and to the findings' evidence
+    assert not any(marker in page for marker in ("<script", "src=", "<link", "@import"))
+    evidence = {e["url"] for f in load_findings() for e in f.evidence if "url" in e}
+    assert {h for h in re.findall(r'href="([^"#][^"]*)"', page)} <= evidence
 
 
 def test_results_from_another_catalog_are_refused(tmp_path, capsys):
