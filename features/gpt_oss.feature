@@ -1,4 +1,5 @@
 @model-gpt-oss-20b
+@checked-d4a857ac
 Feature: GPT-OSS-20B bring-up (spec §12.3.1, M0-W-1823; GPT-style adapter, M0-W-1215)
   Runs only when the worker serves GPT-OSS-20B (MXFP4); skipped with that reason otherwise.
 

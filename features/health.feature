@@ -1,4 +1,5 @@
 @M0-W-1320
+@checked-d4a857ac
 Feature: GET /health describes the worker and its model (spec §7.3, §8.5)
 
   Background:

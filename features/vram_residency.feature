@@ -1,4 +1,5 @@
 @cuda
+@checked-d4a857ac
 Feature: Weights stay resident in VRAM, quantized (spec §2, M0-W-1011, M0-W-1012)
   Checked from what the worker reports. A worker that says it runs without a GPU (backend
   numpy, resident false) cannot be held to these: they are reported as not verifiable.

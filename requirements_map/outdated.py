@@ -4,7 +4,9 @@ Every feature file records the spec revision its scenarios were checked against 
 `@checked-d4a857ac`; a scenario re-checked later adds its own (`@checked-1adb7159`), and the
 latest revision among its tags counts. When the spec under test is another revision in which a
 requirement's heading or body reads differently, the coverage of that requirement is outdated:
-its scenarios hold the worker to what an older text asked. Which revision is which comes from
+its scenarios hold the worker to what an older text asked. (Scenarios checked against a later
+revision than the one under test are that revision's, and informational: not outdated.) Which
+revision is which comes from
 the spec files' sha256 (spec_source.KNOWN_REVISIONS); the old text from a copy of that revision
 next to the spec under test or in the cache.
 """
@@ -48,6 +50,15 @@ def revision_name(spec: SpecFile) -> str:
     return known.split()[0] if known else f"{spec.path.name} (sha256 {spec.sha256[:12]})"
 
 
+def _older(revision: str, than: str) -> bool:
+    """Whether `revision` is older than `than` (a file of unknown revision is newer than any)."""
+    if revision == than:
+        return False
+    if than not in REVISIONS:
+        return True
+    return REVISIONS.get(revision, ("", ""))[1] < REVISIONS[than][1]
+
+
 def find_revision(revision: str, near: Path) -> Path | None:
     """A copy of a known revision: a Markdown file next to `near` or the cached pinned copy whose
     sha256 is that revision's; None when there is none."""
@@ -72,7 +83,7 @@ def outdated_requirements(results, spec: SpecFile, default_revision: str) -> tup
     notes, outdated = [], {}
     for rid, revisions in sorted(checked.items()):
         for revision in sorted(revisions):
-            if revision == under_test:
+            if not _older(revision, under_test):
                 continue
             if revision not in parsed:
                 path = find_revision(revision, spec.path)

@@ -6,11 +6,13 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from requirements_map.catalog import Catalog, load_catalog
+from requirements_map.catalog import Catalog, load_catalog, tagged_scenarios
 from requirements_map.findings import load_findings
+from requirements_map.outdated import CHECKED_TAG, REVISIONS
 from requirements_map.cli import main
 from requirements_map.report import ReportError, build_report, write_reports
 from requirements_map.results import ResultsError, bdd_test_name, read_results
@@ -272,3 +274,73 @@ def test_results_of_a_real_pytest_bdd_run(tmp_path):
     assert by_id["M0-W-1302"].outcome == "failed" and "status 200" in by_id["M0-W-1302"].reason
     assert by_id["M0-W-1012"].outcome == "not observable" and "numpy worker" in by_id["M0-W-1012"].reason
     assert by_id["M0-W-1320"].outcome == "failed"  # the feature tag covers all three scenarios
+
+
+def _report_json(written) -> dict:
+    return json.loads(written["json"].read_text())
+
+
+def test_findings_have_a_section_and_stand_beside_their_requirements(results, tmp_path, record_spec):
+    written = write_reports(results, tmp_path / "out", spec=record_spec.path)
+    md, page, data = written["markdown"].read_text(), written["html"].read_text(), _report_json(written)
+    assert "## Spec findings" in md and "### GPT-OSS-20B is not a GPT-2-style model" in md
+    row = next(line for line in md.splitlines() if line.startswith("| M0-W-1215 |"))
+    assert row.endswith("| [gpt-oss-is-not-gpt2](#gpt-oss-is-not-gpt2) |")
+    assert next(r for r in data["requirements"] if r["id"] == "M0-W-1340")["findings"] == [
+        "shutdown-endpoint-optional-or-deferred", "sigterm-in-a-deferred-requirement"]
+    assert 'id="gpt-oss-is-not-gpt2"' in page and 'href="#gpt-oss-is-not-gpt2"' in page
+    assert all(f["problems"] == [] for f in data["findings"])  # every quote holds in the record
+
+
+def test_a_report_on_a_later_spec_flags_the_quotes_that_moved(results, tmp_path, later_revision):
+    written = write_reports(results, tmp_path / "out", spec=later_revision("1adb7159"))
+    gpt_oss = next(f for f in _report_json(written)["findings"] if f["id"] == "gpt-oss-is-not-gpt2")
+    assert any("it is now on line" in p for p in gpt_oss["problems"])
+    assert "Quote out of date in the spec file used" in written["markdown"].read_text()
+
+
+def _checked_run(tmp_path, revision):
+    return [cucumber(tmp_path / f"run-{revision}.json",
+                     scenario("Seeded sampling repeats", ["M0-W-1421"], "passed"),
+                     scenario("The first token arrives", ["M0-W-1310"], "passed"),
+                     feature_tags=[f"checked-{revision}"])]
+
+
+def test_coverage_checked_against_an_older_wording_is_outdated(tmp_path, later_revision):
+    written = write_reports(_checked_run(tmp_path, "d4a857ac"), tmp_path / "out", spec=later_revision("84202fea"))
+    by_id = {r["id"]: r for r in _report_json(written)["requirements"]}
+    assert by_id["M0-W-1421"]["outcome"] == "outdated" and "checked against revision d4a857ac" in \
+        by_id["M0-W-1421"]["reason"]
+    diff = by_id["M0-W-1421"]["outdated"]["diff"]
+    assert diff[:2] == ["--- d4a857ac", "+++ 84202fea"] and any(line.startswith("+") and "top_p" in line
+                                                                 for line in diff)
+    assert by_id["M0-W-1310"]["outcome"] == "passed" and by_id["M0-W-1310"]["outdated"] is None  # same text
+    md = written["markdown"].read_text()
+    assert "## Outdated coverage" in md and "```diff" in md
+    assert 'id="outdated-M0-W-1421"' in written["html"].read_text()
+
+
+@pytest.mark.parametrize("checked, spec", [("84202fea", "84202fea"), ("d4a857ac", None), ("84202fea", None)])
+def test_coverage_checked_against_the_wording_under_test_or_a_later_one_is_not_outdated(
+        tmp_path, later_revision, record_spec, checked, spec):
+    spec_path = later_revision(spec) if spec else record_spec.path
+    written = write_reports(_checked_run(tmp_path, checked), tmp_path / "out", spec=spec_path)
+    by_id = {r["id"]: r for r in _report_json(written)["requirements"]}
+    assert by_id["M0-W-1421"]["outcome"] == "passed" and by_id["M0-W-1421"]["outdated"] is None
+
+
+def test_a_checked_revision_with_no_copy_at_hand_is_a_note_not_a_guess(tmp_path, later_revision):
+    alone = tmp_path / "alone" / "spec.md"
+    alone.parent.mkdir()
+    alone.write_bytes(later_revision("84202fea").read_bytes())
+    written = write_reports(_checked_run(tmp_path, "0123abcd"), tmp_path / "out", spec=alone)
+    data = _report_json(written)
+    assert any("no copy of 0123abcd" in note for note in data["notes"])
+    assert all(r["outdated"] is None for r in data["requirements"])
+
+
+def test_every_scenario_records_the_revision_its_wording_was_checked_against():
+    features = Path(__file__).resolve().parent.parent / "features"
+    for label, tags in tagged_scenarios(features):
+        revisions = [m.group(1) for m in map(CHECKED_TAG.fullmatch, tags) if m]
+        assert revisions and set(revisions) <= REVISIONS.keys(), f"{label}: @checked- tags {revisions}"
