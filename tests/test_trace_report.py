@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
 import subprocess
 import sys
 import textwrap
@@ -344,3 +346,42 @@ def test_every_scenario_records_the_revision_its_wording_was_checked_against():
     for label, tags in tagged_scenarios(features):
         revisions = [m.group(1) for m in map(CHECKED_TAG.fullmatch, tags) if m]
         assert revisions and set(revisions) <= REVISIONS.keys(), f"{label}: @checked- tags {revisions}"
+
+
+def _chromium(url: str, *flags: str, profile) -> tuple[str, list[str]]:
+    """Headless Chromium on `url`: its stdout and the console messages it logged."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed (make test installs Debian's chromium when run as root)")
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--user-data-dir={profile}", *flags, url],
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_the_browser_logs_what_a_broken_page_logs(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><body><script>console.error('boom'); missing();</script></body>")
+    _, console = _chromium(page.as_uri(), "--dump-dom", profile=tmp_path / "profile")
+    assert any('"boom"' in line for line in console) and any("missing is not defined" in line for line in console)
+
+
+def test_the_html_report_renders_in_a_browser_without_errors(results, tmp_path, record_spec):
+    written = write_reports(results, tmp_path / "out", worker="reference worker (numpy) on model.gguf",
+                            spec=record_spec.path)
+    url = written["html"].as_uri()
+    dom, console = _chromium(url, "--dump-dom", profile=tmp_path / "profile")
+    assert console == []
+    assert "Worker under test: <strong>reference worker (numpy) on model.gguf</strong>" in dom
+    table = dom[dom.index('<table id="requirements">'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr") == len(load_catalog().entries) + 1
+    assert '<td class="failed">failed</td>' in table and '<td class="passed">passed</td>' in table
+    assert dom.count('<table class="totals">') == 2 and "<th>total</th>" in dom
+    assert '<h2 id="findings">Spec findings</h2>' in dom
+    shot = tmp_path / "report.png"
+    _, console = _chromium(url, f"--screenshot={shot}", "--window-size=1280,1600", profile=tmp_path / "profile")
+    assert console == []
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 1600)
+    assert len(png) > 50_000  # a page of tables and text, not a blank one
