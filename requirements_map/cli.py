@@ -129,7 +129,7 @@ def _findings(args) -> int:
         print(json.dumps({"spec": _identity(spec), "findings": [f.as_json() for f in known], "problems": problems},
                          indent=1, ensure_ascii=False))
     else:
-        print(findings.render_markdown(known, problems), end="")
+        print(findings.render_markdown(known, spec.parsed), end="")
     print(f"{len(known)} finding(s); {len(problems)} quote(s) out of date in {spec.path}", file=sys.stderr)
     return 1 if problems else 0
 

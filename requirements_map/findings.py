@@ -77,16 +77,14 @@ def check_findings(findings: list[Finding], spec: ParsedSpec) -> list[str]:
     A quote whose text is found elsewhere is reported as moved (with every line that holds it);
     one found nowhere as gone; a requirement id the spec lacks as such.
     """
-    problems = []
-    for finding in findings:
-        for rid in finding.requirements:
-            if rid not in spec.requirements:
-                problems.append(f"{finding.id}: {rid} is not a requirement of this spec")
-        for quote in finding.quotes:
-            problem = quote_problem(quote, spec)
-            if problem:
-                problems.append(f"{finding.id}: {problem}")
-    return problems
+    return [f"{finding.id}: {problem}" for finding in findings for problem in finding_problems(finding, spec)]
+
+
+def finding_problems(finding: Finding, spec: ParsedSpec) -> list[str]:
+    """What of one finding `spec` no longer bears out (see check_findings)."""
+    problems = [f"{rid} is not a requirement of this spec" for rid in finding.requirements
+                if rid not in spec.requirements]
+    return problems + [p for p in (quote_problem(q, spec) for q in finding.quotes) if p]
 
 
 def quote_problem(quote: dict, spec: ParsedSpec) -> str | None:
@@ -102,13 +100,12 @@ def quote_problem(quote: dict, spec: ParsedSpec) -> str | None:
     return f"line {line} no longer says {text!r}, and no line of this spec does"
 
 
-def render_markdown(findings: list[Finding], problems: list[str]) -> str:
-    """The findings as a document; `problems` (from check_findings) beside the finding they concern."""
+def render_markdown(findings: list[Finding], spec: ParsedSpec) -> str:
+    """The findings as a document, each with what `spec` no longer bears out of it."""
     out = ["# Spec findings", "",
            "Places where the spec contradicts itself or the models it names, with the evidence.", ""]
     for finding in findings:
-        mine = [p.partition(": ")[2] for p in problems if p.startswith(f"{finding.id}: ")]
-        out += finding_markdown({**finding.as_json(), "problems": mine})
+        out += finding_markdown({**finding.as_json(), "problems": finding_problems(finding, spec)})
     return "\n".join(out)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .catalog import REVISION_TAG, Catalog, load_catalog
-from .findings import Finding, check_findings, finding_markdown, load_findings
+from .findings import Finding, finding_markdown, finding_problems, load_findings
 from .outdated import Outdated, outdated_requirements
 from .results import ScenarioResult, read_results, recorded_worker
 from .scope import SCOPES
@@ -242,9 +242,7 @@ def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=Non
         loaded = load_spec(spec)
         spec_identity.update(file=str(loaded.path), file_sha256=loaded.sha256, file_revision=loaded.revision)
         outdated, notes = outdated_requirements(results, loaded, catalog.spec["revision"])
-        for problem in check_findings(findings, loaded.parsed):
-            finding_id, _, text = problem.partition(": ")
-            problems.setdefault(finding_id, []).append(text)
+        problems = {f.id: finding_problems(f, loaded.parsed) for f in findings}
     else:
         notes.append("no spec file given: findings and outdated coverage not checked against one")
     sources = [str(p) for p in results_paths]
