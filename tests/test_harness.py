@@ -28,6 +28,7 @@ from steps.client import Event, Stream
 from steps.health_steps import gguf_file_type, m0_quant_kind
 from steps.jobs import Job, percentile
 from steps.launcher import Launcher
+from steps.plugin import m0_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = ROOT / "tests" / "doubles" / "worker_double.py"
@@ -231,3 +232,16 @@ def test_percentile_is_the_nearest_rank():
     assert percentile(values, 50) == 10
     assert percentile(values, 96) == 20
     assert percentile([7.0], 99) == 7.0
+
+
+def _record(outcome, requirements, excused=False, informational=False):
+    return {"requirements": requirements, "outcome": outcome, "excused": excused, "informational": informational}
+
+
+def test_the_verdict_names_what_an_excuse_left_unverified_and_a_failure_beats_it():
+    excused = _record("skipped", ["M0-W-1012"], excused=True)
+    assert m0_verdict([_record("passed", ["M0-W-1300"])]) == ("PASS", [])
+    assert m0_verdict([_record("passed", ["M0-W-1300"]), excused]) == ("NOT VERIFIED", ["M0-W-1012"])
+    assert m0_verdict([excused, _record("failed", ["M0-W-1302"])]) == ("FAIL", ["M0-W-1302"])
+    # an informational scenario is never an M0 requirement left unverified
+    assert m0_verdict([_record("skipped", ["M0-W-1600"], excused=True, informational=True)]) == ("PASS", [])
