@@ -41,9 +41,9 @@ FEATURES_DIR = Path(__file__).resolve().parent.parent / "features"
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 LATER_REVISIONS = ("rev-84202fea",)
 #: Tags whose scenarios measure and report but never fail the verdict: targets deferred to
-#: M1, and behaviour the spec leaves optional (MAY).
+#: M1, behaviour the spec leaves optional (MAY), and checks that flag rather than decide.
 INFORMATIONAL_TAGS = ("deferred-M1", "optional", "informational")
-#: How a scenario skipped by --allow-host-memory-worker begins its reason.
+#: What the skip reason of a scenario excused by --allow-host-memory-worker says.
 EXCUSED = "not verified: excused by --allow-host-memory-worker"
 #: Scenarios that need a particular model, and the text its name must contain.
 MODEL_TAGS = {"model-qwen2.5": "qwen2.5", "model-gpt-oss-20b": "gpt-oss"}
