@@ -1,4 +1,5 @@
 @M0-W-1330 @M0-SYS-6.3.5
+@checked-d4a857ac
 Feature: POST /cancel stops a job promptly (spec §7.4)
   A cancel is answered 202, is idempotent, stops decoding and ends the job's stream with an
   `error` event whose code is CANCELLED, within the 5 s deadline.

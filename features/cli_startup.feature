@@ -1,4 +1,5 @@
 @process
+@checked-d4a857ac
 Feature: Command line and startup (spec §5, §6.2, M0-W-1100..1120)
   The worker takes --worker-id, --model, --gpu-device and --port, checks them, loads the
   model and serves; a bad argument or a bad model stops it with a non-zero exit status and

@@ -1,4 +1,5 @@
 @M0-W-1301
+@checked-d4a857ac
 Feature: Jobs run one at a time (spec §7.1, M0-W-1301)
   With batch=1, a worker that receives two jobs at once runs them one after the other: no
   token of one job is streamed while the other is still streaming.

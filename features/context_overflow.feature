@@ -1,4 +1,5 @@
 @M0-W-1021 @M0-W-1825
+@checked-d4a857ac
 Feature: A job that overflows the context fails with VRAM_OOM and the worker recovers (spec §2.3)
   A request that is valid but needs more KV cache than the worker has fails on its own stream
   with an `error` event coded VRAM_OOM; the process stays up and serves the next request.

@@ -1,4 +1,5 @@
 @process @M0-W-1820
+@checked-d4a857ac
 Feature: End-to-end test of M0 (spec §12.3, M0-W-1820)
   Start a worker on its model, run a job, check the stream and that temperature 0 repeats,
   and shut it down.

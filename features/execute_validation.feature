@@ -1,4 +1,5 @@
 @M0-W-1300 @M0-W-1302
+@checked-d4a857ac
 Feature: POST /execute validates every request before inference starts (spec §7.1)
   A request outside the ranges of M0-W-1300 is refused with HTTP 400 and a JSON body with
   the code INVALID_REQUEST (M0-W-1500), before any inference; a request at the edge of each

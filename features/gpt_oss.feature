@@ -1,4 +1,5 @@
 @model-gpt-oss
+@checked-d4a857ac
 Feature: The GPT-OSS path: gpt-oss, MXFP4 and hf-json models (spec §0.0, M0-W-1823, M0-W-1435, M0-W-1360)
   Runs wherever the worker serves a gpt-oss, MXFP4 or hf-json model: its /health reports
   quant_kind MXFP4 or tokenizer_kind hf-json, or its model's name says gpt-oss. A synthetic

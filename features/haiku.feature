@@ -1,4 +1,5 @@
 @model-qwen2.5
+@checked-d4a857ac
 Feature: The haiku test of M0 (spec §12.1, M0-W-1800; §12.2.4, M0-W-1826)
   On the Qwen2.5-0.5B test model, the fixed haiku prompt streams tokens and repeats exactly.
 

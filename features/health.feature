@@ -1,4 +1,5 @@
 @M0-W-1320
+@checked-d4a857ac
 Feature: GET /health describes the worker and its model (spec §7.3, §8.5)
 
   Background:
@@ -29,10 +30,19 @@ Feature: GET /health describes the worker and its model (spec §7.3, §8.5)
     When the client gets /health
     Then its "status" is one of healthy, unhealthy
     And its "tokenizer_kind" is one of gguf-bpe, hf-json
-    And its "quant_kind" is a non-empty string
     And its "vocab_size" is a positive integer
     And its "context_length" is a positive integer or null
     And its "vram_bytes_used" is a non-negative integer
+
+  @M0-W-1201
+  Scenario: /health names the stored quantization as GGUF names it (§7.3: "MXFP4" | "Q4_K_M" | "Q4_0")
+    When the client gets /health
+    Then its "quant_kind" is a GGUF file type name
+
+  @M0-W-1201 @informational
+  Scenario: The model's quantization is one of M0's three formats
+    When the client gets /health
+    Then its "quant_kind" is one of M0's quantization formats MXFP4, Q4_K_M, Q4_0
 
   Scenario: A worker that serves requests reports itself healthy
     When the client gets /health

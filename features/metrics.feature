@@ -1,4 +1,5 @@
 @deferred-M1 @M0-W-1350
+@checked-d4a857ac
 Feature: GET /metrics in Prometheus text format (spec §7.6; deferred to M1 by §0.0)
   Optional in M0: measured and reported, never failing the M0 verdict.
 

@@ -1,4 +1,5 @@
 @process
+@checked-d4a857ac
 Feature: Narration logs and model load progress (spec §13.1, M0-W-1900; §10.3, M0-W-1621)
   The worker narrates its life as events with the context worker_id, job_id, model_ref,
   gpu_device and event; the harness reads them as JSON lines on stdout or stderr.

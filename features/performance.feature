@@ -1,4 +1,5 @@
 @deferred-M1 @M0-W-1830
+@checked-d4a857ac
 Feature: Performance targets (spec §10; deferred to M1 by §0.0 and §15.3)
   The harness measures each target and reports the figure; a miss is informational and
   never fails the M0 verdict.

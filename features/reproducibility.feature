@@ -1,3 +1,4 @@
+@checked-d4a857ac
 Feature: Test reproducibility: seeds and temperature 0 (spec §3, M0-W-1030..1032, M0-W-1826)
   Same model, same prompt, same seed, temperature 0 give the same tokens; the seed drives
   sampling at temperature above 0; a job without a seed reports the seed it used.

@@ -1,4 +1,5 @@
 @rev-84202fea
+@checked-84202fea
 Feature: Sampling parameters of the next spec revision (rev 84202fea: M0-W-1421 extended, M0-W-1422)
   top_p, top_k, repetition_penalty and stop join the request. Against the revision of record
   these scenarios are informational; run with --spec-revision 84202fea to hold a worker to them.

@@ -1,4 +1,5 @@
 @process
+@checked-d4a857ac
 Feature: Shutdown (spec §7.5, M0-W-1340; §15.1 item 11; §10.4, M0-W-1630)
   M0 shuts down on SIGTERM with exit status 0. The /shutdown endpoint and the 5 s deadline
   are deferred to M1: measured and reported, never failing the M0 verdict.

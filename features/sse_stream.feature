@@ -1,3 +1,4 @@
+@checked-d4a857ac
 Feature: Results stream as Server-Sent Events (spec §7.2, M0-W-1310..1312)
   POST /execute answers with an SSE stream: one `started` event, the tokens, then exactly
   one terminal event (`end` or `error`), each event carrying the payload of §7.2.

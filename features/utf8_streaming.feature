@@ -1,4 +1,5 @@
 @M0-W-1824
+@checked-d4a857ac
 Feature: Streaming is UTF-8 safe (spec §0.2, §8.3, §14.1 item 2, M0-W-1824)
   Every token event holds whole characters only: no code point is split across events, no
   replacement character stands in for a partial one, and every event is valid UTF-8.

@@ -1,7 +1,9 @@
 @cuda
+@checked-d4a857ac
 Feature: Weights stay resident in VRAM, quantized (spec §2, M0-W-1011, M0-W-1012)
-  Checked from what the worker reports. A worker that says it runs without a GPU (backend
-  numpy, resident false) cannot be held to these: they are reported as not verifiable.
+  Checked from what the worker reports. A worker that keeps its model in host memory
+  (resident false) fails these, whatever else its /health says, unless the harness is run with
+  --allow-host-memory-worker: then they are skipped and the verdict is NOT VERIFIED.
 
   Background:
     Given a worker serving its model

@@ -1,4 +1,4 @@
-"""m0-conformance: the traceability tools (map, check, scenarios, drift, audit, report).
+"""m0-conformance: the traceability tools (map, check, scenarios, drift, audit, findings, report).
 
 Every failure a user can cause (a missing or wrong file, an empty feature list, results from
 another catalog) ends with one line on stderr and exit status 2, never a traceback.
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import audit, audit_proof, drift, report
+from . import audit, audit_proof, drift, findings, report
 from .glossary import GlossaryError
 from .proposal import ProposalError, read_proposal
 from .spec_index import ParentSpecError
@@ -30,7 +30,7 @@ from .results import ResultsError
 from .spec_source import ENV_VAR, SpecSourceError, load_spec
 
 USER_ERRORS = (SpecSourceError, CatalogError, audit.AuditError, ResultsError, report.ReportError, ProposalError,
-               ParentSpecError, GlossaryError)
+               ParentSpecError, GlossaryError, findings.FindingsError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "disagreements with it are reported on stderr")
     p.set_defaults(run=_map)
 
-    p = commands.add_parser("check", help="check that the catalog agrees with the spec file")
+    p = commands.add_parser("check", help="check that the catalog and the findings agree with the spec file")
     p.add_argument("--spec", help=spec_help)
     p.set_defaults(run=_check)
 
@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help=spec_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_audit)
+
+    p = commands.add_parser("findings", help="the spec findings, their quotes checked against the spec file")
+    p.add_argument("--spec", help=spec_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_findings)
 
     p = commands.add_parser("report", help="coverage report from conformance results")
     p.add_argument("--results", nargs="+", required=True, metavar="FILE",
@@ -115,9 +120,23 @@ def _map(args) -> int:
 def _check(args) -> int:
     spec = load_spec(args.spec)
     problems = check_catalog(load_catalog(), spec.parsed)
+    problems += [f"finding {p}" for p in findings.check_findings(findings.load_findings(), spec.parsed)]
     for problem in problems:
         print(problem)
-    print(f"{len(problems)} disagreement(s) between the catalog and {spec.path}", file=sys.stderr)
+    print(f"{len(problems)} disagreement(s) between the catalog or the findings and {spec.path}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _findings(args) -> int:
+    spec = load_spec(args.spec)
+    known = findings.load_findings()
+    problems = findings.check_findings(known, spec.parsed)
+    if args.json:
+        print(json.dumps({"spec": _identity(spec), "findings": [f.as_json() for f in known], "problems": problems},
+                         indent=1, ensure_ascii=False))
+    else:
+        print(findings.render_markdown(known, spec.parsed), end="")
+    print(f"{len(known)} finding(s); {len(problems)} quote(s) out of date in {spec.path}", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -46,6 +46,16 @@ def compare(old: ParsedSpec, new: ParsedSpec) -> list[Change]:
     return sorted(changes, key=lambda c: (order.index(c.kind), c.id))
 
 
+def wording_diff(old: ParsedSpec, new: ParsedSpec, rid: str, old_name: str = "old", new_name: str = "new") -> list[str]:
+    """A unified diff of requirement `rid`'s heading and body from `old` to `new` (a removed
+    requirement diffs to nothing); empty when its wording is the same in both."""
+    before, after = ([f"{spec.requirements[rid].title}", *_body(spec, spec.requirements[rid])]
+                     if rid in spec.requirements else [] for spec in (old, new))
+    if before == after:
+        return []
+    return list(difflib.unified_diff(before, after, old_name, new_name, n=1, lineterm=""))
+
+
 def _body(spec: ParsedSpec, req) -> list[str]:
     """The requirement's non-blank body lines, stripped, for comparing wording."""
     lines = (spec.text(n).strip() for n in range(req.body[0], req.body[1] + 1))

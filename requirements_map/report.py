@@ -4,7 +4,11 @@ Outcomes:
 - passed / failed: from the scenarios tagged with the id (any failure fails it; a failed
   scenario that is not tagged informational fails its requirement whatever the catalog's scope,
   as the harness's verdict does: M0-W-1340's SIGTERM sentence is an M0 success criterion);
-- not run: every scenario was skipped; the skip reasons are shown;
+- outdated: its scenarios passed, but they were checked against an older wording of it than the
+  spec under test (requirements_map.outdated); the diff is shown. Any other outcome of such a
+  requirement carries the same diff;
+- not run: every scenario was skipped (the skip reasons are shown), or none of its scenarios is
+  in these results (a run narrowed with -k);
 - not observable: the harness said so (tag @not-observable or a skip reason saying it cannot
   be verified), or the requirement is about the build, the documents or the worker's insides
   (catalog 'observable');
@@ -16,24 +20,30 @@ Outcomes:
 A scenario tagged @deferred-M1, @informational, @optional or with a later revision's tag
 (@rev-84202fea) measures and reports: when it misses, it shows as `informational`, never as a
 failure. Ids that only a later spec revision defines are listed apart, under that revision.
+
+Spec findings (requirements_map.findings) have a section of their own, held against the spec
+file of the report, and are named beside each requirement they touch.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
 from .catalog import REVISION_TAG, Catalog, load_catalog
+from .findings import Finding, finding_markdown, finding_problems, load_findings
+from .outdated import Outdated, outdated_requirements
 from .results import ScenarioResult, read_results, recorded_worker
 from .scope import SCOPES
 from .spec_parser import REQUIREMENT_ID
 from .spec_source import load_spec
 
-OUTCOMES = ("passed", "failed", "not run", "not observable", "deferred, informational", "uncovered")
+OUTCOMES = ("passed", "failed", "outdated", "not run", "not observable", "deferred, informational", "uncovered")
 _INFORMATIONAL_TAGS = {"deferred-M1", "deferred", "informational", "M1", "M2+", "optional"}
 _NOT_OBSERVABLE_TAG = "not-observable"
 _NOT_OBSERVABLE_WORDS = ("not verifiable", "not observable", "cannot be verified", "can't be verified")
@@ -62,6 +72,8 @@ class RequirementOutcome:
     reason: str
     gap: bool
     scenarios: list[dict] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # ids of the spec findings that touch it
+    outdated: Outdated | None = None
 
 
 @dataclass
@@ -84,6 +96,8 @@ class CoverageReport:
     requirements: list[RequirementOutcome]
     untagged: list[str]  # scenarios that name no requirement id
     later: list[LaterOutcome] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)  # each finding, with `problems` against the spec file
+    notes: list[str] = field(default_factory=list)  # what the report could not check, and why
 
     def totals(self, key: str) -> dict[str, Counter]:
         """Outcome counts grouped by `key` ('scope' or 'section'), in scope order or spec order.
@@ -103,9 +117,12 @@ class CoverageReport:
 
 
 def build_report(results: list[ScenarioResult], catalog: Catalog, *, worker: str, spec: dict,
-                 sources: list[str]) -> CoverageReport:
+                 sources: list[str], findings: list[dict] = (), outdated: dict[str, Outdated] | None = None,
+                 notes: list[str] = ()) -> CoverageReport:
     """Join scenario results with the catalog. Ids the catalog lacks are listed under the
-    revision tag of their scenarios; without one, they raise ReportError."""
+    revision tag of their scenarios; without one, they raise ReportError. `findings` (as JSON,
+    with their problems against the spec file) are named beside the requirements they touch;
+    `outdated` marks the requirements whose scenarios were checked against another wording."""
     entries = catalog.by_id()
     tagged = [(r, {t for t in r.tags if REQUIREMENT_ID.fullmatch(t)}) for r in results]
     later: dict[tuple[str, str], list[ScenarioResult]] = {}
@@ -125,11 +142,26 @@ def build_report(results: list[ScenarioResult], catalog: Catalog, *, worker: str
     outcomes = []
     for entry in catalog.entries:
         mine = [r for r, ids in tagged if entry["id"] in ids]
-        outcomes.append(_outcome(entry, mine))
+        outcome = _outdated(_outcome(entry, mine), (outdated or {}).get(entry["id"]))
+        outcome.findings = [f["id"] for f in findings if entry["id"] in f["requirements"]]
+        outcomes.append(outcome)
     untagged = sorted(f"{r.feature}: {r.name}" for r, ids in tagged if not ids)
     return CoverageReport(worker, spec, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sources, outcomes,
                           untagged, [_later_outcome(rid, revision, scenarios)
-                                     for (revision, rid), scenarios in sorted(later.items())])
+                                     for (revision, rid), scenarios in sorted(later.items())],
+                          list(findings), list(notes))
+
+
+def _outdated(outcome: RequirementOutcome, outdated: Outdated | None) -> RequirementOutcome:
+    """A passed requirement whose scenarios were checked against another wording is outdated."""
+    if outdated is None:
+        return outcome
+    outcome.outdated = outdated
+    if outcome.outcome == "passed":
+        outcome.outcome = "outdated"
+        outcome.reason = (f"its scenarios passed, but were checked against revision {outdated.checked}; "
+                          f"its text differs in {outdated.spec}" + (f"; {outcome.reason}" if outcome.reason else ""))
+    return outcome
 
 
 def _informational(scenario: ScenarioResult) -> bool:
@@ -179,6 +211,9 @@ def _outcome(entry: dict, scenarios: list[ScenarioResult]) -> RequirementOutcome
                     for s in counted)
         return RequirementOutcome(**base, outcome="not observable" if blind else "not run", reason=reasons,
                                   gap=False)
+    if entry["scenarios"]:
+        return RequirementOutcome(**base, outcome="not run", gap=False, reason=(
+            f"not in these results: none of its {len(entry['scenarios'])} scenario(s) ran (a narrowed run?)"))
     if entry["observable"] in _OBSERVABLE_REASON:
         return RequirementOutcome(**base, outcome="not observable", reason=_OBSERVABLE_REASON[entry["observable"]],
                                   gap=False)
@@ -200,13 +235,21 @@ def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=Non
     """
     catalog = catalog or load_catalog()
     spec_identity = dict(catalog.spec)
+    results = read_results(list(results_paths))
+    findings = load_findings()
+    outdated, notes, problems = {}, [], {}
     if spec is not None:
         loaded = load_spec(spec)
         spec_identity.update(file=str(loaded.path), file_sha256=loaded.sha256, file_revision=loaded.revision)
+        outdated, notes = outdated_requirements(results, loaded, catalog.spec["revision"])
+        problems = {f.id: finding_problems(f, loaded.parsed) for f in findings}
+    else:
+        notes.append("no spec file given: findings and outdated coverage not checked against one")
     sources = [str(p) for p in results_paths]
     worker = worker or recorded_worker(list(results_paths)) or "unnamed worker"
-    report = build_report(read_results(list(results_paths)), catalog, worker=worker, spec=spec_identity,
-                          sources=sources)
+    report = build_report(results, catalog, worker=worker, spec=spec_identity, sources=sources,
+                          findings=[_finding_json(f, problems.get(f.id, [])) for f in findings],
+                          outdated=outdated, notes=notes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "coverage.md", "json": out / "coverage.json", "html": out / "coverage.html"}
@@ -216,12 +259,17 @@ def write_reports(results_paths, out_dir, *, worker: str | None = None, spec=Non
     return written
 
 
+def _finding_json(finding: Finding, problems: list[str]) -> dict:
+    return {**finding.as_json(), "problems": problems}
+
+
 def as_json(report: CoverageReport) -> dict:
     return {"worker": report.worker, "spec": report.spec, "generated": report.generated,
             "sources": report.sources, "gaps": [r.id for r in report.gaps],
             "totals": {"by_scope": _plain(report.totals("scope")), "by_section": _plain(report.totals("section"))},
             "requirements": [asdict(r) for r in report.requirements], "untagged_scenarios": report.untagged,
-            "later_revisions": [asdict(r) for r in report.later]}
+            "later_revisions": [asdict(r) for r in report.later], "findings": report.findings,
+            "notes": report.notes}
 
 
 def _plain(grouped: dict[str, Counter]) -> dict[str, dict[str, int]]:
@@ -242,6 +290,7 @@ def render_markdown(report: CoverageReport) -> str:
     if report.gaps:
         out += [(f"> **GAPS: {len(report.gaps)} M0 requirement(s) have no scenario and no reason:** "
                  f"{', '.join(r.id for r in report.gaps)}"), ""]
+    out += [f"> Note: {_md(note)}" for note in report.notes] + ([""] if report.notes else [])
     for key, title in (("scope", "scope"), ("section", "spec section")):
         out += [f"## Totals per {title}", "", "| " + title + " | " + " | ".join(OUTCOMES) + " | total |",
                 "| --- " * (len(OUTCOMES) + 2) + "|"]
@@ -249,19 +298,33 @@ def render_markdown(report: CoverageReport) -> str:
             out.append(f"| {group} | " + " | ".join(str(counts[o] or "") for o in OUTCOMES)
                        + f" | {sum(counts.values())} |")
         out.append("")
-    out += ["## Requirements", "", "| id | title | § | scope | outcome | scenarios | reason |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    out += ["## Requirements", "", "| id | title | § | scope | outcome | scenarios | reason | findings |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report.requirements:
         outcome = f"**{r.outcome.upper()} (GAP)**" if r.gap else r.outcome
         scenarios = "<br>".join(f"{s['name']} ({s['outcome']})" for s in r.scenarios) or "—"
         out.append(f"| {r.id} | {_md(r.title)} | {r.section} | {r.scope} | {outcome} | {_md(scenarios)} | "
-                   f"{_md(r.reason) or '—'} |")
+                   f"{_md(r.reason) or '—'} | {', '.join(f'[{f}](#{f})' for f in r.findings) or '—'} |")
+    outdated = [r for r in report.requirements if r.outdated]
+    if outdated:
+        out += ["", "## Outdated coverage", "",
+                "Scenarios checked against an older wording than the spec under test: re-read the requirement, "
+                "update the scenarios, then their @checked- tag.", ""]
+        for r in outdated:
+            out += [f"### {r.id} ({r.outcome}): checked against {r.outdated.checked}, "
+                    f"under test {r.outdated.spec}", "", "```diff", *r.outdated.diff, "```", ""]
     if report.later:
         out += ["", f"## Requirements of later spec revisions (informational for {report.spec['revision']})", "",
                 "| id | revision | outcome | scenarios | reason |", "| --- | --- | --- | --- | --- |"]
         for r in report.later:
             scenarios = "<br>".join(f"{s['name']} ({s['outcome']})" for s in r.scenarios)
             out.append(f"| {r.id} | {r.revision} | {r.outcome} | {_md(scenarios)} | {_md(r.reason) or '—'} |")
+    if report.findings:
+        out += ["", "## Spec findings", "",
+                "Places where the spec contradicts itself or the models it names, with the evidence "
+                "(requirements_map/data/findings.json).", ""]
+        for f in report.findings:
+            out += finding_markdown(f)
     if report.untagged:
         out += ["", "## Scenarios without a requirement tag", ""] + [f"- {_md(s)}" for s in report.untagged]
     return "\n".join(out) + "\n"
@@ -271,53 +334,14 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}
-td,th{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top;font-size:.9rem}
-th{background:#f3f3f3}
-.passed{background:#dff3df}.failed{background:#f8d0d0}.not-run{background:#fff3c4}
-.not-observable{background:#e6e6f3}.deferred-informational{background:#eef}.uncovered{background:#f5f5f5}
-.gap{background:#d00;color:#fff;font-weight:bold}
-.banner{background:#d00;color:#fff;padding:1rem;font-size:1.1rem;font-weight:bold}
-"""
+_TEMPLATES = Environment(loader=PackageLoader("requirements_map", "templates"), autoescape=True,
+                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def render_html(report: CoverageReport) -> str:
-    """One self-contained page (inline CSS, no scripts, no external resources)."""
-    e = html.escape
-    parts = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>M0 conformance coverage</title>",
-             f"<style>{_STYLE}</style></head><body><h1>M0 conformance coverage</h1>"]
-    parts += [f"<p>{e(line).replace('**', '')}</p>" for line in _header_lines(report) if line]
-    if report.gaps:
-        parts.append(f"<p class=banner>GAPS: {len(report.gaps)} M0 requirement(s) have no scenario and no reason: "
-                     f"{e(', '.join(r.id for r in report.gaps))}</p>")
-    for key, title in (("scope", "scope"), ("section", "spec section")):
-        parts.append(f"<h2>Totals per {title}</h2><table><tr><th>{title}</th>"
-                     + "".join(f"<th>{e(o)}</th>" for o in OUTCOMES) + "<th>total</th></tr>")
-        for group, counts in report.totals(key).items():
-            parts.append(f"<tr><td>{e(group)}</td>" + "".join(f"<td>{counts[o] or ''}</td>" for o in OUTCOMES)
-                         + f"<td>{sum(counts.values())}</td></tr>")
-        parts.append("</table>")
-    parts.append("<h2>Requirements</h2><table><tr><th>id</th><th>title</th><th>§</th><th>scope</th>"
-                 "<th>outcome</th><th>scenarios</th><th>reason</th></tr>")
-    for r in report.requirements:
-        css = "gap" if r.gap else r.outcome.replace(", ", "-").replace(" ", "-")
-        scenarios = "<br>".join(f"{e(s['name'])} ({e(s['outcome'])})" for s in r.scenarios) or "—"
-        parts.append(f"<tr><td>{e(r.id)}</td><td>{e(r.title)}</td><td>{e(r.section)}</td><td>{e(r.scope)}</td>"
-                     f"<td class={css}>{e(r.outcome)}{' (GAP)' if r.gap else ''}</td><td>{scenarios}</td>"
-                     f"<td>{e(r.reason) or '—'}</td></tr>")
-    parts.append("</table>")
-    if report.later:
-        parts.append(f"<h2>Requirements of later spec revisions (informational for {e(report.spec['revision'])})"
-                     "</h2><table><tr><th>id</th><th>revision</th><th>outcome</th><th>scenarios</th><th>reason</th></tr>")
-        for r in report.later:
-            scenarios = "<br>".join(f"{e(s['name'])} ({e(s['outcome'])})" for s in r.scenarios)
-            parts.append(f"<tr><td>{e(r.id)}</td><td>{e(r.revision)}</td><td class={r.outcome.replace(' ', '-')}>"
-                         f"{e(r.outcome)}</td><td>{scenarios}</td><td>{e(r.reason) or '—'}</td></tr>")
-        parts.append("</table>")
-    if report.untagged:
-        parts.append("<h2>Scenarios without a requirement tag</h2><ul>"
-                     + "".join(f"<li>{e(s)}</li>" for s in report.untagged) + "</ul>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    """One self-contained page (inline CSS, no scripts, no external resources), from
+    templates/coverage.html.j2."""
+    return _TEMPLATES.get_template("coverage.html.j2").render(
+        report=report, outcomes=OUTCOMES, totals=[("scope", report.totals("scope")),
+                                                  ("spec section", report.totals("section"))],
+        css_class=lambda outcome: outcome.replace(", ", "-").replace(" ", "-"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from gguf import LlamaFileType
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_bdd import given, parsers, then, when
 
@@ -16,6 +17,15 @@ TYPE_CHECKS = {
     "number": is_number,
     "integer or null": lambda v: v is None or is_int(v),
 }
+
+
+#: §7.3's names for M0's quantization formats; other files by llama.cpp's names for GGUF file
+#: types (gguf's LlamaFileType without its MOSTLY_/ALL_ prefix: "Q8_0", "F16", "Q6_K", ...), with
+#: llama.cpp's "MXFP4_MOE" under the spec's name, "MXFP4".
+M0_QUANT_KINDS = ("MXFP4", "Q4_K_M", "Q4_0")
+GGUF_FILE_TYPES = frozenset(M0_QUANT_KINDS) | {
+    t.name.removeprefix("MOSTLY_").removeprefix("ALL_") for t in LlamaFileType
+    if t not in (LlamaFileType.GUESSED, LlamaFileType.MOSTLY_MXFP4_MOE)}
 
 
 @when("the client gets /health", target_fixture="health_answer")
@@ -62,6 +72,21 @@ def one_of(health, field, values):
 @then(parsers.parse('its "{field}" is a non-empty string'))
 def non_empty_string(health, field):
     assert isinstance(health.get(field), str) and health[field], f"/health {field} = {health.get(field)!r}"
+
+
+@then(parsers.parse('its "{field}" is a GGUF file type name'))
+def gguf_file_type(health, field):
+    value = health.get(field)
+    assert value in GGUF_FILE_TYPES, (
+        f"/health {field} = {value!r}: §7.3 names {', '.join(M0_QUANT_KINDS)}; other GGUF files go by llama.cpp's "
+        f"file type names, spelled exactly (Q8_0, F16, Q6_K, ...)")
+
+
+@then(parsers.parse("its \"{field}\" is one of M0's quantization formats {values}"))
+def m0_quant_kind(health, field, values):
+    allowed = [v.strip() for v in values.split(",")]
+    assert health.get(field) in allowed, \
+        f"/health {field} = {health.get(field)!r}: a GGUF file type outside M0's matrix ({', '.join(allowed)})"
 
 
 @then(parsers.parse('its "{field}" is a positive integer'))

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from requirements_map.catalog import load_catalog
+from requirements_map.catalog import Catalog, load_catalog, tagged_scenarios
+from requirements_map.findings import load_findings
+from requirements_map.outdated import CHECKED_TAG, REVISIONS
 from requirements_map.cli import main
 from requirements_map.report import ReportError, build_report, write_reports
 from requirements_map.results import ResultsError, bdd_test_name, read_results
@@ -78,9 +84,18 @@ def test_outcomes_per_requirement(results):
     assert by_id["M0-W-1311"].outcome == "deferred, informational"
     assert by_id["M0-W-1350"].outcome == "deferred, informational" and not by_id["M0-W-1350"].gap
     assert by_id["M0-W-1702"].outcome == "not observable" and not by_id["M0-W-1702"].gap  # a build requirement
+    # requirements whose scenarios are not in these results did not run; that is not a gap
+    assert by_id["M0-W-1320"].outcome == "not run" and not by_id["M0-W-1320"].gap
+    assert "not in these results" in by_id["M0-W-1320"].reason and not report.gaps
+
+
+def test_an_m0_requirement_no_scenario_checks_is_a_gap(results):
+    catalog = load_catalog()
+    bare = Catalog(catalog.spec, [dict(e, scenarios=[]) if e["id"] in ("M0-W-1320", "M0-W-1101") else e
+                                  for e in catalog.entries])
+    by_id = outcomes(build_report(read_results(results), bare, worker="ref", spec=catalog.spec, sources=[]))
     assert by_id["M0-W-1101"].outcome == "uncovered" and not by_id["M0-W-1101"].gap  # optional
     assert by_id["M0-W-1320"].outcome == "uncovered" and by_id["M0-W-1320"].gap  # M0, nothing: a gap
-    assert all(r.scope in ("M0",) and r.observable not in ("build", "documentation") for r in report.gaps)
 
 
 def test_totals_add_up(results):
@@ -94,13 +109,15 @@ def test_totals_add_up(results):
 
 
 def test_write_reports_makes_three_self_contained_files(results, tmp_path, record_spec):
-    written = write_reports(results, tmp_path / "out", worker="reference-worker (numpy)", spec=record_spec.path)
+    written = write_reports(results, tmp_path / "out", worker="reference-worker <numpy>", spec=record_spec.path)
     md, data, page = (written[k].read_text() for k in ("markdown", "json", "html"))
-    assert "Worker under test: **reference-worker (numpy)**" in md and "GAPS:" in md
+    assert "Worker under test: **reference-worker <numpy>**" in md
     assert json.loads(data)["spec"]["file_revision"].startswith("d4a857ac")
-    assert "M0-W-1320" in json.loads(data)["gaps"]
-    assert page.startswith("<!DOCTYPE html>") and "class=banner" in page
-    assert not any(marker in page for marker in ("<script", "src=", "href=", "http://", "https://"))
+    assert page.startswith("<!DOCTYPE html>") and "reference-worker &lt;numpy&gt;" in page  # escaped
+    # nothing loaded from elsewhere: links only to the page's own anchors and to the findings' evidence
+    assert not any(marker in page for marker in ("<script", "src=", "<link", "@import"))
+    evidence = {e["url"] for f in load_findings() for e in f.evidence if "url" in e}
+    assert {h for h in re.findall(r'href="([^"#][^"]*)"', page)} <= evidence
 
 
 def test_results_from_another_catalog_are_refused(tmp_path, capsys):
@@ -259,3 +276,112 @@ def test_results_of_a_real_pytest_bdd_run(tmp_path):
     assert by_id["M0-W-1302"].outcome == "failed" and "status 200" in by_id["M0-W-1302"].reason
     assert by_id["M0-W-1012"].outcome == "not observable" and "numpy worker" in by_id["M0-W-1012"].reason
     assert by_id["M0-W-1320"].outcome == "failed"  # the feature tag covers all three scenarios
+
+
+def _report_json(written) -> dict:
+    return json.loads(written["json"].read_text())
+
+
+def test_findings_have_a_section_and_stand_beside_their_requirements(results, tmp_path, record_spec):
+    written = write_reports(results, tmp_path / "out", spec=record_spec.path)
+    md, page, data = written["markdown"].read_text(), written["html"].read_text(), _report_json(written)
+    assert "## Spec findings" in md and "### GPT-OSS-20B is not a GPT-2-style model" in md
+    row = next(line for line in md.splitlines() if line.startswith("| M0-W-1215 |"))
+    assert row.endswith("| [gpt-oss-is-not-gpt2](#gpt-oss-is-not-gpt2) |")
+    assert next(r for r in data["requirements"] if r["id"] == "M0-W-1340")["findings"] == [
+        "shutdown-endpoint-optional-or-deferred", "sigterm-in-a-deferred-requirement"]
+    assert 'id="gpt-oss-is-not-gpt2"' in page and 'href="#gpt-oss-is-not-gpt2"' in page
+    assert all(f["problems"] == [] for f in data["findings"])  # every quote holds in the record
+
+
+def test_a_report_on_a_later_spec_flags_the_quotes_that_moved(results, tmp_path, later_revision):
+    written = write_reports(results, tmp_path / "out", spec=later_revision("1adb7159"))
+    gpt_oss = next(f for f in _report_json(written)["findings"] if f["id"] == "gpt-oss-is-not-gpt2")
+    assert any("it is now on line" in p for p in gpt_oss["problems"])
+    assert "Quote out of date in the spec file used" in written["markdown"].read_text()
+
+
+def _checked_run(tmp_path, revision):
+    return [cucumber(tmp_path / f"run-{revision}.json",
+                     scenario("Seeded sampling repeats", ["M0-W-1421"], "passed"),
+                     scenario("The first token arrives", ["M0-W-1310"], "passed"),
+                     feature_tags=[f"checked-{revision}"])]
+
+
+def test_coverage_checked_against_an_older_wording_is_outdated(tmp_path, later_revision):
+    written = write_reports(_checked_run(tmp_path, "d4a857ac"), tmp_path / "out", spec=later_revision("84202fea"))
+    by_id = {r["id"]: r for r in _report_json(written)["requirements"]}
+    assert by_id["M0-W-1421"]["outcome"] == "outdated" and "checked against revision d4a857ac" in \
+        by_id["M0-W-1421"]["reason"]
+    diff = by_id["M0-W-1421"]["outdated"]["diff"]
+    assert diff[:2] == ["--- d4a857ac", "+++ 84202fea"] and any(line.startswith("+") and "top_p" in line
+                                                                 for line in diff)
+    assert by_id["M0-W-1310"]["outcome"] == "passed" and by_id["M0-W-1310"]["outdated"] is None  # same text
+    md = written["markdown"].read_text()
+    assert "## Outdated coverage" in md and "```diff" in md
+    assert 'id="outdated-M0-W-1421"' in written["html"].read_text()
+
+
+@pytest.mark.parametrize("checked, spec", [("84202fea", "84202fea"), ("d4a857ac", None), ("84202fea", None)])
+def test_coverage_checked_against_the_wording_under_test_or_a_later_one_is_not_outdated(
+        tmp_path, later_revision, record_spec, checked, spec):
+    spec_path = later_revision(spec) if spec else record_spec.path
+    written = write_reports(_checked_run(tmp_path, checked), tmp_path / "out", spec=spec_path)
+    by_id = {r["id"]: r for r in _report_json(written)["requirements"]}
+    assert by_id["M0-W-1421"]["outcome"] == "passed" and by_id["M0-W-1421"]["outdated"] is None
+
+
+def test_a_checked_revision_with_no_copy_at_hand_is_a_note_not_a_guess(tmp_path, later_revision):
+    alone = tmp_path / "alone" / "spec.md"
+    alone.parent.mkdir()
+    alone.write_bytes(later_revision("84202fea").read_bytes())
+    written = write_reports(_checked_run(tmp_path, "0123abcd"), tmp_path / "out", spec=alone)
+    data = _report_json(written)
+    assert any("no copy of 0123abcd" in note for note in data["notes"])
+    assert all(r["outdated"] is None for r in data["requirements"])
+
+
+def test_every_scenario_records_the_revision_its_wording_was_checked_against():
+    features = Path(__file__).resolve().parent.parent / "features"
+    for label, tags in tagged_scenarios(features):
+        revisions = [m.group(1) for m in map(CHECKED_TAG.fullmatch, tags) if m]
+        assert revisions and set(revisions) <= REVISIONS.keys(), f"{label}: @checked- tags {revisions}"
+
+
+def _chromium(url: str, *flags: str, profile) -> tuple[str, list[str]]:
+    """Headless Chromium on `url`: its stdout and the console messages it logged."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed (make test installs Debian's chromium when run as root)")
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--user-data-dir={profile}", *flags, url],
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_the_browser_logs_what_a_broken_page_logs(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><body><script>console.error('boom'); missing();</script></body>")
+    _, console = _chromium(page.as_uri(), "--dump-dom", profile=tmp_path / "profile")
+    assert any('"boom"' in line for line in console) and any("missing is not defined" in line for line in console)
+
+
+def test_the_html_report_renders_in_a_browser_without_errors(results, tmp_path, record_spec):
+    written = write_reports(results, tmp_path / "out", worker="reference worker (numpy) on model.gguf",
+                            spec=record_spec.path)
+    url = written["html"].as_uri()
+    dom, console = _chromium(url, "--dump-dom", profile=tmp_path / "profile")
+    assert console == []
+    assert "Worker under test: <strong>reference worker (numpy) on model.gguf</strong>" in dom
+    table = dom[dom.index('<table id="requirements">'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr") == len(load_catalog().entries) + 1
+    assert '<td class="failed">failed</td>' in table and '<td class="passed">passed</td>' in table
+    assert dom.count('<table class="totals">') == 2 and "<th>total</th>" in dom
+    assert '<h2 id="findings">Spec findings</h2>' in dom
+    shot = tmp_path / "report.png"
+    _, console = _chromium(url, f"--screenshot={shot}", "--window-size=1280,1600", profile=tmp_path / "profile")
+    assert console == []
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 1600)
+    assert len(png) > 50_000  # a page of tables and text, not a blank one

@@ -28,6 +28,9 @@ RULES = {
     "event-order": "sends the started event after the first token",
     "health-missing-field": "leaves quant_kind out of /health",
     "health-mistyped-field": "reports vocab_size as a string",
+    "not-resident": "claims a backend of its own ('host') and reports resident false, with VRAM in use",
+    "no-vram": "claims a backend of its own ('host') and reports resident true with vram_bytes_used 0",
+    "quant-kind-lowercase": "reports quant_kind as 'q4_k_m' instead of the spec's 'Q4_K_M'",
     "accept-bad-job-id": "accepts an empty or non-string job_id",
     "accept-bad-prompt": "accepts an empty, non-string or over-long prompt",
     "accept-bad-max-tokens": "accepts max_tokens outside 1..2048 or not an integer",
@@ -95,10 +98,17 @@ class Worker:
         print(json.dumps(record), flush=True)
 
     def health(self) -> dict:
+        """What the reference worker on NumPy reports: a model in host memory, in M0's matrix."""
         body = {"status": "healthy", "model": self.metadata["name"], "resident": False, "backend": "numpy",
-                "quant_kind": "Q8_0", "vram_bytes_used": 0, "tokenizer_kind": "gguf-bpe",
+                "quant_kind": "Q4_K_M", "vram_bytes_used": 0, "tokenizer_kind": "gguf-bpe",
                 "vocab_size": len(PIECES), "context_length": self.metadata["context_length"],
                 "uptime_seconds": time.monotonic() - self.started}
+        if "not-resident" in self.broken:
+            body.update(backend="host", vram_bytes_used=self.metadata["size"])
+        if "no-vram" in self.broken:
+            body.update(backend="host", resident=True)
+        if "quant-kind-lowercase" in self.broken:
+            body["quant_kind"] = "q4_k_m"
         if "health-missing-field" in self.broken:
             del body["quant_kind"]
         if "health-mistyped-field" in self.broken:
@@ -358,7 +368,7 @@ def load_metadata(path) -> dict:
         raise ValueError(f"unsupported architecture {architecture!r}")
     for tensor in reader.tensors:
         _ = tensor.data[:1]
-    return {"name": field("general.name") or os.path.basename(path),
+    return {"name": field("general.name") or os.path.basename(path), "size": os.path.getsize(path),
             "context_length": int(field(f"{architecture}.context_length") or 2048)}
 
 
@@ -387,7 +397,7 @@ def main(argv=None) -> None:
         fail(f"--gpu-device must be a device number, got {args.gpu_device!r}", broken)
     if not args.port.isdigit() or not 1024 <= int(args.port) <= 65535:
         fail(f"--port must be 1024..65535, got {args.port!r}", broken)
-    worker = Worker(args, {"name": "?", "context_length": 0})
+    worker = Worker(args, {"name": "?", "context_length": 0, "size": 0})
     worker.narrate("startup")
     worker.narrate("model_load_start")
     try:
