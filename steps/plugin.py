@@ -258,7 +258,8 @@ def _resolve_targets(config) -> dict[str, Target]:
                                  launcher=Launcher(template, model or "", gpu), model=model, **timeouts)}
     model = model or _default_model()
     backend = config.getoption("backend") or _probe_backend()
-    command = shutil.which("reference-worker") or str(Path(sys.executable).with_name("reference-worker"))
+    beside = Path(sys.executable).with_name("reference-worker")  # this environment's own, first
+    command = str(beside) if beside.is_file() else shutil.which("reference-worker") or str(beside)
     template = (f"{command} --worker-id {{worker_id}} --model {{model}} --gpu-device {{gpu_device}} "
                 f"--port {{port}} --backend {backend}")
     return {"worker": Target(description=f"reference worker ({backend} backend) on {model}",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import requests
 import sseclient
+import urllib3
 
 PROMPTS = ("Hello", "Write a haiku about GPU computing", "Count: one, two, three,", "The capital of France is",
            "def fibonacci(n):", "Translate 'good morning' into French:")
@@ -127,15 +128,17 @@ class Soak:
 
         watchdog = threading.Timer(self.deadline_s, close_at_deadline)
         watchdog.start()
+        timed_out = False
         try:
             self._read(job, response)
-        except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
             # A stream closed by the watchdog (or by the worker mid-event) shows up as one of these.
+            timed_out = isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
             job.error = f"stream broken after {job.names[-3:]}: {type(exc).__name__}: {exc}"
         finally:
             watchdog.cancel()
             response.close()
-        if fired.is_set() and job.fate != "drop":
+        if (fired.is_set() or timed_out) and job.fate != "drop":
             job.error = f"stream still open after {self.deadline_s:g} s; events so far: {job.names[-3:]}"
             with self.lock:
                 self.hung += 1

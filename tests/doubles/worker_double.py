@@ -114,8 +114,8 @@ class Worker:
         if not isinstance(body, dict):
             return None if "accept-bad-body" in b else "body must be a JSON object"
         checks = [
-            ("job_id", "accept-bad-job-id", lambda v: isinstance(v, str) and v != "", True),
-            ("prompt", "accept-bad-prompt", lambda v: isinstance(v, str) and 0 < len(v) <= 32768, True),
+            ("job_id", "accept-bad-job-id", lambda v: _is_text(v) and v != "", True),
+            ("prompt", "accept-bad-prompt", lambda v: _is_text(v) and 0 < len(v) <= 32768, True),
             ("max_tokens", "accept-bad-max-tokens", lambda v: _is_int(v) and 1 <= v <= 2048, False),
             ("temperature", "accept-bad-temperature", lambda v: _is_num(v) and 0 <= v <= 2, False),
             ("seed", "accept-bad-seed", lambda v: _is_int(v) and 0 <= v < 2**64, False),
@@ -153,6 +153,17 @@ class Worker:
             rng = random.Random(f"sampled|{prompt}|{seed}|{temperature}")
         while True:
             yield rng.choice(PIECES)
+
+
+def _is_text(v) -> bool:
+    """A string that is Unicode text (JSON's \\ud800 escapes decode to lone surrogates, which are not)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(v) -> bool:
