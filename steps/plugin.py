@@ -199,6 +199,11 @@ def pytest_configure(config):
     for path in (config.option.cucumber_json_path, config.option.xmlpath, config.getoption("results_json")):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(config, "workerinput") and config.option.cucumber_json_path:
+        # pytest-bdd writes cucumber JSON on the xdist controller only, from reports that lose
+        # its scenario data on the way there: each process writes its own part, merged at the end.
+        part = cucumber_json.LogBDDCucumberJSON(_cucumber_part(config, config.workerinput["workerid"]))
+        config.pluginmanager.register(part, "m0-conformance-cucumber-part")
     config.m0_targets = _resolve_targets(config)
     recorder = ResultsRecorder(config)
     config.pluginmanager.register(recorder, "m0-conformance-results")
@@ -532,10 +537,31 @@ def results_document(config) -> dict:
     return document
 
 
+def _cucumber_part(config, worker_id: str) -> str:
+    return f"{config.option.cucumber_json_path}.{worker_id}.part"
+
+
+def _merge_cucumber_parts(path: Path) -> None:
+    """Fold the xdist processes' cucumber JSON parts into `path`, one entry per feature file."""
+    parts = sorted(path.parent.glob(f"{path.name}.*.part"))
+    if not parts:
+        return
+    features: dict[str, dict] = {}
+    for part in parts:
+        for feature in json.loads(part.read_text(encoding="utf-8")):
+            merged = features.setdefault(feature["uri"], {**feature, "elements": []})
+            merged["elements"] += feature["elements"]
+        part.unlink()
+    path.write_text(json.dumps(list(features.values())), encoding="utf-8")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-bdd's writer, whose file this completes
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if not getattr(config, "m0_active", False) or hasattr(config, "workerinput"):
         return  # an xdist worker process: the controller writes the results
+    if config.option.cucumber_json_path:
+        _merge_cucumber_parts(Path(config.option.cucumber_json_path))
     path = config.getoption("results_json")
     if path:
         Path(path).write_text(json.dumps(results_document(config), indent=1))

@@ -81,7 +81,7 @@ class Refusal:
     serving: bool = False
 
     def finding(self) -> str | None:
-        name = f"{self.case.case}"
+        name = self.case.case
         if self.exit_status is None:
             state = "loaded it and serves" if self.serving else "neither exited nor served"
             return f"{name}: still running after the load deadline ({state})"

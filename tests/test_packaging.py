@@ -134,6 +134,8 @@ def test_a_fleet_run_keeps_a_dead_workers_failures_to_that_worker(tmp_path):
     assert "failed" in outcomes["worker2"] and "passed" in outcomes["worker2"]
     matrix = (out / "matrix.md").read_text()
     assert "| M0-W-1320 ≠ | M0 | passed | failed |" in matrix or "≠ | M0 | passed | failed |" in matrix
+    cucumber = json.loads((out / "cucumber.json").read_text())  # merged from the xdist processes' parts
+    assert sum(len(f["elements"]) for f in cucumber) > 60 and not list(out.glob("*.part"))
     for label in ("worker1", "worker2"):
         assert (out / label / "coverage.md").is_file() and (out / label / "junit.xml").is_file()
     assert json.loads((out / "worker1" / "coverage.json").read_text())["worker"] == \
