@@ -60,11 +60,8 @@ def process_usage(pid: int | None) -> str | None:
         return None
 
 
-@pytest.fixture
-def usage(target, measure):
-    """Records the worker's RSS and threads before and after a check, when it runs here."""
-    before = process_usage(target.local_pid())
-    yield
+def record_usage(target, measure, before: str | None) -> None:
+    """Record the worker's RSS and threads before (as sampled) and now, when it runs here."""
     after = process_usage(target.local_pid())
     if before and after:
         measure(f"worker before: {before}; after: {after}")
@@ -172,8 +169,9 @@ def _job_id(body) -> str | None:
 
 
 @when("the client sends the random request bodies", target_fixture="answers")
-def send_random_bodies(target, profile, measure, usage) -> list[Answer]:
+def send_random_bodies(target, profile, measure) -> list[Answer]:
     client = WorkerClient(target.shared_base_url(), target.request_timeout_s)
+    before = process_usage(target.local_pid())
     stop_at = time.monotonic() + profile.budget_s
     answers, unanswered_in_a_row, started = [], 0, time.monotonic()
     for body in random_bodies(profile.seed, profile.bodies):
@@ -188,6 +186,7 @@ def send_random_bodies(target, profile, measure, usage) -> list[Answer]:
     statuses = sorted({a.status for a in answers if a.status is not None})
     measure(f"{len(answers)} of {profile.bodies} random bodies (seed {profile.seed}) in {elapsed:.1f} s; "
             f"statuses {statuses}")
+    record_usage(target, measure, before)
     return answers
 
 
@@ -226,9 +225,11 @@ def still_serves(target):
 # --- the soak (M0-W-1311, M0-W-1330, M0-SYS-6.3.5, M0-W-1611) -----------------------------
 
 @when("concurrent clients run the soak's jobs, cancelling some and dropping others", target_fixture="soaked")
-def run_soak(target, profile, measure, usage) -> list[soak.SoakJob]:
+def run_soak(target, profile, measure) -> list[soak.SoakJob]:
     started = time.monotonic()
-    runner = soak.Soak(target.shared_base_url(), clients=profile.clients, deadline_s=2 * target.request_timeout_s,
+    base_url = target.shared_base_url()
+    before = process_usage(target.local_pid())
+    runner = soak.Soak(base_url, clients=profile.clients, deadline_s=2 * target.request_timeout_s,
                        budget_s=profile.budget_s)
     jobs = runner.run(soak.plan(profile.seed, profile.jobs))
     ran = [j for j in jobs if not j.skipped]
@@ -237,6 +238,7 @@ def run_soak(target, profile, measure, usage) -> list[soak.SoakJob]:
     measure(f"soak: {len(ran)} of {len(jobs)} jobs from {profile.clients} clients in "
             f"{time.monotonic() - started:.1f} s ({fates['keep']} kept, {fates['cancel']} cancelled "
             f"({cancelled} ended CANCELLED), {fates['drop']} dropped)")
+    record_usage(target, measure, before)
     return jobs
 
 
