@@ -345,6 +345,6 @@ def render_worker_matrix(coverages: dict[str, dict]) -> str:
     for i, name in enumerate(names, 1):
         counts = Counter(r["outcome"] for r in coverages[name]["requirements"])
         lines.append(f"w{i}: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]))
-    lines.append("")
-    lines.append("≠: the workers' outcomes differ.")
+    if any(" ≠ |" in row for row in rows):
+        lines += ["", "≠: the workers' outcomes differ."]
     return "\n".join(lines) + "\n"
