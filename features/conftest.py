@@ -1,11 +1,4 @@
-"""Loads the conformance plugin and its step definitions for `pytest features/`."""
-pytest_plugins = [
-    "steps.plugin",
-    "steps.fixtures",
-    "steps.execute_steps",
-    "steps.validation_steps",
-    "steps.cancel_steps",
-    "steps.health_steps",
-    "steps.process_steps",
-    "steps.performance_steps",
-]
+"""Loads the conformance plugin (and with it the step definitions) for `pytest features/`.
+Once the package is installed, pytest's plugin entry point has loaded it already, under the
+same name, and this is a no-op."""
+pytest_plugins = ["steps.plugin"]

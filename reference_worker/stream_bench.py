@@ -12,6 +12,7 @@ reading the `error` event is reported; then GET /health is timed while a job str
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import threading
@@ -19,15 +20,17 @@ import time
 import uuid
 
 import requests
-
-from reference_worker.sse import read_events
+import sseclient
 
 PROMPT = "Write a haiku about GPU computing"
 
 
 def _events(response):
-    """(name, data, time read) of each SSE event."""
-    return read_events(response.iter_lines(chunk_size=1, decode_unicode=True))
+    """(name, data, time read) of each SSE event, read with a plain SSE client (sseclient-py)
+    from the bytes as they arrive (iter_content would wait for a full chunk)."""
+    arriving = iter(lambda: response.raw.read1(65536), b"")
+    for event in sseclient.SSEClient(arriving).events():
+        yield event.event, json.loads(event.data), time.perf_counter()
 
 
 def stream_once(url: str, prompt: str, max_tokens: int) -> dict:

@@ -1,4 +1,5 @@
-"""m0-conformance: the traceability tools (map, check, scenarios, drift, audit, findings, report).
+"""m0-conformance: the conformance suite (run) and the traceability tools (map, check, scenarios, drift, audit,
+findings, report).
 
 Every failure a user can cause (a missing or wrong file, an empty feature list, results from
 another catalog) ends with one line on stderr and exit status 2, never a traceback.
@@ -12,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import audit, audit_proof, drift, findings, report
+from . import audit, audit_proof, drift, findings, report, run
 from .glossary import GlossaryError
 from .proposal import ProposalError, read_proposal
 from .spec_index import ParentSpecError
@@ -96,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help=f"spec file whose revision the report names (default: ${ENV_VAR}, "
                                   "else the catalog's revision)")
     p.set_defaults(run=_report)
+
+    p = commands.add_parser("run", help="run the conformance suite against a worker (or a fleet) and report",
+                            description="Run the conformance suite, as installed, against a worker or a fleet; "
+                                        "results and coverage reports go into one folder.")
+    p.add_argument("--worker-url", action="append", default=[], metavar="URL",
+                   help="a running worker; repeat for a fleet (each worker's scenarios in their own process)")
+    p.add_argument("--worker-urls", metavar="FILE", help="a file of worker URLs, one a line: a fleet")
+    p.add_argument("--worker-cmd", metavar="TEMPLATE",
+                   help="a command that starts a worker, with {model} {port} {worker_id} {gpu_device}")
+    p.add_argument("--model", help="model file for --worker-cmd; alone: the reference worker on it")
+    p.add_argument("--out", default="m0-results", help="folder for the results and reports (default: m0-results)")
+    p.add_argument("--processes", type=int, help="xdist processes for a fleet (default: one per worker)")
+    p.add_argument("--robustness", action="store_true", help="also run the robustness profile")
+    p.add_argument("--spec", help=f"spec file whose revision the reports name (default: ${ENV_VAR})")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+                   help="anything after -- goes to pytest (e.g. -- -k health --robustness-bodies 500)")
+    p.set_defaults(run=_run)
     return parser
 
 
@@ -203,6 +221,13 @@ def _report(args) -> int:
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _run(args) -> int:
+    if args.pytest_args[:1] == ["--"]:
+        args.pytest_args = args.pytest_args[1:]
+    args.spec = args.spec or os.environ.get(ENV_VAR)
+    return run.run(args)
 
 
 def _identity(spec) -> dict:

@@ -345,3 +345,30 @@ def render_html(report: CoverageReport) -> str:
         report=report, outcomes=OUTCOMES, totals=[("scope", report.totals("scope")),
                                                   ("spec section", report.totals("section"))],
         css_class=lambda outcome: outcome.replace(", ", "-").replace(" ", "-"))
+
+
+def render_worker_matrix(coverages: dict[str, dict]) -> str:
+    """Markdown: the outcome of every requirement (rows) for every worker of a fleet (columns),
+    from each worker's coverage report as `as_json` gives it, keyed by the worker's name. Rows
+    are the requirements some worker's scenarios ran or that are M0; a row whose workers
+    disagree is marked, since one of them is then not conformant where the other is."""
+    names = list(coverages)
+    outcomes = {name: {r["id"]: r for r in coverage["requirements"]} for name, coverage in coverages.items()}
+    ids = list(dict.fromkeys(r["id"] for coverage in coverages.values() for r in coverage["requirements"]))
+    rows = []
+    for rid in ids:
+        cells = [outcomes[name].get(rid, {}).get("outcome", "—") for name in names]
+        scope = next(outcomes[name][rid]["scope"] for name in names if rid in outcomes[name])
+        if scope != "M0" and all(c in ("uncovered", "deferred, informational", "—") for c in cells):
+            continue
+        mark = " ≠" if len(set(cells)) > 1 else ""
+        rows.append(f"| {rid}{mark} | {scope} | " + " | ".join(cells) + " |")
+    lines = ["# Requirement x worker", "", *(f"- w{i}: {name}" for i, name in enumerate(names, 1)), "",
+             "| requirement | scope | " + " | ".join(f"w{i}" for i in range(1, len(names) + 1)) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in names) + " |", *rows, ""]
+    for i, name in enumerate(names, 1):
+        counts = Counter(r["outcome"] for r in coverages[name]["requirements"])
+        lines.append(f"w{i}: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]))
+    if any(" ≠ |" in row for row in rows):
+        lines += ["", "≠: the workers' outcomes differ."]
+    return "\n".join(lines) + "\n"

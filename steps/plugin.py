@@ -1,7 +1,13 @@
 """The pytest plugin of the conformance suite: which worker to test, and what to report.
 
+It is loaded by features/conftest.py and, once the package is installed, by pytest's plugin
+entry point (pytest11) in any pytest session; it stays inert unless the session asks for the
+suite: the feature folder among its arguments, or a target option below.
+
 Targeting (one of):
-  --worker-url URL       a worker that is already running (process scenarios are skipped)
+  --worker-url URL       a worker that is already running (process scenarios are skipped);
+                         given several times (or --worker-urls FILE), a fleet: every scenario
+                         runs once per worker, each worker's scenarios in one xdist group
   --worker-cmd TEMPLATE  a command the harness runs itself, with {model} {port} {worker_id}
                          {gpu_device} placeholders
   (neither)              the reference worker on --model, else on the default (real) model,
@@ -11,6 +17,9 @@ Targeting (one of):
 Reports: cucumber JSON and JUnit XML (under reports/ unless --cucumberjson / --junitxml say
 otherwise; the JUnit XML names the worker under test for `m0-conformance report`), and with
 --results-json the outcome of every scenario and the verdict per requirement.
+
+Robustness profile (opt-in, --robustness): the scenarios tagged @robustness, bounded by the
+--robustness-* counts and time budget.
 
 Verdict: a scenario tagged @deferred-M1, @optional or @informational (and, unless
 --spec-revision names it, one tagged with a later spec revision) is informational: it measures
@@ -37,8 +46,22 @@ from steps.client import WorkerClient
 from steps.launcher import Launcher, WorkerProcess
 from steps.tags import requirement_ids, scenario_tags
 
-FEATURES_DIR = Path(__file__).resolve().parent.parent / "features"
-REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+# The step definitions come with the plugin, wherever it is loaded from.
+pytest_plugins = [
+    "steps.fixtures",
+    "steps.execute_steps",
+    "steps.validation_steps",
+    "steps.cancel_steps",
+    "steps.health_steps",
+    "steps.process_steps",
+    "steps.performance_steps",
+    "steps.robustness_steps",
+]
+
+_HERE = Path(__file__).resolve().parent
+#: The feature files: in the package once installed (the wheel maps features/ to steps/features),
+#: else the checkout's features/ beside steps/.
+FEATURES_DIR = _HERE / "features" if (_HERE / "features").is_dir() else _HERE.parent / "features"
 LATER_REVISIONS = ("rev-84202fea",)
 #: Tags whose scenarios measure and report but never fail the verdict: targets deferred to
 #: M1, behaviour the spec leaves optional (MAY), and checks that flag rather than decide.
@@ -60,6 +83,10 @@ def serves_gpt_oss(health: dict, names: list[str]) -> bool:
 #: Scenarios tagged @model-trained read the model's output as text; a model whose name holds
 #: this word has random weights (the project's synthetic GGUFs), and its bytes need not be UTF-8.
 RANDOM_WEIGHTS_NAME = "synthetic"
+#: The parameter that runs a scenario once per worker of a fleet (its values are worker labels).
+FLEET_PARAM = "m0_worker"
+#: Options that name a target: any of them asks for the suite in this session.
+TARGET_OPTIONS = ("worker_url", "worker_urls", "worker_cmd", "model")
 
 
 class ScenarioTimeout(Exception):
@@ -99,6 +126,10 @@ class Target:
             self.shared = proc
         return self.shared.base_url
 
+    def local_pid(self) -> int | None:
+        """The process id of the shared worker when the harness started it, else None."""
+        return self.shared.popen.pid if self.shared is not None and self.shared.alive() else None
+
     def health(self) -> dict | None:
         """The worker's /health body (cached), or None when it does not answer JSON."""
         if self.health_cache is None:
@@ -116,7 +147,10 @@ class Target:
 
 def pytest_addoption(parser):
     group = parser.getgroup("m0-conformance", "M0 worker conformance")
-    group.addoption("--worker-url", help="test a running worker at this base URL")
+    group.addoption("--worker-url", action="append", default=[],
+                    help="test a running worker at this base URL; repeat for a fleet")
+    group.addoption("--worker-urls", metavar="FILE",
+                    help="a file of worker base URLs, one a line ('#' starts a comment): a fleet")
     group.addoption("--worker-cmd", help="command template that starts a worker; placeholders "
                                          "{model} {port} {worker_id} {gpu_device}")
     group.addoption("--model", help="model file for --worker-cmd and the default worker")
@@ -134,53 +168,125 @@ def pytest_addoption(parser):
     group.addoption("--spec-revision", default="record", choices=("record", "84202fea"),
                     help="hold the worker to a later spec revision's requirements too")
     group.addoption("--results-json", help="write per-scenario outcomes and the per-requirement verdict here")
+    group.addoption("--robustness", action="store_true",
+                    help="also run the robustness profile (@robustness: malformed models, random bodies, a soak)")
+    group.addoption("--robustness-seed", type=int, default=0, help="seed of the robustness profile's generators")
+    group.addoption("--robustness-bodies", type=int, default=2000,
+                    help="random /execute and /cancel bodies to send (default 2000)")
+    group.addoption("--robustness-jobs", type=int, default=60, help="jobs in the soak (default 60)")
+    group.addoption("--robustness-clients", type=int, default=4,
+                    help="concurrent clients in the soak (default 4)")
+    group.addoption("--robustness-budget", type=float, default=240.0,
+                    help="seconds each robustness check may spend before it stops sending (default 240)")
+    group.addoption("--robustness-load-deadline", type=float, default=30.0,
+                    help="seconds a worker may take to refuse a malformed model (default 30)")
+
+
+def suite_requested(config) -> bool:
+    """Whether this session runs the conformance suite: a target option, or the feature folder
+    (or a file in it) among the arguments."""
+    if any(config.getoption(name) for name in TARGET_OPTIONS):
+        return True
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (base / arg.split("::")[0]).resolve()
+        if path == FEATURES_DIR or FEATURES_DIR in path.parents:
+            return True
+    return False
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
+    config.m0_active = suite_requested(config)
+    for tag in sorted(scenario_tags(FEATURES_DIR)):
+        config.addinivalue_line("markers", f"{tag}: tag from the feature files")
+    if not config.m0_active:
+        return
     from _pytest import junitxml
     from pytest_bdd import cucumber_json
 
-    for tag in sorted(scenario_tags(FEATURES_DIR)):
-        config.addinivalue_line("markers", f"{tag}: tag from the feature files")
     # Machine-readable reports by default, for the traceability report. This runs after
     # pytest's and pytest-bdd's own configure, so their writers are started here if unset.
-    REPORTS_DIR.mkdir(exist_ok=True)
+    reports = _default_reports_dir(config)
     if not config.option.cucumber_json_path:
-        config.option.cucumber_json_path = str(REPORTS_DIR / "cucumber.json")
+        config.option.cucumber_json_path = str(reports / "cucumber.json")
         cucumber_json.configure(config)
     if not config.option.xmlpath:
-        config.option.xmlpath = str(REPORTS_DIR / "junit.xml")
+        config.option.xmlpath = str(reports / "junit.xml")
         junitxml.pytest_configure(config)
     for path in (config.option.cucumber_json_path, config.option.xmlpath, config.getoption("results_json")):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    config.m0_target = _resolve_target(config)
-    config.m0_results = []
+    if hasattr(config, "workerinput") and config.option.cucumber_json_path:
+        # pytest-bdd writes cucumber JSON on the xdist controller only, from reports that lose
+        # its scenario data on the way there: each process writes its own part, merged at the end.
+        part = cucumber_json.LogBDDCucumberJSON(_cucumber_part(config, config.workerinput["workerid"]))
+        config.pluginmanager.register(part, "m0-conformance-cucumber-part")
+    config.m0_targets = _resolve_targets(config)
+    recorder = ResultsRecorder(config)
+    config.pluginmanager.register(recorder, "m0-conformance-results")
+    config.m0_results = recorder.results
     xml = config.stash.get(junitxml.xml_key, None)
     if xml is not None:  # the coverage report (m0-conformance report) names the worker from it
-        xml.add_global_property(WORKER_PROPERTY, config.m0_target.description)
+        xml.add_global_property(WORKER_PROPERTY, _fleet_description(config.m0_targets))
 
 
-def _resolve_target(config) -> Target:
+def _default_reports_dir(config) -> Path:
+    """reports/ of the checkout when the suite runs from one, else of the invocation folder."""
+    checkout = FEATURES_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "steps").is_dir():
+        return checkout / "reports"
+    return Path(config.invocation_params.dir) / "reports"
+
+
+def _fleet_description(targets: dict[str, Target]) -> str:
+    if len(targets) == 1:
+        return next(iter(targets.values())).description
+    return "fleet of " + ", ".join(f"{label}: {t.description}" for label, t in targets.items())
+
+
+def worker_urls(config) -> list[str]:
+    """The URLs of --worker-url and of the --worker-urls file, in order; duplicates are refused."""
+    urls = list(config.getoption("worker_url") or [])
+    listing = config.getoption("worker_urls")
+    if listing:
+        try:
+            lines = Path(listing).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise pytest.UsageError(f"--worker-urls {listing}: {exc.strerror or exc}") from None
+        urls += [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    repeated = sorted({u for u in urls if urls.count(u) > 1})
+    if repeated:
+        raise pytest.UsageError(f"a worker URL is given twice: {', '.join(repeated)}")
+    return urls
+
+
+def _resolve_targets(config) -> dict[str, Target]:
+    """The workers under test by label: `worker` alone, or `worker1`, `worker2`... of a fleet."""
     timeouts = dict(request_timeout_s=config.getoption("request_timeout"),
                     startup_timeout_s=config.getoption("startup_timeout"))
-    url = config.getoption("worker_url")
-    if url:
-        return Target(description=f"running worker at {url}", url=url, **timeouts)
+    urls = worker_urls(config)
+    if len(urls) > 1 and config.getoption("worker_cmd"):
+        raise pytest.UsageError("a fleet is given by URLs only: drop --worker-cmd or keep one --worker-url")
+    if len(urls) > 1:
+        return {f"worker{i}": Target(description=f"running worker at {url}", url=url, **timeouts)
+                for i, url in enumerate(urls, 1)}
+    if urls:
+        return {"worker": Target(description=f"running worker at {urls[0]}", url=urls[0], **timeouts)}
     model = config.getoption("model")
     gpu = config.getoption("gpu_device")
     template = config.getoption("worker_cmd")
     if template:
-        return Target(description=f"worker started by: {template}", launcher=Launcher(template, model or "", gpu),
-                      model=model, **timeouts)
+        return {"worker": Target(description=f"worker started by: {template}",
+                                 launcher=Launcher(template, model or "", gpu), model=model, **timeouts)}
     model = model or _default_model()
     backend = config.getoption("backend") or _probe_backend()
-    command = shutil.which("reference-worker") or str(Path(sys.executable).with_name("reference-worker"))
+    beside = Path(sys.executable).with_name("reference-worker")  # this environment's own, first
+    command = str(beside) if beside.is_file() else shutil.which("reference-worker") or str(beside)
     template = (f"{command} --worker-id {{worker_id}} --model {{model}} --gpu-device {{gpu_device}} "
                 f"--port {{port}} --backend {backend}")
-    return Target(description=f"reference worker ({backend} backend) on {model}",
-                  launcher=Launcher(template, model, gpu), model=model, backend=backend, **timeouts)
+    return {"worker": Target(description=f"reference worker ({backend} backend) on {model}",
+                             launcher=Launcher(template, model, gpu), model=model, backend=backend, **timeouts)}
 
 
 def _default_model() -> str:
@@ -204,26 +310,44 @@ def _probe_backend() -> str:
 
 
 def pytest_report_header(config):
-    target = config.m0_target
-    lines = [f"M0 conformance target: {target.description}"]
-    if target.backend:
-        lines.append(f"backend: {target.backend} (cuda when a CuPy probe finds a GPU, else numpy)")
-    if target.url:
+    if not config.m0_active:
+        return None
+    lines = []
+    for label, target in config.m0_targets.items():
+        lines.append(f"M0 conformance target{'' if len(config.m0_targets) == 1 else ' ' + label}: "
+                     f"{target.description}")
+        if target.backend:
+            lines.append(f"backend: {target.backend} (cuda when a CuPy probe finds a GPU, else numpy)")
+    if any(t.url for t in config.m0_targets.values()):
         lines.append("scenarios tagged @process are skipped: the harness cannot start a worker from a URL")
+    if len(config.m0_targets) > 1:
+        lines.append("fleet: every scenario runs once per worker; run with -n N --dist loadgroup to test "
+                     "the workers in parallel, one process each")
     lines.append("informational (never fail the verdict): "
                  + ", ".join("@" + t for t in sorted(_informational_tags(config))))
+    if not config.getoption("robustness"):
+        lines.append("robustness profile (@robustness) skipped: pass --robustness to run it")
     return lines
 
 
 def pytest_unconfigure(config):
-    target = getattr(config, "m0_target", None)
-    if target is not None:
+    for target in getattr(config, "m0_targets", {}).values():
         target.close()
 
 
-@pytest.fixture(scope="session")
-def target(pytestconfig) -> Target:
-    return pytestconfig.m0_target
+def target_of(item) -> Target:
+    """The worker a collected scenario runs against (its fleet parameter, else the only one)."""
+    targets = item.config.m0_targets
+    callspec = getattr(item, "callspec", None)
+    label = callspec.params.get(FLEET_PARAM) if callspec is not None else None
+    return targets[label] if label else next(iter(targets.values()))
+
+
+@pytest.fixture
+def target(request) -> Target:
+    if not request.config.m0_active:
+        raise pytest.UsageError("the M0 conformance suite needs a target: --worker-url, --worker-cmd or --model")
+    return target_of(request.node)
 
 
 def _tags(item) -> set[str]:
@@ -234,30 +358,65 @@ def _informational_tags(config) -> set[str]:
     return set(INFORMATIONAL_TAGS) | {t for t in LATER_REVISIONS if config.getoption("spec_revision") not in t}
 
 
+def _scenario_template(function):
+    """pytest-bdd's scenario behind a test function, or None (older releases lack the registry;
+    the package's own `scenario` attribute is the decorator, hence import_module for the module)."""
+    registry = getattr(importlib.import_module("pytest_bdd.scenario"), "scenario_wrapper_template_registry", {})
+    return registry.get(function) if function is not None else None
+
+
+def _is_conformance_scenario(function) -> bool:
+    template = _scenario_template(function)
+    return template is not None and FEATURES_DIR in Path(template.feature.filename).resolve().parents
+
+
 def _scenario_name(item) -> str:
     """The scenario's name as its feature file spells it (an outline's filled in with its row, as
     in cucumber JSON), else pytest's name for the test."""
-    # pytest-bdd's registry of scenario functions (older releases lack it); the package's own
-    # `scenario` attribute is the decorator, hence import_module for the module.
-    registry = getattr(importlib.import_module("pytest_bdd.scenario"), "scenario_wrapper_template_registry", {})
-    template = registry.get(getattr(item, "function", None))
+    template = _scenario_template(getattr(item, "function", None))
     if template is None:
         return item.name
     example = getattr(item, "callspec", None)
-    return template.render(example.params["_pytest_bdd_example"]).name if example else template.name
+    if example is None or "_pytest_bdd_example" not in example.params:
+        return template.name
+    return template.render(example.params["_pytest_bdd_example"]).name
 
 
-def pytest_collection_modifyitems(items):
+def pytest_generate_tests(metafunc):
+    """In a fleet, every scenario once per worker."""
+    config = metafunc.config
+    if not config.m0_active or len(config.m0_targets) < 2 or not _is_conformance_scenario(metafunc.function):
+        return
+    metafunc.fixturenames.append(FLEET_PARAM)
+    metafunc.parametrize(FLEET_PARAM, list(config.m0_targets), ids=list(config.m0_targets))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.m0_active:
+        return
+    fleet = len(config.m0_targets) > 1
     # The tags and the scenario's own name travel into the JUnit XML too, for readers that only
     # have that file (cucumber JSON leaves out scenarios skipped before their first step).
     for item in items:
+        if not _is_conformance_scenario(getattr(item, "function", None)):
+            continue
         item.user_properties.append(("tags", " ".join(f"@{t}" for t in sorted(_tags(item)))))
         item.user_properties.append(("scenario", _scenario_name(item)))
+        if fleet:
+            label = item.callspec.params[FLEET_PARAM]
+            item.user_properties.append(("worker", label))
+            # pytest-xdist's --dist loadgroup keeps one worker's scenarios in one process, in
+            # order: a worker runs one job at a time, and its scenarios assume they have it alone.
+            item.add_marker(pytest.mark.xdist_group(label))
 
 
 def pytest_runtest_setup(item):
+    if not item.config.m0_active or not _is_conformance_scenario(getattr(item, "function", None)):
+        return
     tags = _tags(item)
-    target = item.config.m0_target
+    target = target_of(item)
+    if "robustness" in tags and not item.config.getoption("robustness"):
+        pytest.skip("robustness profile: opt-in, pass --robustness")
     if "process" in tags and target.launcher is None:
         pytest.skip("needs to start the worker itself: run with --worker-cmd (not --worker-url)")
     if "cuda" in tags and item.config.getoption("allow_host_memory_worker"):
@@ -287,6 +446,8 @@ def _alarm(signum, frame):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     """The per-scenario watchdog: SIGALRM interrupts any blocking wait in the main thread."""
+    if not item.config.m0_active:
+        return (yield)
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, item.config.getoption("scenario_timeout"))
     try:
@@ -299,14 +460,13 @@ def pytest_runtest_call(item):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    tags = _tags(item)
-    informational = tags & _informational_tags(item.config)
+    if not item.config.m0_active or not _is_conformance_scenario(getattr(item, "function", None)):
+        return report
+    informational = _tags(item) & _informational_tags(item.config)
     if report.failed and informational:
         # Measured and missed: reported, but it must not fail the M0 verdict.
         report.outcome = "skipped"
         report.wasxfail = f"informational ({', '.join(sorted(informational))}): {_short(report)}"
-    if report.when == "call" or report.outcome != "passed":
-        _record(item, report, informational)
     return report
 
 
@@ -319,20 +479,29 @@ def _short(report) -> str:
     return str(report.longrepr or "")[:300]
 
 
-def _record(item, report, informational) -> None:
-    results = item.config.m0_results
-    if any(r["nodeid"] == item.nodeid for r in results):
-        return
-    if hasattr(report, "wasxfail") and informational:
-        outcome = "informational"
-    else:
-        outcome = report.outcome
-    message = "" if outcome == "passed" else _short(report)
-    results.append({"nodeid": item.nodeid, "scenario": _scenario_name(item), "tags": sorted(_tags(item)),
-                    "requirements": sorted(requirement_ids(_tags(item))), "outcome": outcome,
-                    "message": message, "measurements": [v for k, v in item.user_properties if k == "measurement"],
-                    "informational": bool(informational),
-                    "excused": outcome == "skipped" and EXCUSED in message})
+class ResultsRecorder:
+    """Records the outcome of each scenario where reports arrive (the controller under
+    pytest-xdist), from what the report carries: its outcome and its user properties."""
+
+    def __init__(self, config):
+        self.config = config
+        self.results: list[dict] = []
+
+    def pytest_runtest_logreport(self, report):
+        properties = {name: value for name, value in report.user_properties if name != "measurement"}
+        if "scenario" not in properties or any(r["nodeid"] == report.nodeid for r in self.results):
+            return
+        if report.when != "call" and report.outcome == "passed":
+            return
+        tags = set(properties["tags"].replace("@", "").split())
+        informational = tags & _informational_tags(self.config)
+        outcome = "informational" if hasattr(report, "wasxfail") and informational else report.outcome
+        message = "" if outcome == "passed" else _short(report)
+        self.results.append({"nodeid": report.nodeid, "scenario": properties["scenario"], "tags": sorted(tags),
+                             "requirements": sorted(requirement_ids(tags)), "outcome": outcome, "message": message,
+                             "measurements": [v for k, v in report.user_properties if k == "measurement"],
+                             "informational": bool(informational), "worker": properties.get("worker", "worker"),
+                             "excused": outcome == "skipped" and EXCUSED in message})
 
 
 def requirement_verdicts(results: list[dict]) -> dict[str, str]:
@@ -357,42 +526,79 @@ def m0_verdict(results: list[dict]) -> tuple[str, list[str]]:
     return ("NOT VERIFIED", excused) if excused else ("PASS", [])
 
 
+def _by_worker(config) -> dict[str, list[dict]]:
+    return {label: [r for r in config.m0_results if r["worker"] == label] for label in config.m0_targets}
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    results = getattr(config, "m0_results", None)
-    if not results:
+    if not getattr(config, "m0_active", False) or not config.m0_results:
         return
-    verdicts = requirement_verdicts(results)
     tr = terminalreporter
-    tr.section("M0 conformance: verdict per requirement")
-    for req, verdict in verdicts.items():
-        scenarios = [r for r in results if req in r["requirements"]]
-        detail = next((r["message"] for r in scenarios if r["outcome"] in ("failed", "informational", "skipped")
-                       and r["message"]), "")
-        counts = ", ".join(f"{sum(r['outcome'] == o for r in scenarios)} {o}"
-                           for o in ("passed", "failed", "informational", "skipped")
-                           if any(r["outcome"] == o for r in scenarios))
-        tr.write_line(f"{req:<16} {verdict.upper():<13} ({counts}) {detail[:110]}")
-    measured = [(r["scenario"], m) for r in results for m in r["measurements"]]
-    if measured:
-        tr.section("M0 conformance: measurements")
-        for scenario, text in measured:
-            tr.write_line(f"{text:<48} {scenario[:70]}")
-    verdict, named = m0_verdict(results)
-    detail = {"FAIL": f": {', '.join(named)}", "PASS": "",
-              "NOT VERIFIED": f" (no M0 requirement failed; --allow-host-memory-worker excused the VRAM scenarios "
-                              f"of {', '.join(named)})"}[verdict]
-    tr.write_line("")
-    tr.write_line(f"M0 verdict: {verdict}{detail} (target: {config.m0_target.description})")
+    fleet = len(config.m0_targets) > 1
+    for label, results in _by_worker(config).items():
+        target = config.m0_targets[label]
+        verdicts = requirement_verdicts(results)
+        tr.section(f"M0 conformance: verdict per requirement{' (' + label + ')' if fleet else ''}")
+        for req, verdict in verdicts.items():
+            scenarios = [r for r in results if req in r["requirements"]]
+            detail = next((r["message"] for r in scenarios if r["outcome"] in ("failed", "informational", "skipped")
+                           and r["message"]), "")
+            counts = ", ".join(f"{sum(r['outcome'] == o for r in scenarios)} {o}"
+                               for o in ("passed", "failed", "informational", "skipped")
+                               if any(r["outcome"] == o for r in scenarios))
+            tr.write_line(f"{req:<16} {verdict.upper():<13} ({counts}) {detail[:110]}")
+        measured = [(r["scenario"], m) for r in results for m in r["measurements"]]
+        if measured:
+            tr.section(f"M0 conformance: measurements{' (' + label + ')' if fleet else ''}")
+            for scenario, text in measured:
+                tr.write_line(f"{text:<48} {scenario[:70]}")
+        verdict, named = m0_verdict(results)
+        detail = {"FAIL": f": {', '.join(named)}", "PASS": "",
+                  "NOT VERIFIED": f" (no M0 requirement failed; --allow-host-memory-worker excused the VRAM "
+                                  f"scenarios of {', '.join(named)})"}[verdict]
+        tr.write_line("")
+        tr.write_line(f"M0 verdict{' ' + label if fleet else ''}: {verdict}{detail} (target: {target.description})")
 
 
+def results_document(config) -> dict:
+    """What --results-json holds: the target, every scenario, the verdict per requirement, and
+    for a fleet the same per worker."""
+    verdict, named = m0_verdict(config.m0_results)
+    document = {"target": _fleet_description(config.m0_targets), "scenarios": config.m0_results,
+                "requirements": requirement_verdicts(config.m0_results), "verdict": verdict,
+                "not_verified": named if verdict == "NOT VERIFIED" else []}
+    if len(config.m0_targets) > 1:
+        document["workers"] = {label: {"target": config.m0_targets[label].description, "scenarios": results,
+                                       "requirements": requirement_verdicts(results)}
+                               for label, results in _by_worker(config).items()}
+    return document
+
+
+def _cucumber_part(config, worker_id: str) -> str:
+    return f"{config.option.cucumber_json_path}.{worker_id}.part"
+
+
+def _merge_cucumber_parts(path: Path) -> None:
+    """Fold the xdist processes' cucumber JSON parts into `path`, one entry per feature file."""
+    parts = sorted(path.parent.glob(f"{path.name}.*.part"))
+    if not parts:
+        return
+    features: dict[str, dict] = {}
+    for part in parts:
+        for feature in json.loads(part.read_text(encoding="utf-8")):
+            merged = features.setdefault(feature["uri"], {**feature, "elements": []})
+            merged["elements"] += feature["elements"]
+        part.unlink()
+    path.write_text(json.dumps(list(features.values())), encoding="utf-8")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-bdd's writer, whose file this completes
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    results = getattr(config, "m0_results", None)
-    if results is None:
-        return
+    if not getattr(config, "m0_active", False) or hasattr(config, "workerinput"):
+        return  # an xdist worker process: the controller writes the results
+    if config.option.cucumber_json_path:
+        _merge_cucumber_parts(Path(config.option.cucumber_json_path))
     path = config.getoption("results_json")
     if path:
-        verdict, named = m0_verdict(results)
-        Path(path).write_text(json.dumps({"target": config.m0_target.description, "scenarios": results,
-                                          "requirements": requirement_verdicts(results), "verdict": verdict,
-                                          "not_verified": named if verdict == "NOT VERIFIED" else []}, indent=1))
+        Path(path).write_text(json.dumps(results_document(config), indent=1))

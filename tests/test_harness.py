@@ -84,11 +84,14 @@ UNEXCUSED_RULES = {"not-resident", "no-vram"}
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
+    return write_double_model(tmp_path_factory.mktemp("model") / "double-model.gguf")
+
+
+def write_double_model(path: Path) -> Path:
     """A small GGUF the doubles read (one tensor, so a 4096-byte prefix is truncated)."""
     import gguf
     import numpy as np
 
-    path = tmp_path_factory.mktemp("model") / "double-model.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("double-model")
     writer.add_context_length(4096)

@@ -38,6 +38,8 @@ RULES = {
     "accept-bad-seed": "accepts a seed that is not a uint64",
     "accept-bad-body": "treats a body that is not a JSON object as an empty request of defaults",
     "accept-duplicate-job-id": "runs a second job with the job_id of a running one",
+    "drop-on-deep-json": "lets a body nested too deep for its JSON parser kill the request: no answer",
+    "leak-on-disconnect": "never frees the job of a client that went away: later jobs wait forever",
     "cancel-ignored": "answers 202 to /cancel but keeps generating",
     "cancel-wrong-answer": "answers 200 to /cancel and ends the job with `end`",
     "utf8-split": "splits multibyte characters across token events",
@@ -122,8 +124,8 @@ class Worker:
         if not isinstance(body, dict):
             return None if "accept-bad-body" in b else "body must be a JSON object"
         checks = [
-            ("job_id", "accept-bad-job-id", lambda v: isinstance(v, str) and v != "", True),
-            ("prompt", "accept-bad-prompt", lambda v: isinstance(v, str) and 0 < len(v) <= 32768, True),
+            ("job_id", "accept-bad-job-id", lambda v: _is_text(v) and v != "", True),
+            ("prompt", "accept-bad-prompt", lambda v: _is_text(v) and 0 < len(v) <= 32768, True),
             ("max_tokens", "accept-bad-max-tokens", lambda v: _is_int(v) and 1 <= v <= 2048, False),
             ("temperature", "accept-bad-temperature", lambda v: _is_num(v) and 0 <= v <= 2, False),
             ("seed", "accept-bad-seed", lambda v: _is_int(v) and 0 <= v < 2**64, False),
@@ -161,6 +163,17 @@ class Worker:
             rng = random.Random(f"sampled|{prompt}|{seed}|{temperature}")
         while True:
             yield rng.choice(PIECES)
+
+
+def _is_text(v) -> bool:
+    """A string that is Unicode text (JSON's \\ud800 escapes decode to lone surrogates, which are not)."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(v) -> bool:
@@ -227,9 +240,11 @@ def make_handler(worker: Worker):
         def cancel(self, raw):
             try:
                 job_id = json.loads(raw).get("job_id")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 job_id = None
-            if job_id is not None and "cancel-ignored" not in worker.broken:
+            if not isinstance(job_id, str) or not job_id:
+                return self.refuse("job_id must be a non-empty string")
+            if "cancel-ignored" not in worker.broken:
                 with worker.jobs_lock:
                     worker.cancelled.add(job_id)
             self.send_json(200 if "cancel-wrong-answer" in worker.broken else 202, {"job_id": job_id})
@@ -241,6 +256,10 @@ def make_handler(worker: Worker):
             try:
                 body = json.loads(raw.decode("utf-8"))
             except ValueError:
+                body = "not json"
+            except RecursionError:
+                if "drop-on-deep-json" in worker.broken:
+                    raise
                 body = "not json"
             problem = worker.validate(body)
             if problem:
@@ -284,6 +303,10 @@ def make_handler(worker: Worker):
                     break
             try:
                 self.generate(job_id, body, send)
+            except (BrokenPipeError, ConnectionResetError):
+                if "leak-on-disconnect" in worker.broken:
+                    holding = False  # the slot stays taken
+                raise
             finally:
                 if holding:
                     worker.run_lock.release()
