@@ -24,9 +24,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .audit_qualifiers import check, describe, qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
-from .spec_index import IndexedLine, SpecIndex, in_order, key_terms, terms
+from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
 from .spec_parser import ParsedSpec
 
 VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
@@ -49,6 +50,7 @@ _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohib
                        re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b")
+_VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 
 
@@ -165,14 +167,43 @@ class Auditor:
             clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
             if clash:
                 audit.verdict, audit.detail = "contradictory", clash
-        if audit.verdict == "not addressed by the spec":
+        if audit.verdict == "in M0":
+            self._qualified(audit, name)
+        if audit.verdict == "not addressed by the spec" and not audit.closest:
             self._not_addressed(audit, key, matches, absent)
-        else:
+        elif not audit.confidence:
             tier = min(e.tier for e in deciding)
             audit.confidence = "medium" if audit.verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
+
+    def _qualified(self, audit: FeatureAudit, name: str) -> None:
+        """An "in M0" verdict holds for the feature's qualifiers ("v2" of "GGUF v2 files") only where
+        the spec states them: another value of the same kind stated for it puts the feature out of
+        scope (a model size the spec does not name leaves it not addressed); no value of that kind
+        at all leaves it not addressed. The lines stating the spec's own value are cited."""
+        lines = [self.index.at(ev.line) for ev in audit.evidence if ev.source == "spec"]
+        for q in qualifiers(name):
+            c = check(q, name, self.index, lines)
+            if c.outcome == "stated":
+                continue
+            generic = f"without it the feature is {audit.detail}"
+            if c.outcome == "differs" and q.kind != "model size":
+                audit.verdict = "out of scope for M0"
+                audit.evidence = _dedupe(audit.evidence + [
+                    _evidence(self.index.at(n), "out-of-scope", None, 1, f"states another {q.kind} than “{q.text}”",
+                              "qualifier") for n in c.lines])
+                audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: {describe(c)}"
+            else:
+                audit.verdict = "not addressed by the spec"
+                audit.closest = [_evidence(self.index.at(n), None, None, CONTEXT, f"states the spec's {q.kind}",
+                                           "closest") for n in c.lines]
+                audit.closest += [ev for ev in audit.evidence if ev.claim][:3] if not c.lines else []
+                audit.check = f"check whether {q.text} is wanted; the spec decides the feature only without it"
+                audit.confidence, audit.confidence_reason = "medium", describe(c)
+            audit.detail = f"{describe(c)}; {generic}"
+            return
 
     def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
         """Concepts of the feature the spec never names, by a word it never uses ("TLS"). When one is
@@ -236,7 +267,7 @@ class Auditor:
             sequence = terms(entry.text)
             # the feature's own words may stand anywhere on the line; a glossary name must read as one
             hits = [(p, concept, covers) for p, concept, covers in phrases
-                    if set(p) <= words and (concept == "the feature's words" or in_order(p, sequence))]
+                    if set(p) <= words and (concept == "the feature's words" or near(p, sequence))]
             if not hits:
                 continue
             phrase, concept, _ = max(hits, key=lambda h: (len(h[2]), len(h[0])))
@@ -296,6 +327,9 @@ class Auditor:
         if st is not None:
             return st.kind, st.milestone, 3, "scope marker on the line"
         if _IN_M0.search(text) and not entry.heading:
+            if _VALUE_FIX.search(text, pos):
+                # "concurrency for M0 MUST be 1" decides the value M0 uses, not whether the feature is in M0
+                return None, None, CONTEXT, "the line fixes its value for M0"
             return "in-m0", None, 3, "the line says it is for M0"
         if entry.requirement:
             req = self.index.entries[entry.requirement]

@@ -61,19 +61,13 @@ def key_terms(text: str) -> tuple[str, ...]:
     return tuple(t for t in terms(text) if t not in _GENERIC_STEMS)
 
 
-def in_order(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    """True if `wanted` occurs in `words` in order, at most two other words between neighbours."""
+def near(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """True if every term of `wanted` occurs in `words` within one window, in any order ("switching
+    models" names "model switching"); the window allows two other words per gap between them."""
+    width = 3 * len(wanted) - 2
+    need = set(wanted)
     for start, word in enumerate(words):
-        if word != wanted[0]:
-            continue
-        at, ok = start, True
-        for w in wanted[1:]:
-            window = words[at + 1:at + 4]
-            if w not in window:
-                ok = False
-                break
-            at = at + 1 + window.index(w)
-        if ok:
+        if word in need and need <= set(words[start:start + width]):
             return True
     return False
 
