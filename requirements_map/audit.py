@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .audit_qualifiers import check, describe, qualifiers
+from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
 from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
@@ -115,10 +115,25 @@ class Auditor:
         self.spec = index.spec
 
     def audit(self, feature: str, purpose: str | None = None) -> FeatureAudit:
-        """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on."""
+        """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on.
+        A feature with qualifiers ("GGUF v2 files") whose words the spec does not find is audited
+        without them; an "in M0" verdict holds only for qualifiers the spec states."""
         name = feature.strip()
         if not name:
             raise AuditError("a feature without a name")
+        audit = self._audit(name, purpose)
+        found = qualifiers(name)
+        bare = strip_qualifiers(name, found)
+        if found and audit.verdict == "not addressed by the spec" and key_terms(bare):
+            plain = self._audit(bare, purpose)
+            if plain.verdict == "in M0":  # other verdicts could rest on another value ("RTX 3090" for "RTX 4090")
+                plain.feature, plain.detail = name, f"decided on “{bare}”: {plain.detail}"
+                audit = plain
+        if audit.verdict == "in M0":
+            self._qualified(audit, name, found)
+        return audit
+
+    def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
         matches = self.glossary.match(name, self._specific)
         if not key or (not matches and all(self.index.share(t) > _COMMON_SHARE for t in key)):
@@ -167,33 +182,36 @@ class Auditor:
             clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
             if clash:
                 audit.verdict, audit.detail = "contradictory", clash
-        if audit.verdict == "in M0":
-            self._qualified(audit, name)
-        if audit.verdict == "not addressed by the spec" and not audit.closest:
+        if audit.verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches, absent)
-        elif not audit.confidence:
+        else:
             tier = min(e.tier for e in deciding)
             audit.confidence = "medium" if audit.verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
 
-    def _qualified(self, audit: FeatureAudit, name: str) -> None:
+    def _qualified(self, audit: FeatureAudit, name: str, found: list[Qualifier]) -> None:
         """An "in M0" verdict holds for the feature's qualifiers ("v2" of "GGUF v2 files") only where
         the spec states them: another value of the same kind stated for it puts the feature out of
-        scope (a model size the spec does not name leaves it not addressed); no value of that kind
-        at all leaves it not addressed. The lines stating the spec's own value are cited."""
+        scope, or in the milestone the spec gives the qualifier itself ("Q8_0": M2+); a model size
+        the spec does not name, or a qualifier of a kind it states no value of, leaves the feature
+        not addressed. The lines stating the spec's own value are cited."""
         lines = [self.index.at(ev.line) for ev in audit.evidence if ev.source == "spec"]
-        for q in qualifiers(name):
+        for q in found:
             c = check(q, name, self.index, lines)
             if c.outcome == "stated":
                 continue
             generic = f"without it the feature is {audit.detail}"
             if c.outcome == "differs" and q.kind != "model size":
-                audit.verdict = "out of scope for M0"
+                own = self._audit(q.text, None) if q.kind in NAMED_KINDS else None
+                later = own is not None and own.verdict in ("deferred to M1", "later milestone")
+                audit.verdict = own.verdict if later else "out of scope for M0"
                 audit.evidence = _dedupe(audit.evidence + [
                     _evidence(self.index.at(n), "out-of-scope", None, 1, f"states another {q.kind} than “{q.text}”",
-                              "qualifier") for n in c.lines])
+                              "qualifier") for n in c.lines] + ([ev for ev in own.evidence if ev.claim] if later else []))
+                if later:
+                    generic = f"the spec puts {q.text} itself in {own.detail}; {generic}"
                 audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: {describe(c)}"
             else:
                 audit.verdict = "not addressed by the spec"

@@ -27,6 +27,7 @@ _KINDS = {
     "quantization type": re.compile(rf"\b({_QUANT})\b", re.IGNORECASE),
     "model size": re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)b\b", re.IGNORECASE),
 }
+NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
 _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
                      r"\s*(k|kb|mb|gb|ms|s|sec|seconds?|minutes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
@@ -67,6 +68,13 @@ def qualifiers(text: str) -> list[Qualifier]:
         low, high, unit = _number_value(m)
         found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
     return found
+
+
+def strip_qualifiers(text: str, found: list[Qualifier]) -> str:
+    """`text` without its qualifiers ("GGUF v2 files" -> "GGUF files")."""
+    for q in found:
+        text = text.replace(q.text, " ")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[IndexedLine]) -> QualifierCheck:

@@ -242,3 +242,20 @@ def test_qualifiers_are_read_without_names_that_carry_digits():
     assert found == [("version", "v2"), ("data type", "FP32"), ("model size", "20B"), ("number", "0.0 to 2.0"),
                      ("number", "1 MB")]
     assert qualifiers("a 32K context")[0].anchors == {"context"}
+
+
+def test_a_qualifier_the_spec_scopes_itself_gives_its_milestone(auditor):
+    audit = auditor.audit("Qwen2.5-0.5B in Q8_0")  # Qwen is M0 in Q4_K_M; line 798: Q8_0 deferred to M2+
+    assert audit.verdict == "later milestone" and "Q8_0" in audit.detail
+    assert 798 in cited_lines(audit)
+
+
+def test_a_qualifier_the_spec_never_states_leaves_the_feature_not_addressed(auditor):
+    audit = auditor.audit("CUDA 12 runtime")  # the CUDA runtime is M0; no line states a runtime version
+    assert audit.verdict == "not addressed by the spec" and "never states" in audit.detail
+    assert audit.closest and audit.check
+
+
+def test_lines_about_another_value_do_not_decide_a_qualified_feature(auditor):
+    audit = auditor.audit("RTX 4090 support")  # only the deferred M0-W-1601 baseline names a GPU: the RTX 3090
+    assert audit.verdict == "not addressed by the spec"
