@@ -211,7 +211,7 @@ class Auditor:
                     _evidence(self.index.at(n), "out-of-scope", None, 1, f"states another {q.kind} than “{q.text}”",
                               "qualifier") for n in c.lines] + ([ev for ev in own.evidence if ev.claim] if later else []))
                 if later:
-                    generic = f"the spec puts {q.text} itself in {own.detail}; {generic}"
+                    generic = f"for {q.text} itself the spec says {own.detail}; {generic}"
                 audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: {describe(c)}"
             else:
                 audit.verdict = "not addressed by the spec"
