@@ -16,7 +16,9 @@ a requirement; 5 what it is an instance of; 6 what it is a means to, or the purp
 claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
 common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
 ("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
-and what to check.
+and what to check. Last, an "in M0" verdict is checked against the feature's qualifiers (versions,
+numbers, data types, quantization types, model sizes; audit_qualifiers.py): one the spec
+contradicts puts the feature out of scope, with the line that states the spec's value.
 """
 
 from __future__ import annotations
@@ -207,9 +209,10 @@ class Auditor:
                 own = self._audit(q.text, None) if q.kind in NAMED_KINDS else None
                 later = own is not None and own.verdict in ("deferred to M1", "later milestone")
                 audit.verdict = own.verdict if later else "out of scope for M0"
-                audit.evidence = _dedupe(audit.evidence + [
-                    _evidence(self.index.at(n), "out-of-scope", None, 1, f"states another {q.kind} than “{q.text}”",
-                              "qualifier") for n in c.lines] + ([ev for ev in own.evidence if ev.claim] if later else []))
+                stating = [_evidence(self.index.at(n), "out-of-scope", None, 1,
+                                     f"states another {q.kind} than “{q.text}”", "qualifier") for n in c.lines]
+                audit.evidence = _dedupe(audit.evidence + stating + ([ev for ev in own.evidence if ev.claim]
+                                                                     if later else []))
                 if later:
                     generic = f"for {q.text} itself the spec says {own.detail}; {generic}"
                 audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: {describe(c)}"
