@@ -16,7 +16,9 @@ a requirement; 5 what it is an instance of; 6 what it is a means to, or the purp
 claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
 common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
 ("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
-and what to check.
+and what to check. Last, an "in M0" verdict is checked against the feature's qualifiers (versions,
+numbers, data types, quantization types, model sizes; audit_qualifiers.py): one the spec
+contradicts puts the feature out of scope, with the line that states the spec's value.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
-from .spec_index import IndexedLine, SpecIndex, in_order, key_terms, terms
+from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
 from .spec_parser import ParsedSpec
 
 VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
@@ -49,6 +52,7 @@ _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohib
                        re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b")
+_VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 
 
@@ -113,10 +117,25 @@ class Auditor:
         self.spec = index.spec
 
     def audit(self, feature: str, purpose: str | None = None) -> FeatureAudit:
-        """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on."""
+        """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on.
+        A feature with qualifiers ("GGUF v2 files") whose words the spec does not find is audited
+        without them; an "in M0" verdict holds only for qualifiers the spec states."""
         name = feature.strip()
         if not name:
             raise AuditError("a feature without a name")
+        audit = self._audit(name, purpose)
+        found = qualifiers(name)
+        bare = strip_qualifiers(name, found)
+        if found and audit.verdict == "not addressed by the spec" and key_terms(bare):
+            plain = self._audit(bare, purpose)
+            if plain.verdict == "in M0":  # other verdicts could rest on another value ("RTX 3090" for "RTX 4090")
+                plain.feature, plain.detail = name, f"decided on “{bare}”: {plain.detail}"
+                audit = plain
+        if audit.verdict == "in M0":
+            self._qualified(audit, name, found)
+        return audit
+
+    def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
         matches = self.glossary.match(name, self._specific)
         if not key or (not matches and all(self.index.share(t) > _COMMON_SHARE for t in key)):
@@ -173,6 +192,39 @@ class Auditor:
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
+
+    def _qualified(self, audit: FeatureAudit, name: str, found: list[Qualifier]) -> None:
+        """An "in M0" verdict holds for the feature's qualifiers ("v2" of "GGUF v2 files") only where
+        the spec states them: another value of the same kind stated for it puts the feature out of
+        scope, or in the milestone the spec gives the qualifier itself ("Q8_0": M2+); a model size
+        the spec does not name, or a qualifier of a kind it states no value of, leaves the feature
+        not addressed. The lines stating the spec's own value are cited."""
+        lines = [self.index.at(ev.line) for ev in audit.evidence if ev.source == "spec"]
+        for q in found:
+            c = check(q, name, self.index, lines)
+            if c.outcome == "stated":
+                continue
+            generic = f"without it the feature is {audit.detail}"
+            if c.outcome == "differs" and q.kind != "model size":
+                own = self._audit(q.text, None) if q.kind in NAMED_KINDS else None
+                later = own is not None and own.verdict in ("deferred to M1", "later milestone")
+                audit.verdict = own.verdict if later else "out of scope for M0"
+                stating = [_evidence(self.index.at(n), "out-of-scope", None, 1,
+                                     f"states another {q.kind} than “{q.text}”", "qualifier") for n in c.lines]
+                audit.evidence = _dedupe(audit.evidence + stating + ([ev for ev in own.evidence if ev.claim]
+                                                                     if later else []))
+                if later:
+                    generic = f"for {q.text} itself the spec says {own.detail}; {generic}"
+                audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: {describe(c)}"
+            else:
+                audit.verdict = "not addressed by the spec"
+                audit.closest = [_evidence(self.index.at(n), None, None, CONTEXT, f"states the spec's {q.kind}",
+                                           "closest") for n in c.lines]
+                audit.closest += [ev for ev in audit.evidence if ev.claim][:3] if not c.lines else []
+                audit.check = f"check whether {q.text} is wanted; the spec decides the feature only without it"
+                audit.confidence, audit.confidence_reason = "medium", describe(c)
+            audit.detail = f"{describe(c)}; {generic}"
+            return
 
     def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
         """Concepts of the feature the spec never names, by a word it never uses ("TLS"). When one is
@@ -236,7 +288,7 @@ class Auditor:
             sequence = terms(entry.text)
             # the feature's own words may stand anywhere on the line; a glossary name must read as one
             hits = [(p, concept, covers) for p, concept, covers in phrases
-                    if set(p) <= words and (concept == "the feature's words" or in_order(p, sequence))]
+                    if set(p) <= words and (concept == "the feature's words" or near(p, sequence))]
             if not hits:
                 continue
             phrase, concept, _ = max(hits, key=lambda h: (len(h[2]), len(h[0])))
@@ -296,6 +348,9 @@ class Auditor:
         if st is not None:
             return st.kind, st.milestone, 3, "scope marker on the line"
         if _IN_M0.search(text) and not entry.heading:
+            if _VALUE_FIX.search(text, pos):
+                # "concurrency for M0 MUST be 1" decides the value M0 uses, not whether the feature is in M0
+                return None, None, CONTEXT, "the line fixes its value for M0"
             return "in-m0", None, 3, "the line says it is for M0"
         if entry.requirement:
             req = self.index.entries[entry.requirement]

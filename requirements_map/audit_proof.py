@@ -61,7 +61,7 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             if len(context) > 12:
                 out.append(f"- … and {len(context) - 12} more (in the JSON output)")
         if audit.closest:
-            out += ["", "Closest lines (BM25 ranking; none of them names the feature):"]
+            out += ["", "Closest lines (none of them names the feature as asked):"]
             out += [_quote(ev, f"{ev.basis}{f', in {ev.requirement}' if ev.requirement else ''}") for ev in audit.closest]
         if audit.check:
             out += ["", f"What to check: {audit.check}."]

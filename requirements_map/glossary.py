@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .spec_index import in_order, terms
+from .spec_index import near, terms
 
 
 class GlossaryError(ValueError):
@@ -52,7 +52,7 @@ class Glossary:
 
     def match(self, text: str, specific=lambda name_terms: True) -> list[Match]:
         """Entries named in `text`: an entry matches when the key terms of one of its names occur in
-        the text in the same order (other words between them allowed) and `specific` accepts them.
+        the text close together, in any order (other words between them allowed), and `specific` accepts them.
         An entry whose matched terms are all covered by another matched entry is dropped ("paged
         KV-cache block allocator" is the allocator, not the KV cache). Names keep their generic
         words: "CUDA feature" is not "CUDA"."""
@@ -61,7 +61,7 @@ class Glossary:
         for entry in self.entries:
             for name in entry.names:
                 wanted = terms(name)
-                if wanted and in_order(wanted, words) and specific(wanted):
+                if wanted and near(wanted, words) and specific(wanted):
                     _, best, covered = found.get(entry.term, (entry, name, frozenset()))
                     longer = len(wanted) > len(terms(best)) or not covered
                     found[entry.term] = (entry, name if longer else best, covered | frozenset(wanted))

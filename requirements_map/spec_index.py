@@ -61,21 +61,29 @@ def key_terms(text: str) -> tuple[str, ...]:
     return tuple(t for t in terms(text) if t not in _GENERIC_STEMS)
 
 
-def in_order(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    """True if `wanted` occurs in `words` in order, at most two other words between neighbours."""
+def near(wanted: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """True if `wanted` occurs in `words` in order with at most two other words between neighbours,
+    or in any order within a window one word longer than itself ("switching models" names "model
+    switching"; "Memory-mapped I/O (mmap for host" does not name "host-mapped memory")."""
+    need = set(wanted)
     for start, word in enumerate(words):
-        if word != wanted[0]:
+        if word not in need:
             continue
-        at, ok = start, True
-        for w in wanted[1:]:
-            window = words[at + 1:at + 4]
-            if w not in window:
-                ok = False
-                break
-            at = at + 1 + window.index(w)
-        if ok:
+        if need <= set(words[start:start + len(wanted) + 1]) or _in_order_from(wanted, words, start):
             return True
     return False
+
+
+def _in_order_from(wanted: tuple[str, ...], words: tuple[str, ...], start: int) -> bool:
+    if words[start] != wanted[0]:
+        return False
+    at = start
+    for w in wanted[1:]:
+        window = words[at + 1:at + 4]
+        if w not in window:
+            return False
+        at = at + 1 + window.index(w)
+    return True
 
 
 @dataclass(frozen=True)

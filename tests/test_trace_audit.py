@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from requirements_map.audit import VERDICTS, AuditError, Auditor, audit_features
 from requirements_map.audit_bench import cited_lines, load_labels
+from requirements_map.audit_qualifiers import qualifiers
 from requirements_map.catalog import derive_catalog, load_catalog
 from requirements_map.cli import main
 from requirements_map.spec_index import SpecIndex
@@ -197,3 +198,64 @@ def test_audit_json_is_machine_readable(capsys, record_spec):
     [summary] = data["summary"]
     assert summary["feature"] == "stop sequences" and summary["verdict"] == "not addressed by the spec"
     assert data["features"][0]["closest"] and data["features"][0]["check"]
+
+
+def test_names_in_another_word_order_find_the_requirement(auditor):
+    audit = auditor.audit("switching models at runtime")  # M0-W-1001: "MUST NOT support ... switching models"
+    assert audit.verdict == "out of scope for M0"
+    assert 260 in cited_lines(audit)
+
+
+def test_a_value_fixed_for_m0_is_not_a_claim_that_the_feature_is_in_m0(auditor):
+    audit = auditor.audit("handling concurrent requests")  # line 2887: "Worker concurrency for M0 MUST be 1"
+    line = next(ev for ev in audit.evidence if ev.line == 2887)
+    assert line.claim is None and "fixes its value" in line.basis
+    assert audit.verdict == "later milestone" and 1141 in cited_lines(audit)  # concurrent inference deferred to M2+
+
+
+@pytest.mark.parametrize("feature, lines", [("GGUF version 1 files", {753, 808}), ("max_tokens up to 8192", {1130}),
+                                            ("temperature 2.5", {58, 255}), ("a KV cache in INT4", {790, 1067})])
+def test_a_qualifier_the_spec_contradicts_puts_the_feature_out_of_scope(auditor, feature, lines):
+    audit = auditor.audit(feature)  # the lines state version 3, 1-2048, 0.0-2.0, FP16
+    assert audit.verdict == "out of scope for M0", audit.detail
+    stating = [ev for ev in audit.evidence if ev.line in lines]
+    assert "differs" in audit.detail and stating
+    assert all(ev.claim == "out-of-scope" and "states another" in ev.basis for ev in stating)
+
+
+@pytest.mark.parametrize("feature", ["GGUF v3 model files", "1 MB chunked host-to-device copies", "port 8080",
+                                     "HTTP 400 on invalid request parameters", "a 4 MB chunk size for H2D copies"])
+def test_a_qualifier_the_spec_states_keeps_the_verdict(auditor, feature):
+    audit = auditor.audit(feature)  # 8080 lies in 1024-65535; the 1MB chunk size is "configurable"
+    assert audit.verdict == "in M0" and "differs" not in audit.detail, audit.detail
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 20000))
+def test_max_tokens_is_in_m0_exactly_within_the_stated_range(auditor, n):
+    audit = auditor.audit(f"max_tokens of {n}")  # M0-W-1300: max_tokens MUST be 1-2048
+    assert audit.verdict == ("in M0" if n <= 2048 else "out of scope for M0"), audit.detail
+
+
+def test_qualifiers_are_read_without_names_that_carry_digits():
+    found = [(q.kind, q.text) for q in qualifiers("UTF-8 SHA-256 sm_80 GPT-OSS-20B in FP32, GGUF v2, 0.0 to 2.0, 1 MB")]
+    assert found == [("version", "v2"), ("data type", "FP32"), ("model size", "20B"), ("number", "0.0 to 2.0"),
+                     ("number", "1 MB")]
+    assert qualifiers("a 32K context")[0].anchors == {"context"}
+
+
+def test_a_qualifier_the_spec_scopes_itself_gives_its_milestone(auditor):
+    audit = auditor.audit("Qwen2.5-0.5B in Q8_0")  # Qwen is M0 in Q4_K_M; line 798: Q8_0 deferred to M2+
+    assert audit.verdict == "later milestone" and "Q8_0" in audit.detail
+    assert 798 in cited_lines(audit)
+
+
+def test_a_qualifier_the_spec_never_states_leaves_the_feature_not_addressed(auditor):
+    audit = auditor.audit("CUDA 12 runtime")  # the CUDA runtime is M0; no line states a runtime version
+    assert audit.verdict == "not addressed by the spec" and "never states" in audit.detail
+    assert audit.closest and audit.check
+
+
+def test_lines_about_another_value_do_not_decide_a_qualified_feature(auditor):
+    audit = auditor.audit("RTX 4090 support")  # only the deferred M0-W-1601 baseline names a GPU: the RTX 3090
+    assert audit.verdict == "not addressed by the spec"

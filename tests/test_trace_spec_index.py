@@ -5,7 +5,7 @@ import pytest
 
 from requirements_map.catalog import load_catalog
 from requirements_map.glossary import load_glossary
-from requirements_map.spec_index import ParentSpecError, SpecIndex, key_terms, terms
+from requirements_map.spec_index import ParentSpecError, SpecIndex, key_terms, near, terms
 
 pytest_plugins = ["trace_fixtures"]
 
@@ -58,7 +58,7 @@ def test_glossary_is_large_consistent_and_tied_to_real_requirements():
     glossary = load_glossary()
     catalog = load_catalog().by_id()
     assert len(glossary.entries) >= 200
-    owner: dict[tuple, str] = {}
+    owner: dict[frozenset, str] = {}  # names match in any word order, so no two entries share a set of terms
     for entry in glossary.entries:
         for rid in entry.req + tuple(rid for rid, _ in entry.conflicts):
             assert rid in catalog, (entry.term, rid)
@@ -66,8 +66,9 @@ def test_glossary_is_large_consistent_and_tied_to_real_requirements():
             assert target.term != entry.term
         for name in entry.names:
             assert name.split()[0].lower() not in ("no", "without"), name  # a name says what it is, not what it lacks
-            owner.setdefault(terms(name), entry.term)
-            assert owner[terms(name)] == entry.term, f"{name!r} names both {owner[terms(name)]!r} and {entry.term!r}"
+            words = frozenset(terms(name))
+            owner.setdefault(words, entry.term)
+            assert owner[words] == entry.term, f"{name!r} names both {owner[words]!r} and {entry.term!r}"
 
 
 def test_the_most_specific_glossary_concept_wins():
@@ -76,3 +77,12 @@ def test_the_most_specific_glossary_concept_wins():
     assert [m.entry.term for m in glossary.match("H2D transfer")] == ["host-to-device copy"]
     assert glossary.match("draft model")[0].entry.term == "speculative decoding"
     assert glossary.match("SSE")[0].entry.term == "server-sent events"
+
+
+def test_names_match_in_any_word_order_within_a_window():
+    assert near(terms("model switching"), terms("switching models at runtime"))
+    assert near(terms("KV cache"), terms("KV entries live in the cache"))  # in order, two words between
+    assert near(terms("KV cache"), terms("cache entries for KV"))  # any order, one word between
+    assert not near(terms("KV cache"), terms("cache entries held by KV"))  # any order, two words between
+    assert not near(terms("host-mapped memory"), terms("Memory-mapped I/O (mmap for host I/O)"))
+    assert [m.entry.term for m in load_glossary().match("switching models at runtime")] == ["model hot-swap"]

@@ -1,0 +1,158 @@
+"""Qualifiers of a feature (versions, numbers, data types, quantization types, model sizes) against
+the values the spec states for the same thing.
+
+"GGUF v2 files" is GGUF (in M0) with the qualifier "v2"; the spec requires version 3. A verdict
+"in M0" holds for the qualified feature only if the spec states the qualifier's value (or a range
+holding it, or a value it calls configurable) on a line about the feature. If it states another
+value of the same kind, the qualifier differs; if it states none, the spec does not address it.
+
+A line is about the feature when it is one of the audit's lines or in the body of a requirement
+they belong to, and it names a word that stands next to the qualifier in the feature ("context"
+for "128K context"), or, failing such a word, any of the feature's other words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .spec_index import IndexedLine, SpecIndex, key_terms, terms
+
+_PRECISION = r"fp64|fp32|tf32|fp16|bf16|fp8|int8|int4"
+_QUANT = r"q\d_k(?:_[sml])?|q\d_\d|iq\d_\w+|mxfp4|nf4"
+# kind -> pattern; a number may carry a unit and be a range ("1-2048", "0.0 to 2.0")
+_KINDS = {
+    "version": re.compile(r"\b(?:v|version\s*)(\d+)\b", re.IGNORECASE),
+    "data type": re.compile(rf"\b({_PRECISION})\b", re.IGNORECASE),
+    "quantization type": re.compile(rf"\b({_QUANT})\b", re.IGNORECASE),
+    "model size": re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)b\b", re.IGNORECASE),
+}
+NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
+_NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
+                     r"\s*(k|kb|mb|gb|ms|s|sec|seconds?|minutes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
+_UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
+               "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
+               "minute": ("time", 60.0), "minutes": ("time", 60.0), "k": ("count", 1e3), None: ("count", 1.0)}
+_CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
+_NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
+
+
+@dataclass(frozen=True)
+class Qualifier:
+    kind: str  # "version", "data type", "quantization type", "model size" or "number"
+    text: str  # as written in the feature
+    low: float | str  # the value (numbers in base units; names lower-cased)
+    high: float | str
+    unit: str | None  # "bytes", "time", "count" for numbers
+    anchors: frozenset[str]  # the feature's terms next to it
+
+
+@dataclass(frozen=True)
+class QualifierCheck:
+    qualifier: Qualifier
+    outcome: str  # "stated", "differs", "unstated"
+    lines: tuple[int, ...]  # where the spec states it, or states its own value
+
+
+def qualifiers(text: str) -> list[Qualifier]:
+    """The qualifiers written in `text`, each with the feature words around it."""
+    found, taken = [], []
+    for kind, pattern in _KINDS.items():
+        for m in pattern.finditer(text):
+            value = _name_value(kind, m.group(1))
+            found.append(Qualifier(kind, m.group(0), value, value, None, _anchors(text, m.start(), m.end())))
+            taken.append(range(m.start(), m.end()))
+    for m in _NUMBER.finditer(text):
+        if any(m.start() in span for span in taken):
+            continue
+        low, high, unit = _number_value(m)
+        found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
+    return found
+
+
+def strip_qualifiers(text: str, found: list[Qualifier]) -> str:
+    """`text` without its qualifiers ("GGUF v2 files" -> "GGUF files")."""
+    for q in found:
+        text = text.replace(q.text, " ")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[IndexedLine]) -> QualifierCheck:
+    """Whether the spec states `qualifier` on the lines about the feature (`lines` and their requirements)."""
+    pool = _about(feature, qualifier, index, lines)
+    valued = [(entry, _values(qualifier, entry.text)) for entry in pool]
+    valued = [(entry, values) for entry, values in valued if values]
+    # a line that calls its value configurable admits others ("1MB (configurable, but 1MB default)")
+    stated = [entry.line for entry, values in valued
+              if _CONFIGURABLE.search(entry.text) or any(_holds(v, qualifier) for v in values)]
+    if stated:
+        return QualifierCheck(qualifier, "stated", tuple(stated[:3]))
+    if valued:
+        return QualifierCheck(qualifier, "differs", tuple(entry.line for entry, _ in valued[:3]))
+    return QualifierCheck(qualifier, "unstated", ())
+
+
+def describe(c: QualifierCheck) -> str:
+    """What the check found, for the verdict's detail: the qualifier differs (lines) or is never stated."""
+    where = f" (line{'s' if len(c.lines) > 1 else ''} {', '.join(map(str, c.lines))})" if c.lines else ""
+    if c.outcome == "differs":
+        return f"the {c.qualifier.kind} “{c.qualifier.text}” differs from the one the spec states{where}"
+    return f"the spec never states the {c.qualifier.kind} “{c.qualifier.text}” for it"
+
+
+# --- helpers
+
+def _name_value(kind: str, raw: str) -> float | str:
+    return float(raw) if kind in ("version", "model size") else raw.lower()
+
+
+def _number_value(m: re.Match) -> tuple[float, float, str]:
+    unit, scale = _UNIT_CLASS[(m.group(3) or "").lower() or None]
+    low = float(m.group(1).replace(",", "")) * scale
+    high = float(m.group(2).replace(",", "")) * scale if m.group(2) else low
+    return low, high, unit
+
+
+def _anchors(text: str, start: int, end: int) -> frozenset[str]:
+    before = key_terms(text[:start])[-_NEIGHBOURS:]
+    after = key_terms(text[end:])[:_NEIGHBOURS]
+    return frozenset(before + after)
+
+
+def _about(feature: str, q: Qualifier, index: SpecIndex, lines: list[IndexedLine]) -> list[IndexedLine]:
+    """The prose lines of the audit's lines and their requirements' bodies that name a word around
+    the qualifier (else any other word of the feature)."""
+    spans = {(index.spec.requirements[e.requirement].line, index.spec.requirements[e.requirement].body[1])
+             for e in lines if e.source == "spec" and e.requirement}
+    numbers = {e.line for e in lines if e.source == "spec"}
+    numbers |= {n for a, b in spans for n in range(a, b + 1)}
+    pool = [index.at(n) for n in sorted(numbers) if not index.at(n).code]
+    own = set(terms(q.text))
+    for words in (q.anchors - own, set(key_terms(feature)) - own):
+        named = [e for e in pool if words & index.line_terms(e)]
+        if words and named:
+            return named
+    return []
+
+
+def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
+    """(low, high) of the values of `q`'s kind on the line (numbers only in the same unit class)."""
+    if q.kind != "number":
+        return [(v, v) for v in (_name_value(q.kind, m.group(1)) for m in _KINDS[q.kind].finditer(text))]
+    out = []
+    for m in _NUMBER.finditer(text):
+        low, high, unit = _number_value(m)
+        if unit == q.unit:
+            out.append((low, high))
+    return out
+
+
+def _holds(value: tuple[float | str, float | str], q: Qualifier) -> bool:
+    """True if the line's value (or range) holds the qualifier's; "32K" also reads as 32 x 1024."""
+    low, high = value
+    if isinstance(low, str):
+        return low == q.low
+    wanted = {(q.low, q.high)}
+    if q.text.lower().rstrip().endswith("k"):
+        wanted.add((q.low * 1.024, q.high * 1.024))
+    return any(low <= a and b <= high for a, b in wanted)
