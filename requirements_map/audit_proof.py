@@ -5,18 +5,30 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .audit import TIER_NAMES, Evidence, FeatureAudit
+from .findings import Finding, findings_for, load_findings
+
+
+def audit_findings(audit: FeatureAudit, findings: list[Finding]) -> list[Finding]:
+    """The spec findings (findings.json) on the requirements the verdict rests on or its direct
+    lines belong to: a reviewer must know where the spec that answers the question is itself wrong."""
+    ids = set(audit.requirements) | {ev.requirement for ev in audit.evidence
+                                     if ev.requirement and ev.claim and ev.tier <= 4}
+    return findings_for(ids, findings)
 
 
 def as_json(audits: list[FeatureAudit], spec_identity: dict) -> dict:
     """The audit as data: a summary row per feature, then every line each verdict rests on."""
+    findings = load_findings()
     return {"spec": spec_identity,
             "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "detail": a.detail,
-                         "requirements": a.requirements, "contradictions": len(a.contradictions)} for a in audits],
-            "features": [_audit_dict(a) for a in audits]}
+                         "requirements": a.requirements, "contradictions": len(a.contradictions),
+                         "findings": [f.id for f in audit_findings(a, findings)]} for a in audits],
+            "features": [_audit_dict(a, findings) for a in audits]}
 
 
-def _audit_dict(audit: FeatureAudit) -> dict:
+def _audit_dict(audit: FeatureAudit, findings: list[Finding]) -> dict:
     data = asdict(audit)
+    data["findings"] = [f.as_json() for f in audit_findings(audit, findings)]
     for key in ("evidence", "false_friends", "closest"):
         for item, ev in zip(data[key], getattr(audit, key)):
             item["claim_text"] = ev.claim_text
@@ -26,14 +38,17 @@ def _audit_dict(audit: FeatureAudit) -> dict:
 
 def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str | None = None) -> str:
     """The proof document: a summary table, then per feature its verdict and every line it rests on."""
+    findings = load_findings()
     out = [f"# {title or 'Scope audit against the M0 worker spec'}", "",
            (f"Spec: `{spec_identity['path']}`, revision {spec_identity['revision']}, "
             f"sha256 `{spec_identity['sha256'][:16]}…`. Line numbers refer to this file; every quote is the "
             "line's text with its indentation stripped."), "",
-           "## Summary", "", "| feature | verdict | confidence | basis | requirements | contradictions |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           "## Summary", "",
+           "| feature | verdict | confidence | basis | requirements | contradictions | spec findings |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     out += [f"| {_cell(a.feature)} | **{a.verdict}** | {a.confidence} | {_cell(a.detail)} | "
-            f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} |" for a in audits]
+            f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} | "
+            f"{', '.join(f.id for f in audit_findings(a, findings)) or '—'} |" for a in audits]
     out += ["", "Evidence is weighed in tiers: " + "; ".join(f"{n} {name}" for n, name in TIER_NAMES.items()) + "."]
     for audit in audits:
         out += ["", f"## {audit.feature}", ""]
@@ -71,6 +86,10 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
         if audit.contradictions:
             out += ["", "Contradictions inside the spec:"]
             out += [f"- {c.kind}: {c.note}." for c in audit.contradictions]
+        for finding in audit_findings(audit, findings):
+            lines = ", ".join(str(q["line"]) for q in finding.quotes)
+            out += ["", f"Spec finding `{finding.id}` ({', '.join(finding.requirements)}; lines {lines}): "
+                        f"{finding.title} Meanwhile: {finding.meanwhile}"]
     return "\n".join(out) + "\n"
 
 

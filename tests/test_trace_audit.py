@@ -259,3 +259,13 @@ def test_a_qualifier_the_spec_never_states_leaves_the_feature_not_addressed(audi
 def test_lines_about_another_value_do_not_decide_a_qualified_feature(auditor):
     audit = auditor.audit("RTX 4090 support")  # only the deferred M0-W-1601 baseline names a GPU: the RTX 3090
     assert audit.verdict == "not addressed by the spec"
+
+
+def test_the_spec_findings_on_the_deciding_requirements_stand_beside_the_verdict(auditor):
+    from requirements_map.audit_proof import audit_findings
+    from requirements_map.findings import load_findings
+
+    findings = load_findings()
+    gpt_oss = audit_findings(auditor.audit("GPT-OSS-20B support"), findings)
+    assert "gpt-oss-is-not-gpt2" in {f.id for f in gpt_oss}
+    assert audit_findings(auditor.audit("top-k sampling"), findings) == []
