@@ -54,14 +54,14 @@ def test_weights_stay_in_their_encoding_at_aligned_offsets(engines, model_path):
 
 def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
     cuda, host = engines
-    ids = cuda.tokenize(PROMPT * 3)
+    ids = cuda.tokenize(PROMPT * 6)  # the SentencePiece llama has only half its positions clear on a shorter text
     got, want = cuda.score(ids), host.score(ids)
     assert got.shape == want.shape
     err = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
     assert err.max() < 2e-2  # fp16 KV cache against the twin's fp32 one
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(want).max(axis=1)
-    assert clear.sum() > len(ids) // 2
+    assert clear.sum() >= 40, f"{clear.sum()} clear positions of {len(ids)}"  # 57 to 67 of ~102 on NumPy
     assert np.array_equal(got.argmax(1)[clear], want.argmax(1)[clear])
 
 
