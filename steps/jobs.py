@@ -60,17 +60,28 @@ class Job:
     cancel_sent: float | None = None
 
     def ended_before_cancel(self) -> bool:
-        """Whether its stream shows the job ended normally before its cancel went out: the `end`
-        event reports a decode time shorter than the time from its first token (which came
-        after decoding began) to the cancel. Never true where decode_time_ms is missing."""
+        """Whether its stream shows the job ended normally before its cancel went out (see
+        ended_before). Never true where no cancel was sent."""
+        return self.cancel_sent is not None and self.ended_before(self.cancel_sent)
+
+    def ended_before(self, moment: float) -> bool:
+        """Whether its stream shows the job ended normally before `moment` (time.monotonic): the
+        `end` event reports a decode time shorter than the time from its first token (which came
+        after decoding began) to `moment`. Never true where decode_time_ms is missing."""
         stream = self.stream
-        if self.cancel_sent is None or stream is None or not stream.tokens or stream.terminal is None \
+        if stream is None or not stream.tokens or stream.terminal is None \
                 or stream.terminal.name != "end" or not isinstance(stream.terminal.data, dict):
             return False
         decode_ms = stream.terminal.data.get("decode_time_ms")
         if not isinstance(decode_ms, (int, float)) or isinstance(decode_ms, bool):
             return False
-        return decode_ms / 1000 < self.cancel_sent - stream.tokens[0].arrived
+        return decode_ms / 1000 < moment - stream.tokens[0].arrived
+
+    def started_before(self, moment: float) -> bool:
+        """Whether its `started` event (M0-W-1312: inference started) or a token arrived before
+        `moment` (time.monotonic)."""
+        return self.stream is not None and any(event.name in ("started", "token") and event.arrived < moment
+                                               for event in self.stream.events)
 
 
 @dataclass

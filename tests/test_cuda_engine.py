@@ -54,14 +54,14 @@ def test_weights_stay_in_their_encoding_at_aligned_offsets(engines, model_path):
 
 def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
     cuda, host = engines
-    ids = cuda.tokenize(PROMPT * 3)
+    ids = cuda.tokenize(PROMPT * 6)  # the SentencePiece llama has only half its positions clear on a shorter text
     got, want = cuda.score(ids), host.score(ids)
     assert got.shape == want.shape
     err = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
     assert err.max() < 2e-2  # fp16 KV cache against the twin's fp32 one
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.05 * np.abs(want).max(axis=1)
-    assert clear.sum() > len(ids) // 2
+    assert clear.sum() >= 40, f"{clear.sum()} clear positions of {len(ids)}"  # 57 to 67 of ~102 on NumPy
     assert np.array_equal(got.argmax(1)[clear], want.argmax(1)[clear])
 
 
@@ -113,16 +113,29 @@ def test_vram_returns_to_its_baseline_after_100_requests(engines):
         finally:
             gen.close()
 
+    def measure():
+        # Garbage of earlier tests held in reference cycles (an engine's arrays among it) must not
+        # be freed in the middle and count as a change: collect it before each measurement.
+        gc.collect()
+        return pool.used_bytes(), cuda.vram_bytes_used
+
+    # The baseline is what a request leaves once the pool has settled. Earlier tests' engines
+    # gave the shared pool's cached blocks back on close(), and a cold caching pool may split its
+    # blocks differently on the second request and cache one more (17 KiB once on the small
+    # gpt-oss model, whose q-sized prefill buffers differ from its n_embd-sized ones). A leak
+    # grows on every request: the 100 below still show it.
     first = request()
-    # Garbage of earlier tests held in reference cycles (an engine's arrays among it) must not
-    # be freed in the middle and count as a change: collect it before each measurement.
-    gc.collect()
-    baseline_used, baseline_vram = pool.used_bytes(), cuda.vram_bytes_used
+    baseline = measure()
+    for _ in range(4):
+        assert request() == first
+        if (now := measure()) == baseline:
+            break
+        baseline = now
+    else:
+        pytest.fail(f"VRAM (pool used, engine total) still changing after 5 requests: {baseline}")
     for _ in range(100):
         assert request() == first
-    gc.collect()
-    assert pool.used_bytes() == baseline_used
-    assert cuda.vram_bytes_used == baseline_vram
+    assert measure() == baseline
 
 
 def test_a_model_too_large_for_the_budget_is_refused_with_the_numbers(model_path):

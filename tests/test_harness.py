@@ -202,32 +202,53 @@ def test_a_double_that_breaks_one_rule_fails_exactly_its_requirements(runs, rule
     assert results["exit_status"] == 1, f"{rule}: the run's exit status is {results['exit_status']}"
 
 
-def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str = "end") -> Job:
-    """A job whose first token arrived at t=10 s and whose cancel went out the given time later."""
+def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str = "end",
+                   first_token_at: float = 10.0) -> Job:
+    """A job whose `started` event arrived 0.1 s before its first token (at first_token_at) and
+    whose cancel went out the given time after that token (before it, when negative)."""
     data = {"tokens_out": 8, "stop_reason": "eos"} if terminal == "end" else {"code": "CANCELLED"}
     if decode_ms is not None:
         data["decode_time_ms"] = decode_ms
-    events = [Event("started", b"{}", 9.9, {}), Event("token", b"{}", 10.0, {"t": "a", "i": 0}),
-              Event(terminal, b"{}", 10.5, data)]
-    job = Job(client=None, request={"job_id": "j"}, stream=Stream(200, "text/event-stream", events=events, closed=11.0))
-    job.cancel_sent = 10.0 + cancel_after_first_token_s
+    t = first_token_at
+    events = [Event("started", b"{}", t - 0.1, {}), Event("token", b"{}", t, {"t": "a", "i": 0}),
+              Event(terminal, b"{}", t + 0.5, data)]
+    job = Job(client=None, request={"job_id": "j"}, stream=Stream(200, "text/event-stream", events=events, closed=t + 1))
+    job.cancel_sent = t + cancel_after_first_token_s
     return job
+
+
+#: The running job of the queue scenario, still generating long after the second job's cancel.
+STILL_RUNNING = _cancelled_job(60_000, 0, first_token_at=9.0)
 
 
 def test_a_job_that_ended_before_its_cancel_went_out_skips_the_scenario():
     # 14 ms of decoding, the cancel 200 ms after the first token: the job was over by then.
     with pytest.raises(pytest.skip.Exception, match="too fast a worker"):
-        queued_ends_with_error(_cancelled_job(14, 0.2), 1, "CANCELLED")
+        queued_ends_with_error(_cancelled_job(14, 0.2), STILL_RUNNING, 1, "CANCELLED")
 
 
-@pytest.mark.parametrize("decode_ms", [900, None, "fast"])  # ran past the cancel, or says nothing usable
-def test_a_job_that_ran_past_its_cancel_still_fails(decode_ms):
+@pytest.mark.parametrize("cancel_after_first_token_s", [0.2, -0.05])  # after its token; between started and token
+def test_a_queued_job_that_had_started_before_its_cancel_went_out_skips_the_scenario(cancel_after_first_token_s):
+    # 900 ms of decoding: still going at the cancel, but it had left the queue.
+    with pytest.raises(pytest.skip.Exception, match="started event arrived .* before its cancel went out"):
+        queued_ends_with_error(_cancelled_job(900, cancel_after_first_token_s), STILL_RUNNING, 1, "CANCELLED")
+
+
+def test_a_queued_job_whose_running_job_ended_before_its_cancel_skips_the_scenario():
+    # The running job's first token at 9.0 s and 300 ms of decoding: over before the cancel at 9.8 s.
+    with pytest.raises(pytest.skip.Exception, match="the running job ended .* before the queued job's cancel"):
+        queued_ends_with_error(_cancelled_job(900, -0.2), _cancelled_job(300, 0, first_token_at=9.0), 1, "CANCELLED")
+
+
+@pytest.mark.parametrize("decode_ms", [900, 14, None, "fast"])  # any decode time, or one that says nothing usable
+def test_a_job_still_queued_at_its_cancel_that_runs_anyway_fails(decode_ms):
+    # The cancel at 9.8 s, before its started event (9.9 s), while the running job still ran.
     with pytest.raises(AssertionError, match="expected error CANCELLED"):
-        queued_ends_with_error(_cancelled_job(decode_ms, 0.2), 1, "CANCELLED")
+        queued_ends_with_error(_cancelled_job(decode_ms, -0.2), STILL_RUNNING, 1, "CANCELLED")
 
 
 def test_a_cancelled_job_passes():
-    queued_ends_with_error(_cancelled_job(None, 0.2, terminal="error"), 1, "CANCELLED")
+    queued_ends_with_error(_cancelled_job(None, 0.2, terminal="error"), STILL_RUNNING, 1, "CANCELLED")
 
 
 def test_percentile_is_the_nearest_rank():
