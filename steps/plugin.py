@@ -419,11 +419,6 @@ def pytest_runtest_setup(item):
         pytest.skip("robustness profile: opt-in, pass --robustness")
     if "process" in tags and target.launcher is None:
         pytest.skip("needs to start the worker itself: run with --worker-cmd (not --worker-url)")
-    if "cuda" in tags and item.config.getoption("allow_host_memory_worker"):
-        health = target.health() or {}
-        if health.get("resident") is not True:
-            pytest.skip(f"{EXCUSED}: the worker reports resident {health.get('resident')!r} "
-                        f"(backend {health.get('backend')!r})")
     if tags & (set(MODEL_TAGS) | {"model-trained", GPT_OSS_TAG}):
         health = target.health() or {}
         names = [str(health.get("model", "")), Path(target.model or "").name]
@@ -437,6 +432,12 @@ def pytest_runtest_setup(item):
         if "model-trained" in tags and any(RANDOM_WEIGHTS_NAME in n.lower() for n in names):
             pytest.skip(f"needs a trained model: {running!r} has random weights, whose output bytes "
                         f"need not be UTF-8 text")
+    # After the model skips: a scenario for another model is not excused, it does not apply.
+    if "cuda" in tags and item.config.getoption("allow_host_memory_worker"):
+        health = target.health() or {}
+        if health.get("resident") is not True:
+            pytest.skip(f"{EXCUSED}: the worker reports resident {health.get('resident')!r} "
+                        f"(backend {health.get('backend')!r})")
 
 
 def _alarm(signum, frame):

@@ -197,8 +197,7 @@ def test_stream_pieces_join_to_decode_of_any_ids_without_undecodable_bytes(token
 @given(text=tricky_text)
 def test_stream_of_encoded_text_gives_the_text_back(tokenizer, text):
     pieces, held = stream(tokenizer, tokenizer.encode(text, add_special=False))
-    assert "".join(pieces) == text and held == b""
-    assert all("\ufffd" not in piece for piece in pieces)
+    assert "".join(pieces) == text and held == b""  # so no piece adds a U+FFFD the text lacks
 
 
 def test_a_code_point_split_over_byte_tokens_comes_out_whole(tokenizer):
