@@ -122,7 +122,8 @@ def test_a_fleet_run_keeps_a_dead_workers_failures_to_that_worker(tmp_path):
         out = tmp_path / "out"
         done = subprocess.run([sys.executable, "-m", "requirements_map.cli", "run",
                                "--worker-url", doubles[0].base_url, "--worker-url", doubles[1].base_url,
-                               "--out", str(out), "--", "--request-timeout", "5", "-k", "not robustness"],
+                               "--out", str(out), "--", "--request-timeout", "5", "-k", "not robustness",
+                               "--allow-host-memory-worker"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
     finally:
         for double in doubles:
