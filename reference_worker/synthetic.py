@@ -209,6 +209,22 @@ def write_spm_tokenizer(writer: gguf.GGUFWriter, arch: str, vocab: SpmVocabulary
     writer.add_add_eos_token(False)
 
 
+def write_bpe_tokenizer(writer: gguf.GGUFWriter, pre: str, tokens: list[str], types: list[int], merges: list[str],
+                        bos: str, eos: str, pad: str | None = None) -> None:
+    """A byte-level BPE vocabulary (tokenizer.ggml.model "gpt2") as llama.cpp's converter writes
+    it; bos, eos and pad name tokens of the list. BOS is never added (add_bos_token false)."""
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokens.index(bos))
+    writer.add_eos_token_id(tokens.index(eos))
+    if pad is not None:
+        writer.add_pad_token_id(tokens.index(pad))
+    writer.add_add_bos_token(False)
+
+
 def q4_k_m_type(name: str, n_layer: int) -> Q:
     """The type llama.cpp's Q4_K_M gives a tensor (llama-quant.cpp), within what our kernels have:
     Q6_K for the output head and for ffn_down in the layers `use_more_bits` picks (the first and
@@ -358,16 +374,10 @@ def build(path: Path | str, arch: str = "qwen2", quant: str = "Q8_0", seed: int 
     if arch in SPM_ARCHITECTURES:
         write_spm_tokenizer(writer, arch, spm)
     else:
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("qwen2")
-        writer.add_token_list(tokens)
-        writer.add_token_types([gguf.TokenType.NORMAL] * (n_vocab - len(SPECIAL_TOKENS))
-                               + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS))
-        writer.add_token_merges(merges)
-        writer.add_eos_token_id(tokens.index("<|im_end|>"))
-        writer.add_bos_token_id(tokens.index("<|endoftext|>"))
-        writer.add_pad_token_id(tokens.index("<|endoftext|>"))
-        writer.add_add_bos_token(False)
+        types = ([gguf.TokenType.NORMAL] * (n_vocab - len(SPECIAL_TOKENS))
+                 + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS))
+        write_bpe_tokenizer(writer, "qwen2", tokens, types, merges, bos="<|endoftext|>", eos="<|im_end|>",
+                            pad="<|endoftext|>")
 
     weight = _weight_writer(writer, rng, quant, dims.n_layer)
 
@@ -416,18 +426,12 @@ def build_gpt2(path: Path | str, quant: str = "Q8_0", seed: int = 0, dims: Dims 
     rng = np.random.default_rng(seed)
     tokens, merges = train_bpe(CORPUS, dims.n_merges)
     tokens.append("<|endoftext|>")
-    n_vocab, end_of_text = len(tokens), len(tokens) - 1
+    n_vocab = len(tokens)
 
     writer = _new_writer(path, arch, GPT2_ARCHITECTURES, quant, seed, dims)
     writer.add_layer_norm_eps(1e-5)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.NORMAL] * end_of_text + [gguf.TokenType.CONTROL])
-    writer.add_token_merges(merges)
-    for add_id in (writer.add_bos_token_id, writer.add_eos_token_id):
-        add_id(end_of_text)
-    writer.add_add_bos_token(False)
+    write_bpe_tokenizer(writer, "gpt-2", tokens, [gguf.TokenType.NORMAL] * (n_vocab - 1) + [gguf.TokenType.CONTROL],
+                        merges, bos="<|endoftext|>", eos="<|endoftext|>")
 
     weight = _weight_writer(writer, rng, quant, dims.n_layer)
 
@@ -562,15 +566,8 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     writer.add_float32("gpt-oss.attention.layer_norm_rms_epsilon", 1e-5)
     writer.add_string("gpt-oss.rope.scaling.type", "yarn")
     writer.add_float32("gpt-oss.rope.scaling.factor", dims.yarn_factor)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(GPT_OSS_PRE)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(tokens.index("<|startoftext|>"))
-    writer.add_eos_token_id(tokens.index("<|return|>"))
-    writer.add_pad_token_id(tokens.index("<|endoftext|>"))
-    writer.add_add_bos_token(False)
+    write_bpe_tokenizer(writer, GPT_OSS_PRE, tokens, types, merges, bos="<|startoftext|>", eos="<|return|>",
+                        pad="<|endoftext|>")
 
     # name -> (numpy-order shape, ggml type, a function that makes the on-disk array)
     tensors: dict[str, tuple[tuple[int, ...], Q, Callable[[], np.ndarray]]] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_llama_agreement import CLEAR_MARGIN, agreement, top5_differences
+from test_llama_agreement import agreement, top5_differences
 
 from reference_worker import models, synthetic
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_llama_agreement import CLEAR_MARGIN, agreement
+from test_llama_agreement import agreement
 
 from reference_worker.models import sha256_of
 
