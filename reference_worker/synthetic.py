@@ -572,10 +572,13 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     # name -> (numpy-order shape, ggml type, a function that makes the on-disk array)
     tensors: dict[str, tuple[tuple[int, ...], Q, Callable[[], np.ndarray]]] = {}
 
+    def blocks(shape: tuple[int, ...], qtype: Q, std: float) -> Callable[[], np.ndarray]:
+        """Makes the on-disk rows of an MXFP4 (experts) or Q8_0 (dense) weight of that shape."""
+        random_blocks = random_mxfp4_blocks if qtype == Q.MXFP4 else random_q8_0_blocks
+        return lambda: random_blocks(rng, int(np.prod(shape[:-1])), shape[-1], std)
+
     def weight(name: str, shape: tuple[int, ...], qtype: Q, std: float) -> None:
-        rows, cols = int(np.prod(shape[:-1])), shape[-1]
-        blocks = random_mxfp4_blocks if qtype == Q.MXFP4 else random_q8_0_blocks
-        tensors[name] = (shape, qtype, lambda: blocks(rng, rows, cols, std))
+        tensors[name] = (shape, qtype, blocks(shape, qtype, std))
 
     def vector(name: str, shape: tuple[int, ...], mean: float, std: float) -> None:
         tensors[name] = (shape, Q.F32, lambda: (mean + rng.standard_normal(shape) * std).astype(np.float32))
@@ -605,8 +608,7 @@ def build_gpt_oss(path: Path | str, seed: int = 0, dims: GptOssDims = GptOssDims
     for name, shape in (reshape or {}).items():
         qtype, std = tensors[name][1], 0.1
         tensors[name] = (shape, qtype, (lambda s=shape: rng.standard_normal(s).astype(np.float32)) if qtype == Q.F32
-                         else (lambda s=shape, q=qtype: (random_mxfp4_blocks if q == Q.MXFP4 else random_q8_0_blocks)(
-                             rng, int(np.prod(s[:-1])), s[-1], std)))
+                         else blocks(shape, qtype, std))
     for name, (shape, qtype, _) in tensors.items():
         block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
         writer.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) // block_size * type_size,
