@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,10 @@ from pathlib import Path
 import requests
 
 from reference_worker import sse
+from reference_worker.http_bench import free_port  # re-exported for the tests
 from reference_worker.sse import Event
 
 STARTUP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker_command(*args: str) -> list[str]:
