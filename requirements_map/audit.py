@@ -181,7 +181,7 @@ class Auditor:
                              self._requirements_of(deciding), evidence, friends)
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
         if verdict not in ("contradictory", "not addressed by the spec"):
-            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
+            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)), deciding)
             if clash:
                 audit.verdict, audit.detail = "contradictory", clash
         if audit.verdict == "not addressed by the spec":
@@ -239,10 +239,14 @@ class Auditor:
             return absent
         return []
 
-    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str]) -> str | None:
+    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str], deciding: list[Evidence]) -> str | None:
         """A contradiction the catalog records between the deciding requirement and another one about
         the aspect the feature asks for (its words beyond the glossary concept: "exiting with code 1"
-        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive)."""
+        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive). An aspect the deciding lines
+        already state is settled by them ("within 5 s" of M0-W-1330's own deadline line), so only the
+        aspect words that the note's lines add count."""
+        aspect = aspect - set().union(*(self.index.line_terms(self.index.at(e.line)) for e in deciding
+                                         if e.source == "spec"))
         if not aspect:
             return None
         for rid in audit.requirements:
