@@ -257,8 +257,7 @@ class Auditor:
                     for n in note["lines"]:
                         line = self.index.at(n)
                         if n not in cited and line.requirement:
-                            scope = self.index.entries[line.requirement]["scope"]
-                            audit.evidence.append(_evidence(line, _SCOPE_CLAIM[scope], None, 4,
+                            audit.evidence.append(_evidence(line, self._stated_claim(line.requirement), None, 4,
                                                             f"catalog contradiction note on {rid}", "contradiction"))
                     audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
                     return (f"{audit.detail}, but the catalog records that {rid} and {', '.join(sorted(others))} "
@@ -358,9 +357,10 @@ class Auditor:
             return "in-m0", None, 3, "the line says it is for M0"
         if entry.requirement:
             req = self.index.entries[entry.requirement]
+            claim = self._stated_claim(entry.requirement)
             if entry.line == req["line"]:
-                return _SCOPE_CLAIM[req["scope"]], None, 1, f"heading of {entry.requirement}, which names it"
-            return _SCOPE_CLAIM[req["scope"]], None, 4, f"in the body of {entry.requirement} (catalog scope {req['scope']})"
+                return claim, None, 1, f"heading of {entry.requirement}, which names it"
+            return claim, None, 4, f"in the body of {entry.requirement} ({_scope_words(req)})"
         return None, None, CONTEXT, "names it"
 
     def _concept_claims(self, concept: Entry, basis_prefix: str, query: tuple[str, ...],
@@ -372,8 +372,8 @@ class Auditor:
         for rid in concept.req:
             req = self.index.entries[rid]
             head = self.index.at(req["line"])
-            found.append(_evidence(head, _SCOPE_CLAIM[req["scope"]], None, 1,
-                                   f"{basis_prefix}{rid} is ‘{concept.term}’ (catalog scope {req['scope']})",
+            found.append(_evidence(head, self._stated_claim(rid), None, 1,
+                                   f"{basis_prefix}{rid} is ‘{concept.term}’ ({_scope_words(req)})",
                                    concept.term, fit))
             for st in self.spec.statements:
                 if rid in st.ids and st.line != req["line"]:
@@ -385,6 +385,13 @@ class Auditor:
             found.append(_evidence(line, "prohibited", None, 4,
                                    f"{basis_prefix}‘{concept.term}’ conflicts with {rid}: {why}", concept.term, fit))
         return found
+
+    def _stated_claim(self, rid: str) -> str:
+        """The scope the spec states for requirement `rid`. A scope the catalog only infers from the
+        requirement's purpose (no scope list names it) is not a statement: the requirement stands in
+        this M0 spec as written, and the inference is shown as a note beside the verdict."""
+        req = self.index.entries[rid]
+        return "in-m0" if req.get("scope_basis") == "purpose" else _SCOPE_CLAIM[req["scope"]]
 
     def _best_line(self, rid: str, query: tuple[str, ...]) -> IndexedLine:
         """The line of requirement `rid` that best matches `query` (else the line its keyword opens)."""
@@ -448,8 +455,12 @@ class Auditor:
         claims = [e for e in evidence if e.claim and e.tier <= 3]
         found += _disagreements(claims, "the spec's direct statements")
         for rid in requirements:
-            for c in self.index.entries[rid].get("contradictions", []):
+            req = self.index.entries[rid]
+            for c in req.get("contradictions", []):
                 found.append(Contradiction("requirement note", f"{rid}: {c['note'].rstrip('.')}", c["lines"]))
+            if req.get("scope_basis") == "purpose":
+                found.append(Contradiction("scope inferred by the catalog", f"{rid}: {req['scope_note'].rstrip('.')}",
+                                           req["scope_lines"]))
         return found
 
 
@@ -539,6 +550,12 @@ def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1
     fit = (round(fit[0], 6), round(fit[1], 6))  # shares summed in another order must still compare equal
     return Evidence(entry.line, entry.section, entry.text, claim, milestone, tier, basis, concept, entry.requirement,
                     entry.requirement_scope, entry.scope_list, fit, entry.source)
+
+
+def _scope_words(req: dict) -> str:
+    if req.get("scope_basis") == "purpose":
+        return f"no scope list names it; the catalog infers {req['scope']} from its purpose"
+    return f"catalog scope {req['scope']}"
 
 
 def _title_fit(entry: IndexedLine, wanted: set[str]) -> float:
