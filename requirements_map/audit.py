@@ -154,7 +154,7 @@ class Auditor:
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
         for m in matches:
             phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
-        kin = {m.entry.term for m in matches} | {t.term for m in matches for _, t in self.glossary.related(m.entry)}
+        kin = set().union(*(self.glossary.kin(m.entry) for m in matches))
         evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
         for m in matches:
             evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
@@ -404,7 +404,7 @@ class Auditor:
         """Evidence about a related concept, all of it indirect (at `tier`), covering `share` of the feature."""
         phrases = [(terms(n), concept.term, frozenset({concept.term})) for n in concept.names
                    if self._specific(terms(n))]
-        kin = {concept.term} | {t.term for _, t in self.glossary.related(concept)}
+        kin = self.glossary.kin(concept)
         found = self._mentions(key_terms(concept.term), phrases, friends, kin, basis_prefix=basis + "; ")
         found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
         for ev in found:
@@ -585,7 +585,7 @@ def _in_explanation(text: str, name: str, pos: int) -> bool:
 
 def _parenthetical_claim(text: str, pos: int) -> tuple[str, str | None] | None:
     """A scope marker inside the parentheses around `pos` ("(graceful shutdown endpoint deferred)")."""
-    open_at = text.rfind("(", 0, pos)
+    open_at = text.rfind("(", 0, pos + 1)  # the word at `pos` may open the parentheses itself
     if open_at < 0 or text.rfind(")", 0, pos) > open_at:
         return None
     close_at = text.find(")", pos)
