@@ -480,18 +480,27 @@ def audit_features(features: list[str], spec: ParsedSpec, catalog: Catalog, *, p
 # --- verdicts
 
 def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Contradiction]]:
-    claims = [ev for ev in evidence if ev.claim is not None]
-    if not claims:
+    stating = [ev for ev in evidence if ev.claim is not None]
+    if not stating:
         return "not addressed by the spec", "", [], []
     # the lines that name most of the feature decide; among them the strongest tier, then the best fit
-    widest = max(ev.fit[0] for ev in claims)
-    claims = [ev for ev in claims if ev.fit[0] >= 0.75 * widest]
+    widest = max(ev.fit[0] for ev in stating)
+    claims = [ev for ev in stating if ev.fit[0] >= 0.75 * widest]
     tier = min(ev.tier for ev in claims)
     top = [ev for ev in claims if ev.tier == tier]
     best = max(ev.fit for ev in top)
     top = [ev for ev in top if ev.fit == best]
-    # related concepts and stated purposes may point different ways; only the spec's own lines contradict it
-    clash = _disagreements(top, "the deciding lines") if tier <= 4 else []
+    # related concepts and stated purposes may point different ways; only the spec's own lines contradict
+    # it: the deciding lines, and the scope decisions and lists (tiers 1-2) that name as much of the
+    # feature, or at least half of it and a milestone with nothing in common (§0.0 defers the metrics
+    # endpoint to M1, §14.1 its full exporter to M2+)
+    clash = []
+    if tier <= 4:
+        clash = _disagreements(_union(top, [ev for ev in claims if ev.tier <= 2 and ev.fit[0] >= best[0]]),
+                               "the deciding lines")
+        broad = _union(top, [ev for ev in stating if ev.tier <= 2 and ev.fit[0] >= 0.5 * widest])
+        clash += [c for c in _disagreements(broad, "the lines that state its scope") if c.kind == "milestones differ"
+                  and not any(c.kind == "milestones differ" for c in clash)]
     # "optional in M0, required from M1+" is one answer, not two
     optional_now = any(ev.claim == "optional" for ev in top) and \
         all(ev.claim in ("optional", "later", "deferred-M1") for ev in top)
@@ -516,6 +525,10 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _union(first: list[Evidence], more: list[Evidence]) -> list[Evidence]:
+    return first + [ev for ev in more if ev not in first]
 
 
 def _disagreements(claims: list[Evidence], where: str) -> list[Contradiction]:
@@ -579,8 +592,10 @@ def _in_explanation(text: str, name: str, pos: int) -> bool:
     start = text.find(name)
     if start < 0 or pos < start + len(name):
         return False
-    gap = _EXPLANATION.search(text, start + len(name))
-    return gap is not None and gap.start() < pos and "(" not in text[start + len(name):gap.start()]
+    # a dash or colon inside parentheses ("(M2+)", "(Impact: …)") starts no explanation
+    masked = re.sub(r"\([^()]*\)", lambda m: "x" * len(m.group()), text)
+    gap = _EXPLANATION.search(masked, start + len(name))
+    return gap is not None and gap.start() < pos
 
 
 def _parenthetical_claim(text: str, pos: int) -> tuple[str, str | None] | None:
