@@ -48,7 +48,7 @@ CONTEXT = 7
 _CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
-_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:(]*$",
+_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b")
@@ -142,14 +142,14 @@ class Auditor:
             return self._generic(name, purpose, key)
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
-        evidence = self._direct(key, matches, everything, friends)
+        evidence = self._direct(name, key, matches, everything, friends)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         return self._judge(name, purpose, key, matches, absent, evidence, friends)
 
-    def _direct(self, key, matches, everything, friends) -> list[Evidence]:
+    def _direct(self, name, key, matches, everything, friends) -> list[Evidence]:
         """Lines that name the feature or one of its concepts, and the requirements that are them."""
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
         for m in matches:
@@ -158,7 +158,31 @@ class Auditor:
         evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
         for m in matches:
             evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
+            evidence += self._aspect_lines(m, key, everything, _negated_terms(name))
         return evidence
+
+    def _aspect_lines(self, match, key, everything, negated: frozenset[str]) -> list[Evidence]:
+        """Lines of the concept's own requirements that name the rest of the feature ("202" of "HTTP 202
+        from POST /cancel" in the body of M0-W-1330): what the requirement says about that aspect. A line
+        that negates what the feature negates too ("No atomics" for "kernels with no atomics") agrees
+        with it: the requirement's scope holds."""
+        aspect = {t for t in key if t not in match.covered and self._specific((t,))}
+        found = []
+        for rid in match.entry.req if aspect else ():
+            start, end = self.spec.requirements[rid].body
+            for n in range(start, end + 1):
+                entry = self.index.at(n)
+                named = aspect & self.index.line_terms(entry)
+                if not named or entry.code:
+                    continue
+                claim, milestone, tier, basis = self._claim(entry, tuple(sorted(named, key=key.index)))
+                if basis.startswith("negated") and named <= negated:
+                    claim, tier, basis = self._stated_claim(rid), 4, f"in the body of {rid}, negated as the feature is"
+                fit = (self._weight(match.covered | named) / self._weight(everything), 1.0)
+                found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
+                                       f"{basis}; the requirement of ‘{match.entry.term}’ names the feature's "
+                                       f"{', '.join(sorted(named))} here", match.entry.term, fit))
+        return found
 
     def _indirect(self, matches, everything, purpose, friends) -> list[Evidence]:
         """What the feature's concepts are instances of or means to, and what its stated purpose names."""
@@ -243,16 +267,16 @@ class Auditor:
         """A contradiction the catalog records between the deciding requirement and another one about
         the aspect the feature asks for (its words beyond the glossary concept: "exiting with code 1"
         of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive). An aspect the deciding lines
-        already state is settled by them ("within 5 s" of M0-W-1330's own deadline line), so only the
-        aspect words that the note's lines add count."""
-        aspect = aspect - set().union(*(self.index.line_terms(self.index.at(e.line)) for e in deciding
-                                         if e.source == "spec"))
+        already state, on lines outside the note, is settled by them ("within 5 s" of M0-W-1330's own
+        deadline line), so only the aspect words that the note's lines add count."""
         if not aspect:
             return None
         for rid in audit.requirements:
             for note in self.index.entries[rid].get("contradictions", []):
                 others = {self.index.at(n).requirement for n in note["lines"]} - {rid, None}
-                if others and any(aspect & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
+                settled = set().union(*(self.index.line_terms(self.index.at(e.line)) for e in deciding
+                                        if e.source == "spec" and e.line not in note["lines"]))
+                if others and any((aspect - settled) & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
                     cited = {ev.line for ev in audit.evidence}
                     for n in note["lines"]:
                         line = self.index.at(n)
@@ -494,17 +518,17 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     # it: the deciding lines, and the scope decisions and lists (tiers 1-2) that name as much of the
     # feature, or at least half of it and a milestone with nothing in common (§0.0 defers the metrics
     # endpoint to M1, §14.1 its full exporter to M2+)
-    clash = []
-    if tier <= 4:
-        clash = _disagreements(_union(top, [ev for ev in claims if ev.tier <= 2 and ev.fit[0] >= best[0]]),
-                               "the deciding lines")
-        broad = _union(top, [ev for ev in stating if ev.tier <= 2 and ev.fit[0] >= 0.5 * widest])
-        clash += [c for c in _disagreements(broad, "the lines that state its scope") if c.kind == "milestones differ"
-                  and not any(c.kind == "milestones differ" for c in clash)]
     # "optional in M0, required from M1+" is one answer, not two
     optional_now = any(ev.claim == "optional" for ev in top) and \
         all(ev.claim in ("optional", "later", "deferred-M1") for ev in top)
-    if clash and not optional_now:
+    clash = _disagreements(top, "the deciding lines") if tier <= 4 and not optional_now else []
+    if tier <= 4:
+        close = [ev for ev in claims if ev.tier <= 2 and ev.fit[0] >= best[0] and ev not in top]
+        broad = [ev for ev in stating if ev.tier <= 2 and ev.fit[0] >= 0.5 * widest and ev not in top]
+        for rivals, kind in ((close, "in M0 vs not in M0"), (broad, "milestones differ")):
+            if rivals and not any(c.kind == kind for c in clash):
+                clash += [c for c in _disagreements(top + rivals, "the lines that state its scope") if c.kind == kind]
+    if clash:
         return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(top)})", top, clash
     if optional_now and any(ev.claim != "optional" for ev in top):
         later = sorted({ev.milestone or "M1" for ev in top if ev.claim != "optional"})
@@ -525,6 +549,13 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _negated_terms(text: str) -> frozenset[str]:
+    """The terms the feature itself negates: the two after "no", "not", "without" or "never"."""
+    words = re.findall(r"\S+", text.lower())
+    return frozenset(t for i, w in enumerate(words) if w in ("no", "not", "without", "never")
+                     for t in terms(" ".join(words[i + 1:i + 3])))
 
 
 def _union(first: list[Evidence], more: list[Evidence]) -> list[Evidence]:
