@@ -50,6 +50,7 @@ _CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low
 _COMMON_SHARE = 0.04
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
+_NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b")
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
@@ -357,7 +358,7 @@ class Auditor:
             return None, None, CONTEXT, "code"
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
-        negated = _NEGATION.search(before)
+        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)  # "cross-GPU reproducibility is NOT guaranteed"
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
