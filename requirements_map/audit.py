@@ -129,7 +129,14 @@ class Auditor:
         bare = strip_qualifiers(name, found)
         if found and audit.verdict == "not addressed by the spec" and key_terms(bare):
             plain = self._audit(bare, purpose)
-            if plain.verdict == "in M0":  # other verdicts could rest on another value ("RTX 3090" for "RTX 4090")
+            if plain.verdict != "in M0":
+                # other verdicts could rest on another value ("RTX 3090" for "RTX 4090"), but M0 lines that
+                # state a value for a number of the feature ("max 32768 characters") decide on it
+                in_m0 = [ev for ev in plain.evidence if ev.claim in ("in-m0", "optional") and ev.source == "spec"]
+                if in_m0 and any(check(q, name, self.index, [self.index.at(ev.line) for ev in in_m0]).outcome
+                                 != "unstated" for q in found if q.kind == "number"):
+                    plain.verdict, plain.detail, plain.evidence = "in M0", f"in M0 ({_cite(in_m0)})", in_m0
+            if plain.verdict == "in M0":
                 plain.feature, plain.detail = name, f"decided on “{bare}”: {plain.detail}"
                 audit = plain
         if audit.verdict == "in M0":

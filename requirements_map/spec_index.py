@@ -24,8 +24,8 @@ from .catalog import Catalog
 from .spec_parser import REQUIREMENT_ID, ParsedSpec, ScopeStatement
 
 # Requirement ids (ours and the other specs' "CUDA-5321", "WORK-3044") and endpoint paths stay whole;
-# other words split at hyphens ("top-k" -> top, k).
-_TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|[a-z]+-\d{4}\b|/[a-z][a-z_]*|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
+# "C++" is not "C"; other words split at hyphens ("top-k" -> top, k).
+_TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|[a-z]+-\d{4}\b|/[a-z][a-z_]*|c\+\+|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
 _UNIT = re.compile(r"(\d)\s+(mb|gb|kb|ms|s|b)\b")
 _URL = re.compile(r"https?://\S+")
 _STOPWORDS = frozenset("""a an the of in on at to for from by with and or as is are be been being it its this that
@@ -56,7 +56,7 @@ def terms(text: str) -> tuple[str, ...]:
     """The stemmed search terms of `text`, in order, stopwords left out; British spellings read as
     American ones ("synchronising" finds "synchronize", "behaviour" finds "behavior")."""
     low = _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower()))
-    return tuple(_STEM.stemWord(_american(t)) if not (t.startswith("/") or "-" in t) else t
+    return tuple(_STEM.stemWord(_american(t)) if not (t.startswith("/") or "-" in t or t == "c++") else t
                  for t in _TOKEN.findall(low) if t not in _STOPWORDS)
 
 
