@@ -48,11 +48,14 @@ CONTEXT = 7
 _CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
+_MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
 _NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
-_IN_M0 = re.compile(r"\b(?:in|for) M0\b")
+_IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
+                    re.IGNORECASE)
+_MARKER = re.compile(r"defer|optional|\bM[1-9]\+?|post-M0|out of scope|removed", re.IGNORECASE)
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 
@@ -151,6 +154,8 @@ class Auditor:
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
         evidence = self._direct(name, key, matches, everything, friends)
+        if not any(ev.claim for ev in evidence):
+            evidence += self._most_of(key, everything)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
@@ -168,6 +173,21 @@ class Auditor:
             evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
             evidence += self._aspect_lines(m, key, everything, _negated_terms(name))
         return evidence
+
+    def _most_of(self, key, everything) -> list[Evidence]:
+        """When no line names the feature or its concepts with a scope: the best-ranked prose lines that
+        name most of it (two thirds of the weight of its words, two words at least)."""
+        found = []
+        for entry, _ in self.index.search(key, k=10):
+            named = set(key) & self.index.line_terms(entry)
+            share = self._weight(named) / self._weight(everything)
+            if entry.code or len(named) < 2 or share < _MOST:
+                continue
+            claim, milestone, tier, basis = self._claim(entry, tuple(t for t in key if t in named))
+            found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
+                                   f"names most of the feature ({', '.join(sorted(named))}); {basis}",
+                                   "the feature's words", (share, _title_fit(entry, set(key)))))
+        return found
 
     def _aspect_lines(self, match, key, everything, negated: frozenset[str]) -> list[Evidence]:
         """Lines of the concept's own requirements that name the rest of the feature ("202" of "HTTP 202
@@ -380,10 +400,12 @@ class Auditor:
             kind = "prohibited" if re.search(r"must not|prohibit", before, re.IGNORECASE) else "out-of-scope"
             return kind, None, 4 if entry.requirement else 3, "negated: " + (
                 f"in {entry.requirement}" if entry.requirement else "in the text")
-        if st is not None:
+        sentence = _sentence_at(text, pos)
+        if st is not None and (sentence == text or _MARKER.search(sentence)):
             return st.kind, st.milestone, 3, "scope marker on the line"
-        if _IN_M0.search(text) and not entry.heading:
-            if _VALUE_FIX.search(text, pos):
+        # the marker stands in another sentence of the line: this one speaks for itself
+        if _IN_M0.search(sentence) and not entry.heading:
+            if _VALUE_FIX.search(sentence, pos - text.find(sentence)):
                 # "concurrency for M0 MUST be 1" decides the value M0 uses, not whether the feature is in M0
                 return None, None, CONTEXT, "the line fixes its value for M0"
             return "in-m0", None, 3, "the line says it is for M0"
@@ -557,6 +579,16 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _sentence_at(text: str, pos: int) -> str:
+    """The sentence of `text` that holds character `pos`."""
+    start = 0
+    for m in re.finditer(r"(?<=[.!?])\s+(?=[A-Z*`])", text):
+        if m.start() >= pos:
+            return text[start:m.start()]
+        start = m.end()
+    return text[start:]
 
 
 def _negated_terms(text: str) -> frozenset[str]:
