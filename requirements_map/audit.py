@@ -3,22 +3,27 @@
 A feature is looked up three ways, and the verdict comes from the strongest that answers:
 
 1. direct statements: scope lists (§0.0 decision summary, §0.2, §14.3, §15.x), markers in running
-   text (deferred, optional, "for M0"), and requirements that are the feature (their heading names
-   it, or the glossary links it), each with the catalog scope of the requirement;
-2. requirements that imply the answer: a line of a requirement's body that names the feature
-   (the requirement's scope, or its negation: "No Python runtime"), and a glossary conflict
-   with a requirement ("CPU offload" against VRAM-only, M0-SYS-2.2.1);
+   text (deferred, optional, "for M0"; a marker speaks for its own sentence), and requirements that
+   are the feature (their heading names it, or the glossary links it), each with the scope the spec
+   states for the requirement (one the catalog only infers from its purpose is a note, not a scope);
+2. requirements that imply the answer: a line of a requirement's body that names the feature, or
+   that names the rest of the feature inside the requirement of one of its concepts ("202" of
+   "HTTP 202 from POST /cancel" in M0-W-1330), with the requirement's scope or its negation ("No
+   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only);
 3. indirect evidence: what the feature is an instance of or a means to (glossary relations), and
    the purpose the proposer claims for it, quoted.
 
 Tiers: 1 §0.0, prohibitions and the requirement itself; 2 other scope lists; 3 markers; 4 implied by
-a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within the deciding tier the lines that name most of the feature win;
-claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
-common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
-("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
-and what to check. Last, an "in M0" verdict is checked against the feature's qualifiers (versions,
-numbers, data types, quantization types, model sizes; audit_qualifiers.py): one the spec
-contradicts puts the feature out of scope, with the line that states the spec's value.
+a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within
+the deciding tier the lines that name most of the feature win. The verdict is "contradictory" when
+they exclude each other (in M0 against not in M0, or milestones with nothing in common: M1 against
+M2+), or when the spec's scope decisions and lists (tiers 1-2) disagree with them: one naming as
+much of the feature puts it on the other side of M0, or one naming half of it gives a milestone
+with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
+spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
+verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
+types, model sizes; audit_qualifiers.py): one the spec contradicts puts the feature out of scope,
+with the line that states the spec's value.
 """
 
 from __future__ import annotations
@@ -385,7 +390,8 @@ class Auditor:
             return None, None, CONTEXT, "code"
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
-        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)  # "cross-GPU reproducibility is NOT guaranteed"
+        # "No FFI for tokenization", or after the term: "cross-GPU reproducibility is NOT guaranteed"
+        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
@@ -559,7 +565,8 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             if rivals and not any(c.kind == kind for c in clash):
                 clash += [c for c in _disagreements(top + rivals, "the lines that state its scope") if c.kind == kind]
     if clash:
-        return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(top)})", top, clash
+        sides = _union(top, [ev for ev in stating if ev.line in clash[0].lines])  # both sides, cited and quoted
+        return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(sides)})", sides, clash
     if optional_now and any(ev.claim != "optional" for ev in top):
         later = sorted({ev.milestone or "M1" for ev in top if ev.claim != "optional"})
         return "in M0", f"optional in M0, required from {' / '.join(later)} ({_cite(top)})", top, []

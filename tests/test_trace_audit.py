@@ -138,6 +138,50 @@ def test_milestones_with_nothing_in_common_make_it_contradictory(auditor):
     assert {127, 2980} <= cited_lines(audit)
 
 
+def test_a_scope_list_at_another_milestone_than_the_deciding_line_makes_it_contradictory(auditor):
+    audit = auditor.audit("full Prometheus exporter")  # §14.1 line 2876: M2+; §0.0 line 22 defers the endpoint to M1
+    assert audit.verdict == "contradictory"
+    assert {22, 2876} <= {n for c in audit.contradictions for n in c.lines} and {22, 2876} <= cited_lines(audit)
+    assert "§0.0 line 22" in audit.detail and "§14.1 line 2876" in audit.detail  # both sides in the summary
+
+
+def test_a_scope_the_catalog_only_infers_is_a_note_and_the_twin_deferral_contradicts(auditor):
+    audit = auditor.audit("Qwen2.5-0.5B loading in under 10 s")  # M0-W-1120 (no list names it) and M0-W-1620 (§0.0)
+    assert audit.verdict == "contradictory" and {740, 2261} <= cited_lines(audit)
+    assert any(c.kind == "scope inferred by the catalog" and "M0-W-1120" in c.note for c in audit.contradictions)
+
+
+def test_a_catalog_note_does_not_decide_an_aspect_the_deciding_line_states(auditor):
+    audit = auditor.audit("cancellation completing within 5 s")  # M0-W-1330's own deadline; its note is about 100 ms
+    assert audit.verdict == "in M0" and 1280 in cited_lines(audit)
+    assert auditor.audit("exiting with code 1 when VRAM is insufficient at startup").verdict == "contradictory"
+
+
+def test_the_requirement_of_a_concept_answers_for_the_rest_of_the_feature(auditor):
+    audit = auditor.audit("the cancel endpoint answering 202 Accepted")
+    line = next(ev for ev in audit.evidence if ev.line == 1272)  # "**Response**: HTTP 202 Accepted" in M0-W-1330
+    heading = next(ev for ev in audit.evidence if ev.line == 1262)  # "#### [M0-W-1330] POST /cancel"
+    assert audit.verdict == "in M0" and line.claim == "in-m0" and line.fit[0] > heading.fit[0]
+    assert "line 1272" in audit.detail  # it names more of the feature, so it decides
+
+
+def test_a_line_that_negates_what_the_feature_negates_agrees_with_it(auditor):
+    audit = auditor.audit("deterministic CUDA kernels with no atomics")  # line 420 "No atomics" in deferred M0-W-1031
+    assert audit.verdict == "deferred to M1", audit.detail
+
+
+def test_a_scope_marker_speaks_for_its_own_sentence(auditor):
+    # line 2781: "Sensitive data redaction deferred to M1. M0 may log prompts for debugging purposes."
+    assert auditor.audit("M0 logging prompts for debugging").verdict == "in M0"
+    assert auditor.audit("prompt redaction in logs").verdict == "deferred to M1"
+
+
+@pytest.mark.parametrize("n, verdict", [(1000, "in M0"), (32768, "in M0"), (40000, "out of scope for M0")])
+def test_a_stated_maximum_admits_every_value_below_it(auditor, n, verdict):
+    audit = auditor.audit(f"prompts of {n} characters")  # M0-W-1300 line 1129: "max 32768 characters"
+    assert audit.verdict == verdict and 1129 in cited_lines(audit), audit.detail
+
+
 def test_overlapping_milestones_are_not_a_contradiction(auditor):
     audit = auditor.audit("API key authentication")  # M3+ (§14.3) lies within M2+ (§15.2)
     assert audit.verdict == "later milestone" and not any(c.kind == "milestones differ" for c in audit.contradictions)
