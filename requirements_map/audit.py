@@ -470,6 +470,10 @@ class Auditor:
         for ev in found:
             if ev.claim is not None:
                 ev.tier, ev.fit = tier, (round(share, 6), 1.0)
+            if tier == 5 and ev.claim in ("in-m0", "optional"):
+                # M0 having a kind of thing says nothing of every kind ("two tokenizer backends" is not
+                # SentencePiece), while a kind of a deferred or excluded thing is deferred or excluded too
+                ev.claim, ev.tier, ev.basis = None, CONTEXT, ev.basis + "; in M0 as a whole, which decides no kind of it"
         return found
 
     # --- answers without a verdict

@@ -105,6 +105,13 @@ def test_indirect_evidence_decides_only_when_nothing_direct_does(auditor):
     assert {2916, 2919} <= {ev.line for ev in audit.evidence if ev.claim}
 
 
+def test_a_kind_of_an_m0_thing_is_not_in_m0_but_a_kind_of_a_deferred_thing_is_deferred(auditor):
+    unigram = auditor.audit("a unigram tokenizer")  # a kind of tokenizer backend; M0 names its two backends
+    assert unigram.verdict == "not addressed by the spec", unigram.detail
+    mirostat = auditor.audit("mirostat")  # a kind of advanced sampling, M2+ (§14.3 line 2914)
+    assert mirostat.verdict == "later milestone" and 2914 in cited_lines(mirostat)
+
+
 def test_a_stated_purpose_is_quoted_as_indirect_evidence(auditor):
     purpose = "improves first-token latency"
     audit = auditor.audit("a faster tokenizer warm-up", purpose)
