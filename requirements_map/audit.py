@@ -10,8 +10,9 @@ A feature is looked up three ways, and the verdict comes from the strongest that
    that names the rest of the feature inside the requirement of one of its concepts ("202" of
    "HTTP 202 from POST /cancel" in M0-W-1330), with the requirement's scope or its negation ("No
    Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only);
-3. indirect evidence: what the feature is an instance of or a means to (glossary relations), and
-   the purpose the proposer claims for it, quoted.
+3. indirect evidence: what the feature is an instance of (which decides only when it is outside M0:
+   M0 having a thing says nothing of each kind of it) or a means to (glossary relations), and the
+   purpose the proposer claims for it, quoted.
 
 Tiers: 1 §0.0, prohibitions and the requirement itself; 2 other scope lists; 3 markers; 4 implied by
 a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within
