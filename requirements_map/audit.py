@@ -407,12 +407,12 @@ class Auditor:
             kind = "prohibited" if re.search(r"must not|prohibit", before, re.IGNORECASE) else "out-of-scope"
             return kind, None, 4 if entry.requirement else 3, "negated: " + (
                 f"in {entry.requirement}" if entry.requirement else "in the text")
-        sentence = _sentence_at(text, pos)
+        start, sentence = _sentence_at(text, pos)
         if st is not None and (sentence == text or _MARKER.search(sentence)):
             return st.kind, st.milestone, 3, "scope marker on the line"
         # the marker stands in another sentence of the line: this one speaks for itself
         if _IN_M0.search(sentence) and not entry.heading:
-            if _VALUE_FIX.search(sentence, pos - text.find(sentence)):
+            if _VALUE_FIX.search(sentence, pos - start):
                 # "concurrency for M0 MUST be 1" decides the value M0 uses, not whether the feature is in M0
                 return None, None, CONTEXT, "the line fixes its value for M0"
             return "in-m0", None, 3, "the line says it is for M0"
@@ -593,14 +593,14 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     return _VERDICT_OF[claim], detail, deciding, []
 
 
-def _sentence_at(text: str, pos: int) -> str:
-    """The sentence of `text` that holds character `pos`."""
+def _sentence_at(text: str, pos: int) -> tuple[int, str]:
+    """(where it starts, the sentence) of `text` that holds character `pos`."""
     start = 0
     for m in re.finditer(r"(?<=[.!?])\s+(?=[A-Z*`])", text):
         if m.start() >= pos:
-            return text[start:m.start()]
+            return start, text[start:m.start()]
         start = m.end()
-    return text[start:]
+    return start, text[start:]
 
 
 def _negated_terms(text: str) -> frozenset[str]:
