@@ -3,22 +3,28 @@
 A feature is looked up three ways, and the verdict comes from the strongest that answers:
 
 1. direct statements: scope lists (§0.0 decision summary, §0.2, §14.3, §15.x), markers in running
-   text (deferred, optional, "for M0"), and requirements that are the feature (their heading names
-   it, or the glossary links it), each with the catalog scope of the requirement;
-2. requirements that imply the answer: a line of a requirement's body that names the feature
-   (the requirement's scope, or its negation: "No Python runtime"), and a glossary conflict
-   with a requirement ("CPU offload" against VRAM-only, M0-SYS-2.2.1);
-3. indirect evidence: what the feature is an instance of or a means to (glossary relations), and
-   the purpose the proposer claims for it, quoted.
+   text (deferred, optional, "for M0"; a marker speaks for its own sentence), and requirements that
+   are the feature (their heading names it, or the glossary links it), each with the scope the spec
+   states for the requirement (one the catalog only infers from its purpose is a note, not a scope);
+2. requirements that imply the answer: a line of a requirement's body that names the feature, or
+   that names the rest of the feature inside the requirement of one of its concepts ("202" of
+   "HTTP 202 from POST /cancel" in M0-W-1330), with the requirement's scope or its negation ("No
+   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only);
+3. indirect evidence: what the feature is an instance of (which decides only when it is outside M0:
+   M0 having a thing says nothing of each kind of it) or a means to (glossary relations), and the
+   purpose the proposer claims for it, quoted.
 
 Tiers: 1 §0.0, prohibitions and the requirement itself; 2 other scope lists; 3 markers; 4 implied by
-a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within the deciding tier the lines that name most of the feature win;
-claims there that exclude each other (in M0 against not in M0, or milestones with nothing in
-common: M1 against M2+) make the verdict "contradictory". A feature whose words are all generic
-("support") gets no verdict; one the spec never names gets "not addressed" with the closest lines
-and what to check. Last, an "in M0" verdict is checked against the feature's qualifiers (versions,
-numbers, data types, quantization types, model sizes; audit_qualifiers.py): one the spec
-contradicts puts the feature out of scope, with the line that states the spec's value.
+a requirement; 5 what it is an instance of; 6 what it is a means to, or the purpose claimed. Within
+the deciding tier the lines that name most of the feature win. The verdict is "contradictory" when
+they exclude each other (in M0 against not in M0, or milestones with nothing in common: M1 against
+M2+), or when the spec's scope decisions and lists (tiers 1-2) disagree with them: one naming as
+much of the feature puts it on the other side of M0, or one naming half of it gives a milestone
+with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
+spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
+verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
+types, model sizes; audit_qualifiers.py): one the spec contradicts puts the feature out of scope,
+with the line that states the spec's value.
 """
 
 from __future__ import annotations
@@ -48,10 +54,14 @@ CONTEXT = 7
 _CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
-_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:(]*$",
+_MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
+_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
+_NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
-_IN_M0 = re.compile(r"\b(?:in|for) M0\b")
+_IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
+                    re.IGNORECASE)
+_MARKER = re.compile(r"defer|optional|\bM[1-9]\+?|post-M0|out of scope|removed", re.IGNORECASE)
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 
@@ -128,7 +138,14 @@ class Auditor:
         bare = strip_qualifiers(name, found)
         if found and audit.verdict == "not addressed by the spec" and key_terms(bare):
             plain = self._audit(bare, purpose)
-            if plain.verdict == "in M0":  # other verdicts could rest on another value ("RTX 3090" for "RTX 4090")
+            if plain.verdict != "in M0":
+                # other verdicts could rest on another value ("RTX 3090" for "RTX 4090"), but M0 lines that
+                # state a value for a number of the feature ("max 32768 characters") decide on it
+                in_m0 = [ev for ev in plain.evidence if ev.claim in ("in-m0", "optional") and ev.source == "spec"]
+                if in_m0 and any(check(q, name, self.index, [self.index.at(ev.line) for ev in in_m0]).outcome
+                                 != "unstated" for q in found if q.kind == "number"):
+                    plain.verdict, plain.detail, plain.evidence = "in M0", f"in M0 ({_cite(in_m0)})", in_m0
+            if plain.verdict == "in M0":
                 plain.feature, plain.detail = name, f"decided on “{bare}”: {plain.detail}"
                 audit = plain
         if audit.verdict == "in M0":
@@ -142,23 +159,64 @@ class Auditor:
             return self._generic(name, purpose, key)
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
-        evidence = self._direct(key, matches, everything, friends)
+        evidence = self._direct(name, key, matches, everything, friends)
+        if not any(ev.claim for ev in evidence):
+            evidence += self._most_of(key, everything)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         return self._judge(name, purpose, key, matches, absent, evidence, friends)
 
-    def _direct(self, key, matches, everything, friends) -> list[Evidence]:
+    def _direct(self, name, key, matches, everything, friends) -> list[Evidence]:
         """Lines that name the feature or one of its concepts, and the requirements that are them."""
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
         for m in matches:
             phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
-        kin = {m.entry.term for m in matches} | {t.term for m in matches for _, t in self.glossary.related(m.entry)}
+        kin = set().union(*(self.glossary.kin(m.entry) for m in matches))
         evidence = self._mentions(key, phrases, friends, kin, basis_prefix="")
         for m in matches:
             evidence += self._concept_claims(m.entry, "", key, self._weight(m.covered) / self._weight(everything))
+            evidence += self._aspect_lines(m, key, everything, _negated_terms(name))
         return evidence
+
+    def _most_of(self, key, everything) -> list[Evidence]:
+        """When no line names the feature or its concepts with a scope: the best-ranked prose lines that
+        name most of it (two thirds of the weight of its words, two words at least)."""
+        found = []
+        for entry, _ in self.index.search(key, k=10):
+            named = set(key) & self.index.line_terms(entry)
+            share = self._weight(named) / self._weight(everything)
+            if entry.code or len(named) < 2 or share < _MOST:
+                continue
+            claim, milestone, tier, basis = self._claim(entry, tuple(t for t in key if t in named))
+            found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
+                                   f"names most of the feature ({', '.join(sorted(named))}); {basis}",
+                                   "the feature's words", (share, _title_fit(entry, set(key)))))
+        return found
+
+    def _aspect_lines(self, match, key, everything, negated: frozenset[str]) -> list[Evidence]:
+        """Lines of the concept's own requirements that name the rest of the feature ("202" of "HTTP 202
+        from POST /cancel" in the body of M0-W-1330): what the requirement says about that aspect. A line
+        that negates what the feature negates too ("No atomics" for "kernels with no atomics") agrees
+        with it: the requirement's scope holds."""
+        aspect = {t for t in key if t not in match.covered and self._specific((t,))}
+        found = []
+        for rid in match.entry.req if aspect else ():
+            start, end = self.spec.requirements[rid].body
+            for n in range(start, end + 1):
+                entry = self.index.at(n)
+                named = aspect & self.index.line_terms(entry)
+                if not named or entry.code:
+                    continue
+                claim, milestone, tier, basis = self._claim(entry, tuple(sorted(named, key=key.index)))
+                if basis.startswith("negated") and named <= negated:
+                    claim, tier, basis = self._stated_claim(rid), 4, f"in the body of {rid}, negated as the feature is"
+                fit = (self._weight(match.covered | named) / self._weight(everything), 1.0)
+                found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
+                                       f"{basis}; the requirement of ‘{match.entry.term}’ names the feature's "
+                                       f"{', '.join(sorted(named))} here", match.entry.term, fit))
+        return found
 
     def _indirect(self, matches, everything, purpose, friends) -> list[Evidence]:
         """What the feature's concepts are instances of or means to, and what its stated purpose names."""
@@ -181,7 +239,7 @@ class Auditor:
                              self._requirements_of(deciding), evidence, friends)
         audit.contradictions = contradictory + self._contradictions(evidence, audit.requirements)
         if verdict not in ("contradictory", "not addressed by the spec"):
-            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)))
+            clash = self._recorded_clash(audit, set(key) - set().union(*(m.covered for m in matches)), deciding)
             if clash:
                 audit.verdict, audit.detail = "contradictory", clash
         if audit.verdict == "not addressed by the spec":
@@ -239,22 +297,25 @@ class Auditor:
             return absent
         return []
 
-    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str]) -> str | None:
+    def _recorded_clash(self, audit: FeatureAudit, aspect: set[str], deciding: list[Evidence]) -> str | None:
         """A contradiction the catalog records between the deciding requirement and another one about
         the aspect the feature asks for (its words beyond the glossary concept: "exiting with code 1"
-        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive)."""
+        of "insufficient VRAM": M0-W-1020 exits, M0-W-1220 stays alive). An aspect the deciding lines
+        already state, on lines outside the note, is settled by them ("within 5 s" of M0-W-1330's own
+        deadline line), so only the aspect words that the note's lines add count."""
         if not aspect:
             return None
         for rid in audit.requirements:
             for note in self.index.entries[rid].get("contradictions", []):
                 others = {self.index.at(n).requirement for n in note["lines"]} - {rid, None}
-                if others and any(aspect & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
+                settled = set().union(*(self.index.line_terms(self.index.at(e.line)) for e in deciding
+                                        if e.source == "spec" and e.line not in note["lines"]))
+                if others and any((aspect - settled) & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
                     cited = {ev.line for ev in audit.evidence}
                     for n in note["lines"]:
                         line = self.index.at(n)
                         if n not in cited and line.requirement:
-                            scope = self.index.entries[line.requirement]["scope"]
-                            audit.evidence.append(_evidence(line, _SCOPE_CLAIM[scope], None, 4,
+                            audit.evidence.append(_evidence(line, self._stated_claim(line.requirement), None, 4,
                                                             f"catalog contradiction note on {rid}", "contradiction"))
                     audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
                     return (f"{audit.detail}, but the catalog records that {rid} and {', '.join(sorted(others))} "
@@ -330,7 +391,8 @@ class Auditor:
             return None, None, CONTEXT, "code"
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
-        negated = _NEGATION.search(before)
+        # "No FFI for tokenization", or after the term: "cross-GPU reproducibility is NOT guaranteed"
+        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
@@ -345,18 +407,21 @@ class Auditor:
             kind = "prohibited" if re.search(r"must not|prohibit", before, re.IGNORECASE) else "out-of-scope"
             return kind, None, 4 if entry.requirement else 3, "negated: " + (
                 f"in {entry.requirement}" if entry.requirement else "in the text")
-        if st is not None:
+        start, sentence = _sentence_at(text, pos)
+        if st is not None and (sentence == text or _MARKER.search(sentence)):
             return st.kind, st.milestone, 3, "scope marker on the line"
-        if _IN_M0.search(text) and not entry.heading:
-            if _VALUE_FIX.search(text, pos):
+        # the marker stands in another sentence of the line: this one speaks for itself
+        if _IN_M0.search(sentence) and not entry.heading:
+            if _VALUE_FIX.search(sentence, pos - start):
                 # "concurrency for M0 MUST be 1" decides the value M0 uses, not whether the feature is in M0
                 return None, None, CONTEXT, "the line fixes its value for M0"
             return "in-m0", None, 3, "the line says it is for M0"
         if entry.requirement:
             req = self.index.entries[entry.requirement]
+            claim = self._stated_claim(entry.requirement)
             if entry.line == req["line"]:
-                return _SCOPE_CLAIM[req["scope"]], None, 1, f"heading of {entry.requirement}, which names it"
-            return _SCOPE_CLAIM[req["scope"]], None, 4, f"in the body of {entry.requirement} (catalog scope {req['scope']})"
+                return claim, None, 1, f"heading of {entry.requirement}, which names it"
+            return claim, None, 4, f"in the body of {entry.requirement} ({_scope_words(req)})"
         return None, None, CONTEXT, "names it"
 
     def _concept_claims(self, concept: Entry, basis_prefix: str, query: tuple[str, ...],
@@ -368,8 +433,8 @@ class Auditor:
         for rid in concept.req:
             req = self.index.entries[rid]
             head = self.index.at(req["line"])
-            found.append(_evidence(head, _SCOPE_CLAIM[req["scope"]], None, 1,
-                                   f"{basis_prefix}{rid} is ‘{concept.term}’ (catalog scope {req['scope']})",
+            found.append(_evidence(head, self._stated_claim(rid), None, 1,
+                                   f"{basis_prefix}{rid} is ‘{concept.term}’ ({_scope_words(req)})",
                                    concept.term, fit))
             for st in self.spec.statements:
                 if rid in st.ids and st.line != req["line"]:
@@ -382,6 +447,13 @@ class Auditor:
                                    f"{basis_prefix}‘{concept.term}’ conflicts with {rid}: {why}", concept.term, fit))
         return found
 
+    def _stated_claim(self, rid: str) -> str:
+        """The scope the spec states for requirement `rid`. A scope the catalog only infers from the
+        requirement's purpose (no scope list names it) is not a statement: the requirement stands in
+        this M0 spec as written, and the inference is shown as a note beside the verdict."""
+        req = self.index.entries[rid]
+        return "in-m0" if req.get("scope_basis") == "purpose" else _SCOPE_CLAIM[req["scope"]]
+
     def _best_line(self, rid: str, query: tuple[str, ...]) -> IndexedLine:
         """The line of requirement `rid` that best matches `query` (else the line its keyword opens)."""
         req = self.spec.requirements[rid]
@@ -393,12 +465,16 @@ class Auditor:
         """Evidence about a related concept, all of it indirect (at `tier`), covering `share` of the feature."""
         phrases = [(terms(n), concept.term, frozenset({concept.term})) for n in concept.names
                    if self._specific(terms(n))]
-        kin = {concept.term} | {t.term for _, t in self.glossary.related(concept)}
+        kin = self.glossary.kin(concept)
         found = self._mentions(key_terms(concept.term), phrases, friends, kin, basis_prefix=basis + "; ")
         found += self._concept_claims(concept, basis + "; ", key_terms(concept.term))
         for ev in found:
             if ev.claim is not None:
                 ev.tier, ev.fit = tier, (round(share, 6), 1.0)
+            if tier == 5 and ev.claim in ("in-m0", "optional"):
+                # M0 having a kind of thing says nothing of every kind ("two tokenizer backends" is not
+                # SentencePiece), while a kind of a deferred or excluded thing is deferred or excluded too
+                ev.claim, ev.tier, ev.basis = None, CONTEXT, ev.basis + "; in M0 as a whole, which decides no kind of it"
         return found
 
     # --- answers without a verdict
@@ -444,8 +520,12 @@ class Auditor:
         claims = [e for e in evidence if e.claim and e.tier <= 3]
         found += _disagreements(claims, "the spec's direct statements")
         for rid in requirements:
-            for c in self.index.entries[rid].get("contradictions", []):
+            req = self.index.entries[rid]
+            for c in req.get("contradictions", []):
                 found.append(Contradiction("requirement note", f"{rid}: {c['note'].rstrip('.')}", c["lines"]))
+            if req.get("scope_basis") == "purpose":
+                found.append(Contradiction("scope inferred by the catalog", f"{rid}: {req['scope_note'].rstrip('.')}",
+                                           req["scope_lines"]))
         return found
 
 
@@ -465,23 +545,33 @@ def audit_features(features: list[str], spec: ParsedSpec, catalog: Catalog, *, p
 # --- verdicts
 
 def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Contradiction]]:
-    claims = [ev for ev in evidence if ev.claim is not None]
-    if not claims:
+    stating = [ev for ev in evidence if ev.claim is not None]
+    if not stating:
         return "not addressed by the spec", "", [], []
     # the lines that name most of the feature decide; among them the strongest tier, then the best fit
-    widest = max(ev.fit[0] for ev in claims)
-    claims = [ev for ev in claims if ev.fit[0] >= 0.75 * widest]
+    widest = max(ev.fit[0] for ev in stating)
+    claims = [ev for ev in stating if ev.fit[0] >= 0.75 * widest]
     tier = min(ev.tier for ev in claims)
     top = [ev for ev in claims if ev.tier == tier]
     best = max(ev.fit for ev in top)
     top = [ev for ev in top if ev.fit == best]
-    # related concepts and stated purposes may point different ways; only the spec's own lines contradict it
-    clash = _disagreements(top, "the deciding lines") if tier <= 4 else []
+    # related concepts and stated purposes may point different ways; only the spec's own lines contradict
+    # it: the deciding lines, and the scope decisions and lists (tiers 1-2) that name as much of the
+    # feature, or at least half of it and a milestone with nothing in common (§0.0 defers the metrics
+    # endpoint to M1, §14.1 its full exporter to M2+)
     # "optional in M0, required from M1+" is one answer, not two
     optional_now = any(ev.claim == "optional" for ev in top) and \
         all(ev.claim in ("optional", "later", "deferred-M1") for ev in top)
-    if clash and not optional_now:
-        return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(top)})", top, clash
+    clash = _disagreements(top, "the deciding lines") if tier <= 4 and not optional_now else []
+    if tier <= 4:
+        close = [ev for ev in claims if ev.tier <= 2 and ev.fit[0] >= best[0] and ev not in top]
+        broad = [ev for ev in stating if ev.tier <= 2 and ev.fit[0] >= 0.5 * widest and ev not in top]
+        for rivals, kind in ((close, "in M0 vs not in M0"), (broad, "milestones differ")):
+            if rivals and not any(c.kind == kind for c in clash):
+                clash += [c for c in _disagreements(top + rivals, "the lines that state its scope") if c.kind == kind]
+    if clash:
+        sides = _union(top, [ev for ev in stating if ev.line in clash[0].lines])  # both sides, cited and quoted
+        return "contradictory", f"the spec disagrees with itself: {clash[0].note} ({_cite(sides)})", sides, clash
     if optional_now and any(ev.claim != "optional" for ev in top):
         later = sorted({ev.milestone or "M1" for ev in top if ev.claim != "optional"})
         return "in M0", f"optional in M0, required from {' / '.join(later)} ({_cite(top)})", top, []
@@ -501,6 +591,27 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _sentence_at(text: str, pos: int) -> tuple[int, str]:
+    """(where it starts, the sentence) of `text` that holds character `pos`."""
+    start = 0
+    for m in re.finditer(r"(?<=[.!?])\s+(?=[A-Z*`])", text):
+        if m.start() >= pos:
+            return start, text[start:m.start()]
+        start = m.end()
+    return start, text[start:]
+
+
+def _negated_terms(text: str) -> frozenset[str]:
+    """The terms the feature itself negates: the two after "no", "not", "without" or "never"."""
+    words = re.findall(r"\S+", text.lower())
+    return frozenset(t for i, w in enumerate(words) if w in ("no", "not", "without", "never")
+                     for t in terms(" ".join(words[i + 1:i + 3])))
+
+
+def _union(first: list[Evidence], more: list[Evidence]) -> list[Evidence]:
+    return first + [ev for ev in more if ev not in first]
 
 
 def _disagreements(claims: list[Evidence], where: str) -> list[Contradiction]:
@@ -537,6 +648,12 @@ def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1
                     entry.requirement_scope, entry.scope_list, fit, entry.source)
 
 
+def _scope_words(req: dict) -> str:
+    if req.get("scope_basis") == "purpose":
+        return f"no scope list names it; the catalog infers {req['scope']} from its purpose"
+    return f"catalog scope {req['scope']}"
+
+
 def _title_fit(entry: IndexedLine, wanted: set[str]) -> float:
     """For a heading, the share of its own terms that the feature names (a title with fewer extra words fits better)."""
     if not entry.heading:
@@ -558,13 +675,15 @@ def _in_explanation(text: str, name: str, pos: int) -> bool:
     start = text.find(name)
     if start < 0 or pos < start + len(name):
         return False
-    gap = _EXPLANATION.search(text, start + len(name))
-    return gap is not None and gap.start() < pos and "(" not in text[start + len(name):gap.start()]
+    # a dash or colon inside parentheses ("(M2+)", "(Impact: …)") starts no explanation
+    masked = re.sub(r"\([^()]*\)", lambda m: "x" * len(m.group()), text)
+    gap = _EXPLANATION.search(masked, start + len(name))
+    return gap is not None and gap.start() < pos
 
 
 def _parenthetical_claim(text: str, pos: int) -> tuple[str, str | None] | None:
     """A scope marker inside the parentheses around `pos` ("(graceful shutdown endpoint deferred)")."""
-    open_at = text.rfind("(", 0, pos)
+    open_at = text.rfind("(", 0, pos + 1)  # the word at `pos` may open the parentheses itself
     if open_at < 0 or text.rfind(")", 0, pos) > open_at:
         return None
     close_at = text.find(")", pos)

@@ -1,10 +1,11 @@
 """Scope audit benchmark: verdict accuracy and key-line recall on the labelled features.
 
-    python -m requirements_map.audit_bench [--spec FILE] [--part all|tuned|held-out|held-out-2] [--misses]
+    python -m requirements_map.audit_bench [--spec FILE] [--part all|tuned|held-out|held-out-N] [--misses]
 
 The labels (data/audit_labels.yaml) were written by reading the spec. A third of the first set was
-held out of the first round of tuning (`held_out: true`; since looked at, so it is spent); a second
-held-out part (`held_out: 2`) was written before the second round and is only measured.
+held out of the first round of tuning (`held_out: true`); a second held-out part (`held_out: 2`)
+was written before the second round and looked at in the third (both are spent: their misses were
+studied). A later part written blind is marked `held_out: 3` (and so on) and only measured.
 
 A verdict is right when it equals
 the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
@@ -23,7 +24,7 @@ from .audit import VERDICTS, audit_features
 from .catalog import derive_catalog, load_catalog
 from .spec_source import SpecSourceError, load_spec
 
-PARTS = ("all", "tuned", "held-out", "held-out-2")
+PARTS = ("all", "tuned", "held-out", "held-out-2", "held-out-3")
 
 
 def load_labels() -> list[dict]:
@@ -32,9 +33,9 @@ def load_labels() -> list[dict]:
 
 
 def part_of(label: dict) -> str:
-    """"tuned", "held-out" (the first held-out part) or "held-out-2"."""
+    """"tuned", "held-out" (the first held-out part) or "held-out-N" for `held_out: N`."""
     held = label.get("held_out")
-    return "held-out" if held is True else "held-out-2" if held == 2 else "tuned"
+    return "held-out" if held is True else f"held-out-{held}" if held else "tuned"
 
 
 def cited_lines(audit) -> set[int]:
@@ -77,7 +78,7 @@ def _pct(part: int, whole: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m requirements_map.audit_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", help="spec file (default: $M0_SPEC, else the cached pinned revision)")
-    parser.add_argument("--part", choices=PARTS, action="append", help="which part(s) to print (default: all four)")
+    parser.add_argument("--part", choices=PARTS, action="append", help="which part(s) to print (default: all, and each part the labels have)")
     parser.add_argument("--misses", action="store_true", help="list the features whose verdict or key line is missed")
     args = parser.parse_args(argv)
     try:
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
     labels = load_labels()
     audits = audit_features([f["feature"] for f in labels], spec.parsed, catalog)
-    for part in args.part or PARTS:
+    present = {part_of(f) for f in labels}
+    for part in args.part or [p for p in PARTS if p == "all" or p in present]:
         pairs = [(f, a) for f, a in zip(labels, audits) if part in ("all", part_of(f))]
         print(render(part, score([f for f, _ in pairs], [a for _, a in pairs])), end="\n\n")
         if args.misses:

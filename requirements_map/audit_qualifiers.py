@@ -13,6 +13,7 @@ for "128K context"), or, failing such a word, any of the feature's other words.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
                "minute": ("time", 60.0), "minutes": ("time", 60.0), "k": ("count", 1e3), None: ("count", 1.0)}
+_BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
 
@@ -143,6 +145,10 @@ def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
     for m in _NUMBER.finditer(text):
         low, high, unit = _number_value(m)
         if unit == q.unit:
+            # "max 32768 characters" admits every value up to it, "at least 4096" every value above
+            bound = _BOUND.search(text[max(0, m.start() - 12):m.start()])
+            if bound:
+                low, high = (0.0, high) if bound.group(1) else (low, math.inf)
             out.append((low, high))
     return out
 

@@ -68,6 +68,12 @@ class Glossary:
         kept = [f for f in found.values() if not any(f[2] < other[2] for other in found.values())]
         return [Match(entry, name, covered) for entry, name, covered in sorted(kept, key=lambda f: -len(f[2]))]
 
+    def kin(self, entry: Entry) -> set[str]:
+        """The terms of the entry, of what it relates to and of its own kinds (entries that are an
+        instance of it): a line naming one of them is about the same thing, not a false friend."""
+        return ({entry.term} | {t.term for _, t in self.related(entry)}
+                | {e.term for e in self.entries if entry.term in e.is_a})
+
     def related(self, entry: Entry) -> list[tuple[str, Entry]]:
         """(relation, entry) for the entry's is_a and means_to targets."""
         return [(relation, self.by_term[t]) for relation, targets in (("is_a", entry.is_a), ("for", entry.means_to))

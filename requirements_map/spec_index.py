@@ -23,20 +23,23 @@ import Stemmer
 from .catalog import Catalog
 from .spec_parser import REQUIREMENT_ID, ParsedSpec, ScopeStatement
 
-# Requirement ids and endpoint paths stay whole; other words split at hyphens ("top-k" -> top, k).
-_TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|/[a-z][a-z_]*|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
+# Requirement ids (ours and the other specs' "CUDA-5321", "WORK-3044") and endpoint paths stay whole;
+# "C++" is not "C"; other words split at hyphens ("top-k" -> top, k).
+_TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|[a-z]+-\d{4}\b|/[a-z][a-z_]*|c\+\+|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
 _UNIT = re.compile(r"(\d)\s+(mb|gb|kb|ms|s|b)\b")
 _URL = re.compile(r"https?://\S+")
 _STOPWORDS = frozenset("""a an the of in on at to for from by with and or as is are be been being it its this that
 these those into than then so such via each all any both no not also can may must should shall will
 would do does did has have had if when while which who what whose there their our we you your within under
-over after before about""".split())
+over after before about through across between during upon onto""".split())
 #: Words that name no feature by themselves: "support" must not find "multi-model support deferred".
 GENERIC = frozenset("""support supports supported supporting feature features add adding added implement implementing
 implementation enable enabling allow allowing provide providing improve improving improved better new basic
 proper option options optional mode system use using used handle handling handles capability ability
 functionality work working make making thing things way ways simple simpler good nice proper""".split())
 _STEM = Stemmer.Stemmer("english")
+_SPELLING = ((re.compile(r"(?<=[a-z]{3})is(e|es|ed|ing|ation|ations|er|ers)$"), r"iz\1"),
+             (re.compile(r"(?<=[a-z]{2})ys(e|es|ed|ing)$"), r"yz\1"), (re.compile(r"(?<=[a-z]{3})iour(s?)$"), r"ior\1"))
 _GENERIC_STEMS = frozenset(_STEM.stemWords(sorted(GENERIC)))
 _PARENT_REQUIREMENT = re.compile(r"^#{1,6}\s+\[(SYS-\d+\.\d+\.\d+)\]")
 _M0_HEADING = re.compile(rf"^#{{1,6}}\s+\[(?:{REQUIREMENT_ID.pattern})\]")
@@ -50,10 +53,18 @@ class ParentSpecError(ValueError):
 
 @cache
 def terms(text: str) -> tuple[str, ...]:
-    """The stemmed search terms of `text`, in order, stopwords left out."""
+    """The stemmed search terms of `text`, in order, stopwords left out; British spellings read as
+    American ones ("synchronising" finds "synchronize", "behaviour" finds "behavior")."""
     low = _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower()))
-    return tuple(_STEM.stemWord(t) if not t.startswith(("m0-", "/")) else t
+    return tuple(_STEM.stemWord(_american(t)) if not (t.startswith("/") or "-" in t or t == "c++") else t
                  for t in _TOKEN.findall(low) if t not in _STOPWORDS)
+
+
+def _american(word: str) -> str:
+    # applied to documents and queries alike, so a word it rewrites needlessly ("otherwise") still matches itself
+    for british, american in _SPELLING:
+        word = british.sub(american, word)
+    return word
 
 
 def key_terms(text: str) -> tuple[str, ...]:

@@ -105,6 +105,13 @@ def test_indirect_evidence_decides_only_when_nothing_direct_does(auditor):
     assert {2916, 2919} <= {ev.line for ev in audit.evidence if ev.claim}
 
 
+def test_a_kind_of_an_m0_thing_is_not_in_m0_but_a_kind_of_a_deferred_thing_is_deferred(auditor):
+    unigram = auditor.audit("a unigram tokenizer")  # a kind of tokenizer backend; M0 names its two backends
+    assert unigram.verdict == "not addressed by the spec", unigram.detail
+    mirostat = auditor.audit("mirostat")  # a kind of advanced sampling, M2+ (§14.3 line 2914)
+    assert mirostat.verdict == "later milestone" and 2914 in cited_lines(mirostat)
+
+
 def test_a_stated_purpose_is_quoted_as_indirect_evidence(auditor):
     purpose = "improves first-token latency"
     audit = auditor.audit("a faster tokenizer warm-up", purpose)
@@ -136,6 +143,50 @@ def test_milestones_with_nothing_in_common_make_it_contradictory(auditor):
     audit = auditor.audit("pool manager integration")  # §0.2: M1, §15.2: M2+
     assert audit.verdict == "contradictory"
     assert {127, 2980} <= cited_lines(audit)
+
+
+def test_a_scope_list_at_another_milestone_than_the_deciding_line_makes_it_contradictory(auditor):
+    audit = auditor.audit("full Prometheus exporter")  # §14.1 line 2876: M2+; §0.0 line 22 defers the endpoint to M1
+    assert audit.verdict == "contradictory"
+    assert {22, 2876} <= {n for c in audit.contradictions for n in c.lines} and {22, 2876} <= cited_lines(audit)
+    assert "§0.0 line 22" in audit.detail and "§14.1 line 2876" in audit.detail  # both sides in the summary
+
+
+def test_a_scope_the_catalog_only_infers_is_a_note_and_the_twin_deferral_contradicts(auditor):
+    audit = auditor.audit("Qwen2.5-0.5B loading in under 10 s")  # M0-W-1120 (no list names it) and M0-W-1620 (§0.0)
+    assert audit.verdict == "contradictory" and {740, 2261} <= cited_lines(audit)
+    assert any(c.kind == "scope inferred by the catalog" and "M0-W-1120" in c.note for c in audit.contradictions)
+
+
+def test_a_catalog_note_does_not_decide_an_aspect_the_deciding_line_states(auditor):
+    audit = auditor.audit("cancellation completing within 5 s")  # M0-W-1330's own deadline; its note is about 100 ms
+    assert audit.verdict == "in M0" and 1280 in cited_lines(audit)
+    assert auditor.audit("exiting with code 1 when VRAM is insufficient at startup").verdict == "contradictory"
+
+
+def test_the_requirement_of_a_concept_answers_for_the_rest_of_the_feature(auditor):
+    audit = auditor.audit("the cancel endpoint answering 202 Accepted")
+    line = next(ev for ev in audit.evidence if ev.line == 1272)  # "**Response**: HTTP 202 Accepted" in M0-W-1330
+    heading = next(ev for ev in audit.evidence if ev.line == 1262)  # "#### [M0-W-1330] POST /cancel"
+    assert audit.verdict == "in M0" and line.claim == "in-m0" and line.fit[0] > heading.fit[0]
+    assert "line 1272" in audit.detail  # it names more of the feature, so it decides
+
+
+def test_a_line_that_negates_what_the_feature_negates_agrees_with_it(auditor):
+    audit = auditor.audit("deterministic CUDA kernels with no atomics")  # line 420 "No atomics" in deferred M0-W-1031
+    assert audit.verdict == "deferred to M1", audit.detail
+
+
+def test_a_scope_marker_speaks_for_its_own_sentence(auditor):
+    # line 2781: "Sensitive data redaction deferred to M1. M0 may log prompts for debugging purposes."
+    assert auditor.audit("M0 logging prompts for debugging").verdict == "in M0"
+    assert auditor.audit("prompt redaction in logs").verdict == "deferred to M1"
+
+
+@pytest.mark.parametrize("n, verdict", [(1000, "in M0"), (32768, "in M0"), (40000, "out of scope for M0")])
+def test_a_stated_maximum_admits_every_value_below_it(auditor, n, verdict):
+    audit = auditor.audit(f"prompts of {n} characters")  # M0-W-1300 line 1129: "max 32768 characters"
+    assert audit.verdict == verdict and 1129 in cited_lines(audit), audit.detail
 
 
 def test_overlapping_milestones_are_not_a_contradiction(auditor):
@@ -179,8 +230,11 @@ def test_the_parent_spec_is_searched_on_request(record_spec):
 def test_the_next_revision_brings_top_k_into_m0_and_contradicts_itself(later_revision):
     spec = load_spec(later_revision("84202fea"), warn=lambda m: None)
     [top_k] = audit_features(["top-k sampling"], spec.parsed, derive_catalog(spec.parsed, spec.revision))
-    assert top_k.verdict == "in M0"  # §0.0 of that revision adds it, while §14.3 still says M2+
-    assert any(c.kind == "in M0 vs not in M0" for c in top_k.contradictions)
+    # §0.0 of that revision adds it (tier 1), while §14.3 still says M2+ (tier 2): both sides are cited
+    assert top_k.verdict == "contradictory"
+    clash = next(c for c in top_k.contradictions if c.kind == "in M0 vs not in M0")
+    cited = {ev.line: ev for ev in top_k.evidence if ev.claim}
+    assert {cited[n].section.split()[0] for n in clash.lines} >= {"§0.0", "§14.3"}
 
 
 @pytest.mark.parametrize("features", [[], ["  "]])

@@ -86,3 +86,14 @@ def test_names_match_in_any_word_order_within_a_window():
     assert not near(terms("KV cache"), terms("cache entries held by KV"))  # any order, two words between
     assert not near(terms("host-mapped memory"), terms("Memory-mapped I/O (mmap for host I/O)"))
     assert [m.entry.term for m in load_glossary().match("switching models at runtime")] == ["model hot-swap"]
+
+
+def test_british_and_american_spellings_are_one_term():
+    for british, american in [("synchronising", "synchronizing"), ("behaviour", "behavior"), ("analysed", "analyzed"),
+                              ("tokenisation", "tokenization"), ("optimise", "optimize")]:
+        assert terms(british) == terms(american), british
+
+
+def test_cpp_and_other_specs_ids_stay_whole():
+    assert terms("C++") != terms("C") and terms("a C API (not C++)") == ("c", "api", "c++")
+    assert terms("Spec Reference: CUDA-5321") == ("spec", "refer", "cuda-5321")  # not the word "cuda"
