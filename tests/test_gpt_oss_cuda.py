@@ -13,10 +13,8 @@ from hypothesis import strategies as st
 
 from reference_worker import ops_numpy, synthetic
 from reference_worker.cuda import cuda_unavailable_reason
-from reference_worker.gguf_file import GGUFFile, Tensor
+from reference_worker.gguf_file import GGUFFile
 from reference_worker.ops_numpy import YaRN
-from reference_worker.quant import dequantize
-from reference_worker.synthetic import encode_weight
 
 pytestmark = pytest.mark.cuda
 if (REASON := cuda_unavailable_reason()) is not None:
@@ -34,6 +32,7 @@ from test_cuda_engine import (  # noqa: E402, F401
     test_weights_stay_in_their_encoding_at_aligned_offsets,
 )
 from test_cuda_kernels import GPU_SETTINGS, rel_err  # noqa: E402
+from test_moe_kernels_on_cpu import ROUTINGS, moe_inputs, random_experts, twin_moe  # noqa: E402
 
 from reference_worker.cuda import kernels  # noqa: E402
 from reference_worker.cuda.kernels import DeviceExperts, DeviceWeight  # noqa: E402
@@ -63,11 +62,13 @@ def test_topk_router_matches_twin(n_tok, n_expert, k, seed):
     np.testing.assert_allclose(weights.get(), want_weights, rtol=1e-5, atol=1e-6)
 
 
-def device_experts(tensors) -> DeviceExperts:
+def device_copy(twin: ops_numpy.Experts) -> DeviceExperts:
+    """The twin's experts on the device: the stacks in their encoding, the biases as float32."""
+    stacks = [stack.tensor for stack in (twin.gate, twin.up, twin.down)]
     weights = [DeviceWeight(t.qtype, t.raw.shape[0], t.shape[-1], cp.asarray(np.ascontiguousarray(t.raw)))
-               for t in tensors[:3]]
-    biases = [cp.asarray(dequantize(t.raw, t.qtype).reshape(t.shape)) for t in tensors[3:]]
-    return DeviceExperts(tensors[0].shape[0], *weights, *biases)
+               for t in stacks]
+    biases = (cp.asarray(b, np.float32) for b in (twin.gate_bias, twin.up_bias, twin.down_bias))
+    return DeviceExperts(stacks[0].shape[0], *weights, *biases)
 
 
 def model_experts(model_path) -> tuple[ops_numpy.Experts, DeviceExperts]:
@@ -75,22 +76,8 @@ def model_experts(model_path) -> tuple[ops_numpy.Experts, DeviceExperts]:
     model = GGUFFile.open(model_path)
     tensors = [model.tensors[f"blk.0.ffn_{p}_exps.{w}"] for w in ("weight", "bias") for p in ("gate", "up", "down")]
     assert tensors[0].qtype == Q.MXFP4
-    return ops_numpy.load_experts(*tensors), device_experts(tensors)
-
-
-ROUTINGS = ["random", "every token through one expert", "half the experts idle"]
-
-
-def routing(rng: np.random.Generator, how: str, n_tok: int, n_expert: int, k: int) -> np.ndarray:
-    """(n_tok, k) int32 expert ids, k distinct ones a token, drawn as `how` says (ROUTINGS)."""
-    pool = np.arange(n_expert)
-    if how == "half the experts idle":
-        pool = rng.choice(n_expert, max(k, n_expert // 2), replace=False)
-    ids = np.stack([rng.choice(pool, k, replace=False) for _ in range(n_tok)])
-    if how == "every token through one expert":  # expert 0 in one of each token's slots
-        has = (ids == 0).any(axis=1)
-        ids[~has, rng.integers(0, k, (~has).sum())] = 0
-    return ids.astype(np.int32)
+    twin = ops_numpy.load_experts(*tensors)
+    return twin, device_copy(twin)
 
 
 def run_moe(path, experts: DeviceExperts, x, ids, weights, residual) -> np.ndarray:
@@ -99,22 +86,16 @@ def run_moe(path, experts: DeviceExperts, x, ids, weights, residual) -> np.ndarr
                 cp.full((n_tok, k, experts.n_ff), np.nan, np.float32), cp.full(x.shape, np.nan, np.float32)).get()
 
 
-def moe_inputs(rng: np.random.Generator, experts: DeviceExperts, n_tok: int, k: int, how: str = "random"):
-    x = rng.standard_normal((n_tok, experts.n_embd)).astype(np.float32)
-    ids = routing(rng, how, n_tok, experts.n_expert, k)
-    weights = rng.random((n_tok, k)).astype(np.float32)
-    return x, ids, weights, rng.standard_normal(x.shape).astype(np.float32)
-
-
-def twin_moe(twin: ops_numpy.Experts, x, ids, weights, residual) -> np.ndarray:
-    return ops_numpy.expert_ffn(x.astype(np.float64), ids, weights, twin, residual.astype(np.float64))
+def inputs_for(experts: DeviceExperts, seed: int, n_tok: int, how: str = "random"):
+    return moe_inputs(np.random.default_rng(seed), n_tok, experts.n_embd, experts.n_expert, min(4, experts.n_expert),
+                      how)
 
 
 @pytest.mark.parametrize("path", [kernels.moe_ffn_per_token, kernels.moe_ffn_grouped], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("n_tok", [1, 3, 40])
 def test_expert_ffn_reads_the_routed_experts_as_the_twin(model_path, path, n_tok):
     twin, experts = model_experts(model_path)
-    x, ids, weights, residual = moe_inputs(np.random.default_rng(n_tok), experts, n_tok, min(4, experts.n_expert))
+    x, ids, weights, residual = inputs_for(experts, n_tok, n_tok)
     assert rel_err(run_moe(path, experts, x, ids, weights, residual), twin_moe(twin, x, ids, weights, residual)) < 1e-5
 
 
@@ -124,7 +105,7 @@ def test_grouped_expert_ffn_matches_the_twin_and_the_per_token_path(model_path, 
     """Tokens grouped by expert (tiles of 32 pairs, partial tiles, idle experts, one expert with
     every token) give the twin's result, and the per-token kernels' to their tolerance."""
     twin, experts = model_experts(model_path)
-    x, ids, weights, residual = moe_inputs(np.random.default_rng(seed), experts, n_tok, min(4, experts.n_expert), how)
+    x, ids, weights, residual = inputs_for(experts, seed, n_tok, how)
     got = run_moe(kernels.moe_ffn_grouped, experts, x, ids, weights, residual)
     assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
     assert rel_err(got, run_moe(kernels.moe_ffn_per_token, experts, x, ids, weights, residual)) < 1e-5
@@ -133,40 +114,24 @@ def test_grouped_expert_ffn_matches_the_twin_and_the_per_token_path(model_path, 
 def test_grouped_expert_ffn_repeats_bit_for_bit(model_path):
     """No float atomics: the order of every sum is fixed (M0-W-1826)."""
     _, experts = model_experts(model_path)
-    inputs = moe_inputs(np.random.default_rng(7), experts, 300, min(4, experts.n_expert))
+    inputs = inputs_for(experts, 7, 300)
     first = run_moe(kernels.moe_ffn_grouped, experts, *inputs)
     assert all(np.array_equal(run_moe(kernels.moe_ffn_grouped, experts, *inputs), first) for _ in range(3))
 
 
 def test_moe_ffn_takes_the_per_token_path_in_decode_and_the_grouped_one_in_prefill(model_path):
     _, experts = model_experts(model_path)
-    k = min(4, experts.n_expert)
     for n_tok, path in ((1, kernels.moe_ffn_per_token), (256, kernels.moe_ffn_grouped)):
-        inputs = moe_inputs(np.random.default_rng(n_tok), experts, n_tok, k)
+        inputs = inputs_for(experts, n_tok, n_tok)
         assert np.array_equal(run_moe(kernels.moe_ffn, experts, *inputs), run_moe(path, experts, *inputs))
-
-
-def random_experts(qtype: Q, n_expert: int, n_ff: int, n_embd: int, seed: int
-                   ) -> tuple[ops_numpy.Experts, DeviceExperts]:
-    """Experts with every stack in qtype's encoding (random values), as the twin and the device hold them."""
-    rng = np.random.default_rng(seed)
-    stacks = []
-    for name, rows, cols in (("gate", n_ff, n_embd), ("up", n_ff, n_embd), ("down", n_embd, n_ff)):
-        raw = np.ascontiguousarray(encode_weight(rng, qtype, n_expert * rows, cols, 0.05)).view(np.uint8)
-        raw = raw.reshape(n_expert * rows, -1)
-        stacks.append(Tensor(f"ffn_{name}_exps.weight", qtype, (n_expert, rows, cols), 0, raw.nbytes, raw))
-    biases = [rng.standard_normal((n_expert, rows)).astype(np.float32) for rows in (n_ff, n_ff, n_embd)]
-    twin = ops_numpy.Experts(*(ops_numpy.QuantizedExperts(t) for t in stacks), *biases)
-    device = DeviceExperts(n_expert, *(DeviceWeight(qtype, t.raw.shape[0], t.shape[-1], cp.asarray(t.raw))
-                                       for t in stacks), *(cp.asarray(b) for b in biases))
-    return twin, device
 
 
 @pytest.mark.parametrize("qtype", list(kernels.WEIGHT_KERNELS), ids=lambda q: q.name)
 @pytest.mark.parametrize("n_tok", [5, 77])
 def test_grouped_expert_ffn_of_every_weight_type_matches_the_twin(qtype, n_tok):
-    twin, experts = random_experts(qtype, 5, 256, 256, seed=n_tok)  # 256: the K-quants' super-block
-    x, ids, weights, residual = moe_inputs(np.random.default_rng(n_tok), experts, n_tok, 2)
+    twin = random_experts(qtype, 5, 256, 256, seed=n_tok)  # 256: the K-quants' super-block
+    experts = device_copy(twin)
+    x, ids, weights, residual = moe_inputs(np.random.default_rng(n_tok), n_tok, 256, 5, 2)
     got = run_moe(kernels.moe_ffn_grouped, experts, x, ids, weights, residual)
     assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
 

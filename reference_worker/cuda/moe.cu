@@ -211,7 +211,8 @@ __device__ void moe_tiled_impl(const u8* __restrict__ W0, const u8* __restrict__
 #pragma unroll
     for (int step = 0; step < MOE_TILE_LOADS; ++step) {
         const int r = (threadIdx.x + MOE_TILE_THREADS * step) >> 3;
-        const long long at = ((long long)e * n_out + min(row0 + r, n_out - 1)) * row_bytes;  // rows past the end are not stored
+        // rows past the end are read (as the last one) but not stored
+        const long long at = ((long long)e * n_out + min(row0 + r, n_out - 1)) * row_bytes;
         wrow[0][step] = W0 + at;
         if (GATED) wrow[MATS - 1][step] = W1 + at;
         xrow[step] = pair[r] >= 0 ? X + (long long)(pair[r] / pairs_per_x) * n_in : nullptr;
