@@ -1,7 +1,6 @@
-// Just enough of CUDA to run sampling.cu's and moe.cu's kernels on one CPU thread, for machines
-// without a GPU: each CUDA thread is a ucontext fiber that runs until it waits at a barrier (a
-// block's __syncthreads, or a warp's shuffle, match or __syncwarp), blocks run one after another
-// from the last (a schedule
+// Just enough of CUDA to run sampling.cu's kernels on one CPU thread, for machines without a
+// GPU: each CUDA thread is a ucontext fiber that runs until it waits at a barrier (a block's
+// __syncthreads, or a warp's shuffle), blocks run one after another from the last (a schedule
 // a GPU may pick; backwards, so that nothing passes by leaning on ids arriving in order), threads
 // from the last too, __shared__ variables are function statics, atomics are plain updates.
 // It checks a kernel's logic, not its races or memory ordering.
@@ -21,12 +20,9 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __launch_bounds__(x)
 #define __restrict__
 #define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
 #define asm(...)
 using std::min; using std::max;
 struct float4 { float x, y, z, w; };
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-struct uint2 { unsigned x, y; };
 struct Fiber { ucontext_t ctx; int waiting = 0; bool done = false; };
 inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;
@@ -37,8 +33,6 @@ inline void wait_at(int kind) { fibers[current].waiting = kind; swapcontext(&fib
 inline void __syncthreads() { wait_at(1); }
 inline void warp_sync() { wait_at(2); }
 inline void __threadfence() {}
-inline void __syncwarp() { warp_sync(); }
-inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline unsigned long long shuffle_buf[32][32];
 template <class T> T shfl_from(T v, int src) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -50,11 +44,6 @@ template <class T> T shfl_from(T v, int src) {
 }
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return shfl_from(v, (threadIdx.x & 31) ^ o); }
 template <class T> T __shfl_up_sync(unsigned, T v, int d) { const int l = threadIdx.x & 31; return shfl_from(v, l >= d ? l - d : l); }
-template <class T> unsigned __match_any_sync(unsigned, T v) {  // the lanes whose v equals this lane's
-    unsigned same = 0;
-    for (int src = 0; src < 32; ++src) same |= (unsigned)(shfl_from(v, src) == v) << src;
-    return same;
-}
 template <class T> T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
 inline unsigned atomicInc(unsigned* p, unsigned val) { unsigned o = *p; *p = o >= val ? 0 : o + 1; return o; }
 inline int atomicMin(int* p, int v) { int o = *p; if (v < o) *p = v; return o; }
@@ -69,13 +58,13 @@ template <class T> T __ldcg(const T* p) { return *p; }
 inline void (*fiber_body)(void*);
 inline void* fiber_arg;
 inline void fiber_entry() { fiber_body(fiber_arg); fibers[current].done = true; swapcontext(&fibers[current].ctx, &scheduler); }
-template <class F> void launch(dim3 grid, int block, F kernel) {
-    gridDim = grid; blockDim.x = block;
+template <class F> void launch(int grid, int block, F kernel) {
+    gridDim.x = grid; blockDim.x = block;
     if (stacks.size() < block * STACK) stacks.resize(block * STACK);
     fiber_body = [](void* k) { (*static_cast<F*>(k))(); };
     fiber_arg = &kernel;
-    for (int b = grid.x * grid.y - 1; b >= 0; --b) {
-        blockIdx.x = b % grid.x; blockIdx.y = b / grid.x;
+    for (int b = grid - 1; b >= 0; --b) {
+        blockIdx.x = b;
         fibers.assign(block, Fiber());
         for (int t = 0; t < block; ++t) {
             getcontext(&fibers[t].ctx);
@@ -108,4 +97,3 @@ template <class F> void launch(dim3 grid, int block, F kernel) {
         }
     }
 }
-template <class F> void launch(int grid, int block, F kernel) { launch(dim3{(unsigned)grid}, block, kernel); }

@@ -1,4 +1,4 @@
-#include "cuda_emulation.h"
+#include "moe_emulation.h"
 #include "moe.cu"
 #include <cstdio>
 #include <vector>
@@ -37,18 +37,18 @@ int main(int argc, char** argv) {
     const dim3 gu_grid{(unsigned)((n_ff + MOE_TILE - 1) / MOE_TILE), (unsigned)max_tiles};
     const dim3 d_grid{(unsigned)((n_embd + MOE_TILE - 1) / MOE_TILE), (unsigned)max_tiles};
     const int combine_blocks = (n_tok * n_embd + 255) / 256;
-#define RUN(NAME)                                                                                                  \
-    launch(1, 32, [&] { moe_group(ids.data(), n_pairs, E, order.data(), tiles.data(), n_tiles.data()); });         \
-    launch(gu_grid, MOE_TILE_THREADS, [&] {                                                                        \
-        moe_tiled_gate_up_##NAME(gate.data(), up.data(), bg.data(), bu.data(), x.data(), order.data(),            \
-                                 tiles.data(), n_tiles.data(), act.data(), k, n_embd, n_ff, rb_gu);                \
-    });                                                                                                            \
-    launch(d_grid, MOE_TILE_THREADS, [&] {                                                                         \
-        moe_tiled_down_##NAME(down.data(), bd.data(), act.data(), order.data(), tiles.data(), n_tiles.data(),     \
-                              y.data(), n_ff, n_embd, rb_d);                                                       \
-    });                                                                                                            \
-    launch(combine_blocks, 256, [&] {                                                                              \
-        moe_combine(y.data(), w.data(), residual.data(), out.data(), k, n_embd, (long long)n_tok * n_embd);   \
+#define RUN(NAME)                                                                                                    \
+    launch(1, 32, [&] { moe_group(ids.data(), n_pairs, E, order.data(), tiles.data(), n_tiles.data()); });           \
+    launch2(gu_grid, MOE_TILE_THREADS, [&] {                                                                         \
+        moe_tiled_gate_up_##NAME(gate.data(), up.data(), bg.data(), bu.data(), x.data(), order.data(),               \
+                                 tiles.data(), n_tiles.data(), act.data(), k, n_embd, n_ff, rb_gu);                  \
+    });                                                                                                              \
+    launch2(d_grid, MOE_TILE_THREADS, [&] {                                                                          \
+        moe_tiled_down_##NAME(down.data(), bd.data(), act.data(), order.data(), tiles.data(), n_tiles.data(),        \
+                              y.data(), n_ff, n_embd, rb_d);                                                         \
+    });                                                                                                              \
+    launch(combine_blocks, 256, [&] {                                                                                \
+        moe_combine(y.data(), w.data(), residual.data(), out.data(), k, n_embd, (long long)n_tok * n_embd);          \
     });
     switch (qtype) {  // the types whose decoders need no fp16 (the emulation has no PTX cvt)
         case QT_F32: RUN(f32) break;
