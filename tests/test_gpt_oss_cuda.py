@@ -5,6 +5,8 @@ captured as a CUDA graph; VRAM loading, accounting and limits). Tolerances as in
 test_cuda_kernels.py."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -80,6 +82,13 @@ def model_experts(model_path) -> tuple[ops_numpy.Experts, DeviceExperts]:
     return twin, device_copy(twin)
 
 
+# kernels.moe_ffn's paths: per (token, slot) pair, and grouped by expert on tensor cores or in fp32.
+PATHS = {"per-token": kernels.moe_ffn_per_token,
+         "grouped-mma": functools.partial(kernels.moe_ffn_grouped, tensor_cores=True),
+         "grouped-tiled": functools.partial(kernels.moe_ffn_grouped, tensor_cores=False)}
+GROUPED = ["grouped-mma", "grouped-tiled"]
+
+
 def run_moe(path, experts: DeviceExperts, x, ids, weights, residual) -> np.ndarray:
     n_tok, k = ids.shape
     return path(experts, cp.asarray(x), cp.asarray(ids), cp.asarray(weights), cp.asarray(residual),
@@ -91,48 +100,52 @@ def inputs_for(experts: DeviceExperts, seed: int, n_tok: int, how: str = "random
                       how)
 
 
-@pytest.mark.parametrize("path", [kernels.moe_ffn_per_token, kernels.moe_ffn_grouped], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n_tok", [1, 3, 40])
 def test_expert_ffn_reads_the_routed_experts_as_the_twin(model_path, path, n_tok):
     twin, experts = model_experts(model_path)
     x, ids, weights, residual = inputs_for(experts, n_tok, n_tok)
-    assert rel_err(run_moe(path, experts, x, ids, weights, residual), twin_moe(twin, x, ids, weights, residual)) < 1e-5
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
+    assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
 
 
+@pytest.mark.parametrize("path", GROUPED)
 @GPU_SETTINGS
 @given(n_tok=st.integers(1, 600), how=st.sampled_from(ROUTINGS), seed=st.integers(0, 2**32 - 1))
-def test_grouped_expert_ffn_matches_the_twin_and_the_per_token_path(model_path, n_tok, how, seed):
+def test_grouped_expert_ffn_matches_the_twin_and_the_per_token_path(model_path, path, n_tok, how, seed):
     """Tokens grouped by expert (tiles of 32 pairs, partial tiles, idle experts, one expert with
     every token) give the twin's result, and the per-token kernels' to their tolerance."""
     twin, experts = model_experts(model_path)
     x, ids, weights, residual = inputs_for(experts, seed, n_tok, how)
-    got = run_moe(kernels.moe_ffn_grouped, experts, x, ids, weights, residual)
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
     assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
     assert rel_err(got, run_moe(kernels.moe_ffn_per_token, experts, x, ids, weights, residual)) < 1e-5
 
 
-def test_grouped_expert_ffn_repeats_bit_for_bit(model_path):
+@pytest.mark.parametrize("path", GROUPED)
+def test_grouped_expert_ffn_repeats_bit_for_bit(model_path, path):
     """No float atomics: the order of every sum is fixed (M0-W-1826)."""
     _, experts = model_experts(model_path)
     inputs = inputs_for(experts, 7, 300)
-    first = run_moe(kernels.moe_ffn_grouped, experts, *inputs)
-    assert all(np.array_equal(run_moe(kernels.moe_ffn_grouped, experts, *inputs), first) for _ in range(3))
+    first = run_moe(PATHS[path], experts, *inputs)
+    assert all(np.array_equal(run_moe(PATHS[path], experts, *inputs), first) for _ in range(3))
 
 
 def test_moe_ffn_takes_the_per_token_path_in_decode_and_the_grouped_one_in_prefill(model_path):
     _, experts = model_experts(model_path)
-    for n_tok, path in ((1, kernels.moe_ffn_per_token), (256, kernels.moe_ffn_grouped)):
+    for n_tok, path in ((1, "per-token"), (256, "grouped-mma")):
         inputs = inputs_for(experts, n_tok, n_tok)
-        assert np.array_equal(run_moe(kernels.moe_ffn, experts, *inputs), run_moe(path, experts, *inputs))
+        assert np.array_equal(run_moe(kernels.moe_ffn, experts, *inputs), run_moe(PATHS[path], experts, *inputs))
 
 
+@pytest.mark.parametrize("path", GROUPED)
 @pytest.mark.parametrize("qtype", list(kernels.WEIGHT_KERNELS), ids=lambda q: q.name)
 @pytest.mark.parametrize("n_tok", [5, 77])
-def test_grouped_expert_ffn_of_every_weight_type_matches_the_twin(qtype, n_tok):
+def test_grouped_expert_ffn_of_every_weight_type_matches_the_twin(path, qtype, n_tok):
     twin = random_experts(qtype, 5, 256, 256, seed=n_tok)  # 256: the K-quants' super-block
     experts = device_copy(twin)
     x, ids, weights, residual = moe_inputs(np.random.default_rng(n_tok), n_tok, 256, 5, 2)
-    got = run_moe(kernels.moe_ffn_grouped, experts, x, ids, weights, residual)
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
     assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
 
 

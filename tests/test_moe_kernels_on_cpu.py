@@ -80,8 +80,8 @@ def moe_main(tmp_path_factory) -> Path:
     return binary
 
 
-def run_on_cpu(binary: Path, tmp: Path, twin: ops_numpy.Experts, x, ids, weights, residual):
-    """moe_main's (n_tiles, order, tiles (n_tiles, 3), output)."""
+def run_on_cpu(binary: Path, tmp: Path, kernel: str, twin: ops_numpy.Experts, x, ids, weights, residual):
+    """moe_main's (n_tiles, order, tiles (n_tiles, 3), output) with the tiled or the mma kernels."""
     n_tok, k = ids.shape
     gate, up, down = (s.tensor for s in (twin.gate, twin.up, twin.down))
     header = np.array([gate.qtype, gate.shape[0], gate.shape[1], gate.shape[2], n_tok, k, gate.raw.shape[1],
@@ -89,7 +89,7 @@ def run_on_cpu(binary: Path, tmp: Path, twin: ops_numpy.Experts, x, ids, weights
     parts = [header, gate.raw, up.raw, down.raw, twin.gate_bias, twin.up_bias, twin.down_bias, x, ids, weights,
              residual]
     (tmp / "in.bin").write_bytes(b"".join(np.ascontiguousarray(p).tobytes() for p in parts))
-    subprocess.run([str(binary), str(tmp / "in.bin"), str(tmp / "out.bin")], check=True, capture_output=True)
+    subprocess.run([str(binary), str(tmp / "in.bin"), str(tmp / "out.bin"), kernel], check=True, capture_output=True)
     out = np.fromfile(tmp / "out.bin", np.uint8)
     n_tiles = int(out[:4].view(np.int32)[0])
     ints = out[:4 * (1 + n_tok * k + 3 * n_tiles)].view(np.int32)
@@ -97,10 +97,14 @@ def run_on_cpu(binary: Path, tmp: Path, twin: ops_numpy.Experts, x, ids, weights
             out[ints.nbytes:].view(np.float32).reshape(n_tok, -1))
 
 
-def check_grouped(binary: Path, tmp: Path, qtype: Q, n_tok: int, how: str, n_expert: int, k: int, seed: int) -> None:
-    twin = random_experts(qtype, n_expert, 64, 64, seed)
+KERNELS_RUN = ["tiled", "mma"]  # moe_tiled_* (fp32) and moe_mma_* (tensor cores, bf16 pairs)
+
+
+def check_grouped(binary: Path, tmp: Path, kernel: str, qtype: Q, n_tok: int, how: str, n_expert: int, k: int,
+                  seed: int, n_ff: int = 64) -> None:
+    twin = random_experts(qtype, n_expert, n_ff, 64, seed)
     x, ids, weights, residual = moe_inputs(np.random.default_rng(seed), n_tok, 64, n_expert, k, how)
-    n_tiles, order, tiles, got = run_on_cpu(binary, tmp, twin, x, ids, weights, residual)
+    n_tiles, order, tiles, got = run_on_cpu(binary, tmp, kernel, twin, x, ids, weights, residual)
     # order: the pairs t * k + j sorted by expert, stably (by token within an expert)
     assert np.array_equal(order, np.argsort(ids.reshape(-1), kind="stable"))
     counts = np.bincount(ids.reshape(-1), minlength=n_expert)
@@ -117,14 +121,21 @@ CASES = [(Q.MXFP4, 70, "every token through one expert", 3, 2), (Q.F32, 1, "rand
          (Q.BF16, 37, "half the experts idle", 40, 4), (Q.MXFP4, 33, "random", 1, 1), (Q.MXFP4, 50, "random", 5, 3)]
 
 
+@pytest.mark.parametrize("kernel", KERNELS_RUN)
 @pytest.mark.parametrize(("qtype", "n_tok", "how", "n_expert", "k"), CASES,
                          ids=[f"{q.name}-{n}tok-{e}experts-top{k}" for q, n, _, e, k in CASES])
-def test_grouped_expert_kernels_sort_by_expert_and_match_the_twin(moe_main, tmp_path, qtype, n_tok, how, n_expert, k):
-    check_grouped(moe_main, tmp_path, qtype, n_tok, how, n_expert, k, seed=n_tok * 100 + n_expert)
+def test_grouped_expert_kernels_sort_by_expert_and_match_the_twin(moe_main, tmp_path, kernel, qtype, n_tok, how,
+                                                                   n_expert, k):
+    check_grouped(moe_main, tmp_path, kernel, qtype, n_tok, how, n_expert, k, seed=n_tok * 100 + n_expert)
 
 
-@settings(max_examples=10, deadline=None)
+@pytest.mark.parametrize("kernel", KERNELS_RUN)
+@settings(max_examples=8, deadline=None)
 @given(qtype=st.sampled_from([Q.F32, Q.BF16, Q.MXFP4]), n_tok=st.integers(1, 150), how=st.sampled_from(ROUTINGS),
-       n_expert=st.integers(1, 64), k=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
-def test_grouped_expert_kernels_on_any_routing(moe_main, tmp_path_factory, qtype, n_tok, how, n_expert, k, seed):
-    check_grouped(moe_main, tmp_path_factory.mktemp("moe"), qtype, n_tok, how, n_expert, min(k, n_expert), seed)
+       n_expert=st.integers(1, 64), k=st.integers(1, 4), n_ff=st.sampled_from([32, 64, 96]),
+       seed=st.integers(0, 2**32 - 1))
+def test_grouped_expert_kernels_on_any_routing(moe_main, tmp_path_factory, kernel, qtype, n_tok, how, n_expert, k,
+                                               n_ff, seed):
+    """Rows a block (32 tiled, 64 mma) cut by n_ff too."""
+    check_grouped(moe_main, tmp_path_factory.mktemp("moe"), kernel, qtype, n_tok, how, n_expert, min(k, n_expert),
+                  seed, n_ff)

@@ -237,8 +237,10 @@ MOE_TOKENS = (1, 16, 256)  # decode, a short prompt, the engine's prefill chunk
 
 def expert_ffn_times(weight, vec, rng: np.random.Generator) -> list[tuple[str, float, float]]:
     """GPU time and TFLOP/s of one layer's expert FFN at GPT-OSS-20B's dims (32 experts of width
-    2880, 4 a token; random MXFP4 data, random routing) for MOE_TOKENS tokens, on both of
-    kernels.moe_ffn's paths."""
+    2880, 4 a token; random MXFP4 data, random routing) for MOE_TOKENS tokens, on each of
+    kernels.moe_ffn's paths: per token, and grouped by expert on tensor cores or in fp32."""
+    import functools
+
     import cupy as cp
     from gguf import GGMLQuantizationType as Q
 
@@ -249,18 +251,19 @@ def expert_ffn_times(weight, vec, rng: np.random.Generator) -> list[tuple[str, f
     experts = kernels.DeviceExperts(n_expert, weight(Q.MXFP4, n_expert * n_ff, n_embd),
                                     weight(Q.MXFP4, n_expert * n_ff, n_embd), weight(Q.MXFP4, n_expert * n_embd, n_ff),
                                     vec(n_expert, n_ff), vec(n_expert, n_ff), vec(n_expert, n_embd))
+    paths = {"per token": kernels.moe_ffn_per_token, "grouped, tensor cores": kernels.moe_ffn_grouped,
+             "grouped, fp32": functools.partial(kernels.moe_ffn_grouped, tensor_cores=False)}
     rows = []
     for n_tok in MOE_TOKENS:
         x, residual, out = vec(n_tok, n_embd), vec(n_tok, n_embd), cp.empty((n_tok, n_embd), np.float32)
         ids = cp.asarray(np.argsort(rng.random((n_tok, n_expert)), axis=1)[:, :k].astype(np.int32))
         weights, act = cp.full((n_tok, k), 1.0 / k, np.float32), cp.empty((n_tok, k, n_ff), np.float32)
         flops = 2 * n_tok * k * 3 * n_embd * n_ff
-        for path in (kernels.moe_ffn_per_token, kernels.moe_ffn_grouped):
+        picked = "grouped, tensor cores" if kernels.moe_grouped(n_tok, k, n_expert) else "per token"
+        for name, path in paths.items():
             us = _graph_time_us(lambda: path(experts, x, ids, weights, residual, act, out), reps=5)
-            picked = kernels.moe_grouped(n_tok, k, n_expert) == (path is kernels.moe_ffn_grouped)
-            chosen = " (moe_ffn's pick)" if picked else ""
-            rows.append((f"expert FFN, GPT-OSS-20B dims (MXFP4), {n_tok} tokens, "
-                         f"{path.__name__.removeprefix('moe_ffn_').replace('_', '-')}{chosen}", us, flops / us / 1e6))
+            rows.append((f"expert FFN, GPT-OSS-20B dims (MXFP4), {n_tok} tokens, {name}"
+                         + (" (moe_ffn's pick)" if name == picked else ""), us, flops / us / 1e6))
     return rows
 
 

@@ -409,8 +409,10 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
 
 
 MOE_WARPS = 4  # moe.cu: rows per block of moe_gate_up_* and moe_down_*
-MOE_TILE = 32  # moe.cu: pairs and rows per block of moe_tiled_*
+MOE_TILE = 32  # moe.cu: pairs per block of moe_tiled_* and moe_mma_*, and rows of moe_tiled_*
 MOE_TILE_THREADS = 64  # moe.cu
+MOE_MMA_ROWS = 64  # moe.cu: rows per block of moe_mma_*
+MOE_MMA_THREADS = 128  # moe.cu
 MAX_EXPERTS = 256  # moe.cu
 
 
@@ -514,25 +516,31 @@ def moe_ffn_per_token(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, we
 
 
 def moe_ffn_grouped(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray,
-                    residual: cp.ndarray, act: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+                    residual: cp.ndarray, act: cp.ndarray, out: cp.ndarray,
+                    tensor_cores: bool = True) -> cp.ndarray:
     """moe_ffn with the pairs grouped by expert on the device (moe_group), each expert's weights
-    decoded once per tile of MOE_TILE of its pairs (moe_tiled_gate_up_*, moe_tiled_down_*), and
-    each token's k expert outputs added in slot order (moe_combine): four launches, the grid of
-    the tiled ones sized for the most tiles the pairs can make (the rest leave at once)."""
+    decoded once per tile of MOE_TILE of its pairs (gate/up, then down), and each token's k
+    expert outputs added in slot order (moe_combine): four launches, the grid of the tiled ones
+    sized for the most tiles the pairs can make (the rest leave at once). The tiles multiply on
+    tensor cores (moe_mma_*: bf16 hi + lo pairs, fp32 sums, the fp32 kernels' precision) or,
+    with tensor_cores=False, in fp32 (moe_tiled_*)."""
     n_tok, k = _check_moe(experts, x, ids, weights, residual, act, out)
     n_pairs, n_ff, n_embd = n_tok * k, experts.n_ff, experts.n_embd
     # sum over experts of ceil(pairs / MOE_TILE), at most min(n_expert, n_pairs) of them non-empty
     max_tiles = (n_pairs + min(experts.n_expert, n_pairs) * (MOE_TILE - 1)) // MOE_TILE
     order, tiles, n_tiles = cp.empty(n_pairs, np.int32), cp.empty(3 * max_tiles, np.int32), cp.empty(1, np.int32)
     y = cp.empty((n_pairs, n_embd), np.float32)  # each pair's expert output, before the weighted sum
-    _launch("moe", "moe_group", (1,), (32,), (ids, np.int32(n_pairs), np.int32(experts.n_expert), order, tiles, n_tiles))
+    _launch("moe", "moe_group", (1,), (32,),
+            (ids, np.int32(n_pairs), np.int32(experts.n_expert), order, tiles, n_tiles))
+    kind, rows, threads = (("mma", MOE_MMA_ROWS, MOE_MMA_THREADS) if tensor_cores
+                           else ("tiled", MOE_TILE, MOE_TILE_THREADS))
     gate, up, down = experts.gate, experts.up, experts.down
-    _launch("moe", f"moe_tiled_gate_up_{WEIGHT_KERNELS[gate.qtype]}", (_blocks(n_ff, MOE_TILE), max_tiles),
-            (MOE_TILE_THREADS,), (gate.data, up.data, experts.gate_bias, experts.up_bias, x, order, tiles, n_tiles, act,
-                                  np.int32(k), np.int32(n_embd), np.int32(n_ff), np.int64(gate.row_bytes)))
-    _launch("moe", f"moe_tiled_down_{WEIGHT_KERNELS[down.qtype]}", (_blocks(n_embd, MOE_TILE), max_tiles),
-            (MOE_TILE_THREADS,), (down.data, experts.down_bias, act, order, tiles, n_tiles, y, np.int32(n_ff),
-                                  np.int32(n_embd), np.int64(down.row_bytes)))
+    _launch("moe", f"moe_{kind}_gate_up_{WEIGHT_KERNELS[gate.qtype]}", (_blocks(n_ff, rows), max_tiles), (threads,),
+            (gate.data, up.data, experts.gate_bias, experts.up_bias, x, order, tiles, n_tiles, act, np.int32(k),
+             np.int32(n_embd), np.int32(n_ff), np.int64(gate.row_bytes)))
+    _launch("moe", f"moe_{kind}_down_{WEIGHT_KERNELS[down.qtype]}", (_blocks(n_embd, rows), max_tiles), (threads,),
+            (down.data, experts.down_bias, act, order, tiles, n_tiles, y, np.int32(n_ff), np.int32(n_embd),
+             np.int64(down.row_bytes)))
     _launch("moe", "moe_combine", (_blocks(out.size, 256),), (256,),
             (y, weights, residual, out, np.int32(k), np.int32(n_embd), np.int64(out.size)))
     return out

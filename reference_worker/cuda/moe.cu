@@ -262,6 +262,165 @@ __device__ void moe_tiled_impl(const u8* __restrict__ W0, const u8* __restrict__
         }
 }
 
+// The grouped path on tensor cores: moe_tiled_impl's tiles of an expert's pairs, MOE_MMA_ROWS
+// rows a block, products through mma.sync m16n8k16 on bf16 with fp32 accumulation. To keep the
+// fp32 kernels' precision (a relative error of 1e-5, not bf16's 4e-3), every value goes in as
+// the sum of two bf16 values, hi = bf16(v) and lo = bf16(v - hi), 16 significant bits in all,
+// and a product as hi*hi + hi*lo + lo*hi (the lo*lo term is below fp32 rounding of the sum).
+// MXFP4 and BF16 weights are bf16 values already (an fp4 value times a power of two), so their
+// lo is zero and that product is left out: two mma per product instead of three.
+#define MOE_MMA_ROWS 64     // rows a block: four warps of 16
+#define MOE_MMA_THREADS 128
+#define MOE_MMA_STRIDE 20   // u32 (bf16 pairs) a shared-memory row: a unit's 16 and 4 against bank conflicts
+#define MOE_MMA_LOADS (MOE_MMA_ROWS * 8 / MOE_MMA_THREADS)   // weight pieces (row, 4 values) a thread a unit
+#define MOE_MMA_X_LOADS (MOE_TILE * 8 / MOE_MMA_THREADS)     // input pieces (pair, 4 values) a thread a unit
+
+// Bits of f rounded to the nearest bf16 (ties to even), and a bf16's value.
+__device__ __forceinline__ u32 bf16_bits(float f) {
+    const u32 u = __float_as_uint(f);
+    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ float bf16_value(u32 bits) { return __uint_as_float(bits << 16); }
+
+// Four values as bf16 pairs (the lower k in the low half, as mma fragments hold them): hi, and lo
+// the rounding left over.
+__device__ __forceinline__ void split_bf16(float4 v, uint2& hi, uint2& lo) {
+    const u32 a = bf16_bits(v.x), b = bf16_bits(v.y), c = bf16_bits(v.z), d = bf16_bits(v.w);
+    hi = make_uint2(a | (b << 16), c | (d << 16));
+    lo = make_uint2(bf16_bits(v.x - bf16_value(a)) | (bf16_bits(v.y - bf16_value(b)) << 16),
+                    bf16_bits(v.z - bf16_value(c)) | (bf16_bits(v.w - bf16_value(d)) << 16));
+}
+
+#ifndef MOE_ON_CPU  // tests/cuda_on_cpu/moe_emulation.h has a CPU version
+// c (16 x 8, fp32) += a (16 x 16, row-major bf16) * b (16 x 8, column-major bf16). Fragments as
+// the PTX ISA lays them out: lane l in group g = l / 4 with index t = l % 4 holds A's rows g and
+// g + 8 at columns 2t..2t+1 (registers 0, 1) and 2t+8..2t+9 (2, 3), B's column g at rows 2t..2t+1
+// and 2t+8..2t+9, and c's rows g (0, 1) and g + 8 (2, 3) at columns 2t..2t+1.
+__device__ __forceinline__ void mma_bf16_16x8x16(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+
+// Weights that are bf16 values as decoded: no lo part.
+template <int QT> struct ExactInBf16 { static constexpr bool value = QT == QT_MXFP4 || QT == QT_BF16; };
+
+// Grid (rows / MOE_MMA_ROWS, the launcher's bound on tiles), MOE_MMA_THREADS threads; inputs and
+// outputs as moe_tiled_impl. Per 32-value unit the block decodes its rows' weights and gathers its
+// pairs' inputs, splits them into bf16 hi and lo parts in shared memory, and warp w multiplies
+// rows 16w.. by all MOE_TILE pairs (four 8-pair fragments), both k halves of the unit; the next
+// unit's loads are issued before this unit's products.
+template <int QT, bool GATED>
+__device__ void moe_mma_impl(const u8* __restrict__ W0, const u8* __restrict__ W1, const float* __restrict__ b0,
+                             const float* __restrict__ b1, const float* __restrict__ X, const int* __restrict__ order,
+                             const int* __restrict__ tiles, const int* __restrict__ n_tiles, float* __restrict__ Y,
+                             int pairs_per_x, int n_in, int n_out, long long row_bytes) {
+    constexpr int MATS = GATED ? 2 : 1, PARTS = ExactInBf16<QT>::value ? 1 : 2;  // weight parts: hi (, lo)
+    __shared__ __align__(16) u32 ws[MATS][PARTS][MOE_MMA_ROWS][MOE_MMA_STRIDE], xs[2][MOE_TILE][MOE_MMA_STRIDE];
+    __shared__ int pair[MOE_TILE];
+    const int tile = blockIdx.y;
+    if (tile >= *n_tiles) return;  // the whole block: tile is uniform across it
+    const int e = tiles[3 * tile], first = tiles[3 * tile + 1], count = tiles[3 * tile + 2];
+    const int row0 = blockIdx.x * MOE_MMA_ROWS, sub = threadIdx.x & 7;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    if (threadIdx.x < MOE_TILE) pair[threadIdx.x] = threadIdx.x < count ? order[first + threadIdx.x] : -1;
+    __syncthreads();
+    const u8* wrow[MATS][MOE_MMA_LOADS];
+#pragma unroll
+    for (int step = 0; step < MOE_MMA_LOADS; ++step) {
+        const int r = (threadIdx.x + MOE_MMA_THREADS * step) >> 3;
+        // rows past the end are read (as the last one) but not stored
+        const long long at = ((long long)e * n_out + min(row0 + r, n_out - 1)) * row_bytes;
+        wrow[0][step] = W0 + at;
+        if (GATED) wrow[MATS - 1][step] = W1 + at;
+    }
+    const float* xrow[MOE_MMA_X_LOADS];
+#pragma unroll
+    for (int step = 0; step < MOE_MMA_X_LOADS; ++step) {
+        const int p = pair[(threadIdx.x + MOE_MMA_THREADS * step) >> 3];
+        xrow[step] = p >= 0 ? X + (long long)(p / pairs_per_x) * n_in : nullptr;
+    }
+    float4 w[MATS][MOE_MMA_LOADS], x[MOE_MMA_X_LOADS];
+    auto load = [&](int u) {
+#pragma unroll
+        for (int step = 0; step < MOE_MMA_LOADS; ++step)
+#pragma unroll
+            for (int m = 0; m < MATS; ++m) w[m][step] = decode4<QT>(wrow[m][step], u, sub);
+#pragma unroll
+        for (int step = 0; step < MOE_MMA_X_LOADS; ++step)
+            x[step] = xrow[step] ? *reinterpret_cast<const float4*>(xrow[step] + u * 32 + 4 * sub)
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    };
+    const int units = n_in >> 5;
+    load(0);
+    float acc[MATS][4][4] = {};
+    for (int u = 0; u < units; ++u) {
+        uint2 hi, lo;
+#pragma unroll
+        for (int step = 0; step < MOE_MMA_LOADS; ++step) {
+            const int r = (threadIdx.x + MOE_MMA_THREADS * step) >> 3;
+#pragma unroll
+            for (int m = 0; m < MATS; ++m) {
+                split_bf16(w[m][step], hi, lo);
+                *reinterpret_cast<uint2*>(&ws[m][0][r][2 * sub]) = hi;
+                if (PARTS > 1) *reinterpret_cast<uint2*>(&ws[m][PARTS - 1][r][2 * sub]) = lo;
+            }
+        }
+#pragma unroll
+        for (int step = 0; step < MOE_MMA_X_LOADS; ++step) {
+            const int r = (threadIdx.x + MOE_MMA_THREADS * step) >> 3;
+            split_bf16(x[step], hi, lo);
+            *reinterpret_cast<uint2*>(&xs[0][r][2 * sub]) = hi;
+            *reinterpret_cast<uint2*>(&xs[1][r][2 * sub]) = lo;
+        }
+        __syncthreads();
+        if (u + 1 < units) load(u + 1);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // k 0..15 and 16..31 of the unit: u32 columns 8 half..
+            const int c = 8 * half + tig, r = 16 * warp + g;
+            u32 b[4][2][2];  // [pair fragment][hi, lo][k +0, +8]
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int part = 0; part < 2; ++part) {
+                    b[nt][part][0] = xs[part][8 * nt + g][c];
+                    b[nt][part][1] = xs[part][8 * nt + g][c + 4];
+                }
+#pragma unroll
+            for (int m = 0; m < MATS; ++m) {
+                u32 a[PARTS][4];
+#pragma unroll
+                for (int part = 0; part < PARTS; ++part) {
+                    a[part][0] = ws[m][part][r][c];
+                    a[part][1] = ws[m][part][r + 8][c];
+                    a[part][2] = ws[m][part][r][c + 4];
+                    a[part][3] = ws[m][part][r + 8][c + 4];
+                }
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    mma_bf16_16x8x16(acc[m][nt], a[0], b[nt][0][0], b[nt][0][1]);
+                    mma_bf16_16x8x16(acc[m][nt], a[0], b[nt][1][0], b[nt][1][1]);
+                    if (PARTS > 1) mma_bf16_16x8x16(acc[m][nt], a[PARTS - 1], b[nt][0][0], b[nt][0][1]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // acc[m][nt][i]: row 16 warp + g + 8 (i / 2) of the block's, pair slot 8 nt + 2 tig + i % 2
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int row = row0 + 16 * warp + g + 8 * (i >> 1), p = pair[8 * nt + 2 * tig + (i & 1)];
+            if (row >= n_out || p < 0) continue;
+            const int at = e * n_out + row;
+            Y[(long long)p * n_out + row] = GATED ? swiglu_oai(acc[0][nt][i] + b0[at], acc[MATS - 1][nt][i] + b1[at])
+                                                  : acc[0][nt][i] + b0[at];
+        }
+}
+
 // out[t, r] = residual[t, r] + sum_j weights[t, j] * y[t * k + j, r], j in slot order (the order
 // of moe_down's sum), one thread per value of out (n of them, n_out a token).
 extern "C" __global__ void moe_combine(const float* __restrict__ y, const float* __restrict__ weights,
@@ -302,6 +461,21 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
                           long long row_bytes) {                                                  \
         moe_tiled_impl<QT, false>(Wd, Wd, bd, bd, act, order, tiles, n_tiles, y, 1, n_ff, n_out,  \
                                   row_bytes);                                                     \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MOE_MMA_THREADS)                                 \
+    moe_mma_gate_up_##NAME(const u8* Wg, const u8* Wu, const float* bg, const float* bu,          \
+                           const float* x, const int* order, const int* tiles,                    \
+                           const int* n_tiles, float* act, int k, int n_in, int n_ff,             \
+                           long long row_bytes) {                                                 \
+        moe_mma_impl<QT, true>(Wg, Wu, bg, bu, x, order, tiles, n_tiles, act, k, n_in, n_ff,      \
+                               row_bytes);                                                        \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MOE_MMA_THREADS)                                 \
+    moe_mma_down_##NAME(const u8* Wd, const float* bd, const float* act, const int* order,        \
+                        const int* tiles, const int* n_tiles, float* y, int n_ff, int n_out,      \
+                        long long row_bytes) {                                                    \
+        moe_mma_impl<QT, false>(Wd, Wd, bd, bd, act, order, tiles, n_tiles, y, 1, n_ff, n_out,    \
+                                row_bytes);                                                       \
     }
 
 MOE(f32, QT_F32)

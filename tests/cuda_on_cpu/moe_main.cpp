@@ -1,8 +1,9 @@
 #include "moe_emulation.h"
 #include "moe.cu"
 #include <cstdio>
+#include <string>
 #include <vector>
-// moe_main IN OUT
+// moe_main IN OUT KERNELS (tiled: the fp32 kernels, mma: the tensor-core ones)
 // IN: int32 qtype, n_expert, n_ff, n_embd, n_tok, k, row_bytes of gate/up, row_bytes of down;
 // then the gate, up and down stacks' bytes, the float32 biases (gate, up, down), x, the int32
 // ids, the float32 weights and residual. Runs kernels.moe_ffn_grouped's four launches as the GPU
@@ -34,18 +35,20 @@ int main(int argc, char** argv) {
     std::vector<int> order(n_pairs, -1), tiles(3 * max_tiles, -1), n_tiles(1, -1);
     std::vector<float> act((size_t)n_pairs * n_ff, NAN), y((size_t)n_pairs * n_embd, NAN);
     std::vector<float> out((size_t)n_tok * n_embd, NAN);
-    const dim3 gu_grid{(unsigned)((n_ff + MOE_TILE - 1) / MOE_TILE), (unsigned)max_tiles};
-    const dim3 d_grid{(unsigned)((n_embd + MOE_TILE - 1) / MOE_TILE), (unsigned)max_tiles};
+    const bool mma = std::string(argv[3]) == "mma";
+    const int rows = mma ? MOE_MMA_ROWS : MOE_TILE, threads = mma ? MOE_MMA_THREADS : MOE_TILE_THREADS;
+    const dim3 gu_grid{(unsigned)((n_ff + rows - 1) / rows), (unsigned)max_tiles};
+    const dim3 d_grid{(unsigned)((n_embd + rows - 1) / rows), (unsigned)max_tiles};
     const int combine_blocks = (n_tok * n_embd + 255) / 256;
 #define RUN(NAME)                                                                                                    \
     launch(1, 32, [&] { moe_group(ids.data(), n_pairs, E, order.data(), tiles.data(), n_tiles.data()); });           \
-    launch2(gu_grid, MOE_TILE_THREADS, [&] {                                                                         \
-        moe_tiled_gate_up_##NAME(gate.data(), up.data(), bg.data(), bu.data(), x.data(), order.data(),               \
-                                 tiles.data(), n_tiles.data(), act.data(), k, n_embd, n_ff, rb_gu);                  \
+    launch2(gu_grid, threads, [&] {                                                                                  \
+        (mma ? moe_mma_gate_up_##NAME : moe_tiled_gate_up_##NAME)(gate.data(), up.data(), bg.data(), bu.data(),      \
+            x.data(), order.data(), tiles.data(), n_tiles.data(), act.data(), k, n_embd, n_ff, rb_gu);               \
     });                                                                                                              \
-    launch2(d_grid, MOE_TILE_THREADS, [&] {                                                                          \
-        moe_tiled_down_##NAME(down.data(), bd.data(), act.data(), order.data(), tiles.data(), n_tiles.data(),        \
-                              y.data(), n_ff, n_embd, rb_d);                                                         \
+    launch2(d_grid, threads, [&] {                                                                                   \
+        (mma ? moe_mma_down_##NAME : moe_tiled_down_##NAME)(down.data(), bd.data(), act.data(), order.data(),         \
+            tiles.data(), n_tiles.data(), y.data(), n_ff, n_embd, rb_d);                                             \
     });                                                                                                              \
     launch(combine_blocks, 256, [&] {                                                                                \
         moe_combine(y.data(), w.data(), residual.data(), out.data(), k, n_embd, (long long)n_tok * n_embd);          \
