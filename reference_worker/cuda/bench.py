@@ -232,7 +232,7 @@ def sampler_times_us(n_vocab: int = 151936) -> list[tuple[str, float]]:
     return times
 
 
-MOE_TOKENS = (1, 16, 256)  # decode, a short prompt, the engine's prefill chunk
+MOE_TOKENS = (1, 4, 8, 16, 256)  # decode, short prompts (where the paths cross), the engine's prefill chunk
 
 
 def expert_ffn_times(weight, vec, rng: np.random.Generator) -> list[tuple[str, float, float]]:

@@ -113,6 +113,26 @@ __device__ void moe_down_impl(const u8* __restrict__ Wd, const float* __restrict
     if (lane == 0) y[(long long)t * n_out + row] = residual[(long long)t * n_out + row] + sum;
 }
 
+#define MOE_GROUP_BATCHES 8  // batches of 32 pairs whose ids a warp loads before it looks at them
+
+// visit(p, ids[p] or -1 past the end, the lanes whose pair has the same expert) for the warp's
+// lanes, 32 pairs at a time in order of p; each batch's loads are issued together.
+template <class Visit>
+__device__ __forceinline__ void each_batch(const int* __restrict__ ids, int n_pairs, Visit visit) {
+    const int lane = threadIdx.x & 31;
+    for (int base = 0; base < n_pairs; base += 32 * MOE_GROUP_BATCHES) {
+        int e[MOE_GROUP_BATCHES];
+#pragma unroll
+        for (int b = 0; b < MOE_GROUP_BATCHES; ++b) {
+            const int p = base + 32 * b + lane;
+            e[b] = p < n_pairs ? ids[p] : -1;
+        }
+#pragma unroll
+        for (int b = 0; b < MOE_GROUP_BATCHES; ++b)
+            visit(base + 32 * b + lane, e[b], __match_any_sync(0xffffffffu, e[b]));
+    }
+}
+
 // One warp: a stable counting sort of the n_pairs (token, slot) pairs p = t * k + j by expert
 // ids[p], so that order lists expert 0's pairs, then expert 1's, ..., each expert's by increasing
 // p (by token); and the tile table: tile i < *n_tiles is tiles[3i..3i+2] = (expert, first index
@@ -128,12 +148,10 @@ extern "C" __global__ void moe_group(const int* __restrict__ ids, int n_pairs, i
     const unsigned below = (1u << lane) - 1u;
     for (int e = lane; e < n_expert; e += 32) cursor[e] = 0;
     __syncwarp();
-    for (int base = 0; base < n_pairs; base += 32) {  // pairs per expert
-        const int e = base + lane < n_pairs ? ids[base + lane] : -1;
-        const unsigned same = __match_any_sync(0xffffffffu, e);
+    each_batch(ids, n_pairs, [&](int, int e, unsigned same) {  // pairs per expert
         if (e >= 0 && !(same & below)) cursor[e] += __popc(same);
         __syncwarp();
-    }
+    });
     if (lane == 0) {  // cursor[e] becomes expert e's first index into order
         int pairs = 0, tiles_so_far = 0;
         for (int e = 0; e < n_expert; ++e) {
@@ -157,14 +175,12 @@ extern "C" __global__ void moe_group(const int* __restrict__ ids, int n_pairs, i
         }
     }
     __syncwarp();
-    for (int base = 0; base < n_pairs; base += 32) {  // each pair to its place, in order of p
-        const int p = base + lane, e = p < n_pairs ? ids[p] : -1;
-        const unsigned same = __match_any_sync(0xffffffffu, e);
+    each_batch(ids, n_pairs, [&](int p, int e, unsigned same) {  // each pair to its place, in order of p
         if (e >= 0) order[cursor[e] + __popc(same & below)] = p;
         __syncwarp();
         if (e >= 0 && !(same & below)) cursor[e] += __popc(same);
         __syncwarp();
-    }
+    });
 }
 
 // Values 4 sub.. of unit u of this thread's MOE_TILE_LOADS weight rows and input rows (a null
