@@ -9,12 +9,14 @@
 //   per token (decode)  moe_gate_up_* / moe_down_*: each (token, slot) reads its expert's rows,
 //                       as matmul.cu's mat-vec (a warp per row, eight lanes per 32-value unit);
 //   grouped (prefill)   moe_group sorts the (token, slot) pairs by expert on the device, then
-//                       moe_tiled_gate_up_* / moe_tiled_down_* take a tile of an expert's pairs
-//                       and decode each weight once for the whole tile (matmul.cu's matmul_tiled
-//                       with gathered rows of x), and moe_combine adds each token's k expert
-//                       outputs in slot order, so the result does not depend on scheduling
-//                       (no float atomics, M0-W-1826).
-// Sums are fp32. NumPy twins: ops_numpy.route and ops_numpy.expert_ffn.
+//                       moe_mma_gate_up_* / moe_mma_down_* (tensor cores) or moe_tiled_* (fp32)
+//                       take a tile of an expert's pairs and decode each weight once for the
+//                       whole tile (matmul.cu's matmul_tiled with gathered rows of x), and
+//                       moe_combine adds each token's k expert outputs in slot order, so the
+//                       result does not depend on scheduling (no float atomics, M0-W-1826).
+// Sums are fp32; the tensor-core kernels keep the fp32 kernels' precision (moe_mma_impl says how).
+// NumPy twins: ops_numpy.route and ops_numpy.expert_ffn. tests/cuda_on_cpu runs the grouped path
+// on the CPU (test_moe_kernels_on_cpu.py).
 #include "quant.cuh"
 
 #define MOE_WARPS 4
