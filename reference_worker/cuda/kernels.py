@@ -523,7 +523,8 @@ def moe_ffn_grouped(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weig
     expert outputs added in slot order (moe_combine): four launches, the grid of the tiled ones
     sized for the most tiles the pairs can make (the rest leave at once). The tiles multiply on
     tensor cores (moe_mma_*: bf16 hi + lo pairs, fp32 sums, the fp32 kernels' precision) or,
-    with tensor_cores=False, in fp32 (moe_tiled_*)."""
+    with tensor_cores=False, in fp32 (moe_tiled_*). Its sort and per-pair scratch is allocated
+    here, as matmul's split sums are (prefill; the decode step takes the per-token path)."""
     n_tok, k = _check_moe(experts, x, ids, weights, residual, act, out)
     n_pairs, n_ff, n_embd = n_tok * k, experts.n_ff, experts.n_embd
     # sum over experts of ceil(pairs / MOE_TILE), at most min(n_expert, n_pairs) of them non-empty
