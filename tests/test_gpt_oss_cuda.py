@@ -5,6 +5,8 @@ captured as a CUDA graph; VRAM loading, accounting and limits). Tolerances as in
 test_cuda_kernels.py."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -15,7 +17,6 @@ from reference_worker import ops_numpy, synthetic
 from reference_worker.cuda import cuda_unavailable_reason
 from reference_worker.gguf_file import GGUFFile
 from reference_worker.ops_numpy import YaRN
-from reference_worker.quant import dequantize
 
 pytestmark = pytest.mark.cuda
 if (REASON := cuda_unavailable_reason()) is not None:
@@ -33,6 +34,7 @@ from test_cuda_engine import (  # noqa: E402, F401
     test_weights_stay_in_their_encoding_at_aligned_offsets,
 )
 from test_cuda_kernels import GPU_SETTINGS, rel_err  # noqa: E402
+from test_moe_kernels_on_cpu import ROUTINGS, moe_inputs, random_experts, twin_moe  # noqa: E402
 
 from reference_worker.cuda import kernels  # noqa: E402
 from reference_worker.cuda.kernels import DeviceExperts, DeviceWeight  # noqa: E402
@@ -62,29 +64,89 @@ def test_topk_router_matches_twin(n_tok, n_expert, k, seed):
     np.testing.assert_allclose(weights.get(), want_weights, rtol=1e-5, atol=1e-6)
 
 
-def device_experts(tensors) -> DeviceExperts:
+def device_copy(twin: ops_numpy.Experts) -> DeviceExperts:
+    """The twin's experts on the device: the stacks in their encoding, the biases as float32."""
+    stacks = [stack.tensor for stack in (twin.gate, twin.up, twin.down)]
     weights = [DeviceWeight(t.qtype, t.raw.shape[0], t.shape[-1], cp.asarray(np.ascontiguousarray(t.raw)))
-               for t in tensors[:3]]
-    biases = [cp.asarray(dequantize(t.raw, t.qtype).reshape(t.shape)) for t in tensors[3:]]
-    return DeviceExperts(tensors[0].shape[0], *weights, *biases)
+               for t in stacks]
+    biases = (cp.asarray(b, np.float32) for b in (twin.gate_bias, twin.up_bias, twin.down_bias))
+    return DeviceExperts(stacks[0].shape[0], *weights, *biases)
 
 
-@pytest.mark.parametrize("n_tok", [1, 3, 40])
-def test_expert_ffn_reads_the_routed_experts_as_the_twin(model_path, n_tok):
+def model_experts(model_path) -> tuple[ops_numpy.Experts, DeviceExperts]:
+    """Layer 0's experts of a synthetic gpt-oss file: the twin's and the device's."""
     model = GGUFFile.open(model_path)
     tensors = [model.tensors[f"blk.0.ffn_{p}_exps.{w}"] for w in ("weight", "bias") for p in ("gate", "up", "down")]
     assert tensors[0].qtype == Q.MXFP4
-    twin, experts = ops_numpy.load_experts(*tensors), device_experts(tensors)
-    rng = np.random.default_rng(n_tok)
-    x = rng.standard_normal((n_tok, experts.n_embd)).astype(np.float32)
-    k = min(4, experts.n_expert)
-    ids = np.stack([rng.choice(experts.n_expert, k, replace=False) for _ in range(n_tok)]).astype(np.int32)
-    weights = rng.random((n_tok, k)).astype(np.float32)
-    residual = rng.standard_normal(x.shape).astype(np.float32)
-    want = ops_numpy.expert_ffn(x.astype(np.float64), ids, weights, twin, residual.astype(np.float64))
-    got = kernels.moe_ffn(experts, cp.asarray(x), cp.asarray(ids), cp.asarray(weights), cp.asarray(residual),
-                          cp.full((n_tok, k, experts.n_ff), np.nan, np.float32), cp.full(x.shape, np.nan, np.float32))
-    assert rel_err(got.get(), want) < 1e-5
+    twin = ops_numpy.load_experts(*tensors)
+    return twin, device_copy(twin)
+
+
+# kernels.moe_ffn's paths: per (token, slot) pair, and grouped by expert on tensor cores or in fp32.
+PATHS = {"per-token": kernels.moe_ffn_per_token,
+         "grouped-mma": functools.partial(kernels.moe_ffn_grouped, tensor_cores=True),
+         "grouped-tiled": functools.partial(kernels.moe_ffn_grouped, tensor_cores=False)}
+GROUPED = ["grouped-mma", "grouped-tiled"]
+
+
+def run_moe(path, experts: DeviceExperts, x, ids, weights, residual) -> np.ndarray:
+    n_tok, k = ids.shape
+    return path(experts, cp.asarray(x), cp.asarray(ids), cp.asarray(weights), cp.asarray(residual),
+                cp.full((n_tok, k, experts.n_ff), np.nan, np.float32), cp.full(x.shape, np.nan, np.float32)).get()
+
+
+def inputs_for(experts: DeviceExperts, seed: int, n_tok: int, how: str = "random"):
+    return moe_inputs(np.random.default_rng(seed), n_tok, experts.n_embd, experts.n_expert, min(4, experts.n_expert),
+                      how)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n_tok", [1, 3, 40])
+def test_expert_ffn_reads_the_routed_experts_as_the_twin(model_path, path, n_tok):
+    twin, experts = model_experts(model_path)
+    x, ids, weights, residual = inputs_for(experts, n_tok, n_tok)
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
+    assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
+
+
+@pytest.mark.parametrize("path", GROUPED)
+@GPU_SETTINGS
+@given(n_tok=st.integers(1, 600), how=st.sampled_from(ROUTINGS), seed=st.integers(0, 2**32 - 1))
+def test_grouped_expert_ffn_matches_the_twin_and_the_per_token_path(model_path, path, n_tok, how, seed):
+    """Tokens grouped by expert (tiles of 32 pairs, partial tiles, idle experts, one expert with
+    every token) give the twin's result, and the per-token kernels' to their tolerance."""
+    twin, experts = model_experts(model_path)
+    x, ids, weights, residual = inputs_for(experts, seed, n_tok, how)
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
+    assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
+    assert rel_err(got, run_moe(kernels.moe_ffn_per_token, experts, x, ids, weights, residual)) < 1e-5
+
+
+@pytest.mark.parametrize("path", GROUPED)
+def test_grouped_expert_ffn_repeats_bit_for_bit(model_path, path):
+    """No float atomics: the order of every sum is fixed (M0-W-1826)."""
+    _, experts = model_experts(model_path)
+    inputs = inputs_for(experts, 7, 300)
+    first = run_moe(PATHS[path], experts, *inputs)
+    assert all(np.array_equal(run_moe(PATHS[path], experts, *inputs), first) for _ in range(3))
+
+
+def test_moe_ffn_takes_the_per_token_path_in_decode_and_the_grouped_one_in_prefill(model_path):
+    _, experts = model_experts(model_path)
+    for n_tok, path in ((1, "per-token"), (256, "grouped-mma")):
+        inputs = inputs_for(experts, n_tok, n_tok)
+        assert np.array_equal(run_moe(kernels.moe_ffn, experts, *inputs), run_moe(PATHS[path], experts, *inputs))
+
+
+@pytest.mark.parametrize("path", GROUPED)
+@pytest.mark.parametrize("qtype", list(kernels.WEIGHT_KERNELS), ids=lambda q: q.name)
+@pytest.mark.parametrize("n_tok", [5, 77])
+def test_grouped_expert_ffn_of_every_weight_type_matches_the_twin(path, qtype, n_tok):
+    twin = random_experts(qtype, 5, 256, 256, seed=n_tok)  # 256: the K-quants' super-block
+    experts = device_copy(twin)
+    x, ids, weights, residual = moe_inputs(np.random.default_rng(n_tok), n_tok, 256, 5, 2)
+    got = run_moe(PATHS[path], experts, x, ids, weights, residual)
+    assert rel_err(got, twin_moe(twin, x, ids, weights, residual)) < 1e-5
 
 
 def test_rope_with_the_yarn_table_matches_twin():

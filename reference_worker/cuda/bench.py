@@ -232,8 +232,44 @@ def sampler_times_us(n_vocab: int = 151936) -> list[tuple[str, float]]:
     return times
 
 
+MOE_TOKENS = (1, 4, 8, 16, 256)  # decode, short prompts (where the paths cross), the engine's prefill chunk
+
+
+def expert_ffn_times(weight, vec, rng: np.random.Generator) -> list[tuple[str, float, float]]:
+    """GPU time and TFLOP/s of one layer's expert FFN at GPT-OSS-20B's dims (32 experts of width
+    2880, 4 a token; random MXFP4 data, random routing) for MOE_TOKENS tokens, on each of
+    kernels.moe_ffn's paths: per token, and grouped by expert on tensor cores or in fp32."""
+    import functools
+
+    import cupy as cp
+    from gguf import GGMLQuantizationType as Q
+
+    from reference_worker.cuda import kernels
+    from reference_worker.synthetic import GPT_OSS_20B as DIMS
+
+    n_expert, k, n_embd, n_ff = DIMS.n_expert, DIMS.n_expert_used, DIMS.n_embd, DIMS.n_ff_exp
+    experts = kernels.DeviceExperts(n_expert, weight(Q.MXFP4, n_expert * n_ff, n_embd),
+                                    weight(Q.MXFP4, n_expert * n_ff, n_embd), weight(Q.MXFP4, n_expert * n_embd, n_ff),
+                                    vec(n_expert, n_ff), vec(n_expert, n_ff), vec(n_expert, n_embd))
+    paths = {"per token": kernels.moe_ffn_per_token, "grouped, tensor cores": kernels.moe_ffn_grouped,
+             "grouped, fp32": functools.partial(kernels.moe_ffn_grouped, tensor_cores=False)}
+    rows = []
+    for n_tok in MOE_TOKENS:
+        x, residual, out = vec(n_tok, n_embd), vec(n_tok, n_embd), cp.empty((n_tok, n_embd), np.float32)
+        ids = cp.asarray(np.argsort(rng.random((n_tok, n_expert)), axis=1)[:, :k].astype(np.int32))
+        weights, act = cp.full((n_tok, k), 1.0 / k, np.float32), cp.empty((n_tok, k, n_ff), np.float32)
+        flops = 2 * n_tok * k * 3 * n_embd * n_ff
+        picked = "grouped, tensor cores" if kernels.moe_grouped(n_tok, k, n_expert) else "per token"
+        for name, path in paths.items():
+            us = _graph_time_us(lambda: path(experts, x, ids, weights, residual, act, out), reps=5)
+            rows.append((f"expert FFN, GPT-OSS-20B dims (MXFP4), {n_tok} tokens, {name}"
+                         + (" (moe_ffn's pick)" if name == picked else ""), us, flops / us / 1e6))
+    return rows
+
+
 def bench_kernels() -> None:
-    """Per-kernel GPU time of one decode step of a Qwen2.5-0.5B-shaped model (random data)."""
+    """Per-kernel GPU time of one decode step of a Qwen2.5-0.5B-shaped model (random data), and
+    GPT-OSS-20B's expert FFN on both paths (expert_ffn_times)."""
     import cupy as cp
     from gguf import GGMLQuantizationType as Q
 
@@ -283,6 +319,7 @@ def bench_kernels() -> None:
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
+    rows += expert_ffn_times(weight, vec, rng)
     rows += [(f"sample: {what}", us, None) for what, us in sampler_times_us()]
     # The floor under every launch of a decode step: an empty kernel as a graph node.
     nothing = cp.RawKernel('extern "C" __global__ void nothing() {}', "nothing")

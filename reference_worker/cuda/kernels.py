@@ -409,6 +409,10 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
 
 
 MOE_WARPS = 4  # moe.cu: rows per block of moe_gate_up_* and moe_down_*
+MOE_TILE = 32  # moe.cu: pairs per block of moe_tiled_* and moe_mma_*, and rows of moe_tiled_*
+MOE_TILE_THREADS = 64  # moe.cu
+MOE_MMA_ROWS = 64  # moe.cu: rows per block of moe_mma_*
+MOE_MMA_THREADS = 128  # moe.cu
 MAX_EXPERTS = 256  # moe.cu
 
 
@@ -465,12 +469,15 @@ def moe_topk(logits: cp.ndarray, k: int, ids: cp.ndarray, weights: cp.ndarray) -
     return ids, weights
 
 
-def moe_ffn(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray, residual: cp.ndarray,
-            act: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
-    """out[t] = residual[t] + sum_j weights[t, j] * expert ids[t, j](x[t]), an expert being
-    down(swiglu_oai(gate x + b, up x + b)) + b (ops_numpy.expert_ffn), x (n_tok, n_embd); act
-    (n_tok, k, n_ff) float32 is the scratch between the two launches. Only the routed experts'
-    rows are read; ids must lie in 0..n_expert-1 (moe_topk's do)."""
+def moe_grouped(n_tok: int, k: int, n_expert: int) -> bool:
+    """Whether moe_ffn takes the grouped path: when the (token, slot) pairs are at least twice the
+    experts, so that each expert's decoded weights serve two pairs or more on average (prefill);
+    else the per-token path, which reads each pair's expert at mat-vec speed (decode)."""
+    return n_tok * k >= 2 * n_expert
+
+
+def _check_moe(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray, residual: cp.ndarray,
+               act: cp.ndarray, out: cp.ndarray) -> tuple[int, int]:
     n_tok, k = ids.shape if ids.ndim == 2 else (-1, -1)
     _check(x, np.float32, (n_tok, experts.n_embd), "x")
     _check(ids, np.int32, (n_tok, k), "ids")
@@ -478,6 +485,26 @@ def moe_ffn(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.
     _check(residual, np.float32, x.shape, "residual")
     _check(act, np.float32, (n_tok, k, experts.n_ff), "act")
     _check(out, np.float32, x.shape, "out")
+    return n_tok, k
+
+
+def moe_ffn(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray, residual: cp.ndarray,
+            act: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = residual[t] + sum_j weights[t, j] * expert ids[t, j](x[t]), an expert being
+    down(swiglu_oai(gate x + b, up x + b)) + b (ops_numpy.expert_ffn), x (n_tok, n_embd); act
+    (n_tok, k, n_ff) float32 is the scratch between the launches. Only the routed experts'
+    rows are read; ids must lie in 0..n_expert-1 (moe_topk's do). The grouped path or the
+    per-token one, as moe_grouped says; neither waits on the host."""
+    n_tok, k = ids.shape if ids.ndim == 2 else (-1, -1)
+    path = moe_ffn_grouped if moe_grouped(n_tok, k, experts.n_expert) else moe_ffn_per_token
+    return path(experts, x, ids, weights, residual, act, out)
+
+
+def moe_ffn_per_token(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray,
+                      residual: cp.ndarray, act: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """moe_ffn with each (token, slot) pair reading its expert's rows (moe_gate_up_*, moe_down_*):
+    two launches, the weights read once per pair."""
+    n_tok, k = _check_moe(experts, x, ids, weights, residual, act, out)
     gate, up, down = experts.gate, experts.up, experts.down
     _launch("moe", f"moe_gate_up_{WEIGHT_KERNELS[gate.qtype]}", (_blocks(experts.n_ff, MOE_WARPS), n_tok * k),
             (32 * MOE_WARPS,), (gate.data, up.data, experts.gate_bias, experts.up_bias, x, ids, act,
@@ -485,6 +512,38 @@ def moe_ffn(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.
     _launch("moe", f"moe_down_{WEIGHT_KERNELS[down.qtype]}", (_blocks(experts.n_embd, MOE_WARPS), n_tok),
             (32 * MOE_WARPS,), (down.data, experts.down_bias, act, ids, weights, residual, out, np.int32(experts.n_ff),
                                 np.int32(experts.n_embd), np.int32(k), np.int64(down.row_bytes)))
+    return out
+
+
+def moe_ffn_grouped(experts: DeviceExperts, x: cp.ndarray, ids: cp.ndarray, weights: cp.ndarray,
+                    residual: cp.ndarray, act: cp.ndarray, out: cp.ndarray,
+                    tensor_cores: bool = True) -> cp.ndarray:
+    """moe_ffn with the pairs grouped by expert on the device (moe_group), each expert's weights
+    decoded once per tile of MOE_TILE of its pairs (gate/up, then down), and each token's k
+    expert outputs added in slot order (moe_combine): four launches, the grid of the tiled ones
+    sized for the most tiles the pairs can make (the rest leave at once). The tiles multiply on
+    tensor cores (moe_mma_*: bf16 hi + lo pairs, fp32 sums, the fp32 kernels' precision) or,
+    with tensor_cores=False, in fp32 (moe_tiled_*). Its sort and per-pair scratch is allocated
+    here, as matmul's split sums are (prefill; the decode step takes the per-token path)."""
+    n_tok, k = _check_moe(experts, x, ids, weights, residual, act, out)
+    n_pairs, n_ff, n_embd = n_tok * k, experts.n_ff, experts.n_embd
+    # sum over experts of ceil(pairs / MOE_TILE), at most min(n_expert, n_pairs) of them non-empty
+    max_tiles = (n_pairs + min(experts.n_expert, n_pairs) * (MOE_TILE - 1)) // MOE_TILE
+    order, tiles, n_tiles = cp.empty(n_pairs, np.int32), cp.empty(3 * max_tiles, np.int32), cp.empty(1, np.int32)
+    y = cp.empty((n_pairs, n_embd), np.float32)  # each pair's expert output, before the weighted sum
+    _launch("moe", "moe_group", (1,), (32,),
+            (ids, np.int32(n_pairs), np.int32(experts.n_expert), order, tiles, n_tiles))
+    kind, rows, threads = (("mma", MOE_MMA_ROWS, MOE_MMA_THREADS) if tensor_cores
+                           else ("tiled", MOE_TILE, MOE_TILE_THREADS))
+    gate, up, down = experts.gate, experts.up, experts.down
+    _launch("moe", f"moe_{kind}_gate_up_{WEIGHT_KERNELS[gate.qtype]}", (_blocks(n_ff, rows), max_tiles), (threads,),
+            (gate.data, up.data, experts.gate_bias, experts.up_bias, x, order, tiles, n_tiles, act, np.int32(k),
+             np.int32(n_embd), np.int32(n_ff), np.int64(gate.row_bytes)))
+    _launch("moe", f"moe_{kind}_down_{WEIGHT_KERNELS[down.qtype]}", (_blocks(n_embd, rows), max_tiles), (threads,),
+            (down.data, experts.down_bias, act, order, tiles, n_tiles, y, np.int32(n_ff), np.int32(n_embd),
+             np.int64(down.row_bytes)))
+    _launch("moe", "moe_combine", (_blocks(out.size, 256),), (256,),
+            (y, weights, residual, out, np.int32(k), np.int32(n_embd), np.int64(out.size)))
     return out
 
 
