@@ -31,8 +31,9 @@ WEIGHT_KERNELS = {
 }
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
 FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
-PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads
-# matmul_tiled_* splits its rows into parts (at most PREFILL_MAX_SPLITS, each of at least
+PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
+MMA_ROWS, MMA_TOKENS, MMA_THREADS = 64, 64, 128  # a block of matmul_mma_* (gemm_mma.cuh)
+# The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
 # PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
 PREFILL_MAX_SPLITS = 4
 PREFILL_MIN_SPLIT_UNITS = 8
@@ -133,10 +134,12 @@ class DeviceWeight:
 
 
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
-           residual: cp.ndarray | None = None) -> cp.ndarray:
+           residual: cp.ndarray | None = None, tensor_cores: bool = True) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
-    FEW_TOKENS tokens below PREFILL_TILE tokens, one per PREFILL_TILE tokens from there."""
+    FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per MMA_TOKENS tokens on
+    tensor cores (weights and x rounded to fp16, sums in fp32) or, with tensor_cores=False, one
+    per PREFILL_TILE tokens in fp32 throughout."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -148,18 +151,10 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     extras = (_NULL if bias is None else bias, _NULL if residual is None else residual)
     sizes = (np.int32(w.cols), np.int32(w.rows))
     args = (w.data, x, out, *extras, *sizes)
-    if n_tok >= PREFILL_TILE:
-        units, tiles = w.cols // 32, _blocks(w.rows, PREFILL_TILE) * _blocks(n_tok, PREFILL_TILE)
-        splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
-                            _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
-        partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
-        grid = (_blocks(w.rows, PREFILL_TILE), _blocks(n_tok, PREFILL_TILE), splits)
-        _launch("matmul", f"matmul_tiled_{suffix}", grid, (64,),
-                (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
-                 *sizes, np.int32(n_tok), row_bytes))
-        if partial is not None:
-            _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
-                    (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
+    if n_tok >= PREFILL_TILE and tensor_cores:
+        _prefill("mma", MMA_ROWS, MMA_TOKENS, MMA_THREADS, w, x, out, extras)
+    elif n_tok >= PREFILL_TILE:
+        _prefill("tiled", PREFILL_TILE, PREFILL_TILE, 64, w, x, out, extras)
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
@@ -168,6 +163,25 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     else:
         _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (*args, row_bytes))
     return out
+
+
+def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, w: DeviceWeight, x: cp.ndarray,
+             out: cp.ndarray, extras: tuple) -> None:
+    """matmul_{kernel}_* over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
+    when the tiles alone would leave the GPU short of blocks, the parts then added in order by
+    sum_splits (M0-W-1826: no atomics, the same sums every run)."""
+    n_tok, units = x.shape[0], w.cols // 32
+    tiles = _blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens)
+    splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
+                        _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
+    partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
+    grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
+    _launch("matmul", f"matmul_{kernel}_{WEIGHT_KERNELS[w.qtype]}", grid, (threads,),
+            (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
+             np.int32(w.cols), np.int32(w.rows), np.int32(n_tok), np.int64(w.row_bytes)))
+    if partial is not None:
+        _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
+                (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
 
 
 def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:

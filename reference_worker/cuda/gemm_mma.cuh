@@ -1,0 +1,130 @@
+// Prefill GEMM on tensor cores: Y[t, r] = sum_k W[r, k] * X[t, k] (+ bias[r]) (+ residual[t, r])
+// for any weight type decode4 knows (quant.cuh). Each block decodes a MMA_ROWS x 32 tile of W
+// (one 32-value unit of each of its rows) and converts a MMA_TOKENS x 32 tile of X, both to fp16
+// in shared memory, and its four warps multiply them with mma.sync m16n8k16 (fp16 inputs, fp32
+// accumulation: M0-W-1201 allows fp16 inputs and accumulation, and fp32 sums are finer). Shared
+// memory is double-buffered: unit u + 1 is loaded and decoded into registers while unit u's
+// products run, then stored into the other buffer, so a unit costs one barrier.
+// The header takes nothing but a weight's blocks, its row length and count, and its type, so other
+// modules (the experts of moe.cu) can use matmul_mma_impl on a slice of a weight stack.
+#pragma once
+#include "quant.cuh"
+
+#define MMA_ROWS 64      // rows of W per block
+#define MMA_TOKENS 64    // tokens per block
+#define MMA_THREADS 128  // four warps, each a 32 x 32 quarter of the tile
+#define MMA_STRIDE 40    // fp16 values per shared-memory row: a unit's 32 plus 8 against bank conflicts
+#define MMA_LOADS (MMA_ROWS * 8 / MMA_THREADS)  // (row, 4 values) pieces each thread decodes per unit
+
+// The sum plus what rides on it; bias and residual may be null.
+__device__ __forceinline__ float epilogue(float s, const float* bias, const float* residual, int row, long long at) {
+    if (bias) s += bias[row];
+    if (residual) s += residual[at];
+    return s;
+}
+
+// Two floats as an fp16 pair, lo in the low half (the lower k of an mma fragment).
+__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ uint2 pack_half4(float4 v) { return make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w)); }
+
+// c (16 x 8, fp32) += a (16 x 16, row-major fp16) * b (16 x 8, column-major fp16), fragments in
+// the PTX ISA's layout for m16n8k16.
+__device__ __forceinline__ void mma_16x8x16(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Unit u of the tile's rows (decoded) and tokens, as fp16, into registers: piece `step` of a
+// thread is row or token (threadIdx.x + MMA_THREADS * step) / 8, values 4 (threadIdx.x % 8)..+3,
+// so eight threads read one row's unit and one token's 32 values contiguously.
+template <int QT>
+__device__ __forceinline__ void mma_load(const u8* W, const float* X, int u, int row0, int t0, int n_in, int n_out,
+                                         int n_tok, long long row_bytes, uint2* w, uint2* x) {
+#pragma unroll
+    for (int step = 0; step < MMA_LOADS; ++step) {
+        const int r = (threadIdx.x + MMA_THREADS * step) >> 3, sub = threadIdx.x & 7;
+        w[step] = pack_half4(decode4<QT>(W + min(row0 + r, n_out - 1) * row_bytes, u, sub));  // rows past the end are not stored
+        x[step] = t0 + r < n_tok
+                      ? pack_half4(*reinterpret_cast<const float4*>(X + (long long)(t0 + r) * n_in + u * 32 + 4 * sub))
+                      : make_uint2(0u, 0u);
+    }
+}
+
+__device__ __forceinline__ void mma_store(u16 (*ws)[MMA_STRIDE], u16 (*xs)[MMA_STRIDE], const uint2* w, const uint2* x) {
+#pragma unroll
+    for (int step = 0; step < MMA_LOADS; ++step) {
+        const int r = (threadIdx.x + MMA_THREADS * step) >> 3, k = 4 * (threadIdx.x & 7);
+        *reinterpret_cast<uint2*>(&ws[r][k]) = w[step];
+        *reinterpret_cast<uint2*>(&xs[r][k]) = x[step];
+    }
+}
+
+// A block computes rows blockIdx.x * MMA_ROWS.. and tokens blockIdx.y * MMA_TOKENS.. of Y. With
+// gridDim.z > 1 each z sums split_units units (from z * split_units) into its slice of `partial`
+// (n_tok x n_out each) and sum_splits (matmul.cu) adds the slices in order (M0-W-1826); otherwise
+// the block stores Y with the epilogue. X is (n_tok, n_in) fp32, n_in a multiple of 32.
+template <int QT>
+__device__ void matmul_mma_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
+                                const float* bias, const float* residual, float* __restrict__ partial,
+                                int split_units, int n_in, int n_out, int n_tok, long long row_bytes) {
+    __shared__ __align__(16) u16 ws[2][MMA_ROWS][MMA_STRIDE], xs[2][MMA_TOKENS][MMA_STRIDE];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const int wr = 32 * (warp & 1), wt = 32 * (warp >> 1);  // the warp's first row and token in the tile
+    const int row0 = blockIdx.x * MMA_ROWS, t0 = blockIdx.y * MMA_TOKENS;
+    const int first = blockIdx.z * split_units, units = min(n_in >> 5, first + split_units);
+    uint2 w[MMA_LOADS], x[MMA_LOADS];
+    float acc[2][4][4] = {};
+    if (first < units) {
+        mma_load<QT>(W, X, first, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+        mma_store(ws[0], xs[0], w, x);
+    }
+    __syncthreads();
+    for (int u = first; u < units; ++u) {
+        const int buf = (u - first) & 1;
+        if (u + 1 < units) mma_load<QT>(W, X, u + 1, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+#pragma unroll
+        for (int kk = 0; kk < 32; kk += 16) {
+            u32 a[2][4], b[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                const u16* p = &ws[buf][wr + 16 * mi + g][kk + 2 * tig];
+                a[mi][0] = *reinterpret_cast<const u32*>(p);                       // row g, k 2tig..
+                a[mi][1] = *reinterpret_cast<const u32*>(p + 8 * MMA_STRIDE);      // row g + 8
+                a[mi][2] = *reinterpret_cast<const u32*>(p + 8);                   // row g, k 2tig + 8..
+                a[mi][3] = *reinterpret_cast<const u32*>(p + 8 * MMA_STRIDE + 8);  // row g + 8, k 2tig + 8..
+            }
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) {
+                const u16* p = &xs[buf][wt + 8 * ni + g][kk + 2 * tig];  // token g, k 2tig.. and 2tig + 8..
+                b[ni][0] = *reinterpret_cast<const u32*>(p);
+                b[ni][1] = *reinterpret_cast<const u32*>(p + 8);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 4; ++ni) mma_16x8x16(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+        }
+        if (u + 1 < units) mma_store(ws[buf ^ 1], xs[buf ^ 1], w, x);
+        __syncthreads();
+    }
+    // acc[mi][ni][2h + j] is row 16mi + g + 8h, token 8ni + 2tig + j of the warp's quarter.
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = row0 + wr + 16 * mi + g + 8 * (e >> 1), t = t0 + wt + 8 * ni + 2 * tig + (e & 1);
+                if (row >= n_out || t >= n_tok) continue;
+                const long long at = (long long)t * n_out + row;
+                if (gridDim.z == 1) Y[at] = epilogue(acc[mi][ni][e], bias, residual, row, at);
+                else partial[blockIdx.z * (long long)n_tok * n_out + at] = acc[mi][ni][e];
+            }
+}
