@@ -41,6 +41,17 @@ __device__ __forceinline__ void mma_16x8x16(float* c, const u32* a, u32 b0, u32 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Four 8 x 8 fp16 matrices from shared memory, lane l giving the address of row l % 8 of matrix
+// l / 8; register m of lane l gets row l / 4, columns 2 (l % 4)..+1 of matrix m (an mma fragment).
+__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* row) {
+    u32 at;
+    asm("{ .reg .u64 p; cvta.to.shared.u64 p, %1; cvt.u32.u64 %0, p; }" : "=r"(at) : "l"(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at)
+                 : "memory");  // reads what the block's plain stores wrote before the barrier
+}
+
 // Unit u of the tile's rows (decoded) and tokens, as fp16, into registers: piece `step` of a
 // thread is row or token (threadIdx.x + MMA_THREADS * step) / 8, values 4 (threadIdx.x % 8)..+3,
 // so eight threads read one row's unit and one token's 32 values contiguously.
@@ -91,21 +102,14 @@ __device__ void matmul_mma_impl(const u8* __restrict__ W, const float* __restric
         if (u + 1 < units) mma_load<QT>(W, X, u + 1, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
 #pragma unroll
         for (int kk = 0; kk < 32; kk += 16) {
-            u32 a[2][4], b[4][2];
+            u32 a[2][4], b[4][2];  // a[mi]: rows 16mi.. of the warp's; b[ni]: tokens 8ni.., k kk.. and kk + 8..
+            const int m = lane >> 3, i = lane & 7;  // the 8 x 8 matrix and its row this lane points at
 #pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
-                const u16* p = &ws[buf][wr + 16 * mi + g][kk + 2 * tig];
-                a[mi][0] = *reinterpret_cast<const u32*>(p);                       // row g, k 2tig..
-                a[mi][1] = *reinterpret_cast<const u32*>(p + 8 * MMA_STRIDE);      // row g + 8
-                a[mi][2] = *reinterpret_cast<const u32*>(p + 8);                   // row g, k 2tig + 8..
-                a[mi][3] = *reinterpret_cast<const u32*>(p + 8 * MMA_STRIDE + 8);  // row g + 8, k 2tig + 8..
-            }
+            for (int mi = 0; mi < 2; ++mi)  // matrices: rows +0 / +8, k +0 / +8 (a0..a3)
+                ldmatrix_x4(a[mi], &ws[buf][wr + 16 * mi + i + 8 * (m & 1)][kk + 8 * (m >> 1)]);
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni) {
-                const u16* p = &xs[buf][wt + 8 * ni + g][kk + 2 * tig];  // token g, k 2tig.. and 2tig + 8..
-                b[ni][0] = *reinterpret_cast<const u32*>(p);
-                b[ni][1] = *reinterpret_cast<const u32*>(p + 8);
-            }
+            for (int ni = 0; ni < 4; ni += 2)  // matrices: k +0 / +8 of tokens 8ni.., then of 8ni + 8..
+                ldmatrix_x4(&b[ni][0], &xs[buf][wt + 8 * ni + i + 8 * (m >> 1)][kk + 8 * (m & 1)]);
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
