@@ -8,7 +8,10 @@ sums in fp32: against the twin fed the same fp16-rounded inputs it holds 1e-5; a
 (fp64) product of the unrounded inputs, FP16_INPUTS_TOLERANCE. That bound is ~3x what fp16
 rounding gives: the fp64 product of fp16-rounded inputs was off by a relative error norm of
 2.1e-4 to 3.1e-4 (median and max over 40 random shapes per type, every type, weights of scale
-0.05, x standard normal; NumPy on the CPU).
+0.05, x standard normal; NumPy on the CPU). Prefill attention on tensor cores (attention_mma)
+rounds the scaled q and the softmax weights to fp16: FP16_ATTENTION_TOLERANCE against the twin
+in fp64; q's rounding alone moves it by 1.6e-4 to 2.2e-4 (median and max over 30 random cases,
+NumPy), the weights' by about as much.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ WEIGHT_TYPES = list(kernels.WEIGHT_KERNELS)
 K_QUANTS = (Q.Q4_K, Q.Q6_K)
 GPU_SETTINGS = settings(max_examples=15, deadline=None)
 FP16_INPUTS_TOLERANCE = 1e-3
+FP16_ATTENTION_TOLERANCE = 2e-3
 
 
 def rel_err(got, want) -> float:
@@ -172,8 +176,32 @@ def test_attention_prefill_and_decode_match_twin(start, n, group, head_dim, seed
                          cp.asarray([0], np.int32))
     pos0 = cp.asarray([start], np.int32)
     kernels.kv_store(cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache, v_cache, pos0)
-    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32))
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32),
+                            tensor_cores=False)
     assert rel_err(out.get().reshape(n, -1), want) < 1e-5
+
+
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 600), n=st.integers(kernels.FA_MIN_TOKENS, 300), group=st.sampled_from([1, 2, 7]),
+       head_dim=st.sampled_from(kernels.FA_HEAD_DIMS), window=st.sampled_from([0, 1, 8, 128]),
+       with_sinks=st.booleans(), seed=st.integers(0, 1000))
+def test_tensor_core_prefill_attention_matches_twin(start, n, group, head_dim, window, with_sinks, seed):
+    rng = np.random.default_rng(seed)
+    n_kv, ctx = 2, start + n + 70  # positions past the prompt hold NaN: they must never be read
+    q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
+    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q.astype(np.float64), k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
+
+    k_cache, v_cache = (cp.full((n_kv, ctx, head_dim), np.nan, np.float16) for _ in range(2))
+    kernels.kv_store(cp.asarray(k_all), cp.asarray(v_all), k_cache, v_cache, cp.asarray([0], np.int32))
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, cp.asarray([start], np.int32),
+                            cp.full(q.shape, np.nan, np.float32), None if sinks is None else cp.asarray(sinks), window)
+    assert rel_err(out.get().reshape(n, -1), want) < FP16_ATTENTION_TOLERANCE
 
 
 @GPU_SETTINGS

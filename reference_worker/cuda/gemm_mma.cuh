@@ -8,6 +8,7 @@
 // The header takes nothing but a weight's blocks, its row length and count, and its type, so other
 // modules (the experts of moe.cu) can use matmul_mma_impl on a slice of a weight stack.
 #pragma once
+#include "mma.cuh"
 #include "quant.cuh"
 
 #define MMA_ROWS 64      // rows of W per block
@@ -23,35 +24,6 @@ __device__ __forceinline__ float epilogue(float s, const float* bias, const floa
     return s;
 }
 
-// Two floats as an fp16 pair, lo in the low half (the lower k of an mma fragment).
-__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ uint2 pack_half4(float4 v) { return make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w)); }
-
-// c (16 x 8, fp32) += a (16 x 16, row-major fp16) * b (16 x 8, column-major fp16), fragments in
-// the PTX ISA's layout for m16n8k16.
-__device__ __forceinline__ void mma_16x8x16(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8 x 8 fp16 matrices from shared memory, lane l giving the address of row l % 8 of matrix
-// l / 8; register m of lane l gets row l / 4, columns 2 (l % 4)..+1 of matrix m (an mma fragment).
-__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* row) {
-    u32 at;
-    asm("{ .reg .u64 p; cvta.to.shared.u64 p, %1; cvt.u32.u64 %0, p; }" : "=r"(at) : "l"(row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(at)
-                 : "memory");  // reads what the block's plain stores wrote before the barrier
-}
-
 // Unit u of the tile's rows (decoded) and tokens, as fp16, into registers: piece `step` of a
 // thread is row or token (threadIdx.x + MMA_THREADS * step) / 8, values 4 (threadIdx.x % 8)..+3,
 // so eight threads read one row's unit and one token's 32 values contiguously.
@@ -61,14 +33,16 @@ __device__ __forceinline__ void mma_load(const u8* W, const float* X, int u, int
 #pragma unroll
     for (int step = 0; step < MMA_LOADS; ++step) {
         const int r = (threadIdx.x + MMA_THREADS * step) >> 3, sub = threadIdx.x & 7;
-        w[step] = pack_half4(decode4<QT>(W + min(row0 + r, n_out - 1) * row_bytes, u, sub));  // rows past the end are not stored
+        // Rows past the end read the last row's weights and are never stored.
+        w[step] = pack_half4(decode4<QT>(W + min(row0 + r, n_out - 1) * row_bytes, u, sub));
         x[step] = t0 + r < n_tok
                       ? pack_half4(*reinterpret_cast<const float4*>(X + (long long)(t0 + r) * n_in + u * 32 + 4 * sub))
                       : make_uint2(0u, 0u);
     }
 }
 
-__device__ __forceinline__ void mma_store(u16 (*ws)[MMA_STRIDE], u16 (*xs)[MMA_STRIDE], const uint2* w, const uint2* x) {
+__device__ __forceinline__ void mma_store(u16 (*ws)[MMA_STRIDE], u16 (*xs)[MMA_STRIDE], const uint2* w,
+                                          const uint2* x) {
 #pragma unroll
     for (int step = 0; step < MMA_LOADS; ++step) {
         const int r = (threadIdx.x + MMA_THREADS * step) >> 3, k = 4 * (threadIdx.x & 7);

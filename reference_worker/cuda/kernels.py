@@ -43,6 +43,9 @@ _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
 MAX_HEAD_DIM = 256  # attention.cu
+FA_QUERIES, FA_THREADS = 64, 128  # attention.cu: queries and threads per block of attention_mma_*
+FA_HEAD_DIMS = (64, 96, 128)  # attention.cu: the head sizes attention_mma_* is built for
+FA_MIN_TOKENS = 16  # one warp's queries: fewer go to `attention`
 SAMPLE_THREADS = 1024  # sampling.cu: argmax, sample_pick
 SELECT_BLOCKS = 128  # sampling.cu: blocks of sample_select, sample_refine, sample_gather
 SELECT_THREADS = 256  # sampling.cu
@@ -381,15 +384,24 @@ def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, po
 
 
 def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
-              out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0) -> cp.ndarray:
+              out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0,
+              tensor_cores: bool = True) -> cp.ndarray:
     """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
     K and V the fp16 cache rows of head h's KV group (already stored, see kv_store). With a
     window > 0 only positions p - window + 1..p are seen; with sinks (n_head,) float32 each
-    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention)."""
+    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention). From FA_MIN_TOKENS
+    queries with a head size in FA_HEAD_DIMS it runs on tensor cores (attention_mma_*: q and the
+    softmax weights rounded to fp16, sums in fp32) unless tensor_cores is False."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
-    _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
-            (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
-             np.float32(1.0 / np.sqrt(head_dim)), _NULL if sinks is None else sinks, np.int32(window)))
+    scale, extras = np.float32(1.0 / np.sqrt(head_dim)), (_NULL if sinks is None else sinks, np.int32(window))
+    if tensor_cores and n_tok >= FA_MIN_TOKENS and head_dim in FA_HEAD_DIMS:
+        _launch("attention", f"attention_mma_{head_dim}", (n_head, _blocks(n_tok, FA_QUERIES)), (FA_THREADS,),
+                (q, k_cache, v_cache, out, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(ctx), pos0,
+                 scale, *extras))
+    else:
+        _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
+                (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
+                 scale, *extras))
     return out
 
 
