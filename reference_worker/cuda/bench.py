@@ -283,6 +283,12 @@ def bench_kernels() -> None:
         pos = cp.asarray([ctx_used], np.int32)
         rows.append((f"attention decode (RoPE and KV store included) at position {ctx_used}",
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
+    # The second 256-token chunk of a 512-token prefill: queries at positions 256..511.
+    pos, qs = cp.asarray([256], np.int32), vec(256, 14, 64)
+    qso = cp.empty_like(qs)
+    for tensor_cores, how in ((False, "a block per head and query"), (True, "tensor cores")):
+        us = _graph_time_us(lambda: kernels.attention(qs, kc, vc, pos, qso, tensor_cores=tensor_cores), reps=5)
+        rows.append((f"attention prefill, 256 queries at positions 256-511, {how}", us, None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     rows += [(f"sample: {what}", us, None) for what, us in sampler_times_us()]
