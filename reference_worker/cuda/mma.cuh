@@ -4,17 +4,17 @@
 // is in group g = l / 4 with index t = l % 4 in it; a 16 x 16 A fragment holds rows g and g + 8,
 // columns 2t..2t+1 and 2t+8..2t+9; a 16 x 8 B fragment column g, rows 2t..2t+1 and 2t+8..2t+9;
 // the 16 x 8 fp32 accumulator rows g and g + 8, columns 2t..2t+1.
+// tests/cuda_on_cpu has CPU versions of the PTX ones, which run these kernels' logic there.
 #pragma once
 #include "common.cuh"
 
+#ifndef CUDA_ON_CPU
 // Two floats as an fp16 pair, lo in the low half (the lower k of an mma fragment).
 __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     u32 r;
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-
-__device__ __forceinline__ uint2 pack_half4(float4 v) { return make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w)); }
 
 // c (16 x 8, fp32) += a (16 x 16, row-major fp16) * b (16 x 8, column-major fp16).
 __device__ __forceinline__ void mma_16x8x16(float* c, const u32* a, u32 b0, u32 b1) {
@@ -47,3 +47,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32* r, const u16* row) {
                  : "r"(shared_address(row))
                  : "memory");
 }
+#endif
+
+__device__ __forceinline__ uint2 pack_half4(float4 v) { return make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w)); }

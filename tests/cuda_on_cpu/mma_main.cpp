@@ -1,0 +1,99 @@
+#include "mma_emulation.h"
+#include "gemm_mma.cuh"
+#include "attention.cu"
+#include <cstdio>
+#include <cstdlib>
+// mma_main gemm QTYPE ROWS COLS ROW_BYTES N_TOK SPLITS W X BIAS|- RESIDUAL|- OUT
+// mma_main attention N_TOK N_HEAD N_KV HEAD_DIM CTX POS0 WINDOW Q K V SINKS|- OUT
+// Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum) or attention_mma_* on the
+// CPU over the binary files named (float32; the caches fp16, the weight its raw blocks) and
+// writes OUT (float32).
+template <class T> std::vector<T> read_file(const char* path, size_t n) {
+    std::vector<T> v(n);
+    if (std::strcmp(path, "-") == 0) return {};
+    FILE* f = fopen(path, "rb");
+    if (!f || fread(v.data(), sizeof(T), n, f) != n) { fprintf(stderr, "cannot read %zu values from %s\n", n, path); exit(2); }
+    fclose(f);
+    return v;
+}
+
+template <class T> const T* or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
+template <class T> T* or_null(std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
+
+template <int QT> void gemm_block(const u8* W, const float* X, float* Y, const float* bias, const float* residual,
+                                  float* partial, int split_units, int cols, int rows, int n_tok, long long row_bytes) {
+    matmul_mma_impl<QT>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
+}
+
+int gemm(char** a) {
+    const int qtype = atoi(a[0]), rows = atoi(a[1]), cols = atoi(a[2]), n_tok = atoi(a[4]), splits = atoi(a[5]);
+    const long long row_bytes = atoll(a[3]);
+    const auto W = read_file<u8>(a[6], rows * row_bytes);
+    const auto X = read_file<float>(a[7], (size_t)n_tok * cols);
+    const auto bias = read_file<float>(a[8], rows), residual = read_file<float>(a[9], (size_t)n_tok * rows);
+    std::vector<float> Y((size_t)n_tok * rows, NAN), partial(splits > 1 ? (size_t)splits * n_tok * rows : 0);
+    const int units = cols / 32, split_units = (units + splits - 1) / splits;
+    const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + MMA_TOKENS - 1) / MMA_TOKENS,
+                    (unsigned)splits};
+    launch3(grid, MMA_THREADS, [&] {
+        auto run = [&](auto block) {
+            block(W.data(), X.data(), Y.data(), or_null(bias), or_null(residual), or_null(partial), split_units, cols,
+                  rows, n_tok, row_bytes);
+        };
+        switch (qtype) {
+            case QT_F32: run(gemm_block<QT_F32>); break;
+            case QT_F16: run(gemm_block<QT_F16>); break;
+            case QT_BF16: run(gemm_block<QT_BF16>); break;
+            case QT_Q4_0: run(gemm_block<QT_Q4_0>); break;
+            case QT_Q5_0: run(gemm_block<QT_Q5_0>); break;
+            case QT_Q8_0: run(gemm_block<QT_Q8_0>); break;
+            case QT_MXFP4: run(gemm_block<QT_MXFP4>); break;
+            case QT_Q4_K: run(gemm_block<QT_Q4_K>); break;
+            case QT_Q6_K: run(gemm_block<QT_Q6_K>); break;
+            default: fprintf(stderr, "type %d\n", qtype); exit(2);
+        }
+    });
+    const long long n = (long long)n_tok * rows;
+    for (long long at = 0; splits > 1 && at < n; ++at) {  // as sum_splits (matmul.cu)
+        float s = 0.0f;
+        for (int z = 0; z < splits; ++z) s += partial[z * n + at];
+        Y[at] = epilogue(s, or_null(bias), or_null(residual), (int)(at % rows), at);
+    }
+    FILE* f = fopen(a[10], "wb");
+    fwrite(Y.data(), 4, Y.size(), f);
+    fclose(f);
+    return 0;
+}
+
+int attention(char** a) {
+    const int n_tok = atoi(a[0]), n_head = atoi(a[1]), n_kv = atoi(a[2]), d = atoi(a[3]), ctx = atoi(a[4]);
+    const int pos0[1] = {atoi(a[5])}, window = atoi(a[6]);
+    const auto q = read_file<float>(a[7], (size_t)n_tok * n_head * d);
+    const auto k = read_file<u16>(a[8], (size_t)n_kv * ctx * d), v = read_file<u16>(a[9], (size_t)n_kv * ctx * d);
+    const auto sinks = read_file<float>(a[10], n_head);
+    std::vector<float> out((size_t)n_tok * n_head * d, NAN);
+    const float scale = 1.0f / std::sqrt((float)d);
+    const dim3 grid{(unsigned)n_head, (unsigned)(n_tok + FA_QUERIES - 1) / FA_QUERIES, 1};
+    launch3(grid, FA_THREADS, [&] {
+        auto run = [&](auto kernel) {
+            kernel(q.data(), k.data(), v.data(), out.data(), n_tok, n_head, n_kv, ctx, pos0, scale, or_null(sinks), window);
+        };
+        switch (d) {
+            case 64: run(attention_mma_64); break;
+            case 96: run(attention_mma_96); break;
+            case 128: run(attention_mma_128); break;
+            default: fprintf(stderr, "head_dim %d\n", d); exit(2);
+        }
+    });
+    FILE* f = fopen(a[11], "wb");
+    fwrite(out.data(), 4, out.size(), f);
+    fclose(f);
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc == 13 && std::strcmp(argv[1], "gemm") == 0) return gemm(argv + 2);
+    if (argc == 14 && std::strcmp(argv[1], "attention") == 0) return attention(argv + 2);
+    fprintf(stderr, "usage: see mma_main.cpp\n");
+    return 2;
+}
