@@ -78,7 +78,7 @@ def test_embedding_rows_decode_as_quant_py(qtype, rows, units, seed):
        with_bias=st.booleans(), with_residual=st.booleans())
 def test_matmul_matches_decoded_product(qtype, n_tok, rows, units, seed, with_bias, with_residual):
     weight, twin, x, bias, residual = matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual)
-    out = device_matmul(weight, x, bias, residual, tensor_cores=False)
+    out = device_matmul(weight, x, bias, residual, prefill="tiled")
     want = ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)
     assert rel_err(out, want) < 1e-5
 
@@ -93,10 +93,10 @@ def matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual):
     return weight, twin, x, bias, residual
 
 
-def device_matmul(weight, x, bias, residual, tensor_cores=True) -> np.ndarray:
+def device_matmul(weight, x, bias, residual, prefill=None) -> np.ndarray:
     out = kernels.matmul(weight, cp.asarray(x), cp.full((x.shape[0], weight.rows), np.nan, np.float32),
                          None if bias is None else cp.asarray(bias), None if residual is None else cp.asarray(residual),
-                         tensor_cores=tensor_cores)
+                         prefill)
     return out.get()
 
 
@@ -105,30 +105,37 @@ def fp16_rounded(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
-@settings(max_examples=8, deadline=None)
+@pytest.mark.parametrize("prefill", ["mma_64", "mma_128", None])  # None: the tile the launcher picks
+@settings(max_examples=6, deadline=None)
 @given(n_tok=st.integers(32, 600), rows=st.integers(1, 300), units=st.integers(1, 160),
        seed=st.integers(0, 2**32 - 1), with_bias=st.booleans(), with_residual=st.booleans())
 @example(n_tok=600, rows=300, units=160, seed=7, with_bias=True, with_residual=True)
 @example(n_tok=32, rows=1, units=1, seed=8, with_bias=False, with_residual=False)
-def test_tensor_core_prefill_is_the_product_of_fp16_inputs(qtype, n_tok, rows, units, seed, with_bias,
+def test_tensor_core_prefill_is_the_product_of_fp16_inputs(qtype, prefill, n_tok, rows, units, seed, with_bias,
                                                            with_residual):
     weight, twin, x, bias, residual = matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual)
-    out = device_matmul(weight, x, bias, residual)
+    out = device_matmul(weight, x, bias, residual, prefill)
     rounded = ops_numpy.matmul(fp16_rounded(x), fp16_rounded(twin), bias, residual)
     assert rel_err(out, rounded) < 1e-5
     assert rel_err(out, ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)) \
         < FP16_INPUTS_TOLERANCE
 
 
-@pytest.mark.parametrize("tensor_cores", [True, False])
-def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(tensor_cores):
+@pytest.mark.parametrize("prefill", kernels.PREFILL_KERNELS)
+def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(prefill):
     # 128 rows of 4864 values and 64 tokens are too few tiles to fill the GPU: each row is split
     # in parts that sum_splits adds in a fixed order (M0-W-1826).
     weight, twin, x, bias, residual = matmul_case(Q.Q4_K, 64, 128, 152, 3, True, True)
-    runs = [device_matmul(weight, x, bias, residual, tensor_cores) for _ in range(3)]
+    runs = [device_matmul(weight, x, bias, residual, prefill) for _ in range(3)]
     assert all(np.array_equal(run, runs[0]) for run in runs)
     want = ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)
-    assert rel_err(runs[0], want) < (FP16_INPUTS_TOLERANCE if tensor_cores else 1e-5)
+    assert rel_err(runs[0], want) < (1e-5 if prefill == "tiled" else FP16_INPUTS_TOLERANCE)
+
+
+def test_matmul_refuses_an_unknown_prefill_kernel():
+    weight, _ = random_weight(Q.Q8_0, 4, 32, 0)
+    with pytest.raises(ValueError, match="prefill kernel"):
+        kernels.matmul(weight, cp.zeros((40, 32), np.float32), cp.zeros((40, 4), np.float32), prefill="mma_32")
 
 
 def test_rmsnorm_matches_twin():

@@ -54,11 +54,12 @@ def _write(tmp_path: Path, name: str, array: np.ndarray | None) -> str:
 # (type, rows, cols, tokens, splits, bias and residual): rows and tokens off the 64 x 64 tile.
 GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q.Q6_K, 5, 512, 33, 3, False),
               (Q.Q5_0, 64, 64, 64, 1, False), (Q.Q4_0, 1, 32, 65, 1, True), (Q.MXFP4, 100, 128, 32, 4, False),
-              (Q.F16, 66, 64, 50, 1, True), (Q.BF16, 20, 96, 40, 1, False), (Q.F32, 40, 64, 36, 2, True)]
+              (Q.F16, 66, 64, 50, 1, True), (Q.BF16, 20, 96, 140, 1, False), (Q.F32, 40, 64, 36, 2, True)]
 
 
+@pytest.mark.parametrize("tokens", [64, 128])  # per block
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-{c[4]}split")
-def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case):
+def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case, tokens):
     qtype, rows, cols, n_tok, splits, extras = case
     rng = np.random.default_rng(rows + cols + n_tok)
     raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
@@ -67,7 +68,7 @@ def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_pat
     residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
     block, size = GGML_QUANT_SIZES[qtype]
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(rows), str(cols), str(cols // block * size),
+    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(tokens), str(rows), str(cols), str(cols // block * size),
                     str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)

@@ -259,9 +259,9 @@ def bench_kernels() -> None:
         us = _graph_time_us(lambda: kernels.matmul(w, x, out))
         rows.append((f"mat-vec {qtype.name} {n_out}x{n_in} ({what})", us, w.data.nbytes / us / 1e3))
         xs, outs = vec(256, n_in), cp.empty((256, n_out), np.float32)  # the engine's prefill chunk
-        for tensor_cores, how in ((False, "fp32 tiles"), (True, "tensor cores")):
-            us = _graph_time_us(lambda: kernels.matmul(w, xs, outs, tensor_cores=tensor_cores), reps=5)
-            rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}, {how}", us,
+        for prefill in (*kernels.PREFILL_KERNELS, None):
+            us = _graph_time_us(lambda: kernels.matmul(w, xs, outs, prefill=prefill), reps=5)
+            rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}, {prefill or 'as the engine picks'}", us,
                          2 * 256 * n_out * n_in / us / 1e6))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))

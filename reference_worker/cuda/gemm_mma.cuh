@@ -1,10 +1,11 @@
 // Prefill GEMM on tensor cores: Y[t, r] = sum_k W[r, k] * X[t, k] (+ bias[r]) (+ residual[t, r])
 // for any weight type decode4 knows (quant.cuh). Each block decodes a MMA_ROWS x 32 tile of W
-// (one 32-value unit of each of its rows) and converts a MMA_TOKENS x 32 tile of X, both to fp16
-// in shared memory, and its four warps multiply them with mma.sync m16n8k16 (fp16 inputs, fp32
-// accumulation: M0-W-1201 allows fp16 inputs and accumulation, and fp32 sums are finer). Shared
-// memory is double-buffered: unit u + 1 is loaded and decoded into registers while unit u's
-// products run, then stored into the other buffer, so a unit costs one barrier.
+// (one 32-value unit of each of its rows) and converts a TOKENS x 32 tile of X (TOKENS 64 or
+// 128), both to fp16 in shared memory, and its four warps multiply them with mma.sync m16n8k16
+// (fp16 inputs, fp32 accumulation: M0-W-1201 allows fp16 inputs and accumulation, and fp32 sums
+// are finer). Shared memory is double-buffered: unit u + 1 is loaded and decoded into registers
+// while unit u's products run, then stored into the other buffer, so a unit costs one barrier.
+// Wider token tiles decode each weight for more tokens; narrower ones give more blocks.
 // The header takes nothing but a weight's blocks, its row length and count, and its type, so other
 // modules (the experts of moe.cu) can use matmul_mma_impl on a slice of a weight stack.
 #pragma once
@@ -12,10 +13,8 @@
 #include "quant.cuh"
 
 #define MMA_ROWS 64      // rows of W per block
-#define MMA_TOKENS 64    // tokens per block
-#define MMA_THREADS 128  // four warps, each a 32 x 32 quarter of the tile
+#define MMA_THREADS 128  // four warps, each a 32-row, TOKENS / 2-token quarter of the tile
 #define MMA_STRIDE 40    // fp16 values per shared-memory row: a unit's 32 plus 8 against bank conflicts
-#define MMA_LOADS (MMA_ROWS * 8 / MMA_THREADS)  // (row, 4 values) pieces each thread decodes per unit
 
 // The sum plus what rides on it; bias and residual may be null.
 __device__ __forceinline__ float epilogue(float s, const float* bias, const float* residual, int row, long long at) {
@@ -27,76 +26,84 @@ __device__ __forceinline__ float epilogue(float s, const float* bias, const floa
 // Unit u of the tile's rows (decoded) and tokens, as fp16, into registers: piece `step` of a
 // thread is row or token (threadIdx.x + MMA_THREADS * step) / 8, values 4 (threadIdx.x % 8)..+3,
 // so eight threads read one row's unit and one token's 32 values contiguously.
-template <int QT>
+template <int QT, int TOKENS>
 __device__ __forceinline__ void mma_load(const u8* W, const float* X, int u, int row0, int t0, int n_in, int n_out,
                                          int n_tok, long long row_bytes, uint2* w, uint2* x) {
+    const int sub = threadIdx.x & 7;
 #pragma unroll
-    for (int step = 0; step < MMA_LOADS; ++step) {
-        const int r = (threadIdx.x + MMA_THREADS * step) >> 3, sub = threadIdx.x & 7;
+    for (int step = 0; step < MMA_ROWS * 8 / MMA_THREADS; ++step) {
+        const int r = (threadIdx.x + MMA_THREADS * step) >> 3;
         // Rows past the end read the last row's weights and are never stored.
         w[step] = pack_half4(decode4<QT>(W + min(row0 + r, n_out - 1) * row_bytes, u, sub));
-        x[step] = t0 + r < n_tok
-                      ? pack_half4(*reinterpret_cast<const float4*>(X + (long long)(t0 + r) * n_in + u * 32 + 4 * sub))
-                      : make_uint2(0u, 0u);
+    }
+#pragma unroll
+    for (int step = 0; step < TOKENS * 8 / MMA_THREADS; ++step) {
+        const int t = t0 + ((threadIdx.x + MMA_THREADS * step) >> 3);
+        x[step] = t < n_tok ? pack_half4(*reinterpret_cast<const float4*>(X + (long long)t * n_in + u * 32 + 4 * sub))
+                            : make_uint2(0u, 0u);
     }
 }
 
+template <int TOKENS>
 __device__ __forceinline__ void mma_store(u16 (*ws)[MMA_STRIDE], u16 (*xs)[MMA_STRIDE], const uint2* w,
                                           const uint2* x) {
+    const int k = 4 * (threadIdx.x & 7);
 #pragma unroll
-    for (int step = 0; step < MMA_LOADS; ++step) {
-        const int r = (threadIdx.x + MMA_THREADS * step) >> 3, k = 4 * (threadIdx.x & 7);
-        *reinterpret_cast<uint2*>(&ws[r][k]) = w[step];
-        *reinterpret_cast<uint2*>(&xs[r][k]) = x[step];
-    }
+    for (int step = 0; step < MMA_ROWS * 8 / MMA_THREADS; ++step)
+        *reinterpret_cast<uint2*>(&ws[(threadIdx.x + MMA_THREADS * step) >> 3][k]) = w[step];
+#pragma unroll
+    for (int step = 0; step < TOKENS * 8 / MMA_THREADS; ++step)
+        *reinterpret_cast<uint2*>(&xs[(threadIdx.x + MMA_THREADS * step) >> 3][k]) = x[step];
 }
 
-// A block computes rows blockIdx.x * MMA_ROWS.. and tokens blockIdx.y * MMA_TOKENS.. of Y. With
+// A block computes rows blockIdx.x * MMA_ROWS.. and tokens blockIdx.y * TOKENS.. of Y. With
 // gridDim.z > 1 each z sums split_units units (from z * split_units) into its slice of `partial`
 // (n_tok x n_out each) and sum_splits (matmul.cu) adds the slices in order (M0-W-1826); otherwise
 // the block stores Y with the epilogue. X is (n_tok, n_in) fp32, n_in a multiple of 32.
-template <int QT>
+template <int QT, int TOKENS>
 __device__ void matmul_mma_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
                                 const float* bias, const float* residual, float* __restrict__ partial,
                                 int split_units, int n_in, int n_out, int n_tok, long long row_bytes) {
-    __shared__ __align__(16) u16 ws[2][MMA_ROWS][MMA_STRIDE], xs[2][MMA_TOKENS][MMA_STRIDE];
+    constexpr int NI = TOKENS / 16;  // 8-token mma tiles per warp
+    static_assert(TOKENS % 32 == 0, "a warp takes TOKENS / 2 tokens, in pairs of 8-token tiles");
+    __shared__ __align__(16) u16 ws[2][MMA_ROWS][MMA_STRIDE], xs[2][TOKENS][MMA_STRIDE];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
-    const int wr = 32 * (warp & 1), wt = 32 * (warp >> 1);  // the warp's first row and token in the tile
-    const int row0 = blockIdx.x * MMA_ROWS, t0 = blockIdx.y * MMA_TOKENS;
+    const int m = lane >> 3, i = lane & 7;  // the ldmatrix matrix and row this lane points at
+    const int wr = 32 * (warp & 1), wt = TOKENS / 2 * (warp >> 1);  // the warp's first row and token in the tile
+    const int row0 = blockIdx.x * MMA_ROWS, t0 = blockIdx.y * TOKENS;
     const int first = blockIdx.z * split_units, units = min(n_in >> 5, first + split_units);
-    uint2 w[MMA_LOADS], x[MMA_LOADS];
-    float acc[2][4][4] = {};
+    uint2 w[MMA_ROWS * 8 / MMA_THREADS], x[TOKENS * 8 / MMA_THREADS];
+    float acc[2][NI][4] = {};
     if (first < units) {
-        mma_load<QT>(W, X, first, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
-        mma_store(ws[0], xs[0], w, x);
+        mma_load<QT, TOKENS>(W, X, first, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+        mma_store<TOKENS>(ws[0], xs[0], w, x);
     }
     __syncthreads();
     for (int u = first; u < units; ++u) {
         const int buf = (u - first) & 1;
-        if (u + 1 < units) mma_load<QT>(W, X, u + 1, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
+        if (u + 1 < units) mma_load<QT, TOKENS>(W, X, u + 1, row0, t0, n_in, n_out, n_tok, row_bytes, w, x);
 #pragma unroll
         for (int kk = 0; kk < 32; kk += 16) {
-            u32 a[2][4], b[4][2];  // a[mi]: rows 16mi.. of the warp's; b[ni]: tokens 8ni.., k kk.. and kk + 8..
-            const int m = lane >> 3, i = lane & 7;  // the 8 x 8 matrix and its row this lane points at
+            u32 a[2][4], b[NI][2];  // a[mi]: rows 16mi.. of the warp's; b[ni]: tokens 8ni.., k kk.. and kk + 8..
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi)  // matrices: rows +0 / +8, k +0 / +8 (a0..a3)
                 ldmatrix_x4(a[mi], &ws[buf][wr + 16 * mi + i + 8 * (m & 1)][kk + 8 * (m >> 1)]);
 #pragma unroll
-            for (int ni = 0; ni < 4; ni += 2)  // matrices: k +0 / +8 of tokens 8ni.., then of 8ni + 8..
+            for (int ni = 0; ni < NI; ni += 2)  // matrices: k +0 / +8 of tokens 8ni.., then of 8ni + 8..
                 ldmatrix_x4(&b[ni][0], &xs[buf][wt + 8 * ni + i + 8 * (m >> 1)][kk + 8 * (m & 1)]);
 #pragma unroll
             for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-                for (int ni = 0; ni < 4; ++ni) mma_16x8x16(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+                for (int ni = 0; ni < NI; ++ni) mma_16x8x16(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
         }
-        if (u + 1 < units) mma_store(ws[buf ^ 1], xs[buf ^ 1], w, x);
+        if (u + 1 < units) mma_store<TOKENS>(ws[buf ^ 1], xs[buf ^ 1], w, x);
         __syncthreads();
     }
     // acc[mi][ni][2h + j] is row 16mi + g + 8h, token 8ni + 2tig + j of the warp's quarter.
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+        for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int row = row0 + wr + 16 * mi + g + 8 * (e >> 1), t = t0 + wt + 8 * ni + 2 * tig + (e & 1);

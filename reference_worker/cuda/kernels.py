@@ -32,7 +32,9 @@ WEIGHT_KERNELS = {
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
 FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
-MMA_ROWS, MMA_TOKENS, MMA_THREADS = 64, 64, 128  # a block of matmul_mma_* (gemm_mma.cuh)
+MMA_ROWS, MMA_THREADS = 64, 128  # a block of matmul_mma_<type>_<tokens> (gemm_mma.cuh), 64 or 128 tokens
+# The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_64 / _128 on tensor cores.
+PREFILL_KERNELS = ("tiled", "mma_64", "mma_128")
 # The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
 # PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
 PREFILL_MAX_SPLITS = 4
@@ -137,12 +139,13 @@ class DeviceWeight:
 
 
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
-           residual: cp.ndarray | None = None, tensor_cores: bool = True) -> cp.ndarray:
+           residual: cp.ndarray | None = None, prefill: str | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
-    FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per MMA_TOKENS tokens on
-    tensor cores (weights and x rounded to fp16, sums in fp32) or, with tensor_cores=False, one
-    per PREFILL_TILE tokens in fp32 throughout."""
+    FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per tile of tokens of the
+    `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded to
+    fp16, sums in fp32), 128-token tiles where they alone give every SM a block, else 64;
+    "tiled" keeps fp32 throughout (32-token tiles)."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -154,10 +157,16 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     extras = (_NULL if bias is None else bias, _NULL if residual is None else residual)
     sizes = (np.int32(w.cols), np.int32(w.rows))
     args = (w.data, x, out, *extras, *sizes)
-    if n_tok >= PREFILL_TILE and tensor_cores:
-        _prefill("mma", MMA_ROWS, MMA_TOKENS, MMA_THREADS, w, x, out, extras)
+    if prefill is not None and prefill not in PREFILL_KERNELS:
+        raise ValueError(f"prefill kernel {prefill!r} is none of {PREFILL_KERNELS}")
+    if n_tok >= PREFILL_TILE and prefill == "tiled":
+        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, w, x, out, extras)
     elif n_tok >= PREFILL_TILE:
-        _prefill("tiled", PREFILL_TILE, PREFILL_TILE, 64, w, x, out, extras)
+        if prefill is None:
+            wide = _blocks(w.rows, MMA_ROWS) * _blocks(n_tok, 128) >= _sm_count()
+            prefill = "mma_128" if wide else "mma_64"
+        tokens = int(prefill.removeprefix("mma_"))
+        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, w, x, out, extras)
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
@@ -170,7 +179,7 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
 
 def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, w: DeviceWeight, x: cp.ndarray,
              out: cp.ndarray, extras: tuple) -> None:
-    """matmul_{kernel}_* over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
+    """matmul_{kernel} over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
     when the tiles alone would leave the GPU short of blocks, the parts then added in order by
     sum_splits (M0-W-1826: no atomics, the same sums every run)."""
     n_tok, units = x.shape[0], w.cols // 32
@@ -179,7 +188,7 @@ def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, w: Dev
                         _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
     partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
     grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
-    _launch("matmul", f"matmul_{kernel}_{WEIGHT_KERNELS[w.qtype]}", grid, (threads,),
+    _launch("matmul", f"matmul_{kernel}", grid, (threads,),
             (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
              np.int32(w.cols), np.int32(w.rows), np.int32(n_tok), np.int64(w.row_bytes)))
     if partial is not None:

@@ -223,6 +223,16 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     Y[at] = epilogue(s, bias, residual, (int)(at % n_out), at);
 }
 
+// matmul_mma_<type>_<tokens per block> (gemm_mma.cuh).
+#define MATMUL_MMA(NAME, QT, TOKENS)                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_mma_##NAME##_##TOKENS(const u8* W, const float* X, float* Y, const float* bias,        \
+                                 const float* residual, float* partial, int split_units, int n_in, \
+                                 int n_out, int n_tok, long long row_bytes) {                     \
+        matmul_mma_impl<QT, TOKENS>(W, X, Y, bias, residual, partial, split_units, n_in, n_out,   \
+                                    n_tok, row_bytes);                                            \
+    }
+
 #define MATMUL(NAME, QT)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_##NAME(const u8* W, const float* x, float* y, const float* bias, const float* residual, \
@@ -261,13 +271,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
         matmul_tiled_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,  \
                               row_bytes);                                                         \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
-    matmul_mma_##NAME(const u8* W, const float* X, float* Y, const float* bias,                   \
-                      const float* residual, float* partial, int split_units, int n_in,           \
-                      int n_out, int n_tok, long long row_bytes) {                                \
-        matmul_mma_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,    \
-                            row_bytes);                                                           \
-    }
+    MATMUL_MMA(NAME, QT, 64)                                                                      \
+    MATMUL_MMA(NAME, QT, 128)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)

@@ -3,7 +3,7 @@
 #include "attention.cu"
 #include <cstdio>
 #include <cstdlib>
-// mma_main gemm QTYPE ROWS COLS ROW_BYTES N_TOK SPLITS W X BIAS|- RESIDUAL|- OUT
+// mma_main gemm QTYPE TOKENS ROWS COLS ROW_BYTES N_TOK SPLITS W X BIAS|- RESIDUAL|- OUT
 // mma_main attention N_TOK N_HEAD N_KV HEAD_DIM CTX POS0 WINDOW Q K V SINKS|- OUT
 // Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum) or attention_mma_* on the
 // CPU over the binary files named (float32; the caches fp16, the weight its raw blocks) and
@@ -20,24 +20,27 @@ template <class T> std::vector<T> read_file(const char* path, size_t n) {
 template <class T> const T* or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 template <class T> T* or_null(std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 
-template <int QT> void gemm_block(const u8* W, const float* X, float* Y, const float* bias, const float* residual,
-                                  float* partial, int split_units, int cols, int rows, int n_tok, long long row_bytes) {
-    matmul_mma_impl<QT>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
+template <int QT> void gemm_block(int tokens, const u8* W, const float* X, float* Y, const float* bias,
+                                  const float* residual, float* partial, int split_units, int cols, int rows, int n_tok,
+                                  long long row_bytes) {
+    if (tokens == 64) matmul_mma_impl<QT, 64>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
+    else matmul_mma_impl<QT, 128>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
 }
 
 int gemm(char** a) {
-    const int qtype = atoi(a[0]), rows = atoi(a[1]), cols = atoi(a[2]), n_tok = atoi(a[4]), splits = atoi(a[5]);
-    const long long row_bytes = atoll(a[3]);
-    const auto W = read_file<u8>(a[6], rows * row_bytes);
-    const auto X = read_file<float>(a[7], (size_t)n_tok * cols);
-    const auto bias = read_file<float>(a[8], rows), residual = read_file<float>(a[9], (size_t)n_tok * rows);
+    const int qtype = atoi(a[0]), tokens = atoi(a[1]), rows = atoi(a[2]), cols = atoi(a[3]);
+    const long long row_bytes = atoll(a[4]);
+    const int n_tok = atoi(a[5]), splits = atoi(a[6]);
+    const auto W = read_file<u8>(a[7], rows * row_bytes);
+    const auto X = read_file<float>(a[8], (size_t)n_tok * cols);
+    const auto bias = read_file<float>(a[9], rows), residual = read_file<float>(a[10], (size_t)n_tok * rows);
     std::vector<float> Y((size_t)n_tok * rows, NAN), partial(splits > 1 ? (size_t)splits * n_tok * rows : 0);
     const int units = cols / 32, split_units = (units + splits - 1) / splits;
-    const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + MMA_TOKENS - 1) / MMA_TOKENS,
-                    (unsigned)splits};
+    if (tokens != 64 && tokens != 128) { fprintf(stderr, "tokens per block %d\n", tokens); exit(2); }
+    const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + tokens - 1) / tokens, (unsigned)splits};
     launch3(grid, MMA_THREADS, [&] {
         auto run = [&](auto block) {
-            block(W.data(), X.data(), Y.data(), or_null(bias), or_null(residual), or_null(partial), split_units, cols,
+            block(tokens, W.data(), X.data(), Y.data(), or_null(bias), or_null(residual), or_null(partial), split_units, cols,
                   rows, n_tok, row_bytes);
         };
         switch (qtype) {
@@ -59,7 +62,7 @@ int gemm(char** a) {
         for (int z = 0; z < splits; ++z) s += partial[z * n + at];
         Y[at] = epilogue(s, or_null(bias), or_null(residual), (int)(at % rows), at);
     }
-    FILE* f = fopen(a[10], "wb");
+    FILE* f = fopen(a[11], "wb");
     fwrite(Y.data(), 4, Y.size(), f);
     fclose(f);
     return 0;
@@ -92,7 +95,7 @@ int attention(char** a) {
 }
 
 int main(int argc, char** argv) {
-    if (argc == 13 && std::strcmp(argv[1], "gemm") == 0) return gemm(argv + 2);
+    if (argc == 14 && std::strcmp(argv[1], "gemm") == 0) return gemm(argv + 2);
     if (argc == 14 && std::strcmp(argv[1], "attention") == 0) return attention(argv + 2);
     fprintf(stderr, "usage: see mma_main.cpp\n");
     return 2;
