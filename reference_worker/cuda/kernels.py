@@ -36,10 +36,13 @@ MMA_ROWS, MMA_THREADS = 64, 128  # a block of matmul_mma_<type>_<tokens> (gemm_m
 # The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_64 / _128 on tensor cores.
 PREFILL_KERNELS = ("tiled", "mma_64", "mma_128")
 # The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
-# PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
+# PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM
+# (matmul_tiled), MMA_BLOCKS_PER_SM (matmul_mma: its tiles are 2-4x larger, and the parts' round
+# trip through `partial` costs as much as a fast GEMM saves).
 PREFILL_MAX_SPLITS = 4
 PREFILL_MIN_SPLIT_UNITS = 8
 PREFILL_BLOCKS_PER_SM = 4
+MMA_BLOCKS_PER_SM = 1
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
@@ -160,13 +163,13 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     if prefill is not None and prefill not in PREFILL_KERNELS:
         raise ValueError(f"prefill kernel {prefill!r} is none of {PREFILL_KERNELS}")
     if n_tok >= PREFILL_TILE and prefill == "tiled":
-        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, w, x, out, extras)
+        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, PREFILL_BLOCKS_PER_SM, w, x, out, extras)
     elif n_tok >= PREFILL_TILE:
         if prefill is None:
             wide = _blocks(w.rows, MMA_ROWS) * _blocks(n_tok, 128) >= _sm_count()
             prefill = "mma_128" if wide else "mma_64"
         tokens = int(prefill.removeprefix("mma_"))
-        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, w, x, out, extras)
+        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, MMA_BLOCKS_PER_SM, w, x, out, extras)
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
@@ -177,15 +180,15 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     return out
 
 
-def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, w: DeviceWeight, x: cp.ndarray,
-             out: cp.ndarray, extras: tuple) -> None:
+def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, blocks_per_sm: int, w: DeviceWeight,
+             x: cp.ndarray, out: cp.ndarray, extras: tuple) -> None:
     """matmul_{kernel} over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
-    when the tiles alone would leave the GPU short of blocks, the parts then added in order by
-    sum_splits (M0-W-1826: no atomics, the same sums every run)."""
+    when the tiles alone give fewer than blocks_per_sm blocks per SM, the parts then added in
+    order by sum_splits (M0-W-1826: no atomics, the same sums every run)."""
     n_tok, units = x.shape[0], w.cols // 32
     tiles = _blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens)
     splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
-                        _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
+                        _blocks(blocks_per_sm * _sm_count(), tiles)))
     partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
     grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
     _launch("matmul", f"matmul_{kernel}", grid, (threads,),
