@@ -132,6 +132,22 @@ def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(prefill):
     assert rel_err(runs[0], want) < (1e-5 if prefill == "tiled" else FP16_INPUTS_TOLERANCE)
 
 
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@settings(max_examples=4, deadline=None)
+@given(n_tok=st.integers(32, 300), rows=st.integers(1, 200), units=st.integers(1, 64), seed=st.integers(0, 2**32 - 1))
+def test_gated_prefill_is_the_swiglu_of_fp16_products(qtype, n_tok, rows, units, seed):
+    (gate, gate_twin), (up, up_twin) = (random_weight(qtype, rows, cols_for(qtype, units), seed + i) for i in range(2))
+    x = np.random.default_rng(seed).standard_normal((n_tok, gate.cols)).astype(np.float32)
+    out = kernels.matmul_gated(gate, up, cp.asarray(x), cp.full((n_tok, rows), np.nan, np.float32)).get()
+    h = fp16_rounded(x)
+    rounded = ops_numpy.silu_mul(ops_numpy.matmul(h, fp16_rounded(gate_twin)), ops_numpy.matmul(h, fp16_rounded(up_twin)))
+    assert rel_err(out, rounded) < 1e-5
+    h = x.astype(np.float64)
+    exact = ops_numpy.silu_mul(ops_numpy.matmul(h, gate_twin.astype(np.float64)),
+                               ops_numpy.matmul(h, up_twin.astype(np.float64)))
+    assert rel_err(out, exact) < 2 * FP16_INPUTS_TOLERANCE  # a product of two rounded sums
+
+
 def test_matmul_refuses_an_unknown_prefill_kernel():
     weight, _ = random_weight(Q.Q8_0, 4, 32, 0)
     with pytest.raises(ValueError, match="prefill kernel"):

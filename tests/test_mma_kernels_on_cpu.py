@@ -1,5 +1,5 @@
-"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, attention.cu's
-attention_mma_*) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber, mma.sync and
+"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl and matmul_gated_mma_impl,
+attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber, mma.sync and
 ldmatrix emulated from the PTX ISA's fragment layouts) against their NumPy twins, so their index
 arithmetic, masks and online softmax are checked where there is no GPU. Tolerances as in
 test_cuda_kernels.py: 1e-5 against the twin fed the same fp16-rounded inputs for the GEMM, 2e-3
@@ -73,6 +73,24 @@ def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_pat
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)
     want = ops_numpy.matmul(fp16_rounded(x), fp16_rounded(dequantize(raw, qtype)), bias, residual)
+    assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0])
+def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype):
+    rows, cols, n_tok = 70, 256, 100
+    rng = np.random.default_rng(5)
+    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+                for _ in range(2))
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(rows), str(cols), str(gate.shape[1]), str(n_tok),
+                    _write(tmp_path, "g", gate), _write(tmp_path, "u", up), _write(tmp_path, "x", x), str(out)],
+                   check=True)
+    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
+    h = fp16_rounded(x)
+    want = ops_numpy.silu_mul(ops_numpy.matmul(h, fp16_rounded(dequantize(gate, qtype))),
+                              ops_numpy.matmul(h, fp16_rounded(dequantize(up, qtype))))
     assert rel_err(got, want) < 1e-5
 
 

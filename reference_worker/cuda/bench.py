@@ -263,6 +263,15 @@ def bench_kernels() -> None:
             us = _graph_time_us(lambda: kernels.matmul(w, xs, outs, prefill=prefill), reps=5)
             rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}, {prefill or 'as the engine picks'}", us,
                          2 * 256 * n_out * n_in / us / 1e6))
+    gate, up, xs = weight(Q.Q5_0, 4864, 896), weight(Q.Q5_0, 4864, 896), vec(256, 896)
+    g, u, o = (cp.empty((256, 4864), np.float32) for _ in range(3))
+    for what, launch in (("three launches (the GEMMs as kernels.matmul picks, swiglu)",
+                          lambda: kernels.swiglu(kernels.matmul(gate, xs, g), kernels.matmul(up, xs, u), o)),
+                         ("one launch (matmul_gated, as the engine runs it)",
+                          lambda: kernels.matmul_gated(gate, up, xs, o))):
+        us = _graph_time_us(launch, reps=5)
+        rows.append((f"prefill 256 tokens gate + up Q5_0 4864x896 + SwiGLU, {what}", us,
+                     2 * 2 * 256 * 4864 * 896 / us / 1e6))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
     qkv = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)]

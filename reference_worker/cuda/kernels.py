@@ -199,6 +199,28 @@ def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, blocks
                 (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
 
 
+def gates_on_tensor_cores(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) -> bool:
+    """Whether matmul_gated serves this SwiGLU: a prompt (PREFILL_TILE tokens or more), gate and up
+    of one type and shape."""
+    return n_tok >= PREFILL_TILE and (w_gate.qtype, w_gate.rows, w_gate.cols) == (w_up.qtype, w_up.rows, w_up.cols)
+
+
+def matmul_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = silu(W_gate @ x[t]) * (W_up @ x[t]) for x (n_tok, cols), in one launch on tensor cores
+    (64-token tiles, weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`); see
+    gates_on_tensor_cores."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    if not gates_on_tensor_cores(w_gate, w_up, n_tok):
+        raise ValueError(f"matmul_gated needs {PREFILL_TILE}+ tokens and gate and up weights of one type and shape")
+    _check(x, np.float32, (n_tok, w_gate.cols), "x")
+    _check(out, np.float32, (n_tok, w_gate.rows), "out")
+    _launch("matmul", f"matmul_gated_mma_{WEIGHT_KERNELS[w_gate.qtype]}",
+            (_blocks(w_gate.rows, MMA_ROWS), _blocks(n_tok, 64)), (MMA_THREADS,),
+            (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int32(n_tok),
+             np.int64(w_gate.row_bytes)))
+    return out
+
+
 def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
     """Whether one matvec_normed launch per quant type serves these projections of an
     RMS-normalised x: one token, one to three matrices of one row length, rows a warp can take

@@ -272,7 +272,12 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
                               row_bytes);                                                         \
     }                                                                                             \
     MATMUL_MMA(NAME, QT, 64)                                                                      \
-    MATMUL_MMA(NAME, QT, 128)
+    MATMUL_MMA(NAME, QT, 128)                                                                     \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_gated_mma_##NAME(const u8* Wg, const u8* Wu, const float* X, float* Y, int n_in,       \
+                            int n_out, int n_tok, long long row_bytes) {                          \
+        matmul_gated_mma_impl<QT, 64>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);               \
+    }
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)

@@ -369,6 +369,8 @@ class CudaOps:
         if kernels.fuses_gate(w_gate, w_up, x.shape[0]):
             return kernels.matvec_gated(w_gate, w_up, x, weight, eps, out)
         h = self.rmsnorm(x, weight, eps)
+        if kernels.gates_on_tensor_cores(w_gate, w_up, x.shape[0]):
+            return kernels.matmul_gated(w_gate, w_up, h, out)
         return kernels.swiglu(self.matmul(h, w_gate), self.matmul(h, w_up), out)
 
     def to_host(self, x: cp.ndarray):

@@ -3,11 +3,13 @@
 #include "attention.cu"
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 // mma_main gemm QTYPE TOKENS ROWS COLS ROW_BYTES N_TOK SPLITS W X BIAS|- RESIDUAL|- OUT
+// mma_main gated QTYPE ROWS COLS ROW_BYTES N_TOK W_GATE W_UP X OUT
 // mma_main attention N_TOK N_HEAD N_KV HEAD_DIM CTX POS0 WINDOW Q K V SINKS|- OUT
-// Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum) or attention_mma_* on the
-// CPU over the binary files named (float32; the caches fp16, the weight its raw blocks) and
-// writes OUT (float32).
+// Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum), matmul_gated_mma_impl or
+// attention_mma_* on the CPU over the binary files named (float32; the caches fp16, the weights
+// their raw blocks) and writes OUT (float32).
 template <class T> std::vector<T> read_file(const char* path, size_t n) {
     std::vector<T> v(n);
     if (std::strcmp(path, "-") == 0) return {};
@@ -20,11 +22,25 @@ template <class T> std::vector<T> read_file(const char* path, size_t n) {
 template <class T> const T* or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 template <class T> T* or_null(std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 
-template <int QT> void gemm_block(int tokens, const u8* W, const float* X, float* Y, const float* bias,
-                                  const float* residual, float* partial, int split_units, int cols, int rows, int n_tok,
-                                  long long row_bytes) {
-    if (tokens == 64) matmul_mma_impl<QT, 64>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
-    else matmul_mma_impl<QT, 128>(W, X, Y, bias, residual, partial, split_units, cols, rows, n_tok, row_bytes);
+template <class Block> void by_type(int qtype, Block block) {
+    switch (qtype) {
+        case QT_F32: block(std::integral_constant<int, QT_F32>()); break;
+        case QT_F16: block(std::integral_constant<int, QT_F16>()); break;
+        case QT_BF16: block(std::integral_constant<int, QT_BF16>()); break;
+        case QT_Q4_0: block(std::integral_constant<int, QT_Q4_0>()); break;
+        case QT_Q5_0: block(std::integral_constant<int, QT_Q5_0>()); break;
+        case QT_Q8_0: block(std::integral_constant<int, QT_Q8_0>()); break;
+        case QT_MXFP4: block(std::integral_constant<int, QT_MXFP4>()); break;
+        case QT_Q4_K: block(std::integral_constant<int, QT_Q4_K>()); break;
+        case QT_Q6_K: block(std::integral_constant<int, QT_Q6_K>()); break;
+        default: fprintf(stderr, "type %d\n", qtype); exit(2);
+    }
+}
+
+void write_file(const char* path, const std::vector<float>& v) {
+    FILE* f = fopen(path, "wb");
+    fwrite(v.data(), 4, v.size(), f);
+    fclose(f);
 }
 
 int gemm(char** a) {
@@ -39,22 +55,11 @@ int gemm(char** a) {
     if (tokens != 64 && tokens != 128) { fprintf(stderr, "tokens per block %d\n", tokens); exit(2); }
     const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + tokens - 1) / tokens, (unsigned)splits};
     launch3(grid, MMA_THREADS, [&] {
-        auto run = [&](auto block) {
-            block(tokens, W.data(), X.data(), Y.data(), or_null(bias), or_null(residual), or_null(partial), split_units, cols,
+        by_type(qtype, [&](auto qt) {
+            auto block = tokens == 64 ? matmul_mma_impl<qt(), 64> : matmul_mma_impl<qt(), 128>;
+            block(W.data(), X.data(), Y.data(), or_null(bias), or_null(residual), or_null(partial), split_units, cols,
                   rows, n_tok, row_bytes);
-        };
-        switch (qtype) {
-            case QT_F32: run(gemm_block<QT_F32>); break;
-            case QT_F16: run(gemm_block<QT_F16>); break;
-            case QT_BF16: run(gemm_block<QT_BF16>); break;
-            case QT_Q4_0: run(gemm_block<QT_Q4_0>); break;
-            case QT_Q5_0: run(gemm_block<QT_Q5_0>); break;
-            case QT_Q8_0: run(gemm_block<QT_Q8_0>); break;
-            case QT_MXFP4: run(gemm_block<QT_MXFP4>); break;
-            case QT_Q4_K: run(gemm_block<QT_Q4_K>); break;
-            case QT_Q6_K: run(gemm_block<QT_Q6_K>); break;
-            default: fprintf(stderr, "type %d\n", qtype); exit(2);
-        }
+        });
     });
     const long long n = (long long)n_tok * rows;
     for (long long at = 0; splits > 1 && at < n; ++at) {  // as sum_splits (matmul.cu)
@@ -62,9 +67,23 @@ int gemm(char** a) {
         for (int z = 0; z < splits; ++z) s += partial[z * n + at];
         Y[at] = epilogue(s, or_null(bias), or_null(residual), (int)(at % rows), at);
     }
-    FILE* f = fopen(a[11], "wb");
-    fwrite(Y.data(), 4, Y.size(), f);
-    fclose(f);
+    write_file(a[11], Y);
+    return 0;
+}
+
+int gated(char** a) {
+    const int qtype = atoi(a[0]), rows = atoi(a[1]), cols = atoi(a[2]), n_tok = atoi(a[4]);
+    const long long row_bytes = atoll(a[3]);
+    const auto Wg = read_file<u8>(a[5], rows * row_bytes), Wu = read_file<u8>(a[6], rows * row_bytes);
+    const auto X = read_file<float>(a[7], (size_t)n_tok * cols);
+    std::vector<float> Y((size_t)n_tok * rows, NAN);
+    const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + 63) / 64, 1};
+    launch3(grid, MMA_THREADS, [&] {
+        by_type(qtype, [&](auto qt) {
+            matmul_gated_mma_impl<qt(), 64>(Wg.data(), Wu.data(), X.data(), Y.data(), cols, rows, n_tok, row_bytes);
+        });
+    });
+    write_file(a[8], Y);
     return 0;
 }
 
@@ -88,14 +107,13 @@ int attention(char** a) {
             default: fprintf(stderr, "head_dim %d\n", d); exit(2);
         }
     });
-    FILE* f = fopen(a[11], "wb");
-    fwrite(out.data(), 4, out.size(), f);
-    fclose(f);
+    write_file(a[11], out);
     return 0;
 }
 
 int main(int argc, char** argv) {
     if (argc == 14 && std::strcmp(argv[1], "gemm") == 0) return gemm(argv + 2);
+    if (argc == 11 && std::strcmp(argv[1], "gated") == 0) return gated(argv + 2);
     if (argc == 14 && std::strcmp(argv[1], "attention") == 0) return attention(argv + 2);
     fprintf(stderr, "usage: see mma_main.cpp\n");
     return 2;
