@@ -148,6 +148,23 @@ def test_gated_prefill_is_the_swiglu_of_fp16_products(qtype, n_tok, rows, units,
     assert rel_err(out, exact) < 2 * FP16_INPUTS_TOLERANCE  # a product of two rounded sums
 
 
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("rows", [(896, 128, 128), (128, 64, 1), (64, 200)])
+@settings(max_examples=3, deadline=None)
+@given(n_tok=st.integers(32, 300), units=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), biased=st.booleans())
+def test_stacked_prefill_projections_are_each_matrix_product(qtype, rows, n_tok, units, seed, biased):
+    pairs = [random_weight(qtype, n, cols_for(qtype, units), seed + i) for i, n in enumerate(rows)]
+    weights = [w for w, _ in pairs]
+    rng = np.random.default_rng(seed)
+    biases = [rng.standard_normal(w.rows).astype(np.float32) if biased else None for w in weights]
+    x = rng.standard_normal((n_tok, weights[0].cols)).astype(np.float32)
+    assert kernels.stacks_on_tensor_cores(weights, n_tok)
+    outs = kernels.matmul_stacked(weights, [None if b is None else cp.asarray(b) for b in biases], cp.asarray(x),
+                                  [cp.full((n_tok, w.rows), np.nan, np.float32) for w in weights])
+    for out, (_, twin), bias in zip(outs, pairs, biases):
+        assert rel_err(out.get(), ops_numpy.matmul(fp16_rounded(x), fp16_rounded(twin), bias)) < 1e-5
+
+
 def test_matmul_refuses_an_unknown_prefill_kernel():
     weight, _ = random_weight(Q.Q8_0, 4, 32, 0)
     with pytest.raises(ValueError, match="prefill kernel"):

@@ -1,5 +1,5 @@
-"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl and matmul_gated_mma_impl,
-attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber, mma.sync and
+"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, matmul_gated_mma_impl and
+matmul_stacked_mma_impl, attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber, mma.sync and
 ldmatrix emulated from the PTX ISA's fragment layouts) against their NumPy twins, so their index
 arithmetic, masks and online softmax are checked where there is no GPU. Tolerances as in
 test_cuda_kernels.py: 1e-5 against the twin fed the same fp16-rounded inputs for the GEMM, 2e-3
@@ -92,6 +92,24 @@ def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, t
     want = ops_numpy.silu_mul(ops_numpy.matmul(h, fp16_rounded(dequantize(gate, qtype))),
                               ops_numpy.matmul(h, fp16_rounded(dequantize(up, qtype))))
     assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("rows", [(128, 64, 70), (64, 30, 0)], ids=["q-k-v", "two"])
+def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows):
+    qtype, cols, n_tok = Q.Q5_0, 96, 70
+    rng = np.random.default_rng(sum(rows))
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, sum(rows), cols, 0.05)).view(np.uint8).reshape(sum(rows), -1)
+    bias = rng.standard_normal(sum(rows)).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "stacked", str(int(qtype)), str(cols), str(raw.shape[1]), str(n_tok),
+                    *map(str, rows), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias), _write(tmp_path, "x", x),
+                    str(out)], check=True)
+    got, twin, begin = np.fromfile(out, np.float32), fp16_rounded(dequantize(raw, qtype)), 0
+    for n in (r for r in rows if r):
+        want = ops_numpy.matmul(fp16_rounded(x), twin[begin:begin + n], bias[begin:begin + n])
+        assert rel_err(got[n_tok * begin:n_tok * (begin + n)].reshape(n_tok, n), want) < 1e-5
+        begin += n
 
 
 # (start, queries, group, head_dim, window, sinks)

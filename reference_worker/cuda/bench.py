@@ -263,6 +263,14 @@ def bench_kernels() -> None:
             us = _graph_time_us(lambda: kernels.matmul(w, xs, outs, prefill=prefill), reps=5)
             rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}, {prefill or 'as the engine picks'}", us,
                          2 * 256 * n_out * n_in / us / 1e6))
+    qkv, xs = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)], vec(256, 896)
+    qkv_outs = [cp.empty((256, w.rows), np.float32) for w in qkv]
+    for what, launch in (("three launches as kernels.matmul picks",
+                          lambda: [kernels.matmul(w, xs, out) for w, out in zip(qkv, qkv_outs)]),
+                         ("one launch (matmul_stacked, as the engine runs it)",
+                          lambda: kernels.matmul_stacked(qkv, [None] * 3, xs, qkv_outs))):
+        us = _graph_time_us(launch, reps=5)
+        rows.append((f"prefill 256 tokens q/k/v Q5_0 (896+128+128)x896, {what}", us, 2 * 256 * 1152 * 896 / us / 1e6))
     gate, up, xs = weight(Q.Q5_0, 4864, 896), weight(Q.Q5_0, 4864, 896), vec(256, 896)
     g, u, o = (cp.empty((256, 4864), np.float32) for _ in range(3))
     for what, launch in (("three launches (the GEMMs as kernels.matmul picks, swiglu)",

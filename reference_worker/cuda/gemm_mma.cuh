@@ -24,6 +24,19 @@ __device__ __forceinline__ float epilogue(float s, const float* bias, const floa
     return s;
 }
 
+// Up to three matrices of one type and row length, stacked by rows so that one launch serves
+// them all (q, k and v), each with its own bias and output; rows end0.. belong to the second,
+// end1.. to the third. A plain mat-vec is a stack of one (end0 = end1 = n_out).
+struct Stack {
+    const u8 *W0, *W1, *W2;
+    const float *bias0, *bias1, *bias2;
+    float *y0, *y1, *y2;
+    int end0, end1;
+};
+
+template <typename T>
+__device__ __forceinline__ T pick(int part, T a, T b, T c) { return part == 0 ? a : (part == 1 ? b : c); }
+
 // Unit u of the tile's rows of each of the NMAT matrices (decoded) and of its tokens, as fp16,
 // into registers: piece `step` of a thread is row or token (threadIdx.x + MMA_THREADS * step) / 8,
 // values 4 (threadIdx.x % 8)..+3, so eight threads read one row's unit and one token's 32 values
@@ -65,7 +78,7 @@ __device__ __forceinline__ void mma_store(u16 (*ws)[2][MMA_ROWS][MMA_STRIDE], u1
         *reinterpret_cast<uint2*>(&xs[(threadIdx.x + MMA_THREADS * step) >> 3][k]) = x[step];
 }
 
-// A block computes rows blockIdx.x * MMA_ROWS.. and tokens blockIdx.y * TOKENS.. of the product
+// A block computes rows row0.. and tokens blockIdx.y * TOKENS.. of the product
 // of X with each of the NMAT matrices W[0..] (one type and shape), and stores
 // - with NMAT == 1: Y = W[0] x (+ bias) (+ residual), or, with gridDim.z > 1, the sum over
 //   split_units units from z * split_units into slice z of `partial` (n_tok x n_out each), which
@@ -73,16 +86,16 @@ __device__ __forceinline__ void mma_store(u16 (*ws)[2][MMA_ROWS][MMA_STRIDE], u1
 // - with NMAT == 2: Y = silu(W[0] x) * (W[1] x), the SwiGLU of gate and up (as layers.cu's).
 // X is (n_tok, n_in) fp32, n_in a multiple of 32.
 template <int QT, int TOKENS, int NMAT>
-__device__ void mma_tiles(const u8* const* W, const float* __restrict__ X, float* __restrict__ Y, const float* bias,
-                          const float* residual, float* __restrict__ partial, int split_units, int n_in, int n_out,
-                          int n_tok, long long row_bytes) {
+__device__ void mma_tiles(const u8* const* W, int row0, const float* __restrict__ X, float* __restrict__ Y,
+                          const float* bias, const float* residual, float* __restrict__ partial, int split_units,
+                          int n_in, int n_out, int n_tok, long long row_bytes) {
     constexpr int NI = TOKENS / 16;  // 8-token mma tiles per warp
     static_assert(TOKENS % 32 == 0, "a warp takes TOKENS / 2 tokens, in pairs of 8-token tiles");
     __shared__ __align__(16) u16 ws[NMAT][2][MMA_ROWS][MMA_STRIDE], xs[2][TOKENS][MMA_STRIDE];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
     const int m = lane >> 3, i = lane & 7;  // the ldmatrix matrix and row this lane points at
     const int wr = 32 * (warp & 1), wt = TOKENS / 2 * (warp >> 1);  // the warp's first row and token in the tile
-    const int row0 = blockIdx.x * MMA_ROWS, t0 = blockIdx.y * TOKENS;
+    const int t0 = blockIdx.y * TOKENS;
     const int first = blockIdx.z * split_units, units = min(n_in >> 5, first + split_units);
     uint2 w[NMAT][MMA_ROW_LOADS], x[TOKENS * 8 / MMA_THREADS];
     float acc[NMAT][2][NI][4] = {};
@@ -130,12 +143,13 @@ __device__ void mma_tiles(const u8* const* W, const float* __restrict__ X, float
             }
 }
 
-// Y = W x (+ bias) (+ residual) over one matrix (mma_tiles with NMAT == 1).
+// Y = W x (+ bias) (+ residual) over one matrix, block x taking rows 64x.. (mma_tiles, NMAT == 1).
 template <int QT, int TOKENS>
 __device__ void matmul_mma_impl(const u8* W, const float* X, float* Y, const float* bias, const float* residual,
                                 float* partial, int split_units, int n_in, int n_out, int n_tok, long long row_bytes) {
     const u8* const Ws[1] = {W};
-    mma_tiles<QT, TOKENS, 1>(Ws, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok, row_bytes);
+    mma_tiles<QT, TOKENS, 1>(Ws, blockIdx.x * MMA_ROWS, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,
+                             row_bytes);
 }
 
 // Y = silu(W_gate x) * (W_up x), both matrices of one type and shape, no split (mma_tiles with
@@ -144,5 +158,20 @@ template <int QT, int TOKENS>
 __device__ void matmul_gated_mma_impl(const u8* W_gate, const u8* W_up, const float* X, float* Y, int n_in, int n_out,
                                       int n_tok, long long row_bytes) {
     const u8* const Ws[2] = {W_gate, W_up};
-    mma_tiles<QT, TOKENS, 2>(Ws, X, Y, nullptr, nullptr, nullptr, n_in >> 5, n_in, n_out, n_tok, row_bytes);
+    mma_tiles<QT, TOKENS, 2>(Ws, blockIdx.x * MMA_ROWS, X, Y, nullptr, nullptr, nullptr, n_in >> 5, n_in, n_out, n_tok,
+                             row_bytes);
+}
+
+// Prefill of up to three matrices of one type and row length stacked by rows (q, k and v) on
+// tensor cores in one launch: block x takes rows 64x.. of the stack, which lie in one matrix
+// (the launcher checks that all but the last have a multiple of MMA_ROWS rows), and stores them
+// with that matrix's bias into its output; 64-token tiles, no split.
+template <int QT>
+__device__ void matmul_stacked_mma_impl(const Stack& s, const float* X, int n_in, int n_out, int n_tok,
+                                        long long row_bytes) {
+    const int row = blockIdx.x * MMA_ROWS, which = (row >= s.end0) + (row >= s.end1);
+    const int start = pick(which, 0, s.end0, s.end1), end = pick(which, s.end0, s.end1, n_out);
+    const u8* const W[1] = {pick(which, s.W0, s.W1, s.W2)};
+    mma_tiles<QT, 64, 1>(W, row - start, X, pick(which, s.y0, s.y1, s.y2), pick(which, s.bias0, s.bias1, s.bias2),
+                         nullptr, nullptr, n_in >> 5, n_in, end - start, n_tok, row_bytes);
 }

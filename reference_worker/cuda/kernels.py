@@ -244,15 +244,53 @@ def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray |
         _check(out, np.float32, (1, w.rows), f"out {i}")
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
+    args, n_out = _stack(weights, biases, outs)
+    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
+            (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
+            shared_mem=4 * cols)
+    return list(outs)
+
+
+def _stack(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None],
+           outs: Sequence[cp.ndarray]) -> tuple[list, int]:
+    """The Stack arguments (matmul.cu, gemm_mma.cuh) of one to three matrices stacked by rows:
+    three weights, biases and outputs, then the rows where the second and third begin; and the
+    stack's rows."""
     ends = np.cumsum([w.rows for w in weights])
     unused = 3 - len(weights)  # slots the kernel never reaches: rows end at ends[-1]
     args = ([w.data for w in weights] + [weights[0].data] * unused
             + [_NULL if b is None else b for b in biases] + [_NULL] * unused
-            + list(outs) + [outs[0]] * unused)
-    n_out = int(ends[-1])
-    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
-            (*args, np.int32(ends[0]), np.int32(ends[min(1, len(ends) - 1)]), x, norm, np.float32(eps),
-             np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)), shared_mem=4 * cols)
+            + list(outs) + [outs[0]] * unused + [np.int32(ends[0]), np.int32(ends[min(1, len(ends) - 1)])])
+    return args, int(ends[-1])
+
+
+def stacks_on_tensor_cores(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
+    """Whether one matmul_stacked launch serves these projections of one x: a prompt
+    (PREFILL_TILE tokens or more), two or three matrices of one type and row length, all but the
+    last of a multiple of MMA_ROWS rows (a block's rows lie in one matrix)."""
+    return (n_tok >= PREFILL_TILE and 2 <= len(weights) <= 3 and len({(w.qtype, w.cols) for w in weights}) == 1
+            and all(w.rows % MMA_ROWS == 0 for w in weights[:-1]))
+
+
+def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
+                   outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
+    """outs[i] = W_i @ x[t] (+ biases[i]) for x (n_tok, cols) and two or three matrices (q, k, v)
+    in one launch on tensor cores (64-token tiles, fp16 inputs, fp32 sums, no split); see
+    stacks_on_tensor_cores."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    if not (stacks_on_tensor_cores(weights, n_tok) and len(biases) == len(outs) == len(weights)):
+        raise ValueError(f"matmul_stacked needs {PREFILL_TILE}+ tokens, two or three weights of one type and row "
+                         f"length, all but the last of a multiple of {MMA_ROWS} rows, and a bias (or None) and an "
+                         "output for each")
+    _check(x, np.float32, (n_tok, weights[0].cols), "x")
+    for i, (w, bias, out) in enumerate(zip(weights, biases, outs)):
+        _check(out, np.float32, (n_tok, w.rows), f"out {i}")
+        if bias is not None:
+            _check(bias, np.float32, (w.rows,), f"bias {i}")
+    args, n_out = _stack(weights, biases, outs)
+    _launch("matmul", f"matmul_stacked_mma_{WEIGHT_KERNELS[weights[0].qtype]}",
+            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, 64)), (MMA_THREADS,),
+            (*args, x, np.int32(weights[0].cols), np.int32(n_out), np.int32(n_tok), np.int64(weights[0].row_bytes)))
     return list(outs)
 
 

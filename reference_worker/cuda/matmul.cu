@@ -15,19 +15,6 @@
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
-// Up to three matrices of one type and row length, stacked by rows so that one launch serves
-// them all (q, k and v), each with its own bias and output; rows end0.. belong to the second,
-// end1.. to the third. A plain mat-vec is a stack of one (end0 = end1 = n_out).
-struct Stack {
-    const u8 *W0, *W1, *W2;
-    const float *bias0, *bias1, *bias2;
-    float *y0, *y1, *y2;
-    int end0, end1;
-};
-
-template <typename T>
-__device__ __forceinline__ T pick(int part, T a, T b, T c) { return part == 0 ? a : (part == 1 ? b : c); }
-
 // RMSNorm folded into a decode mat-vec: each block writes x * w / rms(x) (as layers.cu's rmsnorm)
 // to shared memory and reads its x from there. Recomputing rms(x) per block (n values, from L2)
 // costs less than a launch of its own.
@@ -273,6 +260,14 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     }                                                                                             \
     MATMUL_MMA(NAME, QT, 64)                                                                      \
     MATMUL_MMA(NAME, QT, 128)                                                                     \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_stacked_mma_##NAME(const u8* W0, const u8* W1, const u8* W2, const float* bias0,       \
+                              const float* bias1, const float* bias2, float* y0, float* y1,       \
+                              float* y2, int end0, int end1, const float* X, int n_in, int n_out, \
+                              int n_tok, long long row_bytes) {                                   \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matmul_stacked_mma_impl<QT>(s, X, n_in, n_out, n_tok, row_bytes);                         \
+    }                                                                                             \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
     matmul_gated_mma_##NAME(const u8* Wg, const u8* Wu, const float* X, float* Y, int n_in,       \
                             int n_out, int n_tok, long long row_bytes) {                          \

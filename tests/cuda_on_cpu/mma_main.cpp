@@ -6,9 +6,11 @@
 #include <type_traits>
 // mma_main gemm QTYPE TOKENS ROWS COLS ROW_BYTES N_TOK SPLITS W X BIAS|- RESIDUAL|- OUT
 // mma_main gated QTYPE ROWS COLS ROW_BYTES N_TOK W_GATE W_UP X OUT
+// mma_main stacked QTYPE COLS ROW_BYTES N_TOK ROWS0 ROWS1 ROWS2 W BIAS|- X OUT  (ROWS2 0: two matrices;
+//   W and BIAS the matrices' rows one after another, OUT their products one after another)
 // mma_main attention N_TOK N_HEAD N_KV HEAD_DIM CTX POS0 WINDOW Q K V SINKS|- OUT
-// Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum), matmul_gated_mma_impl or
-// attention_mma_* on the CPU over the binary files named (float32; the caches fp16, the weights
+// Runs matmul_mma_impl (then, with SPLITS > 1, sum_splits' ordered sum), matmul_gated_mma_impl,
+// matmul_stacked_mma_impl or attention_mma_* on the CPU over the binary files named (float32; the caches fp16, the weights
 // their raw blocks) and writes OUT (float32).
 template <class T> std::vector<T> read_file(const char* path, size_t n) {
     std::vector<T> v(n);
@@ -87,6 +89,32 @@ int gated(char** a) {
     return 0;
 }
 
+int stacked(char** a) {
+    const int qtype = atoi(a[0]), cols = atoi(a[1]), n_tok = atoi(a[3]);
+    const long long row_bytes = atoll(a[2]);
+    const int r[3] = {atoi(a[4]), atoi(a[5]), atoi(a[6])}, n_out = r[0] + r[1] + r[2], parts = r[2] ? 3 : 2;
+    const auto W = read_file<u8>(a[7], n_out * row_bytes);
+    const auto bias = read_file<float>(a[8], n_out);
+    const auto X = read_file<float>(a[9], (size_t)n_tok * cols);
+    std::vector<float> Y((size_t)n_tok * n_out, NAN);
+    const u8* w[3];
+    const float* b[3];
+    float* y[3];
+    for (int p = 0, row = 0; p < 3; row += r[p], ++p) {
+        const int at = p < parts ? row : 0;  // a missing third points at the first: the kernel never reaches it
+        w[p] = W.data() + at * row_bytes;
+        b[p] = bias.empty() ? nullptr : bias.data() + at;
+        y[p] = Y.data() + (size_t)n_tok * at;
+    }
+    const Stack s{w[0], w[1], w[2], b[0], b[1], b[2], y[0], y[1], y[2], r[0], parts == 3 ? r[0] + r[1] : n_out};
+    const dim3 grid{(unsigned)(n_out + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + 63) / 64, 1};
+    launch3(grid, MMA_THREADS, [&] {
+        by_type(qtype, [&](auto qt) { matmul_stacked_mma_impl<qt()>(s, X.data(), cols, n_out, n_tok, row_bytes); });
+    });
+    write_file(a[10], Y);
+    return 0;
+}
+
 int attention(char** a) {
     const int n_tok = atoi(a[0]), n_head = atoi(a[1]), n_kv = atoi(a[2]), d = atoi(a[3]), ctx = atoi(a[4]);
     const int pos0[1] = {atoi(a[5])}, window = atoi(a[6]);
@@ -114,6 +142,7 @@ int attention(char** a) {
 int main(int argc, char** argv) {
     if (argc == 14 && std::strcmp(argv[1], "gemm") == 0) return gemm(argv + 2);
     if (argc == 11 && std::strcmp(argv[1], "gated") == 0) return gated(argv + 2);
+    if (argc == 13 && std::strcmp(argv[1], "stacked") == 0) return stacked(argv + 2);
     if (argc == 14 && std::strcmp(argv[1], "attention") == 0) return attention(argv + 2);
     fprintf(stderr, "usage: see mma_main.cpp\n");
     return 2;
