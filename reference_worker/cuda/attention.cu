@@ -84,9 +84,9 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
 // updates its online softmax (max and sum per query row, in fp32) and adds the tile's
 // probabilities (rounded to fp16) times the values into its fp32 output. Positions after the
 // block's last query are neither loaded nor seen; a warp skips tiles none of its queries sees.
-#define FA_QUERIES 64  // queries per block: 16 a warp
-#define FA_KEYS 64     // cache positions per step
-#define FA_THREADS 128
+#define FA_THREADS 64             // two warps: 256 queries of 14 heads make 112 blocks
+#define FA_QUERIES (FA_THREADS / 2)  // queries per block: 16 a warp
+#define FA_KEYS 64                 // cache positions per step
 
 template <int D>
 __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __restrict__ k_cache,
