@@ -20,6 +20,7 @@ from reference_worker import ops_numpy
 from reference_worker.quant import dequantize
 from reference_worker.synthetic import encode_weight
 
+pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent / "cuda_on_cpu"
 KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
 
