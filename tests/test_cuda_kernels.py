@@ -108,7 +108,7 @@ def fp16_rounded(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
-@pytest.mark.parametrize("prefill", ["mma_64", "mma_128", None])  # None: the tile the launcher picks
+@pytest.mark.parametrize("prefill", [*kernels.PREFILL_KERNELS[1:], None])  # None: the tile the launcher picks
 @settings(max_examples=6, deadline=None)
 @given(n_tok=st.integers(32, 600), rows=st.integers(1, 300), units=st.integers(1, 160),
        seed=st.integers(0, 2**32 - 1), with_bias=st.booleans(), with_residual=st.booleans())
@@ -173,7 +173,7 @@ def test_stacked_prefill_projections_are_each_matrix_product(qtype, rows, n_tok,
 def test_matmul_refuses_an_unknown_prefill_kernel():
     weight, _ = random_weight(Q.Q8_0, 4, 32, 0)
     with pytest.raises(ValueError, match="prefill kernel"):
-        kernels.matmul(weight, cp.zeros((40, 32), np.float32), cp.zeros((40, 4), np.float32), prefill="mma_32")
+        kernels.matmul(weight, cp.zeros((40, 32), np.float32), cp.zeros((40, 4), np.float32), prefill="mma_16")
 
 
 def test_rmsnorm_matches_twin():

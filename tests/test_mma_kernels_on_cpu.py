@@ -1,9 +1,9 @@
 """The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, matmul_gated_mma_impl and
-matmul_stacked_mma_impl, attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber, mma.sync and
-ldmatrix emulated from the PTX ISA's fragment layouts) against their NumPy twins, so their index
-arithmetic, masks and online softmax are checked where there is no GPU. Bounds as in
-test_cuda_kernels.py: the GEMMs within fp32_sums' bound of the twin fed the same fp16-rounded
-inputs, attention to 2e-3 of the fp64 twin.
+matmul_stacked_mma_impl, attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each
+CUDA thread a fiber, mma.sync and ldmatrix emulated from the PTX ISA's fragment layouts) against
+their NumPy twins, so their index arithmetic, masks and online softmax are checked where there
+is no GPU. Bounds as in test_cuda_kernels.py: the GEMMs within fp32_sums' bound of the twin fed
+the same fp16-rounded inputs, attention to 2e-3 of the fp64 twin.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q
               (Q.F16, 66, 64, 50, 1, True), (Q.BF16, 20, 96, 140, 1, False), (Q.F32, 40, 64, 36, 2, True)]
 
 
-@pytest.mark.parametrize("tokens", [64, 128])  # per block
+@pytest.mark.parametrize("tokens", [32, 64, 128])  # per block
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-{c[4]}split")
 def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case, tokens):
     qtype, rows, cols, n_tok, splits, extras = case
@@ -70,24 +70,25 @@ def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_pat
     residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
     block, size = GGML_QUANT_SIZES[qtype]
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(tokens), str(rows), str(cols), str(cols // block * size),
-                    str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
+    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(tokens), str(rows), str(cols),
+                    str(cols // block * size), str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)
     x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
     assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
 
 
+@pytest.mark.parametrize("tokens", [32, 64])
 @pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0])
-def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype):
+def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tokens):
     rows, cols, n_tok = 70, 256, 100
     rng = np.random.default_rng(5)
     gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
                 for _ in range(2))
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(rows), str(cols), str(gate.shape[1]), str(n_tok),
-                    _write(tmp_path, "g", gate), _write(tmp_path, "u", up), _write(tmp_path, "x", x), str(out)],
+    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(tokens), str(rows), str(cols), str(gate.shape[1]),
+                    str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up), _write(tmp_path, "x", x), str(out)],
                    check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)
     h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
@@ -95,17 +96,18 @@ def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, t
     assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
 
 
+@pytest.mark.parametrize("tokens", [32, 64])
 @pytest.mark.parametrize("rows", [(128, 64, 70), (64, 30, 0)], ids=["q-k-v", "two"])
-def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows):
+def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows, tokens):
     qtype, cols, n_tok = Q.Q5_0, 96, 70
     rng = np.random.default_rng(sum(rows))
     raw = np.ascontiguousarray(encode_weight(rng, qtype, sum(rows), cols, 0.05)).view(np.uint8).reshape(sum(rows), -1)
     bias = rng.standard_normal(sum(rows)).astype(np.float32)
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "stacked", str(int(qtype)), str(cols), str(raw.shape[1]), str(n_tok),
-                    *map(str, rows), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias), _write(tmp_path, "x", x),
-                    str(out)], check=True)
+    subprocess.run([str(mma_main), "stacked", str(int(qtype)), str(tokens), str(cols), str(raw.shape[1]),
+                    str(n_tok), *map(str, rows), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias),
+                    _write(tmp_path, "x", x), str(out)], check=True)
     got, x16, twin, begin = np.fromfile(out, np.float32), fp16_rounded(x), fp16_rounded(dequantize(raw, qtype)), 0
     for n in (r for r in rows if r):
         w16, b = twin[begin:begin + n], bias[begin:begin + n]

@@ -165,13 +165,13 @@ __device__ void matmul_gated_mma_impl(const u8* W_gate, const u8* W_up, const fl
 // Prefill of up to three matrices of one type and row length stacked by rows (q, k and v) on
 // tensor cores in one launch: block x takes rows 64x.. of the stack, which lie in one matrix
 // (the launcher checks that all but the last have a multiple of MMA_ROWS rows), and stores them
-// with that matrix's bias into its output; 64-token tiles, no split.
-template <int QT>
+// with that matrix's bias into its output; no split.
+template <int QT, int TOKENS>
 __device__ void matmul_stacked_mma_impl(const Stack& s, const float* X, int n_in, int n_out, int n_tok,
                                         long long row_bytes) {
     const int row = blockIdx.x * MMA_ROWS, which = (row >= s.end0) + (row >= s.end1);
     const int start = pick(which, 0, s.end0, s.end1), end = pick(which, s.end0, s.end1, n_out);
     const u8* const W[1] = {pick(which, s.W0, s.W1, s.W2)};
-    mma_tiles<QT, 64, 1>(W, row - start, X, pick(which, s.y0, s.y1, s.y2), pick(which, s.bias0, s.bias1, s.bias2),
-                         nullptr, nullptr, n_in >> 5, n_in, end - start, n_tok, row_bytes);
+    mma_tiles<QT, TOKENS, 1>(W, row - start, X, pick(which, s.y0, s.y1, s.y2), pick(which, s.bias0, s.bias1, s.bias2),
+                             nullptr, nullptr, n_in >> 5, n_in, end - start, n_tok, row_bytes);
 }

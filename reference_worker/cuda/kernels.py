@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +33,18 @@ WEIGHT_KERNELS = {
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
 FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
-MMA_ROWS, MMA_THREADS = 64, 128  # a block of matmul_mma_<type>_<tokens> (gemm_mma.cuh), 64 or 128 tokens
-# The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_64 / _128 on tensor cores.
-PREFILL_KERNELS = ("tiled", "mma_64", "mma_128")
+MMA_ROWS, MMA_THREADS = 64, 128  # a block of the tensor-core kernels (gemm_mma.cuh)
+MMA_TOKENS = (128, 64, 32)  # their token tiles (matmul_mma_<type>_<tokens>), widest first
+MMA_FILL = 0.8  # a launch whose blocks reach this share of the SMs runs unsplit
+# The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_<tokens> on tensor cores.
+PREFILL_KERNELS = ("tiled", *(f"mma_{tokens}" for tokens in MMA_TOKENS))
 # The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
 # PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM
-# (matmul_tiled), MMA_BLOCKS_PER_SM (matmul_mma: its tiles are 2-4x larger, and the parts' round
-# trip through `partial` costs as much as a fast GEMM saves).
+# (matmul_tiled), or MMA_FILL of the SMs have a block (matmul_mma: its tiles are larger, and the
+# parts' round trip through `partial` and sum_splits' launch cost about what a fuller GPU saves).
 PREFILL_MAX_SPLITS = 4
 PREFILL_MIN_SPLIT_UNITS = 8
 PREFILL_BLOCKS_PER_SM = 4
-MMA_BLOCKS_PER_SM = 1
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
@@ -147,8 +149,8 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
     FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per tile of tokens of the
     `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded to
-    fp16, sums in fp32), 128-token tiles where they alone give every SM a block, else 64;
-    "tiled" keeps fp32 throughout (32-token tiles)."""
+    fp16, sums in fp32) with the token tile of mma_tokens; "tiled" keeps fp32 throughout
+    (32-token tiles)."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -163,13 +165,12 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     if prefill is not None and prefill not in PREFILL_KERNELS:
         raise ValueError(f"prefill kernel {prefill!r} is none of {PREFILL_KERNELS}")
     if n_tok >= PREFILL_TILE and prefill == "tiled":
-        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, PREFILL_BLOCKS_PER_SM, w, x, out, extras)
+        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, PREFILL_BLOCKS_PER_SM * _sm_count(), w, x, out,
+                 extras)
     elif n_tok >= PREFILL_TILE:
-        if prefill is None:
-            wide = _blocks(w.rows, MMA_ROWS) * _blocks(n_tok, 128) >= _sm_count()
-            prefill = "mma_128" if wide else "mma_64"
-        tokens = int(prefill.removeprefix("mma_"))
-        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, MMA_BLOCKS_PER_SM, w, x, out, extras)
+        tokens = int(prefill.removeprefix("mma_")) if prefill else mma_tokens(w.rows, n_tok)
+        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, math.ceil(MMA_FILL * _sm_count()), w, x,
+                 out, extras)
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
@@ -180,15 +181,24 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     return out
 
 
-def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, blocks_per_sm: int, w: DeviceWeight,
+def mma_tokens(rows: int, n_tok: int, widths: Sequence[int] = MMA_TOKENS) -> int:
+    """The token tile for a tensor-core launch over rows x n_tok: the widest of `widths` whose
+    tiles reach MMA_FILL of the SMs (each decoded weight then serves the most tokens), else the
+    narrowest (the most blocks)."""
+    for tokens in widths:
+        if _blocks(rows, MMA_ROWS) * _blocks(n_tok, tokens) >= MMA_FILL * _sm_count():
+            return tokens
+    return widths[-1]
+
+
+def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, min_blocks: int, w: DeviceWeight,
              x: cp.ndarray, out: cp.ndarray, extras: tuple) -> None:
     """matmul_{kernel} over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
-    when the tiles alone give fewer than blocks_per_sm blocks per SM, the parts then added in
-    order by sum_splits (M0-W-1826: no atomics, the same sums every run)."""
+    when the tiles alone make fewer than min_blocks blocks, the parts then added in order by
+    sum_splits (M0-W-1826: no atomics, the same sums every run)."""
     n_tok, units = x.shape[0], w.cols // 32
     tiles = _blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens)
-    splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
-                        _blocks(blocks_per_sm * _sm_count(), tiles)))
+    splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS, _blocks(min_blocks, tiles)))
     partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
     grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
     _launch("matmul", f"matmul_{kernel}", grid, (threads,),
@@ -207,15 +217,16 @@ def gates_on_tensor_cores(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) 
 
 def matmul_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out = silu(W_gate @ x[t]) * (W_up @ x[t]) for x (n_tok, cols), in one launch on tensor cores
-    (64-token tiles, weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`); see
-    gates_on_tensor_cores."""
+    (weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`; 32- or 64-token tiles
+    as mma_tokens picks: 128 would hold twice the accumulators); see gates_on_tensor_cores."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     if not gates_on_tensor_cores(w_gate, w_up, n_tok):
         raise ValueError(f"matmul_gated needs {PREFILL_TILE}+ tokens and gate and up weights of one type and shape")
     _check(x, np.float32, (n_tok, w_gate.cols), "x")
     _check(out, np.float32, (n_tok, w_gate.rows), "out")
-    _launch("matmul", f"matmul_gated_mma_{WEIGHT_KERNELS[w_gate.qtype]}",
-            (_blocks(w_gate.rows, MMA_ROWS), _blocks(n_tok, 64)), (MMA_THREADS,),
+    tokens = mma_tokens(w_gate.rows, n_tok, MMA_TOKENS[1:])
+    _launch("matmul", f"matmul_gated_mma_{WEIGHT_KERNELS[w_gate.qtype]}_{tokens}",
+            (_blocks(w_gate.rows, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
             (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int32(n_tok),
              np.int64(w_gate.row_bytes)))
     return out
@@ -275,8 +286,8 @@ def stacks_on_tensor_cores(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
 def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
                    outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
     """outs[i] = W_i @ x[t] (+ biases[i]) for x (n_tok, cols) and two or three matrices (q, k, v)
-    in one launch on tensor cores (64-token tiles, fp16 inputs, fp32 sums, no split); see
-    stacks_on_tensor_cores."""
+    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, no
+    split); see stacks_on_tensor_cores."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     if not (stacks_on_tensor_cores(weights, n_tok) and len(biases) == len(outs) == len(weights)):
         raise ValueError(f"matmul_stacked needs {PREFILL_TILE}+ tokens, two or three weights of one type and row "
@@ -288,8 +299,9 @@ def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray 
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
     args, n_out = _stack(weights, biases, outs)
-    _launch("matmul", f"matmul_stacked_mma_{WEIGHT_KERNELS[weights[0].qtype]}",
-            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, 64)), (MMA_THREADS,),
+    tokens = mma_tokens(n_out, n_tok)
+    _launch("matmul", f"matmul_stacked_mma_{WEIGHT_KERNELS[weights[0].qtype]}_{tokens}",
+            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
             (*args, x, np.int32(weights[0].cols), np.int32(n_out), np.int32(n_tok), np.int64(weights[0].row_bytes)))
     return list(outs)
 

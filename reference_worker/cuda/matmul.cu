@@ -210,7 +210,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     Y[at] = epilogue(s, bias, residual, (int)(at % n_out), at);
 }
 
-// matmul_mma_<type>_<tokens per block> (gemm_mma.cuh).
+// The tensor-core prefill kernels (gemm_mma.cuh) of one type and token tile: matmul_mma_,
+// matmul_stacked_mma_ and matmul_gated_mma_<type>_<tokens per block>.
 #define MATMUL_MMA(NAME, QT, TOKENS)                                                              \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
     matmul_mma_##NAME##_##TOKENS(const u8* W, const float* X, float* Y, const float* bias,        \
@@ -218,6 +219,20 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
                                  int n_out, int n_tok, long long row_bytes) {                     \
         matmul_mma_impl<QT, TOKENS>(W, X, Y, bias, residual, partial, split_units, n_in, n_out,   \
                                     n_tok, row_bytes);                                            \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_stacked_mma_##NAME##_##TOKENS(const u8* W0, const u8* W1, const u8* W2,               \
+                                         const float* bias0, const float* bias1,                  \
+                                         const float* bias2, float* y0, float* y1, float* y2,     \
+                                         int end0, int end1, const float* X, int n_in, int n_out, \
+                                         int n_tok, long long row_bytes) {                        \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matmul_stacked_mma_impl<QT, TOKENS>(s, X, n_in, n_out, n_tok, row_bytes);                 \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_gated_mma_##NAME##_##TOKENS(const u8* Wg, const u8* Wu, const float* X, float* Y,     \
+                                       int n_in, int n_out, int n_tok, long long row_bytes) {     \
+        matmul_gated_mma_impl<QT, TOKENS>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
     }
 
 #define MATMUL(NAME, QT)                                                                          \
@@ -258,21 +273,9 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
         matmul_tiled_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,  \
                               row_bytes);                                                         \
     }                                                                                             \
+    MATMUL_MMA(NAME, QT, 32)                                                                      \
     MATMUL_MMA(NAME, QT, 64)                                                                      \
-    MATMUL_MMA(NAME, QT, 128)                                                                     \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
-    matmul_stacked_mma_##NAME(const u8* W0, const u8* W1, const u8* W2, const float* bias0,       \
-                              const float* bias1, const float* bias2, float* y0, float* y1,       \
-                              float* y2, int end0, int end1, const float* X, int n_in, int n_out, \
-                              int n_tok, long long row_bytes) {                                   \
-        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
-        matmul_stacked_mma_impl<QT>(s, X, n_in, n_out, n_tok, row_bytes);                         \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
-    matmul_gated_mma_##NAME(const u8* Wg, const u8* Wu, const float* X, float* Y, int n_in,       \
-                            int n_out, int n_tok, long long row_bytes) {                          \
-        matmul_gated_mma_impl<QT, 64>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);               \
-    }
+    MATMUL_MMA(NAME, QT, 128)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)
