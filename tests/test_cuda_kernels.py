@@ -3,6 +3,17 @@
 Tolerances: decoded weights match quant.dequantize to fp32 rounding (rtol 1e-6); products and
 reductions, which sum in another order, to a relative error norm of 1e-5; attention, whose
 cache is fp16, is compared with the twin fed the same fp16-rounded keys and values (1e-5).
+The tensor-core prefill GEMMs (matmul_mma, matmul_gated, matmul_stacked) round weights and
+activations to fp16 (M0-W-1201) and sum in fp32: against the twin fed the same fp16-rounded
+inputs every element lies within fp32_sums' bound for an fp32 sum of those products (k and the
+fp32 unit roundoff); against the exact (fp64) product of the unrounded inputs, the relative error
+norm is under FP16_INPUTS_TOLERANCE. That bound is ~3x what fp16
+rounding gives: the fp64 product of fp16-rounded inputs was off by a relative error norm of
+2.1e-4 to 3.1e-4 (median and max over 40 random shapes per type, every type, weights of scale
+0.05, x standard normal; NumPy on the CPU). Prefill attention on tensor cores (attention_mma)
+rounds the scaled q and the softmax weights to fp16: FP16_ATTENTION_TOLERANCE against the twin
+in fp64; q's rounding alone moves it by 1.6e-4 to 2.2e-4 (median and max over 30 random cases,
+NumPy), the weights' by about as much.
 """
 from __future__ import annotations
 
@@ -11,10 +22,11 @@ import dataclasses
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reference_worker import ops_numpy, sampler
+from fp32_sums import assert_within, product_bound, swiglu_bound
 from reference_worker.cuda import cuda_unavailable_reason
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.quant import dequantize
@@ -32,6 +44,8 @@ from reference_worker.cuda.kernels import DeviceWeight  # noqa: E402
 WEIGHT_TYPES = list(kernels.WEIGHT_KERNELS)
 K_QUANTS = (Q.Q4_K, Q.Q6_K)
 GPU_SETTINGS = settings(max_examples=15, deadline=None)
+FP16_INPUTS_TOLERANCE = 1e-3
+FP16_ATTENTION_TOLERANCE = 2e-3
 
 
 def rel_err(got, want) -> float:
@@ -66,15 +80,100 @@ def test_embedding_rows_decode_as_quant_py(qtype, rows, units, seed):
 @given(rows=st.integers(1, 300), units=st.integers(1, 160), seed=st.integers(0, 2**32 - 1),
        with_bias=st.booleans(), with_residual=st.booleans())
 def test_matmul_matches_decoded_product(qtype, n_tok, rows, units, seed, with_bias, with_residual):
+    weight, twin, x, bias, residual = matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual)
+    out = device_matmul(weight, x, bias, residual, prefill="tiled")
+    want = ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)
+    assert rel_err(out, want) < 1e-5
+
+
+def matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual):
+    """A random weight (device, decoded twin), x (n_tok, cols) and optional bias and residual."""
     weight, twin = random_weight(qtype, rows, cols_for(qtype, units), seed)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((n_tok, weight.cols)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32) if with_bias else None
     residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if with_residual else None
-    out = kernels.matmul(weight, cp.asarray(x), cp.full((n_tok, rows), np.nan, np.float32),
-                         None if bias is None else cp.asarray(bias), None if residual is None else cp.asarray(residual))
+    return weight, twin, x, bias, residual
+
+
+def device_matmul(weight, x, bias, residual, prefill=None) -> np.ndarray:
+    out = kernels.matmul(weight, cp.asarray(x), cp.full((x.shape[0], weight.rows), np.nan, np.float32),
+                         None if bias is None else cp.asarray(bias), None if residual is None else cp.asarray(residual),
+                         prefill)
+    return out.get()
+
+
+def fp16_rounded(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float16).astype(np.float64)
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("prefill", [*kernels.PREFILL_KERNELS[1:], None])  # None: the tile the launcher picks
+@settings(max_examples=6, deadline=None)
+@given(n_tok=st.integers(32, 600), rows=st.integers(1, 300), units=st.integers(1, 160),
+       seed=st.integers(0, 2**32 - 1), with_bias=st.booleans(), with_residual=st.booleans())
+@example(n_tok=600, rows=300, units=160, seed=7, with_bias=True, with_residual=True)
+@example(n_tok=32, rows=1, units=1, seed=8, with_bias=False, with_residual=False)
+def test_tensor_core_prefill_is_the_product_of_fp16_inputs(qtype, prefill, n_tok, rows, units, seed, with_bias,
+                                                           with_residual):
+    weight, twin, x, bias, residual = matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual)
+    out = device_matmul(weight, x, bias, residual, prefill)
+    x16, w16 = fp16_rounded(x), fp16_rounded(twin)
+    assert_within(out, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+    assert rel_err(out, ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)) \
+        < FP16_INPUTS_TOLERANCE
+
+
+@pytest.mark.parametrize("prefill", kernels.PREFILL_KERNELS)
+def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(prefill):
+    # 128 rows of 4864 values and 64 tokens are too few tiles to fill the GPU: each row is split
+    # in parts that sum_splits adds in a fixed order (M0-W-1826).
+    weight, twin, x, bias, residual = matmul_case(Q.Q4_K, 64, 128, 152, 3, True, True)
+    runs = [device_matmul(weight, x, bias, residual, prefill) for _ in range(3)]
+    assert all(np.array_equal(run, runs[0]) for run in runs)
     want = ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)
-    assert rel_err(out.get(), want) < 1e-5
+    assert rel_err(runs[0], want) < (1e-5 if prefill == "tiled" else FP16_INPUTS_TOLERANCE)
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@settings(max_examples=4, deadline=None)
+@given(n_tok=st.integers(32, 300), rows=st.integers(1, 200), units=st.integers(1, 64), seed=st.integers(0, 2**32 - 1))
+def test_gated_prefill_is_the_swiglu_of_fp16_products(qtype, n_tok, rows, units, seed):
+    (gate, gate_twin), (up, up_twin) = (random_weight(qtype, rows, cols_for(qtype, units), seed + i) for i in range(2))
+    x = np.random.default_rng(seed).standard_normal((n_tok, gate.cols)).astype(np.float32)
+    out = kernels.matmul_gated(gate, up, cp.asarray(x), cp.full((n_tok, rows), np.nan, np.float32)).get()
+    h, g16, u16 = fp16_rounded(x), fp16_rounded(gate_twin), fp16_rounded(up_twin)
+    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
+    assert_within(out, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
+    h = x.astype(np.float64)
+    exact = ops_numpy.silu_mul(ops_numpy.matmul(h, gate_twin.astype(np.float64)),
+                               ops_numpy.matmul(h, up_twin.astype(np.float64)))
+    assert rel_err(out, exact) < 2 * FP16_INPUTS_TOLERANCE  # a product of two rounded sums
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("rows", [(896, 128, 128), (128, 64, 1), (64, 200)])
+@settings(max_examples=3, deadline=None)
+@given(n_tok=st.integers(32, 300), units=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), biased=st.booleans())
+def test_stacked_prefill_projections_are_each_matrix_product(qtype, rows, n_tok, units, seed, biased):
+    pairs = [random_weight(qtype, n, cols_for(qtype, units), seed + i) for i, n in enumerate(rows)]
+    weights = [w for w, _ in pairs]
+    rng = np.random.default_rng(seed)
+    biases = [rng.standard_normal(w.rows).astype(np.float32) if biased else None for w in weights]
+    x = rng.standard_normal((n_tok, weights[0].cols)).astype(np.float32)
+    assert kernels.stacks_on_tensor_cores(weights, n_tok)
+    outs = kernels.matmul_stacked(weights, [None if b is None else cp.asarray(b) for b in biases], cp.asarray(x),
+                                  [cp.full((n_tok, w.rows), np.nan, np.float32) for w in weights])
+    x16 = fp16_rounded(x)
+    for out, (_, twin), bias in zip(outs, pairs, biases):
+        w16 = fp16_rounded(twin)
+        assert_within(out.get(), ops_numpy.matmul(x16, w16, bias), product_bound(x16, w16, bias))
+
+
+def test_matmul_refuses_an_unknown_prefill_kernel():
+    weight, _ = random_weight(Q.Q8_0, 4, 32, 0)
+    with pytest.raises(ValueError, match="prefill kernel"):
+        kernels.matmul(weight, cp.zeros((40, 32), np.float32), cp.zeros((40, 4), np.float32), prefill="mma_16")
 
 
 def test_rmsnorm_matches_twin():
@@ -122,8 +221,32 @@ def test_attention_prefill_and_decode_match_twin(start, n, group, head_dim, seed
                          cp.asarray([0], np.int32))
     pos0 = cp.asarray([start], np.int32)
     kernels.kv_store(cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache, v_cache, pos0)
-    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32))
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32),
+                            tensor_cores=False)
     assert rel_err(out.get().reshape(n, -1), want) < 1e-5
+
+
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 600), n=st.integers(kernels.FA_MIN_TOKENS, 300), group=st.sampled_from([1, 2, 7]),
+       head_dim=st.sampled_from(kernels.FA_HEAD_DIMS), window=st.sampled_from([0, 1, 8, 128]),
+       with_sinks=st.booleans(), seed=st.integers(0, 1000))
+def test_tensor_core_prefill_attention_matches_twin(start, n, group, head_dim, window, with_sinks, seed):
+    rng = np.random.default_rng(seed)
+    n_kv, ctx = 2, start + n + 70  # positions past the prompt hold NaN: they must never be read
+    q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
+    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q.astype(np.float64), k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
+
+    k_cache, v_cache = (cp.full((n_kv, ctx, head_dim), np.nan, np.float16) for _ in range(2))
+    kernels.kv_store(cp.asarray(k_all), cp.asarray(v_all), k_cache, v_cache, cp.asarray([0], np.int32))
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, cp.asarray([start], np.int32),
+                            cp.full(q.shape, np.nan, np.float32), None if sinks is None else cp.asarray(sinks), window)
+    assert rel_err(out.get().reshape(n, -1), want) < FP16_ATTENTION_TOLERANCE
 
 
 @GPU_SETTINGS

@@ -2,9 +2,10 @@
 // (n_tok == 1). Query t sits at position p = pos0[0] + t and sees cache positions 0..p, or with
 // a sliding window (window > 0, gpt-oss) only p - window + 1..p. With sinks (gpt-oss: a learned
 // logit per query head) the softmax has one more term, exp(sinks[h]), that carries no value.
-// One block per (head, query); each warp keeps an online softmax over a strided share of the
-// positions, and the warps' partial results are merged at the end.
-#include "common.cuh"
+// `attention`: one block per (head, query); each warp keeps an online softmax over a strided
+// share of the positions, and the warps' partial results are merged at the end.
+// `attention_mma_*` (prefill of many queries): the same on tensor cores, flash-attention style.
+#include "mma.cuh"
 
 #define MAX_HEAD_DIM 256
 #define ATTN_WARPS 8
@@ -75,6 +76,161 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
         orow[d] = s / total;
     }
 }
+
+// Prefill on tensor cores: block (h, y) takes queries y * FA_QUERIES.. of head h, 16 per warp,
+// and walks the cache FA_KEYS positions at a time: the block loads the tile's keys and values
+// (fp16, as stored) into shared memory, each warp scores its queries against them with
+// mma.sync (q scaled and rounded to fp16, scores in fp32), masks what its queries may not see,
+// updates its online softmax (max and sum per query row, in fp32) and adds the tile's
+// probabilities (rounded to fp16) times the values into its fp32 output. Positions after the
+// block's last query are neither loaded nor seen; a warp skips tiles none of its queries sees.
+#define FA_THREADS 64             // two warps: 256 queries of 14 heads make 112 blocks
+#define FA_QUERIES (FA_THREADS / 2)  // queries per block: 16 a warp
+#define FA_KEYS 64                 // cache positions per step
+
+template <int D>
+__device__ void attention_mma_impl(const float* __restrict__ q, const u16* __restrict__ k_cache,
+                                   const u16* __restrict__ v_cache, float* __restrict__ out, int n_tok, int n_head,
+                                   int n_kv, int ctx, const int* __restrict__ pos0, float scale,
+                                   const float* __restrict__ sinks, int window) {
+    static_assert(D % 16 == 0 && D <= 128, "head_dim: a multiple of 16, at most 128 (shared memory)");
+    __shared__ __align__(16) u16 ks[FA_KEYS][D + 8], vs[FA_KEYS][D + 8];  // +8: no bank conflicts for ldmatrix
+    const int h = blockIdx.x, t0 = blockIdx.y * FA_QUERIES, kvh = h / (n_head / n_kv);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const int mat = lane >> 3, mrow = lane & 7;  // the ldmatrix matrix and row this lane points at
+    const int p0 = pos0[0], wq = t0 + 16 * warp;  // the warp's first query
+    const int block_last = min(p0 + min(t0 + FA_QUERIES, n_tok) - 1, ctx - 1);
+    const int block_first = window > 0 ? max(0, p0 + t0 - window + 1) : 0;
+    const int warp_last = min(p0 + min(wq + 15, n_tok - 1), ctx - 1);
+    const int warp_first = window > 0 ? max(0, p0 + wq - window + 1) : 0;
+    // Query rows g and g + 8 of the warp as A fragments, one per 16 dimensions.
+    u32 qa[D / 16][4];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int t = wq + g + 8 * half;
+        const float* qrow = q + ((long long)min(t, n_tok - 1) * n_head + h) * D;
+#pragma unroll
+        for (int c = 0; c < D / 16; ++c)
+#pragma unroll
+            for (int k8 = 0; k8 < 2; ++k8) {
+                const float2 v = t < n_tok ? *reinterpret_cast<const float2*>(qrow + 16 * c + 8 * k8 + 2 * tig)
+                                           : make_float2(0.0f, 0.0f);
+                qa[c][half + 2 * k8] = pack_half2(v.x * scale, v.y * scale);
+            }
+    }
+    // Row `half` of this lane's: query position, and the cache positions it sees.
+    int lo[2], hi[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int p = p0 + wq + g + 8 * half;
+        lo[half] = window > 0 ? p - window + 1 : 0;
+        hi[half] = min(p, ctx - 1);
+    }
+    float o[D / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    const u16* kbase = k_cache + (long long)kvh * ctx * D;
+    const u16* vbase = v_cache + (long long)kvh * ctx * D;
+    for (int k0 = block_first / FA_KEYS * FA_KEYS; k0 <= block_last; k0 += FA_KEYS) {
+        __syncthreads();  // the last tile's readers are done with it
+        for (int i = threadIdx.x; i < FA_KEYS * D / 8; i += FA_THREADS) {  // 8 values (16 bytes) each
+            const int r = i / (D / 8), c = 8 * (i % (D / 8));
+            const long long at = (long long)(k0 + r) * D + c;
+            const bool stored = k0 + r <= block_last;  // later positions may hold anything, NaN included
+            const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+            *reinterpret_cast<uint4*>(&ks[r][c]) = stored ? *reinterpret_cast<const uint4*>(kbase + at) : zero;
+            *reinterpret_cast<uint4*>(&vs[r][c]) = stored ? *reinterpret_cast<const uint4*>(vbase + at) : zero;
+        }
+        __syncthreads();
+        if (wq >= n_tok || k0 > warp_last || k0 + FA_KEYS <= warp_first) continue;
+        float s[FA_KEYS / 8][4] = {};  // s[j][e]: row g + 8 (e / 2), position k0 + 8j + 2 tig + e % 2
+#pragma unroll
+        for (int c = 0; c < D / 16; ++c)
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j += 2) {
+                u32 kb[4];  // positions 8j.. then 8j + 8.., dimensions 16c.. and 16c + 8.. each
+                ldmatrix_x4(kb, &ks[8 * j + mrow + 8 * (mat >> 1)][16 * c + 8 * (mat & 1)]);
+                mma_16x8x16(s[j], qa[c], kb[0], kb[1]);
+                mma_16x8x16(s[j + 1], qa[c], kb[2], kb[3]);
+            }
+        float corr[2];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float mx = NEG_INF;
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; ++j)
+#pragma unroll
+                for (int e = 2 * half; e < 2 * half + 2; ++e) {
+                    const int p = k0 + 8 * j + 2 * tig + (e & 1);
+                    if (p < lo[half] || p > hi[half]) s[j][e] = NEG_INF;
+                    mx = fmaxf(mx, s[j][e]);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the four lanes of a row
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m[half], mx);
+            const float base = m_new == NEG_INF ? 0.0f : m_new;  // a row that has seen nothing yet stays 0
+            corr[half] = __expf(m[half] - base);
+            m[half] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; ++j)
+#pragma unroll
+                for (int e = 2 * half; e < 2 * half + 2; ++e) {
+                    s[j][e] = __expf(s[j][e] - base);
+                    sum += s[j][e];
+                }
+            l[half] = l[half] * corr[half] + sum;  // this lane's share of the row; summed over the row at the end
+        }
+#pragma unroll
+        for (int d = 0; d < D / 8; ++d) {
+            o[d][0] *= corr[0]; o[d][1] *= corr[0]; o[d][2] *= corr[1]; o[d][3] *= corr[1];
+        }
+#pragma unroll
+        for (int kc = 0; kc < FA_KEYS / 16; ++kc) {
+            // The probabilities of positions 16kc.. as an A fragment: the accumulator layout of two
+            // adjacent 8-position tiles is the A layout of their 16.
+            const u32 pa[4] = {pack_half2(s[2 * kc][0], s[2 * kc][1]), pack_half2(s[2 * kc][2], s[2 * kc][3]),
+                               pack_half2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                               pack_half2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+            for (int d = 0; d < D / 8; d += 2) {
+                u32 vb[4];  // positions 16kc.. and 16kc + 8.. of dimensions 8d.., then of 8d + 8..
+                ldmatrix_x4_trans(vb, &vs[16 * kc + mrow + 8 * (mat & 1)][8 * d + 8 * (mat >> 1)]);
+                mma_16x8x16(o[d], pa, vb[0], vb[1]);
+                mma_16x8x16(o[d + 1], pa, vb[2], vb[3]);
+            }
+        }
+    }
+    if (wq >= n_tok) return;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        float sum = l[half];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        // With a sink, its term joins the sum at the larger of the two maxima (m is finite: every
+        // query sees its own position).
+        const float mx = sinks ? fmaxf(m[half], sinks[h]) : m[half], f = __expf(m[half] - mx);
+        const float norm = f / (sum * f + (sinks ? __expf(sinks[h] - mx) : 0.0f));
+        const int t = wq + g + 8 * half;
+        if (t >= n_tok) continue;
+        float* orow = out + ((long long)t * n_head + h) * D;
+#pragma unroll
+        for (int d = 0; d < D / 8; ++d)
+            *reinterpret_cast<float2*>(orow + 8 * d + 2 * tig) =
+                make_float2(o[d][2 * half] * norm, o[d][2 * half + 1] * norm);
+    }
+}
+
+#define ATTENTION_MMA(D)                                                                          \
+    extern "C" __global__ void __launch_bounds__(FA_THREADS)                                      \
+    attention_mma_##D(const float* q, const u16* k_cache, const u16* v_cache, float* out,         \
+                      int n_tok, int n_head, int n_kv, int ctx, const int* pos0, float scale,     \
+                      const float* sinks, int window) {                                           \
+        attention_mma_impl<D>(q, k_cache, v_cache, out, n_tok, n_head, n_kv, ctx, pos0, scale,    \
+                              sinks, window);                                                     \
+    }
+
+ATTENTION_MMA(64)
+ATTENTION_MMA(96)
+ATTENTION_MMA(128)
 
 // Decode (one query per head) split over the positions, flash-decoding style: a single query
 // gives too few (head, query) blocks to fill the GPU, so block (h, c) handles positions

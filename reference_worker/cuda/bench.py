@@ -295,8 +295,27 @@ def bench_kernels() -> None:
         us = _graph_time_us(lambda: kernels.matmul(w, x, out))
         rows.append((f"mat-vec {qtype.name} {n_out}x{n_in} ({what})", us, w.data.nbytes / us / 1e3))
         xs, outs = vec(256, n_in), cp.empty((256, n_out), np.float32)  # the engine's prefill chunk
-        us = _graph_time_us(lambda: kernels.matmul(w, xs, outs), reps=5)
-        rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}", us, 2 * 256 * n_out * n_in / us / 1e6))
+        for prefill in (*kernels.PREFILL_KERNELS, None):
+            us = _graph_time_us(lambda: kernels.matmul(w, xs, outs, prefill=prefill), reps=5)
+            rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}, {prefill or 'as the engine picks'}", us,
+                         2 * 256 * n_out * n_in / us / 1e6))
+    qkv, xs = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)], vec(256, 896)
+    qkv_outs = [cp.empty((256, w.rows), np.float32) for w in qkv]
+    for what, launch in (("three launches as kernels.matmul picks",
+                          lambda: [kernels.matmul(w, xs, out) for w, out in zip(qkv, qkv_outs)]),
+                         ("one launch (matmul_stacked, as the engine runs it)",
+                          lambda: kernels.matmul_stacked(qkv, [None] * 3, xs, qkv_outs))):
+        us = _graph_time_us(launch, reps=5)
+        rows.append((f"prefill 256 tokens q/k/v Q5_0 (896+128+128)x896, {what}", us, 2 * 256 * 1152 * 896 / us / 1e6))
+    gate, up, xs = weight(Q.Q5_0, 4864, 896), weight(Q.Q5_0, 4864, 896), vec(256, 896)
+    g, u, o = (cp.empty((256, 4864), np.float32) for _ in range(3))
+    for what, launch in (("three launches (the GEMMs as kernels.matmul picks, swiglu)",
+                          lambda: kernels.swiglu(kernels.matmul(gate, xs, g), kernels.matmul(up, xs, u), o)),
+                         ("one launch (matmul_gated, as the engine runs it)",
+                          lambda: kernels.matmul_gated(gate, up, xs, o))):
+        us = _graph_time_us(launch, reps=5)
+        rows.append((f"prefill 256 tokens gate + up Q5_0 4864x896 + SwiGLU, {what}", us,
+                     2 * 2 * 256 * 4864 * 896 / us / 1e6))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
     qkv = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)]
@@ -317,6 +336,12 @@ def bench_kernels() -> None:
         pos = cp.asarray([ctx_used], np.int32)
         rows.append((f"attention decode (RoPE and KV store included) at position {ctx_used}",
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
+    # The second 256-token chunk of a 512-token prefill: queries at positions 256..511.
+    pos, qs = cp.asarray([256], np.int32), vec(256, 14, 64)
+    qso = cp.empty_like(qs)
+    for tensor_cores, how in ((False, "a block per head and query"), (True, "tensor cores")):
+        us = _graph_time_us(lambda: kernels.attention(qs, kc, vc, pos, qso, tensor_cores=tensor_cores), reps=5)
+        rows.append((f"attention prefill, 256 queries at positions 256-511, {how}", us, None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     rows += expert_ffn_times(weight, vec, rng)

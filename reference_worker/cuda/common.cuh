@@ -8,6 +8,7 @@ typedef unsigned int u32;
 
 #define NEG_INF __int_as_float(0xff800000)
 
+#ifndef CUDA_ON_CPU  // tests/cuda_on_cpu has its own for the CPU
 __device__ __forceinline__ float half_to_float(u16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -19,6 +20,7 @@ __device__ __forceinline__ u16 float_to_half(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 // Little-endian fp16 at a 2-byte-aligned address.
 __device__ __forceinline__ float load_half(const u8* p) {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,16 @@ WEIGHT_KERNELS = {
 }
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
 FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
-PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads
-# matmul_tiled_* splits its rows into parts (at most PREFILL_MAX_SPLITS, each of at least
-# PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
+PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
+MMA_ROWS, MMA_THREADS = 64, 128  # a block of the tensor-core kernels (gemm_mma.cuh)
+MMA_TOKENS = (128, 64, 32)  # their token tiles (matmul_mma_<type>_<tokens>), widest first
+MMA_FILL = 0.8  # a launch whose blocks reach this share of the SMs runs unsplit
+# The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_<tokens> on tensor cores.
+PREFILL_KERNELS = ("tiled", *(f"mma_{tokens}" for tokens in MMA_TOKENS))
+# The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
+# PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM
+# (matmul_tiled), or MMA_FILL of the SMs have a block (matmul_mma: its tiles are larger, and the
+# parts' round trip through `partial` and sum_splits' launch cost about what a fuller GPU saves).
 PREFILL_MAX_SPLITS = 4
 PREFILL_MIN_SPLIT_UNITS = 8
 PREFILL_BLOCKS_PER_SM = 4
@@ -42,6 +50,9 @@ _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
 MAX_HEAD_DIM = 256  # attention.cu
+FA_QUERIES, FA_THREADS = 32, 64  # attention.cu: queries and threads per block of attention_mma_*
+FA_HEAD_DIMS = (64, 96, 128)  # attention.cu: the head sizes attention_mma_* is built for
+FA_MIN_TOKENS = 16  # one warp's queries: fewer go to `attention`
 SAMPLE_THREADS = 1024  # sampling.cu: argmax, sample_pick
 SELECT_BLOCKS = 128  # sampling.cu: blocks of sample_select, sample_refine, sample_gather
 SELECT_THREADS = 256  # sampling.cu
@@ -133,10 +144,13 @@ class DeviceWeight:
 
 
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
-           residual: cp.ndarray | None = None) -> cp.ndarray:
+           residual: cp.ndarray | None = None, prefill: str | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
-    FEW_TOKENS tokens below PREFILL_TILE tokens, one per PREFILL_TILE tokens from there."""
+    FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per tile of tokens of the
+    `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded to
+    fp16, sums in fp32) with the token tile of mma_tokens; "tiled" keeps fp32 throughout
+    (32-token tiles)."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -148,18 +162,15 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     extras = (_NULL if bias is None else bias, _NULL if residual is None else residual)
     sizes = (np.int32(w.cols), np.int32(w.rows))
     args = (w.data, x, out, *extras, *sizes)
-    if n_tok >= PREFILL_TILE:
-        units, tiles = w.cols // 32, _blocks(w.rows, PREFILL_TILE) * _blocks(n_tok, PREFILL_TILE)
-        splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS,
-                            _blocks(PREFILL_BLOCKS_PER_SM * _sm_count(), tiles)))
-        partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
-        grid = (_blocks(w.rows, PREFILL_TILE), _blocks(n_tok, PREFILL_TILE), splits)
-        _launch("matmul", f"matmul_tiled_{suffix}", grid, (64,),
-                (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
-                 *sizes, np.int32(n_tok), row_bytes))
-        if partial is not None:
-            _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
-                    (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
+    if prefill is not None and prefill not in PREFILL_KERNELS:
+        raise ValueError(f"prefill kernel {prefill!r} is none of {PREFILL_KERNELS}")
+    if n_tok >= PREFILL_TILE and prefill == "tiled":
+        _prefill(f"tiled_{suffix}", PREFILL_TILE, PREFILL_TILE, 64, PREFILL_BLOCKS_PER_SM * _sm_count(), w, x, out,
+                 extras)
+    elif n_tok >= PREFILL_TILE:
+        tokens = int(prefill.removeprefix("mma_")) if prefill else mma_tokens(w.rows, n_tok)
+        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, math.ceil(MMA_FILL * _sm_count()), w, x,
+                 out, extras)
     elif n_tok > 1:
         grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
         _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
@@ -167,6 +178,57 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
         _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:
         _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (*args, row_bytes))
+    return out
+
+
+def mma_tokens(rows: int, n_tok: int, widths: Sequence[int] = MMA_TOKENS) -> int:
+    """The token tile for a tensor-core launch over rows x n_tok: the widest of `widths` whose
+    tiles reach MMA_FILL of the SMs (each decoded weight then serves the most tokens), else the
+    narrowest (the most blocks)."""
+    for tokens in widths:
+        if _blocks(rows, MMA_ROWS) * _blocks(n_tok, tokens) >= MMA_FILL * _sm_count():
+            return tokens
+    return widths[-1]
+
+
+def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, min_blocks: int, w: DeviceWeight,
+             x: cp.ndarray, out: cp.ndarray, extras: tuple) -> None:
+    """matmul_{kernel} over tiles of tile_rows x tile_tokens, its rows split over blockIdx.z
+    when the tiles alone make fewer than min_blocks blocks, the parts then added in order by
+    sum_splits (M0-W-1826: no atomics, the same sums every run)."""
+    n_tok, units = x.shape[0], w.cols // 32
+    tiles = _blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens)
+    splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS, _blocks(min_blocks, tiles)))
+    partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
+    grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
+    _launch("matmul", f"matmul_{kernel}", grid, (threads,),
+            (w.data, x, out, *extras, _NULL if partial is None else partial, np.int32(_blocks(units, splits)),
+             np.int32(w.cols), np.int32(w.rows), np.int32(n_tok), np.int64(w.row_bytes)))
+    if partial is not None:
+        _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
+                (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
+
+
+def gates_on_tensor_cores(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) -> bool:
+    """Whether matmul_gated serves this SwiGLU: a prompt (PREFILL_TILE tokens or more), gate and up
+    of one type and shape."""
+    return n_tok >= PREFILL_TILE and (w_gate.qtype, w_gate.rows, w_gate.cols) == (w_up.qtype, w_up.rows, w_up.cols)
+
+
+def matmul_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out = silu(W_gate @ x[t]) * (W_up @ x[t]) for x (n_tok, cols), in one launch on tensor cores
+    (weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`; 32- or 64-token tiles
+    as mma_tokens picks: 128 would hold twice the accumulators); see gates_on_tensor_cores."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    if not gates_on_tensor_cores(w_gate, w_up, n_tok):
+        raise ValueError(f"matmul_gated needs {PREFILL_TILE}+ tokens and gate and up weights of one type and shape")
+    _check(x, np.float32, (n_tok, w_gate.cols), "x")
+    _check(out, np.float32, (n_tok, w_gate.rows), "out")
+    tokens = mma_tokens(w_gate.rows, n_tok, MMA_TOKENS[1:])
+    _launch("matmul", f"matmul_gated_mma_{WEIGHT_KERNELS[w_gate.qtype]}_{tokens}",
+            (_blocks(w_gate.rows, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
+            (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int32(n_tok),
+             np.int64(w_gate.row_bytes)))
     return out
 
 
@@ -193,15 +255,54 @@ def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray |
         _check(out, np.float32, (1, w.rows), f"out {i}")
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
+    args, n_out = _stack(weights, biases, outs)
+    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
+            (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
+            shared_mem=4 * cols)
+    return list(outs)
+
+
+def _stack(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None],
+           outs: Sequence[cp.ndarray]) -> tuple[list, int]:
+    """The Stack arguments (matmul.cu, gemm_mma.cuh) of one to three matrices stacked by rows:
+    three weights, biases and outputs, then the rows where the second and third begin; and the
+    stack's rows."""
     ends = np.cumsum([w.rows for w in weights])
     unused = 3 - len(weights)  # slots the kernel never reaches: rows end at ends[-1]
     args = ([w.data for w in weights] + [weights[0].data] * unused
             + [_NULL if b is None else b for b in biases] + [_NULL] * unused
-            + list(outs) + [outs[0]] * unused)
-    n_out = int(ends[-1])
-    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
-            (*args, np.int32(ends[0]), np.int32(ends[min(1, len(ends) - 1)]), x, norm, np.float32(eps),
-             np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)), shared_mem=4 * cols)
+            + list(outs) + [outs[0]] * unused + [np.int32(ends[0]), np.int32(ends[min(1, len(ends) - 1)])])
+    return args, int(ends[-1])
+
+
+def stacks_on_tensor_cores(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
+    """Whether one matmul_stacked launch serves these projections of one x: a prompt
+    (PREFILL_TILE tokens or more), two or three matrices of one type and row length, all but the
+    last of a multiple of MMA_ROWS rows (a block's rows lie in one matrix)."""
+    return (n_tok >= PREFILL_TILE and 2 <= len(weights) <= 3 and len({(w.qtype, w.cols) for w in weights}) == 1
+            and all(w.rows % MMA_ROWS == 0 for w in weights[:-1]))
+
+
+def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
+                   outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
+    """outs[i] = W_i @ x[t] (+ biases[i]) for x (n_tok, cols) and two or three matrices (q, k, v)
+    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, no
+    split); see stacks_on_tensor_cores."""
+    n_tok = x.shape[0] if x.ndim == 2 else -1
+    if not (stacks_on_tensor_cores(weights, n_tok) and len(biases) == len(outs) == len(weights)):
+        raise ValueError(f"matmul_stacked needs {PREFILL_TILE}+ tokens, two or three weights of one type and row "
+                         f"length, all but the last of a multiple of {MMA_ROWS} rows, and a bias (or None) and an "
+                         "output for each")
+    _check(x, np.float32, (n_tok, weights[0].cols), "x")
+    for i, (w, bias, out) in enumerate(zip(weights, biases, outs)):
+        _check(out, np.float32, (n_tok, w.rows), f"out {i}")
+        if bias is not None:
+            _check(bias, np.float32, (w.rows,), f"bias {i}")
+    args, n_out = _stack(weights, biases, outs)
+    tokens = mma_tokens(n_out, n_tok)
+    _launch("matmul", f"matmul_stacked_mma_{WEIGHT_KERNELS[weights[0].qtype]}_{tokens}",
+            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
+            (*args, x, np.int32(weights[0].cols), np.int32(n_out), np.int32(n_tok), np.int64(weights[0].row_bytes)))
     return list(outs)
 
 
@@ -367,15 +468,24 @@ def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, po
 
 
 def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
-              out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0) -> cp.ndarray:
+              out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0,
+              tensor_cores: bool = True) -> cp.ndarray:
     """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
     K and V the fp16 cache rows of head h's KV group (already stored, see kv_store). With a
     window > 0 only positions p - window + 1..p are seen; with sinks (n_head,) float32 each
-    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention)."""
+    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention). From FA_MIN_TOKENS
+    queries with a head size in FA_HEAD_DIMS it runs on tensor cores (attention_mma_*: q and the
+    softmax weights rounded to fp16, sums in fp32) unless tensor_cores is False."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
-    _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
-            (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
-             np.float32(1.0 / np.sqrt(head_dim)), _NULL if sinks is None else sinks, np.int32(window)))
+    scale, extras = np.float32(1.0 / np.sqrt(head_dim)), (_NULL if sinks is None else sinks, np.int32(window))
+    if tensor_cores and n_tok >= FA_MIN_TOKENS and head_dim in FA_HEAD_DIMS:
+        _launch("attention", f"attention_mma_{head_dim}", (n_head, _blocks(n_tok, FA_QUERIES)), (FA_THREADS,),
+                (q, k_cache, v_cache, out, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(ctx), pos0,
+                 scale, *extras))
+    else:
+        _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
+                (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
+                 scale, *extras))
     return out
 
 

@@ -5,34 +5,15 @@
 // q, k and v share one launch.
 // In the mat-vecs and matmul_few, eight lanes share a 32-value unit (quant.cuh), so a warp walks
 // four units per step with coalesced loads of both the weights and x; matmul_tiled (prompts of
-// a tile of tokens or more) works on tiles in shared memory. Accumulation is in fp32 (finer than
-// the fp16 accumulation M0-W-1201 allows).
-#include "quant.cuh"
+// a tile of tokens or more) works on tiles in shared memory, and matmul_mma (the same prompts, on
+// tensor cores: gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16
+// accumulation M0-W-1201 allows).
+#include "gemm_mma.cuh"
 
 #define WARPS 4
 #define FEW_ROWS 4       // rows per warp in matmul_few
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
-
-// The sum plus what rides on it; bias and residual may be null.
-__device__ __forceinline__ float epilogue(float s, const float* bias, const float* residual, int row, long long at) {
-    if (bias) s += bias[row];
-    if (residual) s += residual[at];
-    return s;
-}
-
-// Up to three matrices of one type and row length, stacked by rows so that one launch serves
-// them all (q, k and v), each with its own bias and output; rows end0.. belong to the second,
-// end1.. to the third. A plain mat-vec is a stack of one (end0 = end1 = n_out).
-struct Stack {
-    const u8 *W0, *W1, *W2;
-    const float *bias0, *bias1, *bias2;
-    float *y0, *y1, *y2;
-    int end0, end1;
-};
-
-template <typename T>
-__device__ __forceinline__ T pick(int part, T a, T b, T c) { return part == 0 ? a : (part == 1 ? b : c); }
 
 // RMSNorm folded into a decode mat-vec: each block writes x * w / rms(x) (as layers.cu's rmsnorm)
 // to shared memory and reads its x from there. Recomputing rms(x) per block (n values, from L2)
@@ -218,7 +199,8 @@ __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restr
         }
 }
 
-// Y = the sum of the `splits` slices of partial (n_tok x n_out each), in order, with the epilogue.
+// Y = the sum of the `splits` slices of partial (n_tok x n_out each, from matmul_tiled or
+// matmul_mma), in order, with the epilogue.
 extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* __restrict__ Y, const float* bias,
                                       const float* residual, int splits, int n_out, long long n) {
     const long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -227,6 +209,31 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     for (int z = 0; z < splits; ++z) s += partial[z * n + at];
     Y[at] = epilogue(s, bias, residual, (int)(at % n_out), at);
 }
+
+// The tensor-core prefill kernels (gemm_mma.cuh) of one type and token tile: matmul_mma_,
+// matmul_stacked_mma_ and matmul_gated_mma_<type>_<tokens per block>.
+#define MATMUL_MMA(NAME, QT, TOKENS)                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_mma_##NAME##_##TOKENS(const u8* W, const float* X, float* Y, const float* bias,        \
+                                 const float* residual, float* partial, int split_units, int n_in, \
+                                 int n_out, int n_tok, long long row_bytes) {                     \
+        matmul_mma_impl<QT, TOKENS>(W, X, Y, bias, residual, partial, split_units, n_in, n_out,   \
+                                    n_tok, row_bytes);                                            \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_stacked_mma_##NAME##_##TOKENS(const u8* W0, const u8* W1, const u8* W2,               \
+                                         const float* bias0, const float* bias1,                  \
+                                         const float* bias2, float* y0, float* y1, float* y2,     \
+                                         int end0, int end1, const float* X, int n_in, int n_out, \
+                                         int n_tok, long long row_bytes) {                        \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matmul_stacked_mma_impl<QT, TOKENS>(s, X, n_in, n_out, n_tok, row_bytes);                 \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_gated_mma_##NAME##_##TOKENS(const u8* Wg, const u8* Wu, const float* X, float* Y,     \
+                                       int n_in, int n_out, int n_tok, long long row_bytes) {     \
+        matmul_gated_mma_impl<QT, TOKENS>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
+    }
 
 #define MATMUL(NAME, QT)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
@@ -265,7 +272,10 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
                         int n_out, int n_tok, long long row_bytes) {                              \
         matmul_tiled_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,  \
                               row_bytes);                                                         \
-    }
+    }                                                                                             \
+    MATMUL_MMA(NAME, QT, 32)                                                                      \
+    MATMUL_MMA(NAME, QT, 64)                                                                      \
+    MATMUL_MMA(NAME, QT, 128)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)

@@ -352,14 +352,18 @@ class CudaOps:
                         projections: list[tuple[DeviceWeight, cp.ndarray | None]]) -> list[cp.ndarray]:
         x = cp.ascontiguousarray(x)
         weights = [w for w, _ in projections]
-        if not kernels.fuses_norm(weights, x.shape[0]):
-            h = self.rmsnorm(x, weight, eps)
-            return [self.matmul(h, w, bias=b) for w, b in projections]
-        outs = []  # one launch per run of matrices of one quant type (q, k, v: one to three)
+        fused = kernels.fuses_norm(weights, x.shape[0])
+        h = x if fused else self.rmsnorm(x, weight, eps)
+        outs = []  # one launch per run of matrices of one quant type (q, k, v: one to three) where it can
         for _, run in itertools.groupby(projections, key=lambda p: p[0].qtype):
             run_weights, run_biases = zip(*run)
-            outs += kernels.matvec_normed(run_weights, run_biases, x, weight, eps,
-                                          [cp.empty((1, w.rows), np.float32) for w in run_weights])
+            run_outs = [cp.empty((x.shape[0], w.rows), np.float32) for w in run_weights]
+            if fused:
+                outs += kernels.matvec_normed(run_weights, run_biases, x, weight, eps, run_outs)
+            elif kernels.stacks_on_tensor_cores(run_weights, x.shape[0]):
+                outs += kernels.matmul_stacked(run_weights, run_biases, h, run_outs)
+            else:
+                outs += [kernels.matmul(w, h, out, b) for w, b, out in zip(run_weights, run_biases, run_outs)]
         return outs
 
     def rmsnorm_gated_ffn(self, x: cp.ndarray, weight: cp.ndarray, eps: float, w_gate: DeviceWeight,
@@ -369,6 +373,8 @@ class CudaOps:
         if kernels.fuses_gate(w_gate, w_up, x.shape[0]):
             return kernels.matvec_gated(w_gate, w_up, x, weight, eps, out)
         h = self.rmsnorm(x, weight, eps)
+        if kernels.gates_on_tensor_cores(w_gate, w_up, x.shape[0]):
+            return kernels.matmul_gated(w_gate, w_up, h, out)
         return kernels.swiglu(self.matmul(h, w_gate), self.matmul(h, w_up), out)
 
     def to_host(self, x: cp.ndarray):

@@ -1,0 +1,146 @@
+"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, matmul_gated_mma_impl and
+matmul_stacked_mma_impl, attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each
+CUDA thread a fiber, mma.sync and ldmatrix emulated from the PTX ISA's fragment layouts) against
+their NumPy twins, so their index arithmetic, masks and online softmax are checked where there
+is no GPU. Bounds as in test_cuda_kernels.py: the GEMMs within fp32_sums' bound of the twin fed
+the same fp16-rounded inputs, attention to 2e-3 of the fp64 twin.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as Q
+
+from fp32_sums import assert_within, product_bound, swiglu_bound
+from reference_worker import ops_numpy
+from reference_worker.quant import dequantize
+from reference_worker.synthetic import encode_weight
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent / "cuda_on_cpu"
+KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def fp16_rounded(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float16).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def mma_main(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ (C++20, _Float16) to build the CPU emulation")
+    binary = tmp_path_factory.mktemp("cuda_on_cpu") / "mma_main"
+    subprocess.run(["g++", "-std=c++20", "-O2", f"-I{KERNELS}", "-o", str(binary), str(HERE / "mma_main.cpp")],
+                   check=True, capture_output=True)
+    return binary
+
+
+def _write(tmp_path: Path, name: str, array: np.ndarray | None) -> str:
+    if array is None:
+        return "-"
+    path = tmp_path / name
+    np.ascontiguousarray(array).tofile(path)
+    return str(path)
+
+
+# (type, rows, cols, tokens, splits, bias and residual): rows and tokens off the 64 x 64 tile.
+GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q.Q6_K, 5, 512, 33, 3, False),
+              (Q.Q5_0, 64, 64, 64, 1, False), (Q.Q4_0, 1, 32, 65, 1, True), (Q.MXFP4, 100, 128, 32, 4, False),
+              (Q.F16, 66, 64, 50, 1, True), (Q.BF16, 20, 96, 140, 1, False), (Q.F32, 40, 64, 36, 2, True)]
+
+
+@pytest.mark.parametrize("tokens", [32, 64, 128])  # per block
+@pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-{c[4]}split")
+def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case, tokens):
+    qtype, rows, cols, n_tok, splits, extras = case
+    rng = np.random.default_rng(rows + cols + n_tok)
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32) if extras else None
+    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
+    block, size = GGML_QUANT_SIZES[qtype]
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(tokens), str(rows), str(cols),
+                    str(cols // block * size), str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
+                    _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
+    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
+    x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
+    assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+
+
+@pytest.mark.parametrize("tokens", [32, 64])
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0])
+def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tokens):
+    rows, cols, n_tok = 70, 256, 100
+    rng = np.random.default_rng(5)
+    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+                for _ in range(2))
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(tokens), str(rows), str(cols), str(gate.shape[1]),
+                    str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up), _write(tmp_path, "x", x), str(out)],
+                   check=True)
+    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
+    h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
+    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
+    assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
+
+
+@pytest.mark.parametrize("tokens", [32, 64])
+@pytest.mark.parametrize("rows", [(128, 64, 70), (64, 30, 0)], ids=["q-k-v", "two"])
+def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows, tokens):
+    qtype, cols, n_tok = Q.Q5_0, 96, 70
+    rng = np.random.default_rng(sum(rows))
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, sum(rows), cols, 0.05)).view(np.uint8).reshape(sum(rows), -1)
+    bias = rng.standard_normal(sum(rows)).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "stacked", str(int(qtype)), str(tokens), str(cols), str(raw.shape[1]),
+                    str(n_tok), *map(str, rows), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias),
+                    _write(tmp_path, "x", x), str(out)], check=True)
+    got, x16, twin, begin = np.fromfile(out, np.float32), fp16_rounded(x), fp16_rounded(dequantize(raw, qtype)), 0
+    for n in (r for r in rows if r):
+        w16, b = twin[begin:begin + n], bias[begin:begin + n]
+        assert_within(got[n_tok * begin:n_tok * (begin + n)].reshape(n_tok, n), ops_numpy.matmul(x16, w16, b),
+                      product_bound(x16, w16, b))
+        begin += n
+
+
+# (start, queries, group, head_dim, window, sinks)
+ATTENTION_CASES = [(70, 40, 2, 64, 0, False), (0, 100, 1, 96, 8, True), (130, 20, 7, 128, 128, True),
+                   (5, 64, 1, 64, 1, False)]
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: f"at{c[0]}-{c[1]}q-g{c[2]}-d{c[3]}-w{c[4]}-s{c[5]:d}")
+def test_tensor_core_prefill_attention_on_cpu_matches_twin(mma_main, tmp_path, case):
+    start, n, group, head_dim, window, with_sinks = case
+    rng = np.random.default_rng(start + n)
+    n_kv, ctx = 2, start + n + 70
+    q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16)
+    v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16)
+    sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
+    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    k32, v32 = k_all.astype(np.float32), v_all.astype(np.float32)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k32[:start], v32[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q.astype(np.float64), k32[start:], v32[start:], twin_cache, 0, start, sinks, window)
+    # The caches (n_kv, ctx, head_dim) hold NaN past the prompt: the kernel must never read it.
+    k_cache, v_cache = (np.full((n_kv, ctx, head_dim), np.nan, np.float16) for _ in range(2))
+    k_cache[:, :start + n], v_cache[:, :start + n] = k_all.transpose(1, 0, 2), v_all.transpose(1, 0, 2)
+    out = tmp_path / "o.f32"
+    subprocess.run([str(mma_main), "attention", str(n), str(n_kv * group), str(n_kv), str(head_dim), str(ctx),
+                    str(start), str(window), _write(tmp_path, "q", q), _write(tmp_path, "k", k_cache),
+                    _write(tmp_path, "v", v_cache), _write(tmp_path, "s", sinks), str(out)], check=True)
+    got = np.fromfile(out, np.float32).reshape(n, -1)
+    assert rel_err(got, want) < 2e-3
