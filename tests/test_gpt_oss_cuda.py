@@ -109,7 +109,7 @@ def test_prefill_attention_with_sinks_and_window_matches_twin(start, n, window, 
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
@@ -133,7 +133,7 @@ def test_decode_attention_with_sinks_window_and_yarn_matches_twin(start, window,
     k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q.repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), 150000.0, True, YARN)

@@ -1,7 +1,10 @@
 // Causal grouped-query attention over an fp16 KV cache, for prefill (n_tok > 1) and decode
 // (n_tok == 1). Query t sits at position p = pos0[0] + t and sees cache positions 0..p, or with
-// a sliding window (window > 0, gpt-oss) only p - window + 1..p. With sinks (gpt-oss: a learned
-// logit per query head) the softmax has one more term, exp(sinks[h]), that carries no value.
+// a sliding window (window > 0, gpt-oss) only p - window + 1..p. A cache layer of ctx slots holds
+// position p in slot p % ctx (ring_slot): a sliding-window layer's cache is a ring of window +
+// one prefill chunk, and the launcher checks that it still holds what the queries read. With
+// sinks (gpt-oss: a learned logit per query head) the softmax has one more term, exp(sinks[h]),
+// that carries no value.
 // One block per (head, query); each warp keeps an online softmax over a strided share of the
 // positions, and the warps' partial results are merged at the end.
 #include "common.cuh"
@@ -17,8 +20,8 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
     const int h = blockIdx.x, t = blockIdx.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int last = min(pos0[0] + t, ctx - 1);
-    const int first = window > 0 ? max(0, pos0[0] + t - window + 1) : 0;
+    const int last = pos0[0] + t;
+    const int first = window > 0 ? max(0, last - window + 1) : 0;
     const float* qrow = q + ((long long)t * n_head + h) * head_dim;
 
     float qv[PER_LANE], acc[PER_LANE];
@@ -32,7 +35,8 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
     const u16* kbase = k_cache + (long long)kvh * ctx * head_dim;
     const u16* vbase = v_cache + (long long)kvh * ctx * head_dim;
     for (int p = first + warp; p <= last; p += ATTN_WARPS) {
-        const u16* krow = kbase + (long long)p * head_dim;
+        const long long row = (long long)ring_slot(p, ctx) * head_dim;
+        const u16* krow = kbase + row;
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
@@ -43,7 +47,7 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
         const float m_new = fmaxf(m, s);
         const float corr = __expf(m - m_new), e = __expf(s - m_new);
         l = l * corr + e;
-        const u16* vrow = vbase + (long long)p * head_dim;
+        const u16* vrow = vbase + row;
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
             const int d = lane + 32 * i;
@@ -78,8 +82,10 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
 
 // Decode (one query per head) split over the positions, flash-decoding style: a single query
 // gives too few (head, query) blocks to fill the GPU, so block (h, c) handles positions
-// c*CHUNK .. c*CHUNK+CHUNK-1 and writes its partial softmax state (max, sum, weighted values)
-// to `partial`; attention_combine merges the chunks. Within a block, eight lanes share a
+// first + c*CHUNK .. first + c*CHUNK+CHUNK-1 (first: the window's first position, else 0) and
+// writes its partial softmax state (max, sum, weighted values) to `partial`;
+// attention_combine merges the chunks. The grid has enough chunks for the window (or the
+// whole layer) and those past the position return at once. Within a block, eight lanes share a
 // position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
 // positions per step with coalesced reads of the fp16 cache.
 #define CHUNK 64
@@ -99,8 +105,8 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
 // the YaRN table freqs when it is not null) as it reads them, which saves decode a launch per
 // layer. The block whose chunk holds the new position first stores the new key and value there
 // (fp16): every query head of a KV group stores the same values, and no other block reads that
-// position, so the store needs no launch of its own. The cache pointers are therefore not
-// read-only. With a window, chunks wholly before it return at once, like those after the position.
+// slot (in a ring it held position p - ctx, outside the window), so the store needs no launch
+// of its own. The cache pointers are therefore not read-only.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
@@ -110,17 +116,18 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
-    const int pos = pos0[0], last = min(pos, ctx - 1);
+    const int pos = pos0[0];
     const int first = window > 0 ? max(0, pos - window + 1) : 0;
-    if (c * CHUNK > last || (c + 1) * CHUNK <= first) return;  // attention_combine reads neither
+    const int begin = first + c * CHUNK;
+    if (begin > pos) return;  // attention_combine does not read it
     __shared__ float rotated_q[MAX_HEAD_DIM];
     for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
         const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
         rotated_q[r.a] = r.va;
         rotated_q[r.b] = r.vb;
     }
-    if (pos < ctx && c == pos / CHUNK) {
-        const long long at = ((long long)kvh * ctx + pos) * head_dim;
+    if (c == (pos - first) / CHUNK) {
+        const long long at = ((long long)kvh * ctx + ring_slot(pos, ctx)) * head_dim;
         for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
             const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
             k_cache[at + r.a] = float_to_half(r.va);
@@ -138,14 +145,15 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
     float m = NEG_INF, l = 0.0f;
     const long long base = (long long)kvh * ctx * head_dim + sub * per_lane;
-    const int end = min((c + 1) * CHUNK, last + 1);
+    const int end = min(begin + CHUNK, pos + 1);
     // The bound is the same for the whole warp (its four groups step together) so that the
     // shuffles below always have all 32 lanes.
-    for (int p0 = c * CHUNK + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
+    for (int p0 = begin + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
         const int p = p0 + (lane >> 3);
-        const bool valid = p < end && p >= first;
-        const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + (long long)p * head_dim);
-        const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + (long long)p * head_dim);
+        const bool valid = p < end;
+        const long long row = (long long)ring_slot(p, ctx) * head_dim;
+        const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + row);
+        const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + row);
         float s = 0.0f;
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
@@ -198,22 +206,22 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
 }
 
-// out[h] = the merge of head h's chunk states from attention_split (the chunks that overlap the
-// window, when there is one) and of its sink logit, when there are sinks.
+// out[h] = the merge of head h's chunk states from attention_split (those that reach the position)
+// and of its sink logit, when there are sinks.
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
                                              int head_dim, int n_chunks, const int* __restrict__ pos0,
                                              const float* __restrict__ sinks, int window) {
     const int h = blockIdx.x;
-    const int used = min(pos0[0] / CHUNK + 1, n_chunks);
-    const int from = window > 0 ? max(0, pos0[0] - window + 1) / CHUNK : 0;
+    const int first = window > 0 ? max(0, pos0[0] - window + 1) : 0;
+    const int used = min((pos0[0] - first) / CHUNK + 1, n_chunks);
     const float* part = partial + (long long)h * n_chunks * (head_dim + 2);
     float mx = sinks ? sinks[h] : NEG_INF;
-    for (int c = from; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
+    for (int c = 0; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
     float total = sinks ? __expf(sinks[h] - mx) : 0.0f;
-    for (int c = from; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
+    for (int c = 0; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float s = 0.0f;
-        for (int c = from; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
+        for (int c = 0; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
         out[h * head_dim + d] = s / total;
     }
 }

@@ -329,7 +329,8 @@ def add_positions(table: DeviceWeight, x: cp.ndarray, pos0: cp.ndarray, out: cp.
 
 def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray) -> None:
     """Write k, v (n_tok, n_kv, head_dim) float32 as fp16 into caches (n_kv, ctx, head_dim) at
-    positions pos0[0] + t; positions past the cache are dropped (callers check the budget)."""
+    positions pos0[0] + t, position p in slot p % ctx (callers check that the cache holds them:
+    ops_numpy.first_held)."""
     if k.ndim != 3 or k_cache.ndim != 3:
         raise ValueError(f"k must be (n_tok, n_kv, head_dim) and the cache (n_kv, ctx, head_dim), "
                          f"got {k.shape} and {k_cache.shape}")
@@ -369,9 +370,9 @@ def _check_attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, po
 def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray,
               out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0) -> cp.ndarray:
     """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
-    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store). With a
-    window > 0 only positions p - window + 1..p are seen; with sinks (n_head,) float32 each
-    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention)."""
+    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store; position p
+    in slot p % ctx). With a window > 0 only positions p - window + 1..p are seen; with sinks
+    (n_head,) float32 each head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention)."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
     _launch("attention", "attention", (n_head, n_tok), (ATTN_THREADS,),
             (q, k_cache, v_cache, out, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx), pos0,
@@ -396,7 +397,7 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
         raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
     for name, a in (("k", k), ("v", v)):
         _check(a, np.float32, (1, n_kv, head_dim), name)
-    chunks = _blocks(ctx, ATTN_CHUNK)
+    chunks = _blocks(min(ctx, window) if window > 0 else ctx, ATTN_CHUNK)  # the positions a query sees, at most
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
