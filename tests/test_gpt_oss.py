@@ -162,7 +162,7 @@ def logits_through(adapter, ids: list[int], prompt_len: int, cache, chunk: int) 
     steps = [adapter.forward(ids[start:min(start + chunk, prompt_len)], start, cache)
              for start in range(0, prompt_len, chunk)]
     steps += [adapter.forward(ids[i:i + 1], i, cache) for i in range(prompt_len, len(ids))]
-    return np.stack([adapter.ops.to_host(x) for x in steps])
+    return np.stack(steps)
 
 
 def full_cache(adapter, n_ctx: int):
