@@ -251,11 +251,16 @@ class Engine:
         if needed > self.context_length:
             raise WorkerError(ErrorCode.VRAM_OOM, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) "
                               f"exceeds the context length {self.context_length}", details)
+        # M0-W-1011 tracks the KV cache "per inference request" (spec line 304): the cache is
+        # allocated at startup (lines 636, 1005-1052: one auto-calculated size, in every model's
+        # footprint) and each request takes it, checked here against its positions, ending with
+        # VRAM_OOM before any work when it does not fit (M0-W-1021, lines 375-380); /health
+        # counts it in vram_bytes_used.
         if needed > self.kv_cache_positions:
             cache_bytes = self.adapter.kv_cache_bytes(needed)
-            raise WorkerError(ErrorCode.VRAM_OOM, f"the KV cache for {needed} tokens needs {cache_bytes} bytes; the "
-                              f"one allocated at startup holds {self.kv_cache_positions} positions in "
-                              f"{self.cache.nbytes} bytes (--kv-cache-size-mb)",
+            raise WorkerError(ErrorCode.VRAM_OOM, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) "
+                              f"need a KV cache of {cache_bytes} bytes; the one allocated at startup holds "
+                              f"{self.kv_cache_positions} positions in {self.cache.nbytes} bytes",
                               {**details, "required_bytes": cache_bytes, "available_bytes": self.cache.nbytes,
                                "kv_cache_positions": self.kv_cache_positions})
         seed = new_seed() if params.seed is None else params.seed
