@@ -103,6 +103,12 @@ def test_the_kv_cache_is_allocated_once_at_load_for_the_whole_context(engine):
         assert engine.cache is cache and cache.nbytes == 2 * 2 * 512 * 2 * 64 * 4  # reused, never freed
 
 
+def test_phi3s_declared_window_is_not_applied_so_its_cache_is_full(synthetic_models):
+    engine = Engine.load(synthetic_models("phi3", "Q8_0"))
+    assert engine.gguf.metadata["phi3.attention.sliding_window"] == 255  # declared, and off as in llama.cpp
+    assert engine.cache.capacities == (engine.context_length,) * engine.adapter.hp.n_layer
+
+
 def test_max_positions_bounds_the_cache(synthetic_model):
     small = Engine.load(synthetic_model, max_positions=40)  # --max-tokens-in + --max-tokens-out
     assert small.kv_cache_positions == 40 and small.cache.capacities == (40, 40)
