@@ -16,13 +16,13 @@ import contextlib
 import cupy as cp
 import numpy as np
 
+from reference_worker.adapter import PREFILL_CHUNK  # the engine's: a sliding-window ring holds one chunk
 from reference_worker.cuda import kernels
 from reference_worker.cuda.kernels import cuda_errors
 from reference_worker.cuda.ops import CudaOps, KVCache
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.sampler import SamplingParams
 
-PREFILL_CHUNK = 256  # prompt tokens per forward call, as the engine
 
 
 class DeviceDecoder:

@@ -161,7 +161,7 @@ class CudaOps:
         except WorkerError:
             self.pool.free_all_blocks()
             raise
-        self._caches = [c for c in self._caches if c.k is not None] + [cache]
+        self._caches = [c for c in self._caches if c.nbytes] + [cache]  # closed ones (score's) dropped
         self._require_residency("the KV cache")
         return cache
 
