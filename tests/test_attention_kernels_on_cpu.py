@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reference_worker import ops_numpy
@@ -41,12 +41,14 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def run_kernels(binary: Path, workdir: Path, decode: bool, q, k_prev, v_prev, k_new, v_new, start: int,
-                capacity: int, window: int, sinks, yarn: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(out, K cache, V cache as fp16) from attention_main (its header says what it runs)."""
+                capacity: int, window: int, sinks, yarn: bool,
+                split_blocks: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(out, K cache, V cache as fp16) from attention_main (its header says what it runs);
+    split_blocks stands for kernels.ATTN_SPLIT_BLOCKS."""
     n_tok, n_head, head_dim = q.shape
     freqs, magnitude = YARN.frequencies(BASE, head_dim) if yarn else (None, 1.0)
     header = np.array([int(decode), n_tok, n_head, N_KV, head_dim, capacity, start, window, len(k_prev),
-                       sinks is not None, True, yarn], np.int32)
+                       sinks is not None, True, yarn, split_blocks], np.int32)
     parts = [header, np.array([1 / np.sqrt(head_dim), BASE, magnitude], np.float32), q, k_prev, v_prev, k_new, v_new]
     parts += [a for a in (sinks, freqs) if a is not None]
     (workdir / "in.bin").write_bytes(b"".join(np.ascontiguousarray(a, np.float32 if a.dtype != np.int32 else None)
@@ -99,10 +101,14 @@ def test_prefill_over_a_ring_is_the_twins_attention(attention_main, workdir, sta
 
 
 @settings(max_examples=12, deadline=None)
-@given(start=st.integers(0, 200), window=st.sampled_from([0, 1, 8, 70]), ring_extra=st.integers(0, 80),
-       with_sinks=st.booleans(), yarn=st.booleans(), seed=st.integers(0, 1000))
+@given(start=st.integers(0, 400), window=st.sampled_from([0, 1, 8, 70, 200]), ring_extra=st.integers(0, 80),
+       blocks_per_head=st.sampled_from([1, 2, 3, 256]), with_sinks=st.booleans(), yarn=st.booleans(),
+       seed=st.integers(0, 1000))
+@example(start=300, window=0, ring_extra=20, blocks_per_head=2, with_sinks=True, yarn=True, seed=1)  # 5 chunks, 2 blocks
+@example(start=350, window=200, ring_extra=7, blocks_per_head=1, with_sinks=False, yarn=False, seed=2)  # a ring, 1 block
 def test_decode_over_a_ring_stores_and_attends_as_the_twin(attention_main, workdir, start, window, ring_extra,
-                                                           with_sinks, yarn, seed):
+                                                           blocks_per_head, with_sinks, yarn, seed):
+    """A chunk of 64 positions per block, or (fewer blocks than chunks) several chunks a block."""
     rng = np.random.default_rng(seed)
     capacity = window + ring_extra if window else start + 1 + ring_extra
     first = max(0, start - window + 1) if window else 0
@@ -111,7 +117,8 @@ def test_decode_over_a_ring_stores_and_attends_as_the_twin(attention_main, workd
     sinks = (rng.standard_normal(N_KV * GROUP) * 3).astype(np.float32) if with_sinks else None
     # The cache holds rotated keys; the new one arrives unrotated and the kernel turns it.
     out, k_cache, v_cache = run_kernels(attention_main, workdir, True, q, k_all[first:start], v_all[first:start],
-                                        k_all[start:], v_all[start:], start, capacity, window, sinks, yarn)
+                                        k_all[start:], v_all[start:], start, capacity, window, sinks, yarn,
+                                        blocks_per_head * N_KV * GROUP)
     rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), BASE, True, YARN if yarn else None)
     stored_k = rotated_k.astype(np.float16).astype(np.float32)
     keys = np.concatenate([k_all[:start], stored_k])

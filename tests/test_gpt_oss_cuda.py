@@ -194,13 +194,16 @@ def test_prefill_attention_over_a_ring_matches_the_twins_full_cache(start, n, wi
 
 
 @GPU_SETTINGS
-@given(start=st.integers(0, 900), window=st.sampled_from([1, 8, 64, 128]), extra=st.integers(0, 300),
-       with_sinks=st.booleans(), seed=st.integers(0, 1000))
-def test_decode_attention_over_a_ring_matches_the_twins_full_cache(start, window, extra, with_sinks, seed):
-    """attention_decode on a ring of window + extra slots: it stores the new key at slot
-    start % capacity and reads only the window's slots (the others are NaN)."""
+@given(start=st.integers(0, 900), window=st.sampled_from([0, 1, 8, 64, 128]), extra=st.integers(0, 300),
+       blocks_per_head=st.sampled_from([1, 3, 128]), with_sinks=st.booleans(), seed=st.integers(0, 1000))
+def test_decode_attention_over_a_ring_matches_the_twins_full_cache(start, window, extra, blocks_per_head, with_sinks,
+                                                                   seed):
+    """attention_decode on a ring of window + extra slots (window 0: a full layer of start + 1 +
+    extra): it stores the new key at slot start % capacity and reads only the window's slots (the
+    others are NaN); with fewer split blocks than chunks (ATTN_SPLIT_BLOCKS) a block takes several."""
     rng = np.random.default_rng(seed)
-    n_kv, group, head_dim, capacity = 2, 4, 64, window + extra
+    n_kv, group, head_dim = 2, 4, 64
+    capacity = window + extra if window else start + 1 + extra
     q = rng.standard_normal((1, n_kv * group, head_dim)).astype(np.float32)
     k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
@@ -213,15 +216,18 @@ def test_decode_attention_over_a_ring_matches_the_twins_full_cache(start, window
     want = ops_numpy.attention(rotated_q, stored_k, v_all[start:], twin_cache, 0, start, sinks, window)
 
     k_cache, v_cache = ring_cache(n_kv, capacity, head_dim)
-    first = max(0, start - window + 1)
+    first = max(0, start - window + 1) if window else 0
     if start > first:
         kernels.kv_store(cp.asarray(k_all[first:start]), cp.asarray(v_all[first:start]), k_cache, v_cache,
                          cp.asarray([first], np.int32))
     freqs, magnitude = YARN.frequencies(150000.0, head_dim)
-    out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
-                                   v_cache, cp.asarray([start], np.int32), 150000.0, True,
-                                   cp.full(q.shape, np.nan, np.float32), None if sinks is None else cp.asarray(sinks),
-                                   window, cp.asarray(freqs.astype(np.float32)), magnitude)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "ATTN_SPLIT_BLOCKS", blocks_per_head * n_kv * group)
+        out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
+                                       v_cache, cp.asarray([start], np.int32), 150000.0, True,
+                                       cp.full(q.shape, np.nan, np.float32),
+                                       None if sinks is None else cp.asarray(sinks), window,
+                                       cp.asarray(freqs.astype(np.float32)), magnitude)
     assert rel_err(out.get().reshape(1, -1), want) < 1e-3  # fp16 rounding of the rotated key, as above
     stored = v_cache[:, start % capacity].get()
     assert np.array_equal(stored, v_all[start].astype(np.float16))  # the new value went to its slot

@@ -81,11 +81,12 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
 }
 
 // Decode (one query per head) split over the positions, flash-decoding style: a single query
-// gives too few (head, query) blocks to fill the GPU, so block (h, c) handles positions
-// first + c*CHUNK .. first + c*CHUNK+CHUNK-1 (first: the window's first position, else 0) and
-// writes its partial softmax state (max, sum, weighted values) to `partial`;
-// attention_combine merges the chunks. The grid has enough chunks for the window (or the
-// whole layer) and those past the position return at once. Within a block, eight lanes share a
+// gives too few (head, query) blocks to fill the GPU, so the positions first..p (first: the
+// window's first position, else 0) are cut in chunks of CHUNK and block (h, c) of a grid of
+// n_chunks handles chunks c, c + n_chunks, ... and writes its partial softmax state (max, sum,
+// weighted values) to `partial`; attention_combine merges the blocks. The launcher caps
+// n_chunks (kernels.ATTN_SPLIT_BLOCKS), so a cache of a whole 131,072-token context costs no more
+// blocks than a short one; blocks with no chunk below the position return at once. Within a block, eight lanes share a
 // position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
 // positions per step with coalesced reads of the fp16 cache.
 #define CHUNK 64
@@ -103,7 +104,7 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
 
 // q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair, with
 // the YaRN table freqs when it is not null) as it reads them, which saves decode a launch per
-// layer. The block whose chunk holds the new position first stores the new key and value there
+// layer. The block that holds the new position's chunk first stores the new key and value there
 // (fp16): every query head of a KV group stores the same values, and no other block reads that
 // slot (in a ring it held position p - ctx, outside the window), so the store needs no launch
 // of its own. The cache pointers are therefore not read-only.
@@ -118,15 +119,15 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
     const int pos = pos0[0];
     const int first = window > 0 ? max(0, pos - window + 1) : 0;
-    const int begin = first + c * CHUNK;
-    if (begin > pos) return;  // attention_combine does not read it
+    const int last_chunk = (pos - first) / CHUNK;  // the chunk of the new position
+    if (c > last_chunk) return;  // attention_combine does not read it
     __shared__ float rotated_q[MAX_HEAD_DIM];
     for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
         const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
         rotated_q[r.a] = r.va;
         rotated_q[r.b] = r.vb;
     }
-    if (c == (pos - first) / CHUNK) {
+    if (c == last_chunk % n_chunks) {
         const long long at = ((long long)kvh * ctx + ring_slot(pos, ctx)) * head_dim;
         for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
             const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
@@ -145,44 +146,46 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
     float m = NEG_INF, l = 0.0f;
     const long long base = (long long)kvh * ctx * head_dim + sub * per_lane;
-    const int end = min(begin + CHUNK, pos + 1);
-    // The bound is the same for the whole warp (its four groups step together) so that the
+    // The bounds are the same for the whole warp (its four groups step together) so that the
     // shuffles below always have all 32 lanes.
-    for (int p0 = begin + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
-        const int p = p0 + (lane >> 3);
-        const bool valid = p < end;
-        const long long row = (long long)ring_slot(p, ctx) * head_dim;
-        const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + row);
-        const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + row);
-        float s = 0.0f;
+    for (int chunk = c; chunk <= last_chunk; chunk += n_chunks) {
+        const int begin = first + chunk * CHUNK, end = min(begin + CHUNK, pos + 1);
+        for (int p0 = begin + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
+            const int p = p0 + (lane >> 3);
+            const bool valid = p < end;
+            const long long row = (long long)ring_slot(p, ctx) * head_dim;
+            const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + row);
+            const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + row);
+            float s = 0.0f;
 #pragma unroll
-        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
-            if (valid && j < vecs) {
-                float kf[8];
-                unpack8(krow[j], kf);
+            for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+                if (valid && j < vecs) {
+                    float kf[8];
+                    unpack8(krow[j], kf);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) s += qv[8 * j + i] * kf[i];
+                    for (int i = 0; i < 8; ++i) s += qv[8 * j + i] * kf[i];
+                }
             }
-        }
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s += __shfl_xor_sync(0xffffffffu, s, 4);
-        if (!valid) continue;
-        const float m_new = fmaxf(m, s);
-        const float corr = __expf(m - m_new), e = __expf(s - m_new);
-        l = l * corr + e;
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            s += __shfl_xor_sync(0xffffffffu, s, 4);
+            if (!valid) continue;
+            const float m_new = fmaxf(m, s);
+            const float corr = __expf(m - m_new), e = __expf(s - m_new);
+            l = l * corr + e;
 #pragma unroll
-        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
-            if (j < vecs) {
-                float vf[8];
-                unpack8(vrow[j], vf);
+            for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+                if (j < vecs) {
+                    float vf[8];
+                    unpack8(vrow[j], vf);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) acc[8 * j + i] = acc[8 * j + i] * corr + e * vf[i];
+                    for (int i = 0; i < 8; ++i) acc[8 * j + i] = acc[8 * j + i] * corr + e * vf[i];
+                }
             }
+            m = m_new;
         }
-        m = m_new;
     }
-    // Merge the 16 groups of this block, then write the chunk's (max, sum, values).
+    // Merge the 16 groups of this block, then write its (max, sum, values).
     __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
     __shared__ float gacc[4 * SPLIT_WARPS][MAX_HEAD_DIM];
     if (sub == 0) { gm[group] = m; gl[group] = l; }
@@ -206,8 +209,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
 }
 
-// out[h] = the merge of head h's chunk states from attention_split (those that reach the position)
-// and of its sink logit, when there are sinks.
+// out[h] = the merge of head h's block states from attention_split (those with a chunk below the
+// position) and of its sink logit, when there are sinks.
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
                                              int head_dim, int n_chunks, const int* __restrict__ pos0,
                                              const float* __restrict__ sinks, int window) {

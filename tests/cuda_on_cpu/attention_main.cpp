@@ -13,7 +13,7 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // layers.cu's other k
 #include "layers.cu"
 // attention_main IN OUT
 // IN: int32 mode (0 prefill, 1 decode), n_tok, n_head, n_kv, head_dim, ctx, start, window,
-// n_prev, has_sinks, neox, has_freqs; float32 scale, base, magnitude; then float32 q (n_tok,
+// n_prev, has_sinks, neox, has_freqs, split_blocks (kernels.ATTN_SPLIT_BLOCKS); float32 scale, base, magnitude; then float32 q (n_tok,
 // n_head, head_dim), k_prev and v_prev (n_prev, n_kv, head_dim: positions start - n_prev ..
 // start - 1), k_new and v_new (n_tok, n_kv, head_dim), sinks (n_head) and freqs (head_dim / 2)
 // when present. The caches (n_kv, ctx, head_dim) start as fp16 NaN; k_prev and v_prev go in with
@@ -28,9 +28,9 @@ template <class T> std::vector<T> read(FILE* f, size_t n) {
 
 int main(int argc, char** argv) {
     FILE* f = fopen(argv[1], "rb");
-    const std::vector<int> h = read<int>(f, 12);
+    const std::vector<int> h = read<int>(f, 13);
     const int mode = h[0], n_tok = h[1], n_head = h[2], n_kv = h[3], head_dim = h[4], ctx = h[5], start = h[6];
-    const int window = h[7], n_prev = h[8], has_sinks = h[9], neox = h[10], has_freqs = h[11];
+    const int window = h[7], n_prev = h[8], has_sinks = h[9], neox = h[10], has_freqs = h[11], split_blocks = h[12];
     const std::vector<float> g = read<float>(f, 3);
     auto q = read<float>(f, (size_t)n_tok * n_head * head_dim);
     auto k_prev = read<float>(f, (size_t)n_prev * n_kv * head_dim), v_prev = read<float>(f, k_prev.size());
@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
         launch(n_head, 32 * ATTN_WARPS, [&] { attention(q.data(), k_cache.data(), v_cache.data(), out.data(), n_head,
                                                         n_kv, head_dim, ctx, pos0, g[0], sink, window); }, n_tok);
     } else {
-        const int span = window > 0 ? std::min(ctx, window) : ctx;  // kernels.attention_decode's grid
-        const int chunks = (span + CHUNK - 1) / CHUNK;
+        const int span = window > 0 ? std::min(ctx, window) : ctx;  // kernels.decode_split
+        const int chunks = std::max(1, std::min((span + CHUNK - 1) / CHUNK, split_blocks / n_head));
         std::vector<float> partial((size_t)n_head * chunks * (head_dim + 2), NAN);
         launch(n_head, 32 * SPLIT_WARPS, [&] {
             attention_split(q.data(), k_new.data(), v_new.data(), k_cache.data(), v_cache.data(), partial.data(), n_head,
