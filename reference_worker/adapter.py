@@ -108,12 +108,9 @@ class Adapter:
 
     @classmethod
     def cache_shape(cls, hp: Any) -> CacheShape:
+        """The CacheShape of a model with hyperparameters hp (`hparams_class.from_gguf` reads them
+        before any weight is loaded: the engine sizes the cache, and the VRAM it reserves, first)."""
         return CacheShape(cls.layer_windows(hp), hp.n_head_kv, hp.head_dim)
-
-    @classmethod
-    def cache_shape_of(cls, gguf: GGUFFile) -> CacheShape:
-        """The model's CacheShape, read before any weight is loaded (to reserve VRAM for it)."""
-        return cls.cache_shape(cls.hparams_class.from_gguf(gguf))
 
     def kv_cache_bytes(self, n_ctx: int) -> int:
         return self.cache_shape(self.hp).nbytes(n_ctx, self.ops.kv_cache_bytes)

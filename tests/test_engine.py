@@ -96,7 +96,7 @@ def test_the_kv_cache_is_allocated_once_at_load_for_the_whole_context(engine):
     assert cache.capacities == (512,) * 2 and cache.nbytes == 2 * 2 * 512 * 2 * 64 * 4  # layers, K+V, heads, D, fp32
     assert engine.adapter.kv_cache_bytes(engine.context_length) == cache.nbytes
     # Known before any weight is loaded (the cuda backend reserves it beside the weights).
-    shape = LlamaAdapter.cache_shape_of(engine.gguf)
+    shape = LlamaAdapter.cache_shape(LlamaAdapter.hparams_class.from_gguf(engine.gguf))
     assert shape.nbytes(512, ops_numpy.kv_cache_bytes) == cache.nbytes
     for _ in range(3):
         run(engine, max_tokens=5, temperature=0.0)
