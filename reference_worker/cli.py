@@ -105,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference-timeout-sec", type=_positive_seconds, default=DEFAULT_INFERENCE_TIMEOUT_S,
                         help="a job running longer ends with INFERENCE_TIMEOUT (default 300)")
     parser.add_argument("--kv-cache-size-mb", type=_int_in(1), default=None,
-                        help="KV-cache budget in MiB; a request needing more ends with VRAM_OOM, and the "
-                             "cuda backend reserves it at startup (default: enough for the full context)")
+                        help="KV-cache size in MiB, allocated once at startup and used by every request; "
+                             "a request whose prompt + max_tokens needs more positions ends with VRAM_OOM; "
+                             "startup fails with INSUFFICIENT_VRAM when it cannot hold one position "
+                             "(default: auto, the positions a request can reach: the model's context "
+                             "length, or --max-tokens-in + --max-tokens-out when that is smaller; never "
+                             "more than that even when the budget is larger)")
     parser.add_argument("--vram-budget-mb", type=_int_in(1), default=None,
                         help="device memory the cuda backend may use, in MiB (default: all free "
                              "memory); startup fails with INSUFFICIENT_VRAM when the model needs more")
@@ -132,6 +136,11 @@ def _port_problem(host: str, port: int) -> str | None:
         except OSError as exc:
             return f"argument --port: port {port} is not available on {host} ({exc.strerror})"
     return None
+
+
+def _max_positions(args: argparse.Namespace) -> int | None:
+    """The most positions a request can reach (prompt + max_tokens), None: the context length."""
+    return None if args.max_tokens_in is None else args.max_tokens_in + args.max_tokens_out
 
 
 def _fail(narrator: Narrator, error: WorkerError, model_path: str) -> int:
@@ -179,7 +188,7 @@ def _start_and_serve(args: argparse.Namespace, narrator: Narrator) -> int:
         engine = Engine.load(
             args.model, backend=args.backend, device=args.gpu_device, kv_cache_size_mb=args.kv_cache_size_mb,
             vram_budget_bytes=None if args.vram_budget_mb is None else args.vram_budget_mb * 2**20,
-            tokenizer_json=args.tokenizer_json,
+            tokenizer_json=args.tokenizer_json, max_positions=_max_positions(args),
             on_progress=lambda percent: narrator.emit("model_load_progress", percent=percent))
     except WorkerError as exc:
         return _fail(narrator, exc, args.model)
@@ -188,7 +197,9 @@ def _start_and_serve(args: argparse.Namespace, narrator: Narrator) -> int:
 
     try:
         narrator.emit("model_load_complete", model=engine.model_name, quant_kind=engine.quant_kind,
-                      tokenizer_kind=engine.tokenizer_kind, backend=engine.backend, resident=engine.resident)
+                      tokenizer_kind=engine.tokenizer_kind, backend=engine.backend, resident=engine.resident,
+                      kv_cache_positions=engine.kv_cache_positions, kv_cache_bytes=engine.cache.nbytes,
+                      vram_bytes_used=engine.vram_bytes_used)
         server = WorkerServer(engine, narrator, args.host, args.port,
                               Limits(args.max_tokens_out, args.max_tokens_in, engine.vocab_size),
                               args.inference_timeout_sec, args.residency_check_sec, args.shutdown_grace_sec)

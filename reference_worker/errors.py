@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 
 class ErrorCode(str, Enum):
@@ -49,3 +50,14 @@ class WorkerError(Exception):
     def to_json(self) -> dict:
         """The body of an SSE `error` event or an HTTP error response."""
         return {"code": self.code.value, "message": self.message, "retriable": self.retriable, **self.details}
+
+
+def insufficient_vram(required: int, available: int | None, device: int, model_path: str | Path,
+                      message: str | None = None) -> WorkerError:
+    """M0-W-1020: the startup failure that names required and available bytes, device and model
+    (message: what was short, when it is more than the model as a whole)."""
+    said = "an unknown number" if available is None else str(available)
+    message = message or f"model needs {required} bytes of VRAM on GPU {device}, {said} are available"
+    return WorkerError(ErrorCode.INSUFFICIENT_VRAM, f"{message} (model {model_path})",
+                       {"required_bytes": required, "available_bytes": available, "device": device,
+                        "model_path": str(model_path)})

@@ -22,12 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from reference_worker.adapter import Adapter, is_positive_float
+from reference_worker.adapter import MAX_LAYERS, Adapter, is_positive_float
 from reference_worker.gguf_file import GGUFFile, load_failed
 from reference_worker.ops_numpy import YaRN
 
 MAX_EXPERTS = 256  # llama.cpp's LLAMA_MAX_EXPERTS, and the bound of moe.cu's router
-MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 
 
 @dataclass(frozen=True)
@@ -137,6 +136,11 @@ class GptOssAdapter(Adapter):
     architecture_name = "gpt-oss"
     hparams_class = HParams
 
+    @classmethod
+    def layer_windows(cls, hp: HParams) -> tuple[int, ...]:
+        """The sliding-window layers' window (their KV cache is a ring, adapter.CacheShape)."""
+        return tuple(hp.sliding_window if sliding else 0 for sliding in hp.sliding)
+
     def __init__(self, gguf: GGUFFile, ops: ModuleType, on_progress: Callable[[float], None] = lambda _: None) -> None:
         self.ops = ops
         self.hp = hp = HParams.from_gguf(gguf)
@@ -171,7 +175,7 @@ class GptOssAdapter(Adapter):
             wv=matrix("attn_v.weight", kv_rows, hp.n_embd),
             bq=vector("attn_q.bias", q_rows), bk=vector("attn_k.bias", kv_rows), bv=vector("attn_v.bias", kv_rows),
             wo=matrix("attn_output.weight", hp.n_embd, q_rows), bo=vector("attn_output.bias", hp.n_embd),
-            sinks=vector("attn_sinks.weight", hp.n_head), sliding_window=hp.sliding_window if hp.sliding[i] else 0,
+            sinks=vector("attn_sinks.weight", hp.n_head), sliding_window=self.layer_windows(hp)[i],
             post_attn_norm=vector("post_attention_norm.weight", hp.n_embd),
             w_router=matrix("ffn_gate_inp.weight", hp.n_expert, hp.n_embd),
             b_router=vector("ffn_gate_inp.bias", hp.n_expert),

@@ -8,8 +8,12 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            form the backend multiplies fastest (here: float32)
     load_embedding(tensor) -> E            the token table (here: kept quantized, rows decoded on lookup)
     load_vector(tensor) -> v               a norm weight or bias (float32)
-    new_kv_cache(n_layer, n_ctx, KVH, D)   a KVCache; `nbytes` says its size, `close()` frees it
-    kv_cache_bytes(n_layer, n_ctx, KVH, D) what new_kv_cache would allocate, asked before allocating
+    new_kv_cache(n_ctx, capacities, KVH, D)
+                                           a KVCache serving positions 0..n_ctx-1 whose layer i holds
+                                           capacities[i] of them (a ring when fewer: position p at
+                                           slot p % capacity, adapter.CacheShape); `nbytes` says its
+                                           size, `close()` frees it
+    kv_cache_bytes(capacities, KVH, D)     what new_kv_cache would allocate, asked before allocating
     embed(E, ids) -> (n, d)                rows of the token table
     matmul(x (n, in), W, bias=None, residual=None) -> (n, out)
                                            x @ W.T (+ bias) (+ residual): qwen2's q/k/v biases and
@@ -58,6 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import Tensor
 from reference_worker.quant import dequantize
 
@@ -75,24 +80,41 @@ class QuantizedRows:
 
 
 class KVCache:
-    """Keys and values of every layer, laid out (layer, KVH, position, D)."""
+    """Keys and values of positions 0..n_ctx-1: k[layer] and v[layer] are (KVH, capacity, D),
+    position p at slot p % capacity (module doc, new_kv_cache)."""
 
-    def __init__(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> None:
+    def __init__(self, n_ctx: int, capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> None:
         self.n_ctx = n_ctx
-        self.k = np.zeros((n_layer, n_head_kv, n_ctx, head_dim), np.float32)
-        self.v = np.zeros_like(self.k)
+        self.capacities = tuple(capacities)
+        try:
+            self.k = [np.zeros((n_head_kv, c, head_dim), np.float32) for c in self.capacities]
+            self.v = [np.zeros_like(k) for k in self.k]
+        except MemoryError:
+            raise WorkerError(ErrorCode.VRAM_OOM, f"out of host memory for a KV cache of "
+                              f"{kv_cache_bytes(self.capacities, n_head_kv, head_dim)} bytes") from None
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return sum(a.nbytes for a in self.k + self.v)
 
     def close(self) -> None:
-        self.k = self.v = None
+        self.k = self.v = []
 
 
-def kv_cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> int:
+def kv_cache_bytes(capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> int:
     """What new_kv_cache will allocate, so callers can refuse before allocating."""
-    return 2 * n_layer * n_ctx * n_head_kv * head_dim * 4
+    return 2 * sum(capacities) * n_head_kv * head_dim * 4
+
+
+def first_held(capacity: int, start: int, n: int, window: int) -> int:
+    """The oldest position queries start..start+n-1 read from a layer of `capacity` slots once
+    their own keys are stored; VRAM_OOM when the layer no longer holds it (a full-attention
+    layer past its positions, or a chunk too long for a sliding-window layer's ring)."""
+    first = max(0, start - window + 1) if window > 0 else 0
+    if start + n - capacity > first:
+        raise WorkerError(ErrorCode.VRAM_OOM, f"positions {start}..{start + n - 1} with window {window} need "
+                          f"{start + n - first} slots of a KV-cache layer that holds {capacity}")
+    return first
 
 
 def load_matrix(tensor: Tensor) -> np.ndarray:
@@ -107,8 +129,8 @@ def load_vector(tensor: Tensor) -> np.ndarray:
     return dequantize(tensor.raw, tensor.qtype).reshape(-1)
 
 
-def new_kv_cache(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> KVCache:
-    return KVCache(n_layer, n_ctx, n_head_kv, head_dim)
+def new_kv_cache(n_ctx: int, capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> KVCache:
+    return KVCache(n_ctx, capacities, n_head_kv, head_dim)
 
 
 def embed(table: QuantizedRows, ids: np.ndarray) -> np.ndarray:
@@ -193,14 +215,18 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer
     n, n_head, head_dim = q.shape
     n_head_kv = k.shape[1]
     end = start + n
-    cache.k[layer, :, start:end] = k.transpose(1, 0, 2)
-    cache.v[layer, :, start:end] = v.transpose(1, 0, 2)
-    keys, values = cache.k[layer, :, :end], cache.v[layer, :, :end]  # (KVH, L, D)
+    layer_k, layer_v = cache.k[layer], cache.v[layer]
+    capacity = layer_k.shape[1]
+    first = first_held(capacity, start, n, window)
+    stored = np.arange(start, end) % capacity
+    layer_k[:, stored], layer_v[:, stored] = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
+    held = slice(first, end) if end <= capacity else np.arange(first, end) % capacity  # positions first..end-1
+    keys, values = layer_k[:, held], layer_v[:, held]  # (KVH, L, D)
     group = n_head // n_head_kv
     qg = q.reshape(n, n_head_kv, group, head_dim).transpose(1, 2, 0, 3).reshape(n_head_kv, group * n, head_dim)
     scores = (qg @ keys.transpose(0, 2, 1)) * np.float32(1 / np.sqrt(head_dim))  # (KVH, G*n, L)
-    scores = scores.reshape(n_head_kv, group, n, end)
-    distance = (start + np.arange(n))[:, None] - np.arange(end)[None, :]  # query - key position (n, L)
+    scores = scores.reshape(n_head_kv, group, n, end - first)
+    distance = (start + np.arange(n))[:, None] - np.arange(first, end)[None, :]  # query - key position (n, L)
     hidden = (distance < 0) | (distance >= window) if window > 0 else distance < 0  # causal (and window)
     scores[:, :, hidden] = -np.inf
     # A sink is one more logit in every row's softmax, with no value behind it.
@@ -209,7 +235,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: KVCache, layer
     top = np.maximum(scores.max(axis=-1, keepdims=True), sink)
     probs = np.exp(scores - top)
     probs /= probs.sum(axis=-1, keepdims=True) + np.exp(sink - top)
-    out = probs.reshape(n_head_kv, group * n, end) @ values  # (KVH, G*n, D)
+    out = probs.reshape(n_head_kv, group * n, end - first) @ values  # (KVH, G*n, D)
     return out.reshape(n_head_kv, group, n, head_dim).transpose(2, 0, 1, 3).reshape(n, n_head * head_dim)
 
 

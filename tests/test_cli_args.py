@@ -127,6 +127,22 @@ def test_insufficient_vram_at_startup_is_logged_with_required_and_available_byte
     assert event["job_id"] is None and event["worker_id"] == WORKER_ID
 
 
+def test_a_kv_cache_budget_that_cannot_hold_one_position_exits_1_naming_the_sizes(model, monkeypatch, capsys):
+    from reference_worker import ops_numpy
+
+    # The smallest budget is 1 MiB: a backend whose position takes 600 x this model's 2 KiB (as a
+    # wide model's would) cannot start with it, through the real load path.
+    monkeypatch.setattr(ops_numpy, "kv_cache_bytes", lambda capacities, kvh, d: 600 * 2 * sum(capacities) * kvh * d * 4)
+    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)  # keep pytest's own signal handlers
+    assert cli.main(arguments(model, **{"--kv-cache-size-mb": "1"})) == 1
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    event = events[-1]
+    assert event["event"] == "error" and event["code"] == "INSUFFICIENT_VRAM"
+    assert (event["required_bytes"], event["available_bytes"]) == (600 * 2048, 2**20)
+    assert "cannot hold one position" in event["message"] and str(600 * 2048) in event["message"]
+    assert event["model_path"] == str(model) and not any(e["event"] == "ready" for e in events)
+
+
 def test_help_exits_0_and_lists_every_option():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -145,6 +161,19 @@ def limited_worker(tmp_path_factory):
                             "--max-tokens-in", "8", "--kv-cache-size-mb", "1").wait_ready()
     yield process
     assert process.stop() == 0
+
+
+def test_the_kv_cache_is_allocated_at_startup_for_what_a_request_can_reach(limited_worker, model):
+    # --max-tokens-in 8 + --max-tokens-out 300 = 308 positions, fewer than the 512 of the
+    # context; the 1 MiB budget holds 256 of this model's 4 KiB positions: 256 are allocated.
+    loaded = next(e for e in limited_worker.narration if e["event"] == "model_load_complete")
+    assert (loaded["kv_cache_positions"], loaded["kv_cache_bytes"]) == (256, 2**20)
+    unlimited = WorkerProcess(model, "--max-tokens-in", "8", "--max-tokens-out", "300").wait_ready()
+    try:
+        loaded = next(e for e in unlimited.narration if e["event"] == "model_load_complete")
+        assert loaded["kv_cache_positions"] == 308 and loaded["vram_bytes_used"] == 0  # numpy: host memory
+    finally:
+        assert unlimited.stop() == 0
 
 
 def test_max_tokens_out_caps_max_tokens(limited_worker):

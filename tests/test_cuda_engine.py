@@ -66,14 +66,10 @@ def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):
 
 
 def _decode(engine, ids, n, params=SamplingParams(temperature=0.0), seed=0):
+    """n ids from the GPU decoder, through the engine's own KV cache (no generation holds it)."""
     decoder = engine.ops.decoder(engine.adapter)
-    cache = engine.adapter.new_cache(len(ids) + n)
-    try:
-        out = [decoder.start(ids, params, seed, cache)]
-        out += [decoder.next() for _ in range(n - 1)]
-        return out
-    finally:
-        cache.close()
+    out = [decoder.start(ids, params, seed, engine.cache)]
+    return out + [decoder.next() for _ in range(n - 1)]
 
 
 def test_graph_decoding_follows_the_model_greedily(engines):
@@ -102,7 +98,59 @@ def test_seeded_sampling_repeats_and_seeds_differ(engines):
     assert first == again and first != other
 
 
+def test_the_kv_cache_is_allocated_at_load_counted_and_resident(engines):
+    cuda, _ = engines
+    cache = cuda.cache
+    assert cuda.kv_cache_positions == cuda.context_length
+    assert cache.nbytes == cuda.adapter.kv_cache_bytes(cuda.context_length) > 0
+    assert cuda.vram_bytes_used >= cuda.ops.arena.nbytes + cache.nbytes  # /health counts it (M0-W-1011)
+    pointers = cache.pointers()
+    assert len(pointers) == 2 and cuda.check_residency()  # the residency check covers the cache
+    gen = cuda.generate(PROMPT, 4, SamplingParams(temperature=0.0))
+    assert len(list(gen)) == 4
+    assert cuda.cache is cache and cache.pointers() == pointers and cache.nbytes > 0  # reused, not freed
+
+
+def test_the_decode_graph_is_recorded_once_for_every_request(engines, monkeypatch):
+    cuda, _ = engines
+    decoder = cuda.ops.decoder(cuda.adapter)
+    records = []
+    record = decoder._record
+    monkeypatch.setattr(decoder, "_record", lambda: (records.append(1), record())[1])
+
+    def request(prompt, n):
+        gen = cuda.generate(prompt, n, SamplingParams(temperature=0.0))
+        try:
+            return len(list(gen))
+        finally:
+            gen.close()
+
+    request(PROMPT, 3)  # records when an earlier test has not
+    assert len(records) <= 1
+    graph = decoder.graph
+    for prompt, n in ((PROMPT, 5), ("hello", 2), (PROMPT * 3, 7)):
+        request(prompt, n)
+    assert len(records) <= 1 and decoder.graph is graph  # one cache, one graph: replayed by every request
+
+
+def test_a_request_over_the_cache_positions_is_vram_oom_and_the_next_one_works(model_path):
+    engine = Engine.load(model_path, backend="cuda", max_positions=40)  # --max-tokens-in + --max-tokens-out
+    try:
+        assert engine.kv_cache_positions == 40 and engine.cache.nbytes == engine.adapter.kv_cache_bytes(40)
+        prompt_tokens = len(engine.tokenize(PROMPT))
+        gen = engine.generate(PROMPT, 40 - prompt_tokens, SamplingParams(temperature=0.0))  # an exact fit
+        assert sum(1 for _ in gen) >= 1
+        with pytest.raises(WorkerError) as err:
+            engine.generate(PROMPT, 41 - prompt_tokens)
+        assert err.value.code is ErrorCode.VRAM_OOM and err.value.details["kv_cache_positions"] == 40
+        gen = engine.generate(PROMPT, 3, SamplingParams(temperature=0.0))
+        assert len(list(gen)) == 3
+    finally:
+        engine.close()
+
+
 def test_vram_returns_to_its_baseline_after_100_requests(engines):
+    """The KV cache is in the baseline (allocated at load); a request adds nothing that stays."""
     cuda, _ = engines
     pool = cp.get_default_memory_pool()
 
@@ -136,6 +184,7 @@ def test_vram_returns_to_its_baseline_after_100_requests(engines):
     for _ in range(100):
         assert request() == first
     assert measure() == baseline
+    assert baseline[0] >= cuda.cache.nbytes
 
 
 def test_a_model_too_large_for_the_budget_is_refused_with_the_numbers(model_path):
@@ -154,7 +203,7 @@ def test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on(model_pa
     engine = Engine.load(model_path, backend="cuda", vram_budget_bytes=weights + SCRATCH_RESERVE_BYTES + (16 << 20))
     try:
         with pytest.raises(WorkerError) as err:
-            engine.ops.new_kv_cache(64, 1 << 15, 8, 128)  # 8 GiB: far past the budget
+            engine.ops.new_kv_cache(1 << 15, (1 << 15,) * 64, 8, 128)  # 8 GiB (Engine.score's own): far past it
         assert err.value.code is ErrorCode.VRAM_OOM
         gen = engine.generate(PROMPT, 3, SamplingParams(temperature=0.0))
         assert len(list(gen)) == 3
@@ -163,18 +212,27 @@ def test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on(model_pa
         engine.close()
 
 
-def test_startup_reserves_the_kv_cache_budget_beside_the_weights(model_path):
+def test_startup_reserves_the_kv_cache_beside_the_weights(model_path):
     probe = Engine.load(model_path, backend="cuda")
-    weights, whole_context = probe.ops.arena.nbytes, probe.adapter.kv_cache_bytes(probe.context_length)
+    weights, whole_context = probe.ops.arena.nbytes, probe.cache.nbytes
+    short = probe.adapter.kv_cache_bytes(100)
     probe.close()
-    fits = weights + SCRATCH_RESERVE_BYTES + (8 << 20)
-    Engine.load(model_path, backend="cuda", kv_cache_size_mb=8, vram_budget_bytes=fits).close()
-    budgets = {9: fits + (1 << 20),  # an explicit --kv-cache-size-mb is reserved whole
-               None: weights + SCRATCH_RESERVE_BYTES + whole_context}  # else a cache of the whole context
-    for kv_cache_size_mb, required in budgets.items():
+    # (--kv-cache-size-mb, --max-tokens-in + --max-tokens-out) -> the cache allocated at startup
+    caches = {(None, None): whole_context,  # the whole context
+              (8, None): whole_context,  # a budget larger than the context allocates the context
+              (None, 100): short}  # what a request can reach, when less
+    for (kv_cache_size_mb, max_positions), kv_bytes in caches.items():
+        required = weights + SCRATCH_RESERVE_BYTES + kv_bytes
         with pytest.raises(WorkerError) as err:
-            Engine.load(model_path, backend="cuda", kv_cache_size_mb=kv_cache_size_mb, vram_budget_bytes=required - 1)
-        assert err.value.code is ErrorCode.INSUFFICIENT_VRAM and err.value.details["required_bytes"] == required
+            Engine.load(model_path, backend="cuda", kv_cache_size_mb=kv_cache_size_mb, max_positions=max_positions,
+                        vram_budget_bytes=required - 1)
+        e = err.value
+        assert e.code is ErrorCode.INSUFFICIENT_VRAM and e.details["required_bytes"] == required
+        assert f"a KV cache of {kv_bytes} bytes" in e.message
+        engine = Engine.load(model_path, backend="cuda", kv_cache_size_mb=kv_cache_size_mb,
+                             max_positions=max_positions, vram_budget_bytes=required)
+        assert engine.cache.nbytes == kv_bytes and engine.vram_bytes_used >= weights + kv_bytes
+        engine.close()
 
 
 def test_chunk_size_does_not_change_what_is_loaded(model_path):

@@ -210,7 +210,7 @@ def test_attention_prefill_and_decode_match_twin(start, n, group, head_dim, seed
     # Keys and values of earlier positions, then of these tokens; fp16 as the cache keeps them.
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start)
@@ -260,7 +260,7 @@ def test_decode_attention_rotates_stores_then_attends_like_the_twin(start, group
     # projections give them (the kernel rotates q and the key for position `start`).
     k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q.repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), 1e6, neox)

@@ -77,8 +77,9 @@ def test_greedy_ignores_the_seed_and_a_missing_seed_is_generated(engine):
     assert greedy[0] == greedy[1]
     gen = engine.generate("hello", 3, SamplingParams(temperature=1.0))
     assert isinstance(gen.seed, int) and gen.seed >= 0
+    drawn = [s.token_id for s in gen]  # ends the generation, which gives the KV cache back
     replay = engine.generate("hello", 3, SamplingParams(temperature=1.0, seed=gen.seed))
-    assert [s.token_id for s in gen] == [s.token_id for s in replay]
+    assert drawn == [s.token_id for s in replay]
 
 
 def test_context_limit_is_checked_before_allocating(engine):
@@ -89,19 +90,72 @@ def test_context_limit_is_checked_before_allocating(engine):
     assert caught.value.code == ErrorCode.VRAM_OOM and caught.value.details["context_length"] == 512
 
 
-def test_kv_cache_budget_is_checked(tmp_path):
+def test_the_kv_cache_is_allocated_once_at_load_for_the_whole_context(engine):
+    cache = engine.cache
+    assert engine.kv_cache_positions == engine.context_length == 512
+    assert cache.capacities == (512,) * 2 and cache.nbytes == 2 * 2 * 512 * 2 * 64 * 4  # layers, K+V, heads, D, fp32
+    assert engine.adapter.kv_cache_bytes(engine.context_length) == cache.nbytes
+    # Known before any weight is loaded (the cuda backend reserves it beside the weights).
+    shape = LlamaAdapter.cache_shape(LlamaAdapter.hparams_class.from_gguf(engine.gguf))
+    assert shape.nbytes(512, ops_numpy.kv_cache_bytes) == cache.nbytes
+    for _ in range(3):
+        run(engine, max_tokens=5, temperature=0.0)
+        assert engine.cache is cache and cache.nbytes == 2 * 2 * 512 * 2 * 64 * 4  # reused, never freed
+
+
+def test_phi3s_declared_window_is_not_applied_so_its_cache_is_full(synthetic_models):
+    engine = Engine.load(synthetic_models("phi3", "Q8_0"))
+    assert engine.gguf.metadata["phi3.attention.sliding_window"] == 255  # declared, and off as in llama.cpp
+    assert engine.cache.capacities == (engine.context_length,) * engine.adapter.hp.n_layer
+
+
+def test_max_positions_bounds_the_cache(synthetic_model):
+    small = Engine.load(synthetic_model, max_positions=40)  # --max-tokens-in + --max-tokens-out
+    assert small.kv_cache_positions == 40 and small.cache.capacities == (40, 40)
+    assert Engine.load(synthetic_model, max_positions=10**6).kv_cache_positions == 512  # the context bounds it
+
+
+def test_kv_cache_budget_sizes_the_cache_and_a_request_over_it_is_vram_oom(tmp_path):
     model = synthetic.build(tmp_path / "deep.gguf", dims=synthetic.Dims(n_layer=4))
     small = Engine.load(model, kv_cache_size_mb=1)  # 4 layers x K,V x 2 heads x 64 x 4 B = 4 KiB a token
-    small.generate("hi", 200).close()
+    assert small.kv_cache_positions == 256 and small.cache.nbytes == 2**20  # an exact fit
+    prompt_tokens = len(small.tokenize("hi"))
+    run(small, "hi", 256 - prompt_tokens, temperature=0.0)
     with pytest.raises(WorkerError) as caught:
-        small.generate("hi", 300)
-    assert caught.value.code == ErrorCode.VRAM_OOM and caught.value.details["required_bytes"] > 2**20
+        small.generate("hi", 257 - prompt_tokens)
+    e = caught.value
+    assert e.code == ErrorCode.VRAM_OOM and e.details["required_bytes"] == 257 * 4096
+    assert e.details["available_bytes"] == 2**20 and e.details["kv_cache_positions"] == 256
+    gen, steps = run(small, "hi", 3, temperature=0.0)  # the next request is served
+    assert len(steps) == 3 and small.cache.nbytes == 2**20
 
 
-def test_the_whole_context_cache_is_known_before_loading(engine):
-    # What the cuda backend reserves at startup when no --kv-cache-size-mb is given.
-    whole = LlamaAdapter.context_cache_bytes(engine.gguf, ops_numpy.kv_cache_bytes)
-    assert whole == engine.adapter.kv_cache_bytes(engine.context_length) == 2 * 2 * 512 * 2 * 64 * 4
+def test_a_kv_cache_budget_that_cannot_hold_one_position_fails_startup(synthetic_model, monkeypatch):
+    # The smallest budget is 1 MiB; a backend whose position takes more (here: 600 times this
+    # model's 2 KiB, as a wide model's would) cannot start with it.
+    monkeypatch.setattr(ops_numpy, "kv_cache_bytes", lambda capacities, kvh, d: 600 * 2 * sum(capacities) * kvh * d * 4)
+    with pytest.raises(WorkerError) as caught:
+        Engine.load(synthetic_model, kv_cache_size_mb=1, device=3)
+    e = caught.value
+    assert e.code == ErrorCode.INSUFFICIENT_VRAM and (e.details["required_bytes"], e.details["available_bytes"]) == (
+        600 * 2048, 2**20)
+    assert e.details["device"] == 3 and e.details["model_path"] == str(synthetic_model)
+    assert "cannot hold one position" in e.message and str(600 * 2048) in e.message
+    assert Engine.load(synthetic_model, kv_cache_size_mb=2).kv_cache_positions == 1  # 2 MiB hold one
+
+
+def test_the_cache_is_reused_after_a_cancel_and_an_abandoned_generation(engine):
+    baseline = [s.token_id for s in run(engine, max_tokens=6, temperature=0.0)[1]]
+    gen = engine.generate("The quick brown", 30, SamplingParams(temperature=0.0))
+    next(iter(gen))
+    gen.cancel()
+    gen.close()
+    with pytest.raises(WorkerError) as caught:  # one generation holds the cache at a time
+        held = engine.generate("The quick brown", 2)
+        engine.generate("The quick brown", 2)
+    assert caught.value.code == ErrorCode.INTERNAL
+    held.close()
+    assert [s.token_id for s in run(engine, max_tokens=6, temperature=0.0)[1]] == baseline
 
 
 def test_cancel_between_tokens(engine):
@@ -176,7 +230,8 @@ def test_fuzzed_models_load_and_generate_or_fail_cleanly(tmp_path, synthetic_mod
         list(gen)
         gen.close()
     except WorkerError as e:
-        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM, ErrorCode.INTERNAL)
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.INSUFFICIENT_VRAM, ErrorCode.VRAM_OOM,
+                          ErrorCode.INTERNAL)
 
 
 HYPERPARAMETERS = ["qwen2.block_count", "qwen2.context_length", "qwen2.embedding_length", "qwen2.feed_forward_length",
@@ -195,8 +250,8 @@ def test_absurd_hyperparameters_are_refused_or_harmless(tmp_path, synthetic_mode
     try:
         engine = Engine.load(path)
         list(engine.generate("The quick brown", 2, SamplingParams(temperature=1.0, seed=0)))
-    except WorkerError as e:
-        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM)
+    except WorkerError as e:  # a context too long for host memory: INSUFFICIENT_VRAM at startup
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.INSUFFICIENT_VRAM, ErrorCode.VRAM_OOM)
 
 
 def test_prefill_in_chunks_gives_the_same_tokens(engine, monkeypatch):

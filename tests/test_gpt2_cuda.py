@@ -23,7 +23,9 @@ import cupy as cp  # noqa: E402
 from test_cuda_engine import (  # noqa: E402, F401
     PROMPT, _decode, engines, test_a_model_too_large_for_the_budget_is_refused_with_the_numbers,
     test_chunk_size_does_not_change_what_is_loaded, test_graph_decoding_follows_the_model_greedily,
-    test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_budget_beside_the_weights,
+    test_a_request_over_the_cache_positions_is_vram_oom_and_the_next_one_works,
+    test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_beside_the_weights,
+    test_the_decode_graph_is_recorded_once_for_every_request, test_the_kv_cache_is_allocated_at_load_counted_and_resident,
     test_teacher_forced_logits_agree_with_the_numpy_engine, test_temperature_zero_gives_identical_ids_run_after_run,
     test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on,
     test_vram_returns_to_its_baseline_after_100_requests, test_weights_stay_in_their_encoding_at_aligned_offsets,

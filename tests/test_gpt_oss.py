@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from worker_process import free_port, worker_command
 
+from reference_worker import adapter as adapter_module
 from reference_worker import ops_numpy, synthetic
 from reference_worker.engine import Engine
 from reference_worker.errors import ErrorCode, WorkerError
@@ -95,7 +96,7 @@ def test_attention_with_sinks_and_window_is_the_naive_softmax(n, window, with_si
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((n, h, 16)).astype(np.float32) for h in (4, 2, 2))
     sinks = rng.standard_normal(4).astype(np.float32) * 2 if with_sinks else None
-    cache = ops_numpy.new_kv_cache(1, n, 2, 16)
+    cache = ops_numpy.new_kv_cache(n, (n,), 2, 16)
     got = ops_numpy.attention(q, k, v, cache, 0, 0, sinks, window)
     np.testing.assert_allclose(got, naive_attention(q, k, v, sinks, window), rtol=1e-4, atol=1e-5)
 
@@ -154,6 +155,73 @@ def test_the_tokenizer_json_encodes_as_the_ggufs_own_vocabulary(engine, gpt_oss_
     text = "<|start|>user<|message|>The quick brown fox, 1234 ü 言語<|end|>"
     assert engine.tokenize(text) == own.encode(text, add_special=True)
     assert own.decode(own.encode(text)) == text
+
+
+def logits_through(adapter, ids: list[int], prompt_len: int, cache, chunk: int) -> np.ndarray:
+    """The logits of every step: ids[:prompt_len] prefilled in chunks, the rest one at a time."""
+    steps = [adapter.forward(ids[start:min(start + chunk, prompt_len)], start, cache)
+             for start in range(0, prompt_len, chunk)]
+    steps += [adapter.forward(ids[i:i + 1], i, cache) for i in range(prompt_len, len(ids))]
+    return np.stack(steps)
+
+
+def full_cache(adapter, n_ctx: int):
+    """What every layer held before the ring: all n_ctx positions (the old path)."""
+    hp = adapter.hp
+    return adapter.ops.new_kv_cache(n_ctx, (n_ctx,) * hp.n_layer, hp.n_head_kv, hp.head_dim)
+
+
+# (prefill chunk, prompt tokens, all tokens): a small chunk wraps the ring many times; the real
+# one (256) wraps it once, 264 positions after the start.
+RING_RUNS = [(4, 10, 70), (adapter_module.PREFILL_CHUNK, 300, 340)]
+
+
+def ring_and_full_logits(adapter, chunk: int, prompt_len: int, n: int, monkeypatch) -> tuple[np.ndarray, ...]:
+    monkeypatch.setattr(adapter_module, "PREFILL_CHUNK", chunk)
+    ring = adapter.new_cache(n)
+    window = adapter.hp.sliding_window
+    assert ring.capacities == tuple(window + chunk if sliding else n for sliding in adapter.hp.sliding)
+    assert max(ring.capacities) == n and min(ring.capacities) < n - window  # it wraps past the window
+    ids = np.random.default_rng(chunk).integers(0, adapter.hp.n_vocab, n).tolist()
+    return (logits_through(adapter, ids, prompt_len, ring, chunk),
+            logits_through(adapter, ids, prompt_len, full_cache(adapter, n), chunk))
+
+
+@pytest.mark.parametrize("chunk, prompt_len, n", RING_RUNS)
+def test_the_window_layers_ring_gives_the_logits_of_the_full_cache(engine, monkeypatch, chunk, prompt_len, n):
+    ring, full = ring_and_full_logits(engine.adapter, chunk, prompt_len, n, monkeypatch)
+    np.testing.assert_allclose(ring, full, rtol=1e-5, atol=1e-5)
+
+
+def test_the_engine_cache_holds_the_window_and_a_chunk_on_sliding_layers(engine):
+    hp = engine.adapter.hp
+    assert hp.sliding == (True, False, True) and hp.sliding_window == 8
+    assert engine.cache.capacities == (8 + 256, 512, 8 + 256) and engine.kv_cache_positions == 512
+    assert engine.cache.nbytes == 2 * (264 + 512 + 264) * 2 * 64 * 4
+
+
+def test_a_chunk_longer_than_the_ring_allows_is_refused(engine, monkeypatch):
+    monkeypatch.setattr(adapter_module, "PREFILL_CHUNK", 4)
+    cache, adapter = engine.adapter.new_cache(64), engine.adapter  # sliding layers: 8 + 4 slots
+    ids = list(range(1, 40))
+    adapter.forward(ids[:20], 0, full_cache(adapter, 64))  # (a full cache takes any chunk)
+    for start in range(0, 20, 4):
+        adapter.forward(ids[start:start + 4], start, cache)
+    adapter.forward(ids[20:25], 20, cache)  # 5 new + the 7 before the first: 12 slots, a fit
+    with pytest.raises(WorkerError) as caught:
+        adapter.forward(ids[25:31], 25, cache)  # 6 new + 7: 13
+    assert caught.value.code == ErrorCode.VRAM_OOM and "holds 12" in caught.value.message
+
+
+def test_the_real_size_cache_is_in_gpt_oss_20b_envelope():
+    """GPT-OSS-20B: 12 full layers of 131,072 positions and 12 rings of 128 + 256, fp16 on the GPU;
+    with the 12.14e9 bytes of weights, /health's vram_bytes_used is about 15.4e9 (M0-W-1823)."""
+    real = synthetic.GPT_OSS_20B
+    windows = tuple(real.sliding_window if il % 2 == 0 else 0 for il in range(real.n_layer))
+    shape = adapter_module.CacheShape(windows, real.n_head_kv, real.head_dim)
+    fp16 = shape.nbytes(real.n_ctx, ops_numpy.kv_cache_bytes) // 2  # the cuda cache: half the fp32 twin's
+    assert fp16 == 12 * (131072 + 384) * 8 * 64 * 2 * 2 == 3_230_662_656
+    assert 0.8 * 16e9 <= 12.14e9 + fp16 <= 1.2 * 16e9
 
 
 def test_token_by_token_through_the_cache_equals_one_batch(engine):
@@ -215,8 +283,8 @@ def test_absurd_counts_are_refused_or_harmless(tmp_path, key, value):
     try:
         engine = Engine.load(path)
         list(engine.generate("The quick brown", 2))
-    except WorkerError as e:
-        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.VRAM_OOM), e
+    except WorkerError as e:  # a context too long for host memory: INSUFFICIENT_VRAM at startup
+        assert e.code in (ErrorCode.MODEL_LOAD_FAILED, ErrorCode.INSUFFICIENT_VRAM, ErrorCode.VRAM_OOM), e
 
 
 def test_worker_exits_1_with_model_load_failed_and_no_traceback(tmp_path):

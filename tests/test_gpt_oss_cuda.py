@@ -28,13 +28,16 @@ import cupy as cp  # noqa: E402
 from test_cuda_engine import (  # noqa: E402, F401
     PROMPT, engines, test_a_model_too_large_for_the_budget_is_refused_with_the_numbers,
     test_chunk_size_does_not_change_what_is_loaded, test_graph_decoding_follows_the_model_greedily,
-    test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_budget_beside_the_weights,
+    test_a_request_over_the_cache_positions_is_vram_oom_and_the_next_one_works,
+    test_seeded_sampling_repeats_and_seeds_differ, test_startup_reserves_the_kv_cache_beside_the_weights,
+    test_the_decode_graph_is_recorded_once_for_every_request, test_the_kv_cache_is_allocated_at_load_counted_and_resident,
     test_temperature_zero_gives_identical_ids_run_after_run,
     test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on, test_vram_returns_to_its_baseline_after_100_requests,
     test_weights_stay_in_their_encoding_at_aligned_offsets,
 )
 from test_cuda_kernels import GPU_SETTINGS, rel_err  # noqa: E402
 from test_moe_kernels_on_cpu import ROUTINGS, moe_inputs, random_experts, twin_moe  # noqa: E402
+from test_gpt_oss import RING_RUNS, ring_and_full_logits  # noqa: E402
 
 from reference_worker.cuda import kernels  # noqa: E402
 from reference_worker.cuda.kernels import DeviceExperts, DeviceWeight  # noqa: E402
@@ -171,7 +174,7 @@ def test_prefill_attention_with_sinks_and_window_matches_twin(start, n, window, 
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
@@ -195,7 +198,7 @@ def test_decode_attention_with_sinks_window_and_yarn_matches_twin(start, window,
     k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q.repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), 150000.0, True, YARN)
@@ -214,6 +217,95 @@ def test_decode_attention_with_sinks_window_and_yarn_matches_twin(start, window,
                                    cp.full(q.shape, np.nan, np.float32), None if sinks is None else cp.asarray(sinks),
                                    window, cp.asarray(freqs.astype(np.float32)), magnitude)
     assert rel_err(out.get().reshape(1, -1), want) < 1e-3  # fp16 rounding of the rotated key, as there
+
+
+def ring_cache(n_kv: int, capacity: int, head_dim: int) -> tuple[cp.ndarray, cp.ndarray]:
+    """A sliding-window layer's K and V ring, NaN where nothing was stored (never to be read)."""
+    return tuple(cp.full((n_kv, capacity, head_dim), np.nan, np.float16) for _ in "kv")
+
+
+@GPU_SETTINGS
+@given(start=st.integers(0, 600), n=st.integers(1, 40), window=st.sampled_from([1, 8, 128]),
+       with_sinks=st.booleans(), seed=st.integers(0, 1000))
+def test_prefill_attention_over_a_ring_matches_the_twins_full_cache(start, n, window, with_sinks, seed):
+    """A window layer's cache of window + 40 slots (40: this test's chunk), position p at slot
+    p % capacity: kv_store wraps, attention reads the window through the ring."""
+    rng = np.random.default_rng(seed)
+    n_kv, group, head_dim, capacity = 2, 4, 64, window + 40
+    q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
+    twin_cache = ops_numpy.KVCache(start + n, (start + n,), n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
+
+    k_cache, v_cache = ring_cache(n_kv, capacity, head_dim)
+    first = max(0, start - window + 1)  # the oldest position the chunk's first query reads
+    if start > first:
+        kernels.kv_store(cp.asarray(k_all[first:start]), cp.asarray(v_all[first:start]), k_cache, v_cache,
+                         cp.asarray([first], np.int32))
+    pos0 = cp.asarray([start], np.int32)
+    kernels.kv_store(cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache, v_cache, pos0)
+    slots = np.arange(start, start + n) % capacity
+    assert np.array_equal(k_cache[:, slots].get().transpose(1, 0, 2), k_all[start:].astype(np.float16))
+    out = kernels.attention(cp.asarray(q), k_cache, v_cache, pos0, cp.full(q.shape, np.nan, np.float32),
+                            None if sinks is None else cp.asarray(sinks), window)
+    assert rel_err(out.get().reshape(n, -1), want) < 1e-5
+
+
+@GPU_SETTINGS
+@given(start=st.integers(0, 900), window=st.sampled_from([0, 1, 8, 64, 128]), extra=st.integers(0, 300),
+       blocks_per_head=st.sampled_from([1, 3, 128]), with_sinks=st.booleans(), seed=st.integers(0, 1000))
+def test_decode_attention_over_a_ring_matches_the_twins_full_cache(start, window, extra, blocks_per_head, with_sinks,
+                                                                   seed):
+    """attention_decode on a ring of window + extra slots (window 0: a full layer of start + 1 +
+    extra): it stores the new key at slot start % capacity and reads only the window's slots (the
+    others are NaN); with fewer split blocks than chunks (ATTN_SPLIT_BLOCKS) a block takes several."""
+    rng = np.random.default_rng(seed)
+    n_kv, group, head_dim = 2, 4, 64
+    capacity = window + extra if window else start + 1 + extra
+    q = rng.standard_normal((1, n_kv * group, head_dim)).astype(np.float32)
+    k_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    v_all = rng.standard_normal((start + 1, n_kv, head_dim)).astype(np.float16).astype(np.float32)
+    sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
+    twin_cache = ops_numpy.KVCache(start + 1, (start + 1,), n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q.repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
+    rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), 150000.0, True, YARN)
+    stored_k = rotated_k.astype(np.float16).astype(np.float32)
+    want = ops_numpy.attention(rotated_q, stored_k, v_all[start:], twin_cache, 0, start, sinks, window)
+
+    k_cache, v_cache = ring_cache(n_kv, capacity, head_dim)
+    first = max(0, start - window + 1) if window else 0
+    if start > first:
+        kernels.kv_store(cp.asarray(k_all[first:start]), cp.asarray(v_all[first:start]), k_cache, v_cache,
+                         cp.asarray([first], np.int32))
+    freqs, magnitude = YARN.frequencies(150000.0, head_dim)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "ATTN_SPLIT_BLOCKS", blocks_per_head * n_kv * group)
+        out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
+                                       v_cache, cp.asarray([start], np.int32), 150000.0, True,
+                                       cp.full(q.shape, np.nan, np.float32),
+                                       None if sinks is None else cp.asarray(sinks), window,
+                                       cp.asarray(freqs.astype(np.float32)), magnitude)
+    assert rel_err(out.get().reshape(1, -1), want) < 1e-3  # fp16 rounding of the rotated key, as above
+    stored = v_cache[:, start % capacity].get()
+    assert np.array_equal(stored, v_all[start].astype(np.float16))  # the new value went to its slot
+
+
+@pytest.mark.parametrize("chunk, prompt_len, n", RING_RUNS)
+def test_the_window_layers_ring_gives_the_logits_of_the_full_cache_on_cuda(engines, monkeypatch, chunk, prompt_len,
+                                                                             n):
+    cuda, host = engines
+    if n > cuda.context_length:
+        pytest.skip(f"{n} positions pass this model's context of {cuda.context_length}")
+    ring, full = ring_and_full_logits(cuda.adapter, chunk, prompt_len, n, monkeypatch)
+    assert rel_err(ring, full) < 1e-5  # the same fp16 keys, read from other slots
+    host_ring = ring_and_full_logits(host.adapter, chunk, prompt_len, n, monkeypatch)[0]
+    err = np.linalg.norm(ring - host_ring, axis=1) / np.linalg.norm(host_ring, axis=1)
+    assert np.quantile(err, 0.95) < 2e-2  # and the twin's ring, within the fp16 cache's error
 
 
 def test_teacher_forced_logits_agree_with_the_numpy_engine(engines):

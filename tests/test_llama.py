@@ -49,7 +49,7 @@ def test_rope_pairs_dimensions_by_style():
 def test_gqa_attention_matches_a_per_head_loop(seed, start, n, kv_heads):
     rng = np.random.default_rng(seed)
     heads, dim = 4, 8
-    cache = ops.new_kv_cache(1, start + n, kv_heads, dim)
+    cache = ops.new_kv_cache(start + n, (start + n,), kv_heads, dim)
     past_k, past_v = random_heads(rng, start, kv_heads, dim), random_heads(rng, start, kv_heads, dim)
     if start:
         ops.attention(random_heads(rng, start, heads, dim), past_k, past_v, cache, 0, 0)

@@ -37,7 +37,7 @@ class NumpyBackend:
         return ops_numpy.matmul(x, ops_numpy.load_matrix(tensor))
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-        cache = ops_numpy.new_kv_cache(1, len(q), k.shape[1], k.shape[2])
+        cache = ops_numpy.new_kv_cache(len(q), (len(q),), k.shape[1], k.shape[2])
         return ops_numpy.attention(q, k, v, cache, 0, 0)
 
 

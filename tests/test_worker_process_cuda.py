@@ -39,6 +39,17 @@ def test_health_reports_a_resident_model_with_its_device(worker):
     assert isinstance(health["cuda_runtime_version"], str) and health["cuda_runtime_version"]
 
 
+def test_health_counts_the_kv_cache_allocated_at_startup(worker, model):
+    from reference_worker.gguf_file import GGUFFile
+
+    loaded = next(e for e in worker.narration if e["event"] == "model_load_complete")
+    # 4 layers x (K, V) x 512 positions x 2 KV heads x 64 x 2 bytes (fp16): the whole context
+    assert (loaded["kv_cache_positions"], loaded["kv_cache_bytes"]) == (512, 4 * 2 * 512 * 2 * 64 * 2)
+    weights = sum(t.n_bytes for t in GGUFFile.open(model).tensors.values())
+    assert loaded["vram_bytes_used"] >= weights + loaded["kv_cache_bytes"]  # before any job (M0-W-1011)
+    assert worker.health()["vram_bytes_used"] >= loaded["vram_bytes_used"]
+
+
 def test_a_job_streams_on_the_gpu_and_vram_is_reported_in_metrics(worker):
     events = read_events(execute(worker.url, job_id="gpu", prompt="hi", max_tokens=16, temperature=0))
     assert names(events)[0] == "started" and events[-1].name == "end"

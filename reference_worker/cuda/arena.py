@@ -25,7 +25,7 @@ import cupy as cp
 import numpy as np
 
 from reference_worker.cuda.kernels import CUDA_ERRORS, cuda_errors
-from reference_worker.errors import ErrorCode, WorkerError
+from reference_worker.errors import ErrorCode, WorkerError, insufficient_vram
 from reference_worker.gguf_file import GGUFFile
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ def configure_context(device: int, required_bytes: int, model_path: Path) -> Non
         raise WorkerError(ErrorCode.CUDA_ERROR, f"CUDA error during CUDA context set-up: {e}") from e
     if cp.cuda.get_allocator() not in (cp.get_default_memory_pool().malloc,):
         raise WorkerError(ErrorCode.CUDA_ERROR, "CuPy's allocator was replaced; only plain device memory is allowed")
-
-
-def insufficient_vram(required: int, available: int | None, device: int, model_path: Path) -> WorkerError:
-    """M0-W-1020: the startup failure that names required and available bytes, device and model."""
-    said = "an unknown number" if available is None else str(available)
-    return WorkerError(ErrorCode.INSUFFICIENT_VRAM,
-                       f"model needs {required} bytes of VRAM on GPU {device}, {said} are available (model {model_path})",
-                       {"required_bytes": required, "available_bytes": available, "device": device,
-                        "model_path": str(model_path)})
 
 
 class _NvmlMemory(ctypes.Structure):

@@ -1,7 +1,10 @@
 // Causal grouped-query attention over an fp16 KV cache, for prefill (n_tok > 1) and decode
 // (n_tok == 1). Query t sits at position p = pos0[0] + t and sees cache positions 0..p, or with
-// a sliding window (window > 0, gpt-oss) only p - window + 1..p. With sinks (gpt-oss: a learned
-// logit per query head) the softmax has one more term, exp(sinks[h]), that carries no value.
+// a sliding window (window > 0, gpt-oss) only p - window + 1..p. A cache layer of ctx slots holds
+// position p in slot p % ctx (ring_slot): a sliding-window layer's cache is a ring of window +
+// one prefill chunk, and the launcher checks that it still holds what the queries read. With
+// sinks (gpt-oss: a learned logit per query head) the softmax has one more term, exp(sinks[h]),
+// that carries no value.
 // `attention`: one block per (head, query); each warp keeps an online softmax over a strided
 // share of the positions, and the warps' partial results are merged at the end.
 // `attention_mma_*` (prefill of many queries): the same on tensor cores, flash-attention style.
@@ -18,8 +21,8 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
     const int h = blockIdx.x, t = blockIdx.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int last = min(pos0[0] + t, ctx - 1);
-    const int first = window > 0 ? max(0, pos0[0] + t - window + 1) : 0;
+    const int last = pos0[0] + t;
+    const int first = window > 0 ? max(0, last - window + 1) : 0;
     const float* qrow = q + ((long long)t * n_head + h) * head_dim;
 
     float qv[PER_LANE], acc[PER_LANE];
@@ -33,7 +36,8 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
     const u16* kbase = k_cache + (long long)kvh * ctx * head_dim;
     const u16* vbase = v_cache + (long long)kvh * ctx * head_dim;
     for (int p = first + warp; p <= last; p += ATTN_WARPS) {
-        const u16* krow = kbase + (long long)p * head_dim;
+        const long long row = (long long)ring_slot(p, ctx) * head_dim;
+        const u16* krow = kbase + row;
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
@@ -44,7 +48,7 @@ attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u1
         const float m_new = fmaxf(m, s);
         const float corr = __expf(m - m_new), e = __expf(s - m_new);
         l = l * corr + e;
-        const u16* vrow = vbase + (long long)p * head_dim;
+        const u16* vrow = vbase + row;
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
             const int d = lane + 32 * i;
@@ -99,9 +103,9 @@ __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __res
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
     const int mat = lane >> 3, mrow = lane & 7;  // the ldmatrix matrix and row this lane points at
     const int p0 = pos0[0], wq = t0 + 16 * warp;  // the warp's first query
-    const int block_last = min(p0 + min(t0 + FA_QUERIES, n_tok) - 1, ctx - 1);
+    const int block_last = p0 + min(t0 + FA_QUERIES, n_tok) - 1;  // the launcher checked the cache holds it
     const int block_first = window > 0 ? max(0, p0 + t0 - window + 1) : 0;
-    const int warp_last = min(p0 + min(wq + 15, n_tok - 1), ctx - 1);
+    const int warp_last = p0 + min(wq + 15, n_tok - 1);
     const int warp_first = window > 0 ? max(0, p0 + wq - window + 1) : 0;
     // Query rows g and g + 8 of the warp as A fragments, one per 16 dimensions.
     u32 qa[D / 16][4];
@@ -124,7 +128,7 @@ __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __res
     for (int half = 0; half < 2; ++half) {
         const int p = p0 + wq + g + 8 * half;
         lo[half] = window > 0 ? p - window + 1 : 0;
-        hi[half] = min(p, ctx - 1);
+        hi[half] = p;
     }
     float o[D / 8][4] = {}, m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
     const u16* kbase = k_cache + (long long)kvh * ctx * D;
@@ -133,7 +137,7 @@ __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __res
         __syncthreads();  // the last tile's readers are done with it
         for (int i = threadIdx.x; i < FA_KEYS * D / 8; i += FA_THREADS) {  // 8 values (16 bytes) each
             const int r = i / (D / 8), c = 8 * (i % (D / 8));
-            const long long at = (long long)(k0 + r) * D + c;
+            const long long at = (long long)ring_slot(k0 + r, ctx) * D + c;
             const bool stored = k0 + r <= block_last;  // later positions may hold anything, NaN included
             const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
             *reinterpret_cast<uint4*>(&ks[r][c]) = stored ? *reinterpret_cast<const uint4*>(kbase + at) : zero;
@@ -233,9 +237,12 @@ ATTENTION_MMA(96)
 ATTENTION_MMA(128)
 
 // Decode (one query per head) split over the positions, flash-decoding style: a single query
-// gives too few (head, query) blocks to fill the GPU, so block (h, c) handles positions
-// c*CHUNK .. c*CHUNK+CHUNK-1 and writes its partial softmax state (max, sum, weighted values)
-// to `partial`; attention_combine merges the chunks. Within a block, eight lanes share a
+// gives too few (head, query) blocks to fill the GPU, so the positions first..p (first: the
+// window's first position, else 0) are cut in chunks of CHUNK and block (h, c) of a grid of
+// n_chunks handles chunks c, c + n_chunks, ... and writes its partial softmax state (max, sum,
+// weighted values) to `partial`; attention_combine merges the blocks. The launcher caps
+// n_chunks (kernels.ATTN_SPLIT_BLOCKS), so a cache of a whole 131,072-token context costs no more
+// blocks than a short one; blocks with no chunk below the position return at once. Within a block, eight lanes share a
 // position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
 // positions per step with coalesced reads of the fp16 cache.
 #define CHUNK 64
@@ -253,10 +260,10 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
 
 // q and the new key arrive un-rotated: each block rotates them (common.cuh's rope_pair, with
 // the YaRN table freqs when it is not null) as it reads them, which saves decode a launch per
-// layer. The block whose chunk holds the new position first stores the new key and value there
+// layer. The block that holds the new position's chunk first stores the new key and value there
 // (fp16): every query head of a KV group stores the same values, and no other block reads that
-// position, so the store needs no launch of its own. The cache pointers are therefore not
-// read-only. With a window, chunks wholly before it return at once, like those after the position.
+// slot (in a ring it held position p - ctx, outside the window), so the store needs no launch
+// of its own. The cache pointers are therefore not read-only.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
@@ -266,17 +273,18 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int group = threadIdx.x >> 3, sub = lane & 7;  // 16 groups of 8 lanes per block
-    const int pos = pos0[0], last = min(pos, ctx - 1);
+    const int pos = pos0[0];
     const int first = window > 0 ? max(0, pos - window + 1) : 0;
-    if (c * CHUNK > last || (c + 1) * CHUNK <= first) return;  // attention_combine reads neither
+    const int last_chunk = (pos - first) / CHUNK;  // the chunk of the new position
+    if (c > last_chunk) return;  // attention_combine does not read it
     __shared__ float rotated_q[MAX_HEAD_DIM];
     for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
         const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
         rotated_q[r.a] = r.va;
         rotated_q[r.b] = r.vb;
     }
-    if (pos < ctx && c == pos / CHUNK) {
-        const long long at = ((long long)kvh * ctx + pos) * head_dim;
+    if (c == last_chunk % n_chunks) {
+        const long long at = ((long long)kvh * ctx + ring_slot(pos, ctx)) * head_dim;
         for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
             const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
             k_cache[at + r.a] = float_to_half(r.va);
@@ -294,43 +302,46 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
     float m = NEG_INF, l = 0.0f;
     const long long base = (long long)kvh * ctx * head_dim + sub * per_lane;
-    const int end = min((c + 1) * CHUNK, last + 1);
-    // The bound is the same for the whole warp (its four groups step together) so that the
+    // The bounds are the same for the whole warp (its four groups step together) so that the
     // shuffles below always have all 32 lanes.
-    for (int p0 = c * CHUNK + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
-        const int p = p0 + (lane >> 3);
-        const bool valid = p < end && p >= first;
-        const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + (long long)p * head_dim);
-        const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + (long long)p * head_dim);
-        float s = 0.0f;
+    for (int chunk = c; chunk <= last_chunk; chunk += n_chunks) {
+        const int begin = first + chunk * CHUNK, end = min(begin + CHUNK, pos + 1);
+        for (int p0 = begin + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
+            const int p = p0 + (lane >> 3);
+            const bool valid = p < end;
+            const long long row = (long long)ring_slot(p, ctx) * head_dim;
+            const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + row);
+            const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + row);
+            float s = 0.0f;
 #pragma unroll
-        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
-            if (valid && j < vecs) {
-                float kf[8];
-                unpack8(krow[j], kf);
+            for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+                if (valid && j < vecs) {
+                    float kf[8];
+                    unpack8(krow[j], kf);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) s += qv[8 * j + i] * kf[i];
+                    for (int i = 0; i < 8; ++i) s += qv[8 * j + i] * kf[i];
+                }
             }
-        }
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s += __shfl_xor_sync(0xffffffffu, s, 4);
-        if (!valid) continue;
-        const float m_new = fmaxf(m, s);
-        const float corr = __expf(m - m_new), e = __expf(s - m_new);
-        l = l * corr + e;
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            s += __shfl_xor_sync(0xffffffffu, s, 4);
+            if (!valid) continue;
+            const float m_new = fmaxf(m, s);
+            const float corr = __expf(m - m_new), e = __expf(s - m_new);
+            l = l * corr + e;
 #pragma unroll
-        for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
-            if (j < vecs) {
-                float vf[8];
-                unpack8(vrow[j], vf);
+            for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
+                if (j < vecs) {
+                    float vf[8];
+                    unpack8(vrow[j], vf);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) acc[8 * j + i] = acc[8 * j + i] * corr + e * vf[i];
+                    for (int i = 0; i < 8; ++i) acc[8 * j + i] = acc[8 * j + i] * corr + e * vf[i];
+                }
             }
+            m = m_new;
         }
-        m = m_new;
     }
-    // Merge the 16 groups of this block, then write the chunk's (max, sum, values).
+    // Merge the 16 groups of this block, then write its (max, sum, values).
     __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
     __shared__ float gacc[4 * SPLIT_WARPS][MAX_HEAD_DIM];
     if (sub == 0) { gm[group] = m; gl[group] = l; }
@@ -354,22 +365,22 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     }
 }
 
-// out[h] = the merge of head h's chunk states from attention_split (the chunks that overlap the
-// window, when there is one) and of its sink logit, when there are sinks.
+// out[h] = the merge of head h's block states from attention_split (those with a chunk below the
+// position) and of its sink logit, when there are sinks.
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
                                              int head_dim, int n_chunks, const int* __restrict__ pos0,
                                              const float* __restrict__ sinks, int window) {
     const int h = blockIdx.x;
-    const int used = min(pos0[0] / CHUNK + 1, n_chunks);
-    const int from = window > 0 ? max(0, pos0[0] - window + 1) / CHUNK : 0;
+    const int first = window > 0 ? max(0, pos0[0] - window + 1) : 0;
+    const int used = min((pos0[0] - first) / CHUNK + 1, n_chunks);
     const float* part = partial + (long long)h * n_chunks * (head_dim + 2);
     float mx = sinks ? sinks[h] : NEG_INF;
-    for (int c = from; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
+    for (int c = 0; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
     float total = sinks ? __expf(sinks[h] - mx) : 0.0f;
-    for (int c = from; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
+    for (int c = 0; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float s = 0.0f;
-        for (int c = from; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
+        for (int c = 0; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
         out[h * head_dim + d] = s / total;
     }
 }

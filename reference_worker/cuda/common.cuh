@@ -76,3 +76,7 @@ __device__ float block_reduce(float v, Op op, float identity) {
 
 __device__ float block_sum(float v) { return block_reduce(v, SumOp(), 0.0f); }
 __device__ float block_max(float v) { return block_reduce(v, MaxOp(), NEG_INF); }
+
+// The slot of position p in a KV-cache layer of `capacity` slots: p itself in a full-attention
+// layer (p < capacity), p mod capacity in a sliding-window layer's ring.
+__device__ __forceinline__ int ring_slot(int p, int capacity) { return p < capacity ? p : p % capacity; }

@@ -5,7 +5,9 @@ The graph holds the adapter's own forward pass (recorded with the ops in capture
 read the token and position from `ops.state`), then the repetition penalty and the sampler
 (sampling.cu, the semantics of sampler.py), then `commit_token`, which appends the chosen id to
 the history and advances the position. Replaying it therefore needs no new arguments. A graph is
-tied to the KV cache it was recorded with; it is kept while requests reuse that cache's memory.
+tied to the KV cache it was recorded with (keyed by its pointers): the engine's one cache,
+allocated at load, so the graph is recorded by the first request's second token and replayed
+by every request after it.
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import contextlib
 import cupy as cp
 import numpy as np
 
+from reference_worker.adapter import PREFILL_CHUNK  # the engine's: a sliding-window ring holds one chunk
 from reference_worker.cuda import kernels
 from reference_worker.cuda.kernels import cuda_errors
 from reference_worker.cuda.ops import CudaOps, KVCache
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.sampler import SamplingParams
 
-PREFILL_CHUNK = 256  # prompt tokens per forward call, as the engine
 
 
 class DeviceDecoder:
@@ -89,7 +91,7 @@ class DeviceDecoder:
     def next(self) -> int:
         """Decode one more token (one graph replay) and return its id."""
         with self._on_device("decode step"):
-            key = (self.cache.k.data.ptr, self.cache.v.data.ptr, self.cache.n_ctx, self.history.data.ptr)
+            key = (*self.cache.pointers(), self.cache.n_ctx, self.history.data.ptr)
             if self.graph_key != key:
                 self._record()
                 self.graph_key = key

@@ -48,7 +48,9 @@ PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
-ATTN_CHUNK = 64  # attention.cu: positions per block of attention_split (CHUNK)
+ATTN_CHUNK = 64  # attention.cu: positions per chunk of attention_split (CHUNK)
+ATTN_SPLIT_BLOCKS = 1024  # attention_split's blocks over all heads, at most (8 per SM of an H200):
+                          # more chunks than that share blocks, whatever the cache's size
 MAX_HEAD_DIM = 256  # attention.cu
 FA_QUERIES, FA_THREADS = 32, 64  # attention.cu: queries and threads per block of attention_mma_*
 FA_HEAD_DIMS = (64, 96, 128)  # attention.cu: the head sizes attention_mma_* is built for
@@ -430,7 +432,8 @@ def add_positions(table: DeviceWeight, x: cp.ndarray, pos0: cp.ndarray, out: cp.
 
 def kv_store(k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.ndarray) -> None:
     """Write k, v (n_tok, n_kv, head_dim) float32 as fp16 into caches (n_kv, ctx, head_dim) at
-    positions pos0[0] + t; positions past the cache are dropped (callers check the budget)."""
+    positions pos0[0] + t, position p in slot p % ctx (callers check that the cache holds them:
+    ops_numpy.first_held)."""
     if k.ndim != 3 or k_cache.ndim != 3:
         raise ValueError(f"k must be (n_tok, n_kv, head_dim) and the cache (n_kv, ctx, head_dim), "
                          f"got {k.shape} and {k_cache.shape}")
@@ -471,11 +474,12 @@ def attention(q: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray, pos0: cp.
               out: cp.ndarray, sinks: cp.ndarray | None = None, window: int = 0,
               tensor_cores: bool = True) -> cp.ndarray:
     """Causal GQA: out[t, h] = softmax(q[t, h] . K[:p+1] / sqrt(d)) V[:p+1] with p = pos0[0] + t,
-    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store). With a
-    window > 0 only positions p - window + 1..p are seen; with sinks (n_head,) float32 each
-    head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention). From FA_MIN_TOKENS
-    queries with a head size in FA_HEAD_DIMS it runs on tensor cores (attention_mma_*: q and the
-    softmax weights rounded to fp16, sums in fp32) unless tensor_cores is False."""
+    K and V the fp16 cache rows of head h's KV group (already stored, see kv_store; position p
+    in slot p % ctx). With a window > 0 only positions p - window + 1..p are seen; with sinks
+    (n_head,) float32 each head's softmax has the extra term exp(sinks[h]) (ops_numpy.attention).
+    From FA_MIN_TOKENS queries with a head size in FA_HEAD_DIMS it runs on tensor cores
+    (attention_mma_*: q and the softmax weights rounded to fp16, sums in fp32) unless tensor_cores
+    is False."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
     scale, extras = np.float32(1.0 / np.sqrt(head_dim)), (_NULL if sinks is None else sinks, np.int32(window))
     if tensor_cores and n_tok >= FA_MIN_TOKENS and head_dim in FA_HEAD_DIMS:
@@ -493,20 +497,26 @@ def supports_decode_attention(head_dim: int) -> bool:
     return head_dim % 64 == 0 and head_dim <= MAX_HEAD_DIM
 
 
+def decode_split(n_head: int, span: int) -> int:
+    """attention_split's blocks per head for queries that see up to span positions: a chunk each,
+    up to ATTN_SPLIT_BLOCKS over all heads (a 131,072-token cache must not launch 2,048 a head)."""
+    return max(1, min(_blocks(span, ATTN_CHUNK), ATTN_SPLIT_BLOCKS // n_head))
+
+
 def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray,
                      pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray, sinks: cp.ndarray | None = None,
                      window: int = 0, freqs: cp.ndarray | None = None, magnitude: float = 1.0) -> cp.ndarray:
     """One query per head at position p = pos0[0], q and k not yet rotated: store rope(k), v
     (1, n_kv, head_dim) at p in the caches, then attend with rope(q) over 0..p like `attention`
     (sinks and window as there), the positions split over blocks (attention_split, then
-    attention_combine); RoPE as `rope` (freqs and magnitude as there)."""
+    attention_combine; decode_split says how many); RoPE as `rope` (freqs and magnitude as there)."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
     _check_rope_table(freqs, head_dim)
     if n_tok != 1 or not supports_decode_attention(head_dim):
         raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
     for name, a in (("k", k), ("v", v)):
         _check(a, np.float32, (1, n_kv, head_dim), name)
-    chunks = _blocks(ctx, ATTN_CHUNK)
+    chunks = decode_split(n_head, min(ctx, window) if window > 0 else ctx)  # the positions a query sees, at most
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),

@@ -47,7 +47,7 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
 }
 
 // Store k, v [n_tok, n_kv, head_dim] (fp32) as fp16 into caches [n_kv, ctx, head_dim] at
-// positions pos0[0] + t.
+// positions pos0[0] + t, position p in slot p % ctx (a sliding-window layer's cache is a ring).
 extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __restrict__ v,
                                     u16* __restrict__ k_cache, u16* __restrict__ v_cache,
                                     int n_tok, int n_kv, int head_dim, int ctx, const int* __restrict__ pos0) {
@@ -56,9 +56,7 @@ extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __
     const int d = idx % head_dim;
     const int h = (idx / head_dim) % n_kv;
     const int t = idx / ((long long)head_dim * n_kv);
-    const int p = pos0[0] + t;
-    if (p >= ctx) return;  // the launcher refuses positions past the cache
-    const long long dst = ((long long)h * ctx + p) * head_dim + d;
+    const long long dst = ((long long)h * ctx + ring_slot(pos0[0] + t, ctx)) * head_dim + d;
     k_cache[dst] = float_to_half(k[idx]);
     v_cache[dst] = float_to_half(v[idx]);
 }

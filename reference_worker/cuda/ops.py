@@ -22,6 +22,7 @@ from reference_worker.cuda.arena import DEFAULT_CHUNK_BYTES, WeightArena, config
 from reference_worker.cuda.kernels import DeviceExperts, DeviceWeight, cuda_errors
 from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.gguf_file import GGUFFile, Tensor
+from reference_worker.ops_numpy import first_held
 from reference_worker.quant import dequantize
 
 log = logging.getLogger(__name__)
@@ -29,37 +30,36 @@ SCRATCH_RESERVE_BYTES = 64 << 20  # activations of a 512-token prefill, logits, 
 
 
 class KVCache:
-    """Keys and values of every layer in fp16, laid out (layer, KVH, position, D)."""
+    """Keys and values of positions 0..n_ctx-1 in fp16, one allocation each: k[layer] and v[layer]
+    are views (KVH, capacity, D), position p at slot p % capacity (ops_numpy.new_kv_cache)."""
 
-    def __init__(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> None:
+    def __init__(self, n_ctx: int, capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> None:
         self.n_ctx = n_ctx
+        self.capacities = tuple(capacities)
+        per_position = n_head_kv * head_dim
         with cuda_errors("allocating the KV cache"):
-            self.k = cp.empty((n_layer, n_head_kv, n_ctx, head_dim), np.float16)
-            self.v = cp.empty_like(self.k)
+            self._k = cp.empty(sum(self.capacities) * per_position, np.float16)
+            self._v = cp.empty_like(self._k)
+        starts = np.cumsum((0,) + self.capacities) * per_position
+        self.k, self.v = ([whole[a:b].reshape(n_head_kv, c, head_dim) for a, b, c in
+                           zip(starts[:-1], starts[1:], self.capacities)] for whole in (self._k, self._v))
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
+        return 0 if self._k is None else self._k.nbytes + self._v.nbytes
 
     def pointers(self) -> list[int]:
         # Each array read once: the residency check runs on another thread than close().
-        return [array.data.ptr for array in (self.k, self.v) if array is not None]
+        return [array.data.ptr for array in (self._k, self._v) if array is not None]
 
     def close(self) -> None:
-        self.k = self.v = None
+        self._k = self._v = None
+        self.k = self.v = []
 
 
-CACHE_GRANULE = 256  # positions: caches of similar requests get the same size, so the pool hands
-                    # back the same memory and decode.py's recorded graph stays valid
-
-
-def cache_positions(n_ctx: int) -> int:
-    return -(-n_ctx // CACHE_GRANULE) * CACHE_GRANULE
-
-
-def kv_cache_bytes(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> int:
+def kv_cache_bytes(capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> int:
     """What new_kv_cache will allocate, so callers can refuse before allocating."""
-    return 2 * n_layer * cache_positions(n_ctx) * n_head_kv * head_dim * 2
+    return 2 * sum(capacities) * n_head_kv * head_dim * 2
 
 
 @dataclass(frozen=True)
@@ -147,25 +147,26 @@ class CudaOps:
         with cuda_errors("loading a vector"):
             return cp.asarray(dequantize(tensor.raw, tensor.qtype).reshape(n))
 
-    def new_kv_cache(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> KVCache:
+    def new_kv_cache(self, n_ctx: int, capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> KVCache:
         """A KV cache; WorkerError(VRAM_OOM) when it would pass the VRAM budget or the device's
-        free memory (M0-W-1021), with nothing left allocated."""
-        need = kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim)
+        free memory (M0-W-1021), with nothing left allocated. The engine makes one at startup
+        (Engine.load turns this error into INSUFFICIENT_VRAM there)."""
+        need = kv_cache_bytes(capacities, n_head_kv, head_dim)
         if self.budget_bytes is not None and self.vram_bytes_used + need > self.budget_bytes:
             raise WorkerError(ErrorCode.VRAM_OOM, f"a KV cache of {need} bytes does not fit the VRAM budget "
                               f"({self.vram_bytes_used} of {self.budget_bytes} bytes used)",
-                              {"required_bytes": need})
+                              {"required_bytes": need, "available_bytes": self.budget_bytes - self.vram_bytes_used})
         try:
-            cache = KVCache(n_layer, cache_positions(n_ctx), n_head_kv, head_dim)
+            cache = KVCache(n_ctx, capacities, n_head_kv, head_dim)
         except WorkerError:
             self.pool.free_all_blocks()
             raise
-        self._caches = [c for c in self._caches if c.k is not None] + [cache]
+        self._caches = [c for c in self._caches if c.nbytes] + [cache]  # closed ones (score's) dropped
         self._require_residency("the KV cache")
         return cache
 
-    def kv_cache_bytes(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int) -> int:
-        return kv_cache_bytes(n_layer, n_ctx, n_head_kv, head_dim)
+    def kv_cache_bytes(self, capacities: tuple[int, ...], n_head_kv: int, head_dim: int) -> int:
+        return kv_cache_bytes(capacities, n_head_kv, head_dim)
 
     # -- accounting and residency -------------------------------------------------------------
     @property
@@ -288,7 +289,7 @@ class CudaOps:
                        base: float, neox: bool, yarn: DeviceYaRN | None = None, sinks: cp.ndarray | None = None,
                        window: int = 0) -> cp.ndarray:
         n = q.shape[0]
-        q, k, v = self._attention_inputs(q, k, v, cache, start)
+        q, k, v = self._attention_inputs(q, k, v, cache, layer, start, window)
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
         freqs, magnitude = (None, 1.0) if yarn is None else (yarn.freqs, yarn.magnitude)
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
@@ -314,19 +315,20 @@ class CudaOps:
     def attention(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
                   start: int) -> cp.ndarray:
         """rope_attention without the rotation (GPT-2), one query or many: store k, v, then attend."""
-        q, k, v = self._attention_inputs(q, k, v, cache, start)
+        q, k, v = self._attention_inputs(q, k, v, cache, layer, start)
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
         return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q)).reshape(q.shape[0], -1)
 
-    def _attention_inputs(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache,
-                          start: int) -> tuple[cp.ndarray, cp.ndarray, cp.ndarray]:
+    def _attention_inputs(self, q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, cache: KVCache, layer: int,
+                          start: int, window: int = 0) -> tuple[cp.ndarray, cp.ndarray, cp.ndarray]:
         """q, k, v made contiguous, and (outside capture mode) start checked against the cache
-        and uploaded as the position of the first token."""
+        and the layer's ring (ops_numpy.first_held) and uploaded as the position of the first token."""
         n = q.shape[0]
         if not self.capture_mode:
             if start + n > cache.n_ctx:
                 raise WorkerError(ErrorCode.VRAM_OOM, f"positions up to {start + n} pass the KV cache of {cache.n_ctx}")
+            first_held(cache.capacities[layer], start, n, window)
             self._set_position(start)
         return tuple(cp.ascontiguousarray(a) for a in (q, k, v))
 

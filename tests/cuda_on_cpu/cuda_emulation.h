@@ -1,4 +1,4 @@
-// Just enough of CUDA to run sampling.cu's kernels on one CPU thread, for machines without a
+// Just enough of CUDA to run sampling.cu's and attention.cu's kernels on one CPU thread, for machines without a
 // GPU: each CUDA thread is a ucontext fiber that runs until it waits at a barrier (a block's
 // __syncthreads, or a warp's shuffle), blocks run one after another from the last (a schedule
 // a GPU may pick; backwards, so that nothing passes by leaning on ids arriving in order), threads
@@ -23,6 +23,7 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define asm(...)
 using std::min; using std::max;
 struct float4 { float x, y, z, w; };
+struct uint4 { unsigned x, y, z, w; };
 struct Fiber { ucontext_t ctx; int waiting = 0; bool done = false; };
 inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;
@@ -58,13 +59,13 @@ template <class T> T __ldcg(const T* p) { return *p; }
 inline void (*fiber_body)(void*);
 inline void* fiber_arg;
 inline void fiber_entry() { fiber_body(fiber_arg); fibers[current].done = true; swapcontext(&fibers[current].ctx, &scheduler); }
-template <class F> void launch(int grid, int block, F kernel) {
-    gridDim.x = grid; blockDim.x = block;
+template <class F> void launch(int grid, int block, F kernel, int grid_y = 1) {
+    gridDim.x = grid; gridDim.y = grid_y; blockDim.x = block;
     if (stacks.size() < block * STACK) stacks.resize(block * STACK);
     fiber_body = [](void* k) { (*static_cast<F*>(k))(); };
     fiber_arg = &kernel;
-    for (int b = grid - 1; b >= 0; --b) {
-        blockIdx.x = b;
+    for (int b = grid * grid_y - 1; b >= 0; --b) {
+        blockIdx.x = b % grid; blockIdx.y = b / grid;
         fibers.assign(block, Fiber());
         for (int t = 0; t < block; ++t) {
             getcontext(&fibers[t].ctx);

@@ -1,0 +1,74 @@
+#include "cuda_emulation.h"
+// common.cuh converts fp16 with PTX, which the emulation compiles out: its two converters are
+// renamed away while it is read, and these (the same round-to-nearest-even) take their place.
+#define half_to_float ptx_half_to_float
+#define float_to_half ptx_float_to_half
+#include "common.cuh"
+#undef half_to_float
+#undef float_to_half
+inline float half_to_float(u16 h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
+inline u16 float_to_half(float f) { _Float16 x = (_Float16)f; u16 h; std::memcpy(&h, &x, 2); return h; }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // layers.cu's other kernels need it to compile
+#include "attention.cu"
+#include "layers.cu"
+// attention_main IN OUT
+// IN: int32 mode (0 prefill, 1 decode), n_tok, n_head, n_kv, head_dim, ctx, start, window,
+// n_prev, has_sinks, neox, has_freqs, split_blocks (kernels.ATTN_SPLIT_BLOCKS); float32 scale, base, magnitude; then float32 q (n_tok,
+// n_head, head_dim), k_prev and v_prev (n_prev, n_kv, head_dim: positions start - n_prev ..
+// start - 1), k_new and v_new (n_tok, n_kv, head_dim), sinks (n_head) and freqs (head_dim / 2)
+// when present. The caches (n_kv, ctx, head_dim) start as fp16 NaN; k_prev and v_prev go in with
+// kv_store, then the tokens as kernels.py launches them: kv_store + attention for a prefill,
+// attention_split + attention_combine (which store the new key and value) for a decode.
+// OUT: float32 out (n_tok, n_head, head_dim), then the K and V caches as fp16 bits.
+template <class T> std::vector<T> read(FILE* f, size_t n) {
+    std::vector<T> v(n);
+    if (n && fread(v.data(), sizeof(T), n, f) != n) { fprintf(stderr, "short input\n"); exit(2); }
+    return v;
+}
+
+int main(int argc, char** argv) {
+    FILE* f = fopen(argv[1], "rb");
+    const std::vector<int> h = read<int>(f, 13);
+    const int mode = h[0], n_tok = h[1], n_head = h[2], n_kv = h[3], head_dim = h[4], ctx = h[5], start = h[6];
+    const int window = h[7], n_prev = h[8], has_sinks = h[9], neox = h[10], has_freqs = h[11], split_blocks = h[12];
+    const std::vector<float> g = read<float>(f, 3);
+    auto q = read<float>(f, (size_t)n_tok * n_head * head_dim);
+    auto k_prev = read<float>(f, (size_t)n_prev * n_kv * head_dim), v_prev = read<float>(f, k_prev.size());
+    auto k_new = read<float>(f, (size_t)n_tok * n_kv * head_dim), v_new = read<float>(f, k_new.size());
+    auto sinks = read<float>(f, has_sinks ? n_head : 0);
+    auto freqs = read<float>(f, has_freqs ? head_dim / 2 : 0);
+    fclose(f);
+
+    std::vector<u16> k_cache((size_t)n_kv * ctx * head_dim, 0x7E00), v_cache(k_cache.size(), 0x7E00);
+    std::vector<float> out((size_t)n_tok * n_head * head_dim, NAN);
+    const float* sink = has_sinks ? sinks.data() : nullptr;
+    const float* freq = has_freqs ? freqs.data() : nullptr;
+    auto store = [&](const std::vector<float>& k, const std::vector<float>& v, int tokens, int pos) {
+        const int pos0[1] = {pos};
+        const int blocks = (int)((k.size() + 255) / 256);
+        launch(blocks, 256, [&] { kv_store(k.data(), v.data(), k_cache.data(), v_cache.data(), tokens, n_kv,
+                                           head_dim, ctx, pos0); });
+    };
+    if (n_prev) store(k_prev, v_prev, n_prev, start - n_prev);
+    const int pos0[1] = {start};
+    if (mode == 0) {
+        store(k_new, v_new, n_tok, start);
+        launch(n_head, 32 * ATTN_WARPS, [&] { attention(q.data(), k_cache.data(), v_cache.data(), out.data(), n_head,
+                                                        n_kv, head_dim, ctx, pos0, g[0], sink, window); }, n_tok);
+    } else {
+        const int span = window > 0 ? std::min(ctx, window) : ctx;  // kernels.decode_split
+        const int chunks = std::max(1, std::min((span + CHUNK - 1) / CHUNK, split_blocks / n_head));
+        std::vector<float> partial((size_t)n_head * chunks * (head_dim + 2), NAN);
+        launch(n_head, 32 * SPLIT_WARPS, [&] {
+            attention_split(q.data(), k_new.data(), v_new.data(), k_cache.data(), v_cache.data(), partial.data(), n_head,
+                            n_kv, head_dim, ctx, pos0, g[0], g[1], neox, window, freq, g[2]); }, chunks);
+        launch(n_head, head_dim, [&] { attention_combine(partial.data(), out.data(), head_dim, chunks, pos0, sink,
+                                                         window); });
+    }
+    FILE* o = fopen(argv[2], "wb");
+    fwrite(out.data(), 4, out.size(), o);
+    fwrite(k_cache.data(), 2, k_cache.size(), o);
+    fwrite(v_cache.data(), 2, v_cache.size(), o);
+    fclose(o);
+    return 0;
+}
