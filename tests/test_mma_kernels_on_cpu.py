@@ -116,28 +116,36 @@ def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main
         begin += n
 
 
-# (start, queries, group, head_dim, window, sinks)
-ATTENTION_CASES = [(70, 40, 2, 64, 0, False), (0, 100, 1, 96, 8, True), (130, 20, 7, 128, 128, True),
-                   (5, 64, 1, 64, 1, False)]
+# (start, queries, group, head_dim, window, sinks, ring): with ring, the cache holds window + queries
+# positions, position p at slot p % capacity (a sliding-window layer's cache, ops_numpy.new_kv_cache).
+ATTENTION_CASES = [(70, 40, 2, 64, 0, False, False), (0, 100, 1, 96, 8, True, False),
+                   (130, 20, 7, 128, 128, True, False), (5, 64, 1, 64, 1, False, False),
+                   (300, 40, 2, 64, 24, True, True), (130, 20, 7, 128, 128, True, True)]
 
 
-@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: f"at{c[0]}-{c[1]}q-g{c[2]}-d{c[3]}-w{c[4]}-s{c[5]:d}")
+@pytest.mark.parametrize("case", ATTENTION_CASES,
+                         ids=lambda c: f"at{c[0]}-{c[1]}q-g{c[2]}-d{c[3]}-w{c[4]}-s{c[5]:d}{'-ring' * c[6]}")
 def test_tensor_core_prefill_attention_on_cpu_matches_twin(mma_main, tmp_path, case):
-    start, n, group, head_dim, window, with_sinks = case
+    start, n, group, head_dim, window, with_sinks, ring = case
     rng = np.random.default_rng(start + n)
-    n_kv, ctx = 2, start + n + 70
+    n_kv, n_ctx = 2, start + n + 70
+    ctx = window + n if ring else n_ctx  # the slots the kernel's cache has
     q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(n_ctx, (ctx,), n_kv, head_dim)
     k32, v32 = k_all.astype(np.float32), v_all.astype(np.float32)
-    if start:
-        ops_numpy.attention(q[:1].repeat(start, 0), k32[:start], v32[:start], twin_cache, 0, 0)
+    for begin in range(0, start, n):  # the earlier positions, in chunks a ring can take
+        end = min(begin + n, start)
+        ops_numpy.attention(q[:1].repeat(end - begin, 0), k32[begin:end], v32[begin:end], twin_cache, 0, begin,
+                            None, window)
     want = ops_numpy.attention(q.astype(np.float64), k32[start:], v32[start:], twin_cache, 0, start, sinks, window)
-    # The caches (n_kv, ctx, head_dim) hold NaN past the prompt: the kernel must never read it.
+    # The caches (n_kv, ctx, head_dim) hold NaN past the prompt: the kernel must never read it. A
+    # ring holds each slot's latest position.
     k_cache, v_cache = (np.full((n_kv, ctx, head_dim), np.nan, np.float16) for _ in range(2))
-    k_cache[:, :start + n], v_cache[:, :start + n] = k_all.transpose(1, 0, 2), v_all.transpose(1, 0, 2)
+    slots = np.arange(start + n) % ctx
+    k_cache[:, slots], v_cache[:, slots] = k_all.transpose(1, 0, 2), v_all.transpose(1, 0, 2)
     out = tmp_path / "o.f32"
     subprocess.run([str(mma_main), "attention", str(n), str(n_kv * group), str(n_kv), str(head_dim), str(ctx),
                     str(start), str(window), _write(tmp_path, "q", q), _write(tmp_path, "k", k_cache),

@@ -1,13 +1,6 @@
-#include "cuda_emulation.h"
-// common.cuh converts fp16 with PTX, which the emulation compiles out: its two converters are
-// renamed away while it is read, and these (the same round-to-nearest-even) take their place.
-#define half_to_float ptx_half_to_float
-#define float_to_half ptx_float_to_half
-#include "common.cuh"
-#undef half_to_float
-#undef float_to_half
-inline float half_to_float(u16 h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
-inline u16 float_to_half(float f) { _Float16 x = (_Float16)f; u16 h; std::memcpy(&h, &x, 2); return h; }
+// attention.cu's tensor-core kernel needs mma.sync; mma_emulation.h also brings the fp16
+// conversions that common.cuh leaves to the emulation.
+#include "mma_emulation.h"
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // layers.cu's other kernels need it to compile
 #include "attention.cu"
 #include "layers.cu"
@@ -53,15 +46,16 @@ int main(int argc, char** argv) {
     const int pos0[1] = {start};
     if (mode == 0) {
         store(k_new, v_new, n_tok, start);
-        launch(n_head, 32 * ATTN_WARPS, [&] { attention(q.data(), k_cache.data(), v_cache.data(), out.data(), n_head,
-                                                        n_kv, head_dim, ctx, pos0, g[0], sink, window); }, n_tok);
+        launch(dim3(n_head, n_tok), 32 * ATTN_WARPS, [&] {
+            attention(q.data(), k_cache.data(), v_cache.data(), out.data(), n_head, n_kv, head_dim, ctx, pos0, g[0],
+                      sink, window); });
     } else {
         const int span = window > 0 ? std::min(ctx, window) : ctx;  // kernels.decode_split
         const int chunks = std::max(1, std::min((span + CHUNK - 1) / CHUNK, split_blocks / n_head));
         std::vector<float> partial((size_t)n_head * chunks * (head_dim + 2), NAN);
-        launch(n_head, 32 * SPLIT_WARPS, [&] {
+        launch(dim3(n_head, chunks), 32 * SPLIT_WARPS, [&] {
             attention_split(q.data(), k_new.data(), v_new.data(), k_cache.data(), v_cache.data(), partial.data(), n_head,
-                            n_kv, head_dim, ctx, pos0, g[0], g[1], neox, window, freq, g[2]); }, chunks);
+                            n_kv, head_dim, ctx, pos0, g[0], g[1], neox, window, freq, g[2]); });
         launch(n_head, head_dim, [&] { attention_combine(partial.data(), out.data(), head_dim, chunks, pos0, sink,
                                                          window); });
     }

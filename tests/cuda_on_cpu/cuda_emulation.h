@@ -1,5 +1,6 @@
-// Just enough of CUDA to run sampling.cu's and attention.cu's kernels on one CPU thread, for machines without a
-// GPU: each CUDA thread is a ucontext fiber that runs until it waits at a barrier (a block's
+// Just enough of CUDA to run the kernels of sampling.cu, attention.cu, moe.cu and the tensor-core
+// GEMM on one CPU thread, for machines without a GPU: each CUDA thread is a ucontext fiber that runs
+// until it waits at a barrier (a block's
 // __syncthreads, or a warp's shuffle), blocks run one after another from the last (a schedule
 // a GPU may pick; backwards, so that nothing passes by leaning on ids arriving in order), threads
 // from the last too, __shared__ variables are function statics, atomics are plain updates.
@@ -12,7 +13,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-struct dim3 { unsigned x = 1, y = 1, z = 1; };
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x = 1, unsigned y = 1, unsigned z = 1) : x(x), y(y), z(z) {}
+};
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __device__
 #define __global__
@@ -22,8 +26,15 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __shared__ static
 #define asm(...)
 using std::min; using std::max;
+#define __align__(n) __attribute__((aligned(n)))
+struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
 struct uint4 { unsigned x, y, z, w; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 struct Fiber { ucontext_t ctx; int waiting = 0; bool done = false; };
 inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;
@@ -59,13 +70,13 @@ template <class T> T __ldcg(const T* p) { return *p; }
 inline void (*fiber_body)(void*);
 inline void* fiber_arg;
 inline void fiber_entry() { fiber_body(fiber_arg); fibers[current].done = true; swapcontext(&fibers[current].ctx, &scheduler); }
-template <class F> void launch(int grid, int block, F kernel, int grid_y = 1) {
-    gridDim.x = grid; gridDim.y = grid_y; blockDim.x = block;
+template <class F> void launch(dim3 grid, int block, F kernel) {
+    gridDim = grid; blockDim.x = block;
     if (stacks.size() < block * STACK) stacks.resize(block * STACK);
     fiber_body = [](void* k) { (*static_cast<F*>(k))(); };
     fiber_arg = &kernel;
-    for (int b = grid * grid_y - 1; b >= 0; --b) {
-        blockIdx.x = b % grid; blockIdx.y = b / grid;
+    for (int b = (int)(grid.x * grid.y * grid.z) - 1; b >= 0; --b) {
+        blockIdx.x = b % grid.x; blockIdx.y = b / grid.x % grid.y; blockIdx.z = b / (grid.x * grid.y);
         fibers.assign(block, Fiber());
         for (int t = 0; t < block; ++t) {
             getcontext(&fibers[t].ctx);

@@ -7,15 +7,6 @@
 #define CUDA_ON_CPU
 #include "cuda_emulation.h"
 
-#define __align__(n) __attribute__((aligned(n)))
-struct float2 { float x, y; };
-struct uint2 { unsigned x, y; };
-struct uint4 { unsigned x, y, z, w; };
-inline float2 make_float2(float x, float y) { return {x, y}; }
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
-
 inline float half_to_float(unsigned short h) { _Float16 f; std::memcpy(&f, &h, 2); return (float)f; }
 inline unsigned short float_to_half(float x) { _Float16 f = (_Float16)x; unsigned short h; std::memcpy(&h, &f, 2); return h; }
 inline unsigned pack_half2(float lo, float hi) { return float_to_half(lo) | ((unsigned)float_to_half(hi) << 16); }
@@ -60,13 +51,3 @@ inline void ldmatrix_rows(unsigned* r, const unsigned short* row, bool trans) {
 }
 inline void ldmatrix_x4(unsigned* r, const unsigned short* row) { ldmatrix_rows(r, row, false); }
 inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row) { ldmatrix_rows(r, row, true); }
-
-// A grid of (x, y, z) blocks, one after another as cuda_emulation.h's launch runs them.
-template <class F> void launch3(dim3 grid, int block, F kernel) {
-    gridDim.y = grid.y; gridDim.z = grid.z;
-    for (unsigned z = grid.z; z-- > 0;)
-        for (unsigned y = grid.y; y-- > 0;) {
-            blockIdx.y = y; blockIdx.z = z;
-            launch(grid.x, block, kernel);
-        }
-}

@@ -65,7 +65,7 @@ int gemm(char** a) {
     std::vector<float> Y((size_t)n_tok * rows, NAN), partial(splits > 1 ? (size_t)splits * n_tok * rows : 0);
     const int units = cols / 32, split_units = (units + splits - 1) / splits;
     const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + tokens - 1) / tokens, (unsigned)splits};
-    launch3(grid, MMA_THREADS, [&] {
+    launch(grid, MMA_THREADS, [&] {
         by_type(qtype, [&](auto qt) {
             by_tokens(tokens, [&](auto tile) {
                 matmul_mma_impl<qt(), tile()>(W.data(), X.data(), Y.data(), or_null(bias), or_null(residual),
@@ -90,7 +90,7 @@ int gated(char** a) {
     const auto X = read_file<float>(a[8], (size_t)n_tok * cols);
     std::vector<float> Y((size_t)n_tok * rows, NAN);
     const dim3 grid{(unsigned)(rows + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + tokens - 1) / tokens, 1};
-    launch3(grid, MMA_THREADS, [&] {
+    launch(grid, MMA_THREADS, [&] {
         by_type(qtype, [&](auto qt) {
             by_tokens(tokens, [&](auto tile) {
                 matmul_gated_mma_impl<qt(), tile()>(Wg.data(), Wu.data(), X.data(), Y.data(), cols, rows, n_tok,
@@ -121,7 +121,7 @@ int stacked(char** a) {
     }
     const Stack s{w[0], w[1], w[2], b[0], b[1], b[2], y[0], y[1], y[2], r[0], parts == 3 ? r[0] + r[1] : n_out};
     const dim3 grid{(unsigned)(n_out + MMA_ROWS - 1) / MMA_ROWS, (unsigned)(n_tok + tokens - 1) / tokens, 1};
-    launch3(grid, MMA_THREADS, [&] {
+    launch(grid, MMA_THREADS, [&] {
         by_type(qtype, [&](auto qt) {
             by_tokens(tokens, [&](auto tile) {
                 matmul_stacked_mma_impl<qt(), tile()>(s, X.data(), cols, n_out, n_tok, row_bytes);
@@ -141,7 +141,7 @@ int attention(char** a) {
     std::vector<float> out((size_t)n_tok * n_head * d, NAN);
     const float scale = 1.0f / std::sqrt((float)d);
     const dim3 grid{(unsigned)n_head, (unsigned)(n_tok + FA_QUERIES - 1) / FA_QUERIES, 1};
-    launch3(grid, FA_THREADS, [&] {
+    launch(grid, FA_THREADS, [&] {
         auto run = [&](auto kernel) {
             kernel(q.data(), k.data(), v.data(), out.data(), n_tok, n_head, n_kv, ctx, pos0, scale, or_null(sinks), window);
         };

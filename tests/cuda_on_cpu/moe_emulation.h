@@ -1,16 +1,11 @@
-// What moe.cu needs beyond cuda_emulation.h's fibers: the vector types quant.cuh and moe.cu
-// build; the warp's __syncwarp, __match_any_sync and bf16 mma.sync as collectives (every lane
-// posts its operands, the warp meets, each lane computes its own results from everyone's, the
-// warp meets again), the mma's fragment layouts written from the PTX ISA ("Matrix fragments for
-// mma.m16n8k16") independently of moe.cu's index arithmetic; and 2-D grids.
+// What moe.cu needs beyond cuda_emulation.h's fibers and vector types: the warp's __syncwarp,
+// __match_any_sync and bf16 mma.sync as collectives (every lane posts its operands, the warp
+// meets, each lane computes its own results from everyone's, the warp meets again), the mma's fragment layouts written from the PTX ISA ("Matrix fragments for
+// mma.m16n8k16") independently of moe.cu's index arithmetic.
 #pragma once
 #define MOE_ON_CPU
 #include "cuda_emulation.h"
 
-#define __align__(n) __attribute__((aligned(n)))
-struct uint2 { unsigned x, y; };
-inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline void __syncwarp() { warp_sync(); }
 
@@ -43,13 +38,4 @@ inline void mma_bf16_16x8x16(float* c, const unsigned* a, unsigned b0, unsigned 
         c[i] += sum;
     }
     warp_sync();
-}
-
-// A grid of (x, y) blocks, one after another as cuda_emulation.h's launch runs them.
-template <class F> void launch2(dim3 grid, int block, F kernel) {
-    for (unsigned y = grid.y; y-- > 0;) {
-        gridDim.y = grid.y;
-        blockIdx.y = y;
-        launch(grid.x, block, kernel);
-    }
 }

@@ -37,17 +37,16 @@ int main(int argc, char** argv) {
     std::vector<float> out((size_t)n_tok * n_embd, NAN);
     const bool mma = std::string(argv[3]) == "mma";
     const int rows = mma ? MOE_MMA_ROWS : MOE_TILE, threads = mma ? MOE_MMA_THREADS : MOE_TILE_THREADS;
-    const dim3 gu_grid{(unsigned)((n_ff + rows - 1) / rows), (unsigned)max_tiles};
-    const dim3 d_grid{(unsigned)((n_embd + rows - 1) / rows), (unsigned)max_tiles};
+    const int gu_blocks = (n_ff + rows - 1) / rows, d_blocks = (n_embd + rows - 1) / rows;
     const int combine_blocks = (n_tok * n_embd + 255) / 256;
 #define RUN(NAME)                                                                                                    \
     launch(1, 32, [&] { moe_group(ids.data(), n_pairs, E, order.data(), tiles.data(), n_tiles.data()); });           \
-    launch2(gu_grid, threads, [&] {                                                                                  \
+    launch(dim3(gu_blocks, max_tiles), threads, [&] {                                                                \
         (mma ? moe_mma_gate_up_##NAME : moe_tiled_gate_up_##NAME)(gate.data(), up.data(), bg.data(), bu.data(),      \
             x.data(), order.data(), tiles.data(), n_tiles.data(), act.data(), k, n_embd, n_ff, rb_gu);               \
     });                                                                                                              \
-    launch2(d_grid, threads, [&] {                                                                                   \
-        (mma ? moe_mma_down_##NAME : moe_tiled_down_##NAME)(down.data(), bd.data(), act.data(), order.data(),         \
+    launch(dim3(d_blocks, max_tiles), threads, [&] {                                                                 \
+        (mma ? moe_mma_down_##NAME : moe_tiled_down_##NAME)(down.data(), bd.data(), act.data(), order.data(),        \
             tiles.data(), n_tiles.data(), y.data(), n_ff, n_embd, rb_d);                                             \
     });                                                                                                              \
     launch(combine_blocks, 256, [&] {                                                                                \
