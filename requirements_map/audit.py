@@ -125,6 +125,8 @@ class Auditor:
         self.index = index
         self.glossary = glossary or load_glossary()
         self.spec = index.spec
+        self._block_terms = {rid: frozenset().union(*(index.line_terms(index.at(n)) for n in range(req.line, req.body[1] + 1)))
+                             for rid, req in self.spec.requirements.items() if rid in index.entries}
 
     def audit(self, feature: str, purpose: str | None = None) -> FeatureAudit:
         """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on.
@@ -161,7 +163,7 @@ class Auditor:
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
         evidence = self._direct(name, key, matches, everything, friends)
         if not any(ev.claim for ev in evidence):
-            evidence += self._most_of(key, everything)
+            evidence += self._blocks(key, matches) or self._most_of(key, everything)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
@@ -193,6 +195,33 @@ class Auditor:
             found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
                                    f"names most of the feature ({', '.join(sorted(named))}); {basis}",
                                    "the feature's words", (share, _title_fit(entry, set(key)))))
+        return found
+
+    def _blocks(self, key, matches) -> list[Evidence]:
+        """The requirements whose block (heading and body, read as one unit) names most of the feature
+        (two thirds of the weight of its words, two words at least; a glossary concept counts as named
+        where the block names it by any of its names), best share first: such a requirement settles the
+        feature with its scope even when no single line names it. Its heading and the body line that
+        names most of the feature are cited."""
+        wanted = set(key)
+        found, best = [], 0.0
+        for rid, block in self._block_terms.items():
+            named = wanted & block
+            for m in matches:
+                if any(set(terms(n)) <= block for n in m.entry.names if terms(n)):
+                    named |= m.covered & wanted
+            share = self._weight(named) / self._weight(wanted)
+            title = set(terms(self.spec.requirements[rid].title))
+            if len(named) < 2 or share < max(_MOST, best) or not (named & title):
+                continue
+            if share > best:
+                found, best = [], share
+            claim = self._stated_claim(rid)
+            head = self.index.at(self.spec.requirements[rid].line)
+            line = self._best_line(rid, tuple(t for t in key if t in named))
+            basis = f"the block of {rid} names {', '.join(sorted(named))} ({_scope_words(self.index.entries[rid])})"
+            found += [_evidence(e, claim, None, 4, basis, "the feature's words", (share, 1.0))
+                      for e in dict.fromkeys((head, line))]
         return found
 
     def _aspect_lines(self, match, key, everything, negated: frozenset[str]) -> list[Evidence]:
