@@ -292,8 +292,10 @@ class Auditor:
             if c.outcome == "stated":
                 continue
             generic = f"without it the feature is {audit.detail}"
+            own = self._audit(q.text, None) if q.kind in NAMED_KINDS and c.outcome == "differs" else None
+            if own is not None and own.verdict == "in M0":
+                continue  # M0 has the named value itself ("Q4_0" among M0's quantization formats)
             if c.outcome == "differs" and q.kind != "model size":
-                own = self._audit(q.text, None) if q.kind in NAMED_KINDS else None
                 later = own is not None and own.verdict in ("deferred to M1", "later milestone")
                 audit.verdict = own.verdict if later else "out of scope for M0"
                 stating = [_evidence(self.index.at(n), "out-of-scope", None, 1,

@@ -30,12 +30,13 @@ _KINDS = {
 }
 NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
 _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
-                     r"\s*(k|kb|mb|gb|ms|s|sec|seconds?|minutes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
+                     r"(?:\s*|-)(k|kb|mb|gb|ms|s|sec|seconds?|minutes?|bytes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
-               "minute": ("time", 60.0), "minutes": ("time", 60.0), "k": ("count", 1e3), None: ("count", 1.0)}
+               "minute": ("time", 60.0), "minutes": ("time", 60.0), "byte": ("bytes", 1.0), "bytes": ("bytes", 1.0), "k": ("count", 1e3), None: ("count", 1.0)}
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
+_SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
 
 
@@ -89,6 +90,9 @@ def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[Inde
               if _CONFIGURABLE.search(entry.text) or any(_holds(v, qualifier) for v in values)]
     if stated:
         return QualifierCheck(qualifier, "stated", tuple(stated[:3]))
+    elsewhere = _stated_elsewhere(qualifier, index)
+    if elsewhere:
+        return QualifierCheck(qualifier, "stated", elsewhere)
     if valued:
         return QualifierCheck(qualifier, "differs", tuple(entry.line for entry, _ in valued[:3]))
     return QualifierCheck(qualifier, "unstated", ())
@@ -135,6 +139,17 @@ def _about(feature: str, q: Qualifier, index: SpecIndex, lines: list[IndexedLine
         if words and named:
             return named
     return []
+
+
+def _stated_elsewhere(q: Qualifier, index: SpecIndex) -> tuple[int, ...]:
+    """Prose lines anywhere in the spec that state the qualifier's value next to a specific word it
+    qualifies in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"): the spec states
+    this value for the feature, whatever other values the feature's own lines state."""
+    words = {t for t in q.anchors - set(terms(q.text)) if 0 < index.share(t) <= _SPECIFIC_SHARE}
+    if not words:
+        return ()
+    return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)
+                 and any(_holds(v, q) for v in _values(q, e.text)))[:3]
 
 
 def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
