@@ -58,6 +58,7 @@ _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for 
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
 _NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
+_NON = re.compile(r"non-", re.IGNORECASE)  # "MUST be non-empty" rules out the empty prompt
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
                     re.IGNORECASE)
@@ -164,6 +165,7 @@ class Auditor:
         evidence = self._direct(name, key, matches, everything, friends)
         if not any(ev.claim for ev in evidence):
             evidence += self._blocks(key, matches) or self._most_of(key, everything)
+        _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
@@ -423,7 +425,7 @@ class Auditor:
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
         # "No FFI for tokenization", or after the term: "cross-GPU reproducibility is NOT guaranteed"
-        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)
+        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos) or _NON.match(text, pos)
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
@@ -622,6 +624,16 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _opposed(matches, evidence: list[Evidence]) -> None:
+    """A feature that goes against a requirement (a glossary conflict: "one bulk cudaMemcpy" against
+    chunked transfer) is not in M0 by that requirement's lines: M0 having the requirement is what rules
+    the feature out, so those lines become context beside the conflict."""
+    against = {rid for m in matches for rid, _ in m.entry.conflicts}
+    for ev in evidence:
+        if ev.requirement in against and ev.claim in ("in-m0", "optional") and ev.concept != "contradiction":
+            ev.claim, ev.tier, ev.basis = None, CONTEXT, f"{ev.basis}; {ev.requirement} is what the feature goes against"
 
 
 def _sentence_at(text: str, pos: int) -> tuple[int, str]:
