@@ -163,8 +163,8 @@ class Auditor:
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
         evidence = self._direct(name, key, matches, everything, friends)
-        if not any(ev.claim for ev in evidence):
-            evidence += self._blocks(key, matches) or self._most_of(key, everything)
+        evidence += self._blocks(key, matches, evidence) or ([] if any(ev.claim for ev in evidence)
+                                                              else self._most_of(key, everything))
         _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
@@ -199,7 +199,7 @@ class Auditor:
                                    "the feature's words", (share, _title_fit(entry, set(key)))))
         return found
 
-    def _blocks(self, key, matches) -> list[Evidence]:
+    def _blocks(self, key, matches, evidence: list[Evidence]) -> list[Evidence]:
         """The requirements whose block (heading and body, read as one unit) names most of the feature
         (two thirds of the weight of its words, two words at least; a glossary concept counts as named
         where the block names it by any of its names), best share first: such a requirement settles the
@@ -207,18 +207,18 @@ class Auditor:
         names most of the feature are cited."""
         wanted = set(key)
         found, best = [], 0.0
+        widest = max((ev.fit[0] for ev in evidence if ev.claim), default=0.0)
         for rid, block in self._block_terms.items():
-            named = wanted & block
-            for m in matches:
-                if any(set(terms(n)) <= block for n in m.entry.names if terms(n)):
-                    named |= m.covered & wanted
+            named = _named_by(block, wanted, matches)
             share = self._weight(named) / self._weight(wanted)
-            title = set(terms(self.spec.requirements[rid].title))
-            if len(named) < 2 or share < max(_MOST, best) or not (named & title):
+            title = frozenset(terms(self.spec.requirements[rid].title))
+            if len(named) < 2 or share < max(_MOST, best) or not _named_by(title, wanted, matches):
+                continue
+            claim = self._stated_claim(rid)
+            if any(ev.claim for ev in evidence) and (claim in ("in-m0", "optional") or share <= widest):
                 continue
             if share > best:
                 found, best = [], share
-            claim = self._stated_claim(rid)
             head = self.index.at(self.spec.requirements[rid].line)
             line = self._best_line(rid, tuple(t for t in key if t in named))
             basis = f"the block of {rid} names {', '.join(sorted(named))} ({_scope_words(self.index.entries[rid])})"
@@ -624,6 +624,16 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _named_by(words: frozenset[str], wanted: set[str], matches) -> set[str]:
+    """The feature's terms (`wanted`) that `words` name, itself or by a name of the glossary concept
+    that covers them ("health endpoint" names the "/health" of the feature)."""
+    named = wanted & words
+    for m in matches:
+        if any(set(terms(n)) <= words for n in m.entry.names if terms(n)):
+            named |= m.covered & wanted
+    return named
 
 
 def _opposed(matches, evidence: list[Evidence]) -> None:
