@@ -153,7 +153,24 @@ class Auditor:
                 audit = plain
         if audit.verdict == "in M0":
             self._qualified(audit, name, found)
+        if audit.verdict == "in M0":
+            self._unseen(audit, name)
         return audit
+
+    def _unseen(self, audit: FeatureAudit, name: str) -> None:
+        """An "in M0" verdict holds only for the names the spec uses: a word of a versioned name in the
+        feature (a word written with digits: a model, a file, a release) that no line of the spec and no
+        glossary name uses ("Coder" of "Qwen2.5-Coder-0.5B") makes it another thing than the one the spec
+        names, so the lines about the rest decide nothing about it."""
+        known = {t for m in self.glossary.match(name, self._specific) for n in m.entry.names for t in terms(n)}
+        named = [t for word in name.split() if re.search(r"\d", word) for t in key_terms(word) if t.isalpha()]
+        unseen = [t for t in dict.fromkeys(named) if self.index.share(t) == 0 and t not in known]
+        if unseen:
+            audit.verdict = "not addressed by the spec"
+            audit.closest = [ev for ev in audit.evidence if ev.claim][:5]
+            audit.detail = f"the spec never uses “{', '.join(unseen)}”; without it the feature is {audit.detail}"
+            audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
+            audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
