@@ -35,6 +35,7 @@ _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
                "minute": ("time", 60.0), "minutes": ("time", 60.0), "byte": ("bytes", 1.0), "bytes": ("bytes", 1.0), "k": ("count", 1e3), None: ("count", 1.0)}
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
+_ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
@@ -157,6 +158,7 @@ def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
     if q.kind != "number":
         return [(v, v) for v in (_name_value(q.kind, m.group(1)) for m in _KINDS[q.kind].finditer(text))]
     out = []
+    text = _ENUMERATOR.sub(lambda m: " " * len(m.group()), text)  # "12. ✅ All CUDA unit tests" counts no 12
     for m in _NUMBER.finditer(text):
         low, high, unit = _number_value(m)
         if unit == q.unit:
