@@ -309,6 +309,10 @@ class Auditor:
         for q in found:
             c = check(q, name, self.index, lines)
             if c.outcome == "stated":
+                cited = {ev.line for ev in audit.evidence}
+                audit.evidence = _dedupe(audit.evidence + [
+                    _evidence(self.index.at(n), "in-m0", None, 4, f"states the {q.kind} “{q.text}”", "qualifier")
+                    for n in c.lines if n not in cited])
                 continue
             generic = f"without it the feature is {audit.detail}"
             own = self._audit(q.text, None) if q.kind in NAMED_KINDS and c.outcome == "differs" else None
