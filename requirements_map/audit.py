@@ -718,6 +718,8 @@ def _range(milestone: str) -> set[int]:
 
 def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1.0, 1.0)) -> Evidence:
     fit = (round(fit[0], 6), round(fit[1], 6))  # shares summed in another order must still compare equal
+    if claim == "later" and milestone in ("M1", "M1+"):
+        claim = "deferred-M1"  # "ready callback (M1+)": it starts at M1, so it is deferred to M1
     return Evidence(entry.line, entry.section, entry.text, claim, milestone, tier, basis, concept, entry.requirement,
                     entry.requirement_scope, entry.scope_list, fit, entry.source)
 
