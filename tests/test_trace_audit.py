@@ -367,3 +367,8 @@ def test_a_versioned_name_with_a_word_the_spec_never_uses_is_not_addressed(audit
     audit = auditor.audit("Qwen2.5-Omni-0.5B")  # not the Qwen2.5-0.5B-Instruct that M0 names
     assert audit.verdict == "not addressed by the spec" and "omni" in audit.detail
     assert auditor.audit("Qwen2.5-0.5B").verdict == "in M0"
+
+
+def test_a_marker_from_m1_on_defers_to_m1(auditor):
+    audit = auditor.audit("VRAM usage reported in the ready callback")  # line 307: "ready callback (M1+)"
+    assert audit.verdict == "deferred to M1" and 307 in cited_lines(audit)
