@@ -9,7 +9,12 @@ A feature is looked up three ways, and the verdict comes from the strongest that
 2. requirements that imply the answer: a line of a requirement's body that names the feature, or
    that names the rest of the feature inside the requirement of one of its concepts ("202" of
    "HTTP 202 from POST /cancel" in M0-W-1330), with the requirement's scope or its negation ("No
-   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only);
+   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only).
+   When no line states a scope, the requirement whose block (heading and body read as one unit,
+   glossary names counted) names most of the feature settles it; a deferred or later requirement
+   whose block names more of the feature than any line does competes with those lines (M0-W-1604
+   for "/health from cached state"). A feature that goes against a requirement (a glossary
+   conflict) is not put in M0 by that requirement's own lines;
 3. indirect evidence: what the feature is an instance of (which decides only when it is outside M0:
    M0 having a thing says nothing of each kind of it) or a means to (glossary relations), and the
    purpose the proposer claims for it, quoted.
@@ -23,8 +28,10 @@ much of the feature puts it on the other side of M0, or one naming half of it gi
 with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
 spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
 verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
-types, model sizes; audit_qualifiers.py): one the spec contradicts puts the feature out of scope,
-with the line that states the spec's value.
+types, model sizes; audit_qualifiers.py): one the spec contradicts (states another value and never
+this one for the feature) puts the feature out of scope, with the line that states the spec's value;
+and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
+leaves it not addressed.
 """
 
 from __future__ import annotations

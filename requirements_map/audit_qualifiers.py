@@ -4,7 +4,9 @@ the values the spec states for the same thing.
 "GGUF v2 files" is GGUF (in M0) with the qualifier "v2"; the spec requires version 3. A verdict
 "in M0" holds for the qualified feature only if the spec states the qualifier's value (or a range
 holding it, or a value it calls configurable) on a line about the feature. If it states another
-value of the same kind, the qualifier differs; if it states none, the spec does not address it.
+value of the same kind, and no line anywhere states this value next to a specific word it qualifies
+in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), the qualifier differs; if it
+states none, the spec does not address it.
 
 A line is about the feature when it is one of the audit's lines or in the body of a requirement
 they belong to, and it names a word that stands next to the qualifier in the feature ("context"
