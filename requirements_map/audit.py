@@ -65,6 +65,7 @@ _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for 
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
 _NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
+_REQUIRED = re.compile(r"\b(?:mandatory|required|compulsory|always[- ]on)\b", re.IGNORECASE)
 _NON = re.compile(r"non-", re.IGNORECASE)  # "MUST be non-empty" rules out the empty prompt
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
@@ -162,6 +163,13 @@ class Auditor:
             self._qualified(audit, name, found)
         if audit.verdict == "in M0":
             self._unseen(audit, name)
+        if audit.verdict == "in M0" and audit.detail.startswith("optional in M0, required from") \
+                and _REQUIRED.search(name):
+            # "a mandatory --callback-url": the required form is the later milestone's, not M0's
+            later = [ev for ev in audit.evidence if ev.claim in ("deferred-M1", "later")]
+            milestones = {ev.milestone or "M1" for ev in later}
+            audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
+            audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
         return audit
 
     def _unseen(self, audit: FeatureAudit, name: str) -> None:

@@ -372,3 +372,9 @@ def test_a_versioned_name_with_a_word_the_spec_never_uses_is_not_addressed(audit
 def test_a_marker_from_m1_on_defers_to_m1(auditor):
     audit = auditor.audit("VRAM usage reported in the ready callback")  # line 307: "ready callback (M1+)"
     assert audit.verdict == "deferred to M1" and 307 in cited_lines(audit)
+
+
+def test_the_required_form_of_what_m0_makes_optional_is_deferred(auditor):
+    # lines 240 and 621: the callback is optional in M0 and required from M1+
+    assert auditor.audit("a required --callback-url argument").verdict == "deferred to M1"
+    assert auditor.audit("an optional --callback-url argument").verdict == "in M0"
