@@ -29,7 +29,9 @@ with nothing in common. A feature whose words are all generic ("support") gets n
 spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
 verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
 types, model sizes; audit_qualifiers.py): one the spec contradicts (states another value and never
-this one for the feature) puts the feature out of scope, with the line that states the spec's value;
+this one for the feature) puts the feature out of scope, with the line that states the spec's value,
+and one stated only in a requirement of a later milestone ("GGUF parsing: <1s", M0-W-1620) gives it
+that milestone;
 and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
 leaves it not addressed.
 """
@@ -324,10 +326,19 @@ class Auditor:
         for q in found:
             c = check(q, name, self.index, lines)
             if c.outcome == "stated":
-                cited = {ev.line for ev in audit.evidence}
-                audit.evidence = _dedupe(audit.evidence + [
-                    _evidence(self.index.at(n), "in-m0", None, 4, f"states the {q.kind} “{q.text}”", "qualifier")
-                    for n in c.lines if n not in cited])
+                stating = [_evidence(line, self._stated_claim(line.requirement) if line.requirement else "in-m0", None,
+                                     4, f"states the {q.kind} “{q.text}”", "qualifier")
+                           for line in (self.index.at(n) for n in c.lines)]
+                cited = {ev.line for ev in audit.evidence if ev.claim in ("in-m0", "optional")}
+                audit.evidence = _dedupe(audit.evidence + stating)
+                if not cited & set(c.lines) and all(ev.claim not in ("in-m0", "optional") for ev in stating):
+                    # the value is stated only in a requirement of another milestone ("GGUF parsing: <1s" of
+                    # M0-W-1620, deferred): the feature with that value is that requirement's
+                    verdict, detail, deciding, _ = _decide(stating)
+                    audit.verdict, audit.requirements = verdict, self._requirements_of(deciding)
+                    audit.detail = f"the spec states the {q.kind} “{q.text}” only in {', '.join(audit.requirements)}: {detail}"
+                    audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: no M0 line states it"
+                    return
                 continue
             generic = f"without it the feature is {audit.detail}"
             own = self._audit(q.text, None) if q.kind in NAMED_KINDS and c.outcome == "differs" else None

@@ -36,6 +36,8 @@ _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
                "minute": ("time", 60.0), "minutes": ("time", 60.0), "byte": ("bytes", 1.0), "bytes": ("bytes", 1.0), "k": ("count", 1e3), None: ("count", 1.0)}
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_WORD_NUMBER = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\s+(ms|seconds?|minutes?)\b", re.IGNORECASE)
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
 _ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
@@ -73,6 +75,10 @@ def qualifiers(text: str) -> list[Qualifier]:
             continue
         low, high, unit = _number_value(m)
         found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
+    for m in _WORD_NUMBER.finditer(text):  # "one second", "two minutes"
+        unit, scale = _UNIT_CLASS[m.group(2).lower()]
+        value = float(_NUMBER_WORDS.index(m.group(1).lower()) + 1) * scale
+        found.append(Qualifier("number", m.group(0), value, value, unit, _anchors(text, m.start(), m.end())))
     return found
 
 

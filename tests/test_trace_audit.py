@@ -378,3 +378,10 @@ def test_the_required_form_of_what_m0_makes_optional_is_deferred(auditor):
     # lines 240 and 621: the callback is optional in M0 and required from M1+
     assert auditor.audit("a required --callback-url argument").verdict == "deferred to M1"
     assert auditor.audit("an optional --callback-url argument").verdict == "in M0"
+
+
+def test_a_value_stated_only_in_a_deferred_requirement_defers_the_feature(auditor):
+    # GGUF is M0, but "VRAM allocation: <1s" stands only in M0-W-1620's breakdown (deferred), line 2266
+    audit = auditor.audit("VRAM allocation in under one second")
+    assert audit.verdict == "deferred to M1" and "M0-W-1620" in audit.requirements and 2266 in cited_lines(audit)
+    assert [q.low for q in qualifiers("within two minutes")] == [120.0]
