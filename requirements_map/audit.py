@@ -9,7 +9,12 @@ A feature is looked up three ways, and the verdict comes from the strongest that
 2. requirements that imply the answer: a line of a requirement's body that names the feature, or
    that names the rest of the feature inside the requirement of one of its concepts ("202" of
    "HTTP 202 from POST /cancel" in M0-W-1330), with the requirement's scope or its negation ("No
-   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only);
+   Python runtime"), and a glossary conflict with a requirement ("CPU offload" against VRAM-only).
+   When no line states a scope, the requirement whose block (heading and body read as one unit,
+   glossary names counted) names most of the feature settles it; a deferred or later requirement
+   whose block names more of the feature than any line does competes with those lines (M0-W-1604
+   for "/health from cached state"). A feature that goes against a requirement (a glossary
+   conflict) is not put in M0 by that requirement's own lines;
 3. indirect evidence: what the feature is an instance of (which decides only when it is outside M0:
    M0 having a thing says nothing of each kind of it) or a means to (glossary relations), and the
    purpose the proposer claims for it, quoted.
@@ -23,8 +28,12 @@ much of the feature puts it on the other side of M0, or one naming half of it gi
 with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
 spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
 verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
-types, model sizes; audit_qualifiers.py): one the spec contradicts puts the feature out of scope,
-with the line that states the spec's value.
+types, model sizes; audit_qualifiers.py): one the spec contradicts (states another value and never
+this one for the feature) puts the feature out of scope, with the line that states the spec's value,
+and one stated only in a requirement of a later milestone ("GGUF parsing: <1s", M0-W-1620) gives it
+that milestone;
+and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
+leaves it not addressed.
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for 
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
 _NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
+_REQUIRED = re.compile(r"\b(?:mandatory|required|compulsory|always[- ]on)\b", re.IGNORECASE)
+_NON = re.compile(r"non-", re.IGNORECASE)  # "MUST be non-empty" rules out the empty prompt
 _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
                     re.IGNORECASE)
@@ -125,6 +136,8 @@ class Auditor:
         self.index = index
         self.glossary = glossary or load_glossary()
         self.spec = index.spec
+        self._block_terms = {rid: frozenset().union(*(index.line_terms(index.at(n)) for n in range(req.line, req.body[1] + 1)))
+                             for rid, req in self.spec.requirements.items() if rid in index.entries}
 
     def audit(self, feature: str, purpose: str | None = None) -> FeatureAudit:
         """The verdict on `feature` (and the claim `purpose`, if given) with every line it rests on.
@@ -150,7 +163,31 @@ class Auditor:
                 audit = plain
         if audit.verdict == "in M0":
             self._qualified(audit, name, found)
+        if audit.verdict == "in M0":
+            self._unseen(audit, name)
+        if audit.verdict == "in M0" and audit.detail.startswith("optional in M0, required from") \
+                and _REQUIRED.search(name):
+            # "a mandatory --callback-url": the required form is the later milestone's, not M0's
+            later = [ev for ev in audit.evidence if ev.claim in ("deferred-M1", "later")]
+            milestones = {ev.milestone or "M1" for ev in later}
+            audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
+            audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
         return audit
+
+    def _unseen(self, audit: FeatureAudit, name: str) -> None:
+        """An "in M0" verdict holds only for the names the spec uses: a word of a versioned name in the
+        feature (a word written with digits: a model, a file, a release) that no line of the spec and no
+        glossary name uses ("Coder" of "Qwen2.5-Coder-0.5B") makes it another thing than the one the spec
+        names, so the lines about the rest decide nothing about it."""
+        known = {t for m in self.glossary.match(name, self._specific) for n in m.entry.names for t in terms(n)}
+        named = [t for word in name.split() if re.search(r"\d", word) for t in key_terms(word) if t.isalpha()]
+        unseen = [t for t in dict.fromkeys(named) if self.index.share(t) == 0 and t not in known]
+        if unseen:
+            audit.verdict = "not addressed by the spec"
+            audit.closest = [ev for ev in audit.evidence if ev.claim][:5]
+            audit.detail = f"the spec never uses “{', '.join(unseen)}”; without it the feature is {audit.detail}"
+            audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
+            audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
@@ -160,8 +197,9 @@ class Auditor:
         friends: list[Evidence] = []
         everything = frozenset(key) | frozenset().union(*(m.covered for m in matches))
         evidence = self._direct(name, key, matches, everything, friends)
-        if not any(ev.claim for ev in evidence):
-            evidence += self._most_of(key, everything)
+        evidence += self._blocks(key, matches, evidence) or ([] if any(ev.claim for ev in evidence)
+                                                              else self._most_of(key, everything))
+        _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         evidence = _dedupe(evidence)
@@ -193,6 +231,33 @@ class Auditor:
             found.append(_evidence(entry, claim, milestone, tier if claim else CONTEXT,
                                    f"names most of the feature ({', '.join(sorted(named))}); {basis}",
                                    "the feature's words", (share, _title_fit(entry, set(key)))))
+        return found
+
+    def _blocks(self, key, matches, evidence: list[Evidence]) -> list[Evidence]:
+        """The requirements whose block (heading and body, read as one unit) names most of the feature
+        (two thirds of the weight of its words, two words at least; a glossary concept counts as named
+        where the block names it by any of its names), best share first: such a requirement settles the
+        feature with its scope even when no single line names it. Its heading and the body line that
+        names most of the feature are cited."""
+        wanted = set(key)
+        found, best = [], 0.0
+        widest = max((ev.fit[0] for ev in evidence if ev.claim), default=0.0)
+        for rid, block in self._block_terms.items():
+            named = _named_by(block, wanted, matches)
+            share = self._weight(named) / self._weight(wanted)
+            title = frozenset(terms(self.spec.requirements[rid].title))
+            if len(named) < 2 or share < max(_MOST, best) or not _named_by(title, wanted, matches):
+                continue
+            claim = self._stated_claim(rid)
+            if any(ev.claim for ev in evidence) and (claim in ("in-m0", "optional") or share <= widest):
+                continue
+            if share > best:
+                found, best = [], share
+            head = self.index.at(self.spec.requirements[rid].line)
+            line = self._best_line(rid, tuple(t for t in key if t in named))
+            basis = f"the block of {rid} names {', '.join(sorted(named))} ({_scope_words(self.index.entries[rid])})"
+            found += [_evidence(e, claim, None, 4, basis, "the feature's words", (share, 1.0))
+                      for e in dict.fromkeys((head, line))]
         return found
 
     def _aspect_lines(self, match, key, everything, negated: frozenset[str]) -> list[Evidence]:
@@ -261,10 +326,25 @@ class Auditor:
         for q in found:
             c = check(q, name, self.index, lines)
             if c.outcome == "stated":
+                stating = [_evidence(line, self._stated_claim(line.requirement) if line.requirement else "in-m0", None,
+                                     4, f"states the {q.kind} “{q.text}”", "qualifier")
+                           for line in (self.index.at(n) for n in c.lines)]
+                cited = {ev.line for ev in audit.evidence if ev.claim in ("in-m0", "optional")}
+                audit.evidence = _dedupe(audit.evidence + stating)
+                if not cited & set(c.lines) and all(ev.claim not in ("in-m0", "optional") for ev in stating):
+                    # the value is stated only in a requirement of another milestone ("GGUF parsing: <1s" of
+                    # M0-W-1620, deferred): the feature with that value is that requirement's
+                    verdict, detail, deciding, _ = _decide(stating)
+                    audit.verdict, audit.requirements = verdict, self._requirements_of(deciding)
+                    audit.detail = f"the spec states the {q.kind} “{q.text}” only in {', '.join(audit.requirements)}: {detail}"
+                    audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: no M0 line states it"
+                    return
                 continue
             generic = f"without it the feature is {audit.detail}"
+            own = self._audit(q.text, None) if q.kind in NAMED_KINDS and c.outcome == "differs" else None
+            if own is not None and own.verdict == "in M0":
+                continue  # M0 has the named value itself ("Q4_0" among M0's quantization formats)
             if c.outcome == "differs" and q.kind != "model size":
-                own = self._audit(q.text, None) if q.kind in NAMED_KINDS else None
                 later = own is not None and own.verdict in ("deferred to M1", "later milestone")
                 audit.verdict = own.verdict if later else "out of scope for M0"
                 stating = [_evidence(self.index.at(n), "out-of-scope", None, 1,
@@ -392,7 +472,7 @@ class Auditor:
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
         # "No FFI for tokenization", or after the term: "cross-GPU reproducibility is NOT guaranteed"
-        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos)
+        negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos) or _NON.match(text, pos)
         if st is not None and st.source == "list":
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
@@ -593,6 +673,26 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
     return _VERDICT_OF[claim], detail, deciding, []
 
 
+def _named_by(words: frozenset[str], wanted: set[str], matches) -> set[str]:
+    """The feature's terms (`wanted`) that `words` name, itself or by a name of the glossary concept
+    that covers them ("health endpoint" names the "/health" of the feature)."""
+    named = wanted & words
+    for m in matches:
+        if any(set(terms(n)) <= words for n in m.entry.names if terms(n)):
+            named |= m.covered & wanted
+    return named
+
+
+def _opposed(matches, evidence: list[Evidence]) -> None:
+    """A feature that goes against a requirement (a glossary conflict: "one bulk cudaMemcpy" against
+    chunked transfer) is not in M0 by that requirement's lines: M0 having the requirement is what rules
+    the feature out, so those lines become context beside the conflict."""
+    against = {rid for m in matches for rid, _ in m.entry.conflicts}
+    for ev in evidence:
+        if ev.requirement in against and ev.claim in ("in-m0", "optional") and ev.concept != "contradiction":
+            ev.claim, ev.tier, ev.basis = None, CONTEXT, f"{ev.basis}; {ev.requirement} is what the feature goes against"
+
+
 def _sentence_at(text: str, pos: int) -> tuple[int, str]:
     """(where it starts, the sentence) of `text` that holds character `pos`."""
     start = 0
@@ -644,6 +744,8 @@ def _range(milestone: str) -> set[int]:
 
 def _evidence(entry: IndexedLine, claim, milestone, tier, basis, concept, fit=(1.0, 1.0)) -> Evidence:
     fit = (round(fit[0], 6), round(fit[1], 6))  # shares summed in another order must still compare equal
+    if claim == "later" and milestone in ("M1", "M1+"):
+        claim = "deferred-M1"  # "ready callback (M1+)": it starts at M1, so it is deferred to M1
     return Evidence(entry.line, entry.section, entry.text, claim, milestone, tier, basis, concept, entry.requirement,
                     entry.requirement_scope, entry.scope_list, fit, entry.source)
 

@@ -5,7 +5,8 @@
 The labels (data/audit_labels.yaml) were written by reading the spec. A third of the first set was
 held out of the first round of tuning (`held_out: true`); a second held-out part (`held_out: 2`)
 was written before the second round and looked at in the third (both are spent: their misses were
-studied). A later part written blind is marked `held_out: 3` (and so on) and only measured.
+studied). Held-out 3 (`held_out: 3`) was written blind and measured once, then studied in round 4;
+a later part written blind is marked `held_out: 4` (and so on) and only measured.
 
 A verdict is right when it equals
 the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
@@ -15,6 +16,7 @@ closest) at least one of the label's key lines. Prints one table per part, rows 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from importlib import resources
 
@@ -24,7 +26,7 @@ from .audit import VERDICTS, audit_features
 from .catalog import derive_catalog, load_catalog
 from .spec_source import SpecSourceError, load_spec
 
-PARTS = ("all", "tuned", "held-out", "held-out-2", "held-out-3")
+PART = re.compile(r"all|tuned|held-out(?:-\d+)?$")
 
 
 def load_labels() -> list[dict]:
@@ -75,10 +77,17 @@ def _pct(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100 * part / whole:.0f}%)" if whole else "—"
 
 
+def _part(text: str) -> str:
+    if not PART.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use all, tuned, held-out or held-out-N")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m requirements_map.audit_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", help="spec file (default: $M0_SPEC, else the cached pinned revision)")
-    parser.add_argument("--part", choices=PARTS, action="append", help="which part(s) to print (default: all, and each part the labels have)")
+    parser.add_argument("--part", type=_part, action="append",
+                        help="all, tuned, held-out or held-out-N (default: all, and each part the labels have)")
     parser.add_argument("--misses", action="store_true", help="list the features whose verdict or key line is missed")
     args = parser.parse_args(argv)
     try:
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = load_labels()
     audits = audit_features([f["feature"] for f in labels], spec.parsed, catalog)
     present = {part_of(f) for f in labels}
-    for part in args.part or [p for p in PARTS if p == "all" or p in present]:
+    ordered = sorted(present, key=lambda p: (p != "tuned", int(p.rpartition("-")[2]) if p[-1].isdigit() else 1))
+    for part in args.part or ["all", *ordered]:
         pairs = [(f, a) for f, a in zip(labels, audits) if part in ("all", part_of(f))]
         print(render(part, score([f for f, _ in pairs], [a for _, a in pairs])), end="\n\n")
         if args.misses:

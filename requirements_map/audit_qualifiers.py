@@ -4,7 +4,9 @@ the values the spec states for the same thing.
 "GGUF v2 files" is GGUF (in M0) with the qualifier "v2"; the spec requires version 3. A verdict
 "in M0" holds for the qualified feature only if the spec states the qualifier's value (or a range
 holding it, or a value it calls configurable) on a line about the feature. If it states another
-value of the same kind, the qualifier differs; if it states none, the spec does not address it.
+value of the same kind, and no line anywhere states this value next to a specific word it qualifies
+in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), the qualifier differs; if it
+states none, the spec does not address it.
 
 A line is about the feature when it is one of the audit's lines or in the body of a requirement
 they belong to, and it names a word that stands next to the qualifier in the feature ("context"
@@ -30,12 +32,16 @@ _KINDS = {
 }
 NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
 _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
-                     r"\s*(k|kb|mb|gb|ms|s|sec|seconds?|minutes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
+                     r"(?:\s*|-)(k|kb|mb|gb|ms|s|sec|seconds?|minutes?|bytes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
-               "minute": ("time", 60.0), "minutes": ("time", 60.0), "k": ("count", 1e3), None: ("count", 1.0)}
+               "minute": ("time", 60.0), "minutes": ("time", 60.0), "byte": ("bytes", 1.0), "bytes": ("bytes", 1.0), "k": ("count", 1e3), None: ("count", 1.0)}
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_WORD_NUMBER = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\s+(ms|seconds?|minutes?)\b", re.IGNORECASE)
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
+_ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
+_SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
 
 
@@ -69,6 +75,10 @@ def qualifiers(text: str) -> list[Qualifier]:
             continue
         low, high, unit = _number_value(m)
         found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
+    for m in _WORD_NUMBER.finditer(text):  # "one second", "two minutes"
+        unit, scale = _UNIT_CLASS[m.group(2).lower()]
+        value = float(_NUMBER_WORDS.index(m.group(1).lower()) + 1) * scale
+        found.append(Qualifier("number", m.group(0), value, value, unit, _anchors(text, m.start(), m.end())))
     return found
 
 
@@ -89,6 +99,9 @@ def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[Inde
               if _CONFIGURABLE.search(entry.text) or any(_holds(v, qualifier) for v in values)]
     if stated:
         return QualifierCheck(qualifier, "stated", tuple(stated[:3]))
+    elsewhere = _stated_elsewhere(qualifier, index)
+    if elsewhere:
+        return QualifierCheck(qualifier, "stated", elsewhere)
     if valued:
         return QualifierCheck(qualifier, "differs", tuple(entry.line for entry, _ in valued[:3]))
     return QualifierCheck(qualifier, "unstated", ())
@@ -137,11 +150,23 @@ def _about(feature: str, q: Qualifier, index: SpecIndex, lines: list[IndexedLine
     return []
 
 
+def _stated_elsewhere(q: Qualifier, index: SpecIndex) -> tuple[int, ...]:
+    """Prose lines anywhere in the spec that state the qualifier's value next to a specific word it
+    qualifies in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"): the spec states
+    this value for the feature, whatever other values the feature's own lines state."""
+    words = {t for t in q.anchors - set(terms(q.text)) if 0 < index.share(t) <= _SPECIFIC_SHARE}
+    if not words:
+        return ()
+    return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)
+                 and any(_holds(v, q) for v in _values(q, e.text)))[:3]
+
+
 def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
     """(low, high) of the values of `q`'s kind on the line (numbers only in the same unit class)."""
     if q.kind != "number":
         return [(v, v) for v in (_name_value(q.kind, m.group(1)) for m in _KINDS[q.kind].finditer(text))]
     out = []
+    text = _ENUMERATOR.sub(lambda m: " " * len(m.group()), text)  # "12. ✅ All CUDA unit tests" counts no 12
     for m in _NUMBER.finditer(text):
         low, high, unit = _number_value(m)
         if unit == q.unit:

@@ -305,7 +305,8 @@ def test_a_qualifier_the_spec_scopes_itself_gives_its_milestone(auditor):
 
 
 def test_a_qualifier_the_spec_never_states_leaves_the_feature_not_addressed(auditor):
-    audit = auditor.audit("CUDA 12 runtime")  # the CUDA runtime is M0; no line states a runtime version
+    # the CUDA runtime is M0; no line states a runtime version ("12. ✅ All CUDA unit tests pass" is a list number)
+    audit = auditor.audit("CUDA 12 runtime")
     assert audit.verdict == "not addressed by the spec" and "never states" in audit.detail
     assert audit.closest and audit.check
 
@@ -323,3 +324,64 @@ def test_the_spec_findings_on_the_deciding_requirements_stand_beside_the_verdict
     gpt_oss = audit_findings(auditor.audit("GPT-OSS-20B support"), findings)
     assert "gpt-oss-is-not-gpt2" in {f.id for f in gpt_oss}
     assert audit_findings(auditor.audit("top-k sampling"), findings) == []
+
+
+# --- round 4 mechanisms, probed with wordings that are not in the labels
+
+def test_a_requirement_block_that_names_most_of_the_feature_settles_it(auditor):
+    # no single line names "freeing", "VRAM buffers", "40 ms" and "cancel" together; M0-W-1610's block does
+    audit = auditor.audit("freeing VRAM buffers within 40 ms of a cancel")
+    assert audit.verdict == "deferred to M1" and "M0-W-1610" in audit.requirements
+    assert 2233 in cited_lines(audit)
+
+
+def test_a_deferred_requirement_naming_more_of_the_feature_outranks_a_generic_m0_line(auditor):
+    # "health" alone is M0-W-1320 (in M0); cached state without CUDA calls is M0-W-1604 (deferred)
+    audit = auditor.audit("health checks answered from cached state")
+    assert audit.verdict == "deferred to M1" and "M0-W-1604" in audit.requirements
+
+
+def test_a_qualifier_stated_anywhere_for_the_feature_does_not_differ(auditor):
+    audit = auditor.audit("HTTP 499 status for cancelled jobs")  # §17 maps CANCELLED to 499 (line 3090)
+    assert audit.verdict == "in M0" and 3090 in cited_lines(audit)
+    assert auditor.audit("Q4_0 quantized models").verdict == "in M0"  # M0 has Q4_0 itself (lines 42, 770)
+
+
+def test_a_size_in_bytes_is_checked_against_the_spec_value(auditor):
+    audit = auditor.audit("512-byte tensor alignment")  # the spec says 256-byte (line 916)
+    assert audit.verdict == "out of scope for M0" and 916 in cited_lines(audit)
+    assert qualifiers("a 64-byte buffer")[0].unit == "bytes"
+
+
+def test_non_negates_what_follows(auditor):
+    assert auditor.audit("an empty prompt string").verdict == "out of scope for M0"  # "MUST be non-empty"
+
+
+def test_a_feature_against_a_requirement_is_not_in_m0_by_that_requirements_lines(auditor):
+    audit = auditor.audit("a single cudaMemcpy for the whole model")  # M0-W-1222: bounded chunks
+    assert audit.verdict == "out of scope for M0"
+    assert not [ev for ev in audit.evidence if ev.requirement == "M0-W-1222" and ev.claim == "in-m0"]
+
+
+def test_a_versioned_name_with_a_word_the_spec_never_uses_is_not_addressed(auditor):
+    audit = auditor.audit("Qwen2.5-Omni-0.5B")  # not the Qwen2.5-0.5B-Instruct that M0 names
+    assert audit.verdict == "not addressed by the spec" and "omni" in audit.detail
+    assert auditor.audit("Qwen2.5-0.5B").verdict == "in M0"
+
+
+def test_a_marker_from_m1_on_defers_to_m1(auditor):
+    audit = auditor.audit("VRAM usage reported in the ready callback")  # line 307: "ready callback (M1+)"
+    assert audit.verdict == "deferred to M1" and 307 in cited_lines(audit)
+
+
+def test_the_required_form_of_what_m0_makes_optional_is_deferred(auditor):
+    # lines 240 and 621: the callback is optional in M0 and required from M1+
+    assert auditor.audit("a required --callback-url argument").verdict == "deferred to M1"
+    assert auditor.audit("an optional --callback-url argument").verdict == "in M0"
+
+
+def test_a_value_stated_only_in_a_deferred_requirement_defers_the_feature(auditor):
+    # GGUF is M0, but "VRAM allocation: <1s" stands only in M0-W-1620's breakdown (deferred), line 2266
+    audit = auditor.audit("VRAM allocation in under one second")
+    assert audit.verdict == "deferred to M1" and "M0-W-1620" in audit.requirements and 2266 in cited_lines(audit)
+    assert [q.low for q in qualifiers("within two minutes")] == [120.0]
