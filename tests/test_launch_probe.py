@@ -39,8 +39,8 @@ def test_bad_arguments_are_refused_with_a_message(argv, capsys):
 def result(**changes) -> ProbeResult:
     figures = dict(
         device="GPU", driver_version=12080, nodes=165, barriers=150, barrier_blocks=132, work_bytes=207872,
-        node_us={"empty": 2.0, "empty+gdc": 2.1, "empty+pdl": 1.2, "work": 5.0, "work+pdl": 4.0},
-        barrier_us=1.5, programmatic_edges={"empty": 0, "empty+gdc": 0, "empty+pdl": 164, "work": 0, "work+pdl": 164},
+        us_each={"empty": 2.0, "empty+gdc": 2.1, "empty+pdl": 1.2, "work": 5.0, "work+pdl": 4.0, "barrier": 1.5},
+        failures={}, programmatic_edges={"empty": 0, "empty+gdc": 0, "empty+pdl": 164, "work": 0, "work+pdl": 164},
         chain_matches={"work": True, "work+pdl": True}, barrier_mismatches=0)
     return ProbeResult(**(figures | changes))
 
@@ -75,6 +75,16 @@ def test_a_failed_check_fails_the_probe_and_shows_in_the_table(changes):
     assert "work+pdl NO" in table or "Barrier mismatches: 3." in table
 
 
+def test_a_launch_mode_the_driver_refused_reads_not_measured_and_fails_the_probe():
+    figures = result().us_each
+    refused = result(us_each={k: v for k, v in figures.items() if k != "empty+pdl"},
+                     failures={"empty+pdl": "cuLaunchKernelEx failed: CUDA_ERROR_NOT_SUPPORTED"})
+    rows = table_rows(launch_probe.format_table(refused, step_ms=1.19))
+    assert rows["empty+pdl"][0] == "not measured: cuLaunchKernelEx failed: CUDA_ERROR_NOT_SUPPORTED"
+    assert rows["empty+gdc"][3] == "-16.5 (vs empty)"  # the other rows keep their figures
+    assert not refused.passed
+
+
 def test_edges_the_driver_cannot_report_read_unknown():
     table = launch_probe.format_table(result(programmatic_edges={"empty+pdl": None}), step_ms=1.0)
     assert "in each graph: empty+pdl unknown." in table
@@ -105,4 +115,7 @@ def test_a_small_probe_checks_out_on_the_gpu():
     assert probed.barrier_mismatches == 0
     # The capture recorded the attribute: every edge of a PDL graph programmatic, none elsewhere.
     assert probed.programmatic_edges == {"empty": 0, "empty+gdc": 0, "empty+pdl": 7, "work": 0, "work+pdl": 7}
-    assert all(us > 0 for us in probed.node_us.values()) and probed.barrier_us > 0
+    assert probed.failures == {}
+    assert sorted(probed.us_each) == sorted([key for key, *_ in launch_probe.CASES] + [launch_probe.BARRIER])
+    assert all(us > 0 for us in probed.us_each.values())
+    assert probed.passed

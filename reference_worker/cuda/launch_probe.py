@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import statistics
 import sys
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ extern "C" __global__ void work(const uint4* weights, int vecs_per_block, const 
                                 unsigned int* y) {
     __shared__ unsigned int warp_sums[32];
     launch_dependents();
-    const uint4* slice = weights + (size_t)blockIdx.x * vecs_per_block;
+    const uint4* slice = weights + (long long)blockIdx.x * vecs_per_block;
     unsigned int sum = 0;
     for (int i = threadIdx.x; i < vecs_per_block; i += blockDim.x) {
         const uint4 v = slice[i];
@@ -156,8 +157,11 @@ class Driver:
         graph = ctypes.c_void_p()
         try:
             launch_all()
-        finally:
-            self("cuStreamEndCapture", ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
+        except RuntimeError:  # leave capture mode; the launch's error is the one to report
+            if self._lib.cuStreamEndCapture(ctypes.c_void_p(stream.ptr), ctypes.byref(graph)) == 0 and graph:
+                self("cuGraphDestroy", graph)
+            raise
+        self("cuStreamEndCapture", ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
         try:
             programmatic = self._programmatic_edges(graph)
             executable = ctypes.c_void_p()
@@ -190,7 +194,8 @@ BARRIER = "barrier"
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What `probe` measured: us per node of each CASES key, us per barrier, and the checks."""
+    """What `probe` measured: us per node of each CASES key and per barrier (BARRIER), the
+    driver's error for any that could not be measured, and the checks."""
 
     device: str
     driver_version: int
@@ -198,16 +203,17 @@ class ProbeResult:
     barriers: int
     barrier_blocks: int
     work_bytes: int
-    node_us: dict[str, float]
-    barrier_us: float
+    us_each: dict[str, float]  # CASES keys and BARRIER; a failed one is in `failures` instead
+    failures: dict[str, str]
     programmatic_edges: dict[str, int | None]  # per CASES key
     chain_matches: dict[str, bool]  # "work" and "work+pdl": the chain's result equals NumPy's
     barrier_mismatches: int
 
     @property
     def passed(self) -> bool:
-        """Whether the chains computed what NumPy does and every barrier held."""
-        return all(self.chain_matches.values()) and self.barrier_mismatches == 0
+        """Whether everything was measured, the chains computed what NumPy does and every
+        barrier held."""
+        return not self.failures and all(self.chain_matches.values()) and self.barrier_mismatches == 0
 
 
 def format_table(result: ProbeResult, step_ms: float) -> str:
@@ -219,13 +225,16 @@ def format_table(result: ProbeResult, step_ms: float) -> str:
     labels[BARRIER] = (f"grid barrier in a persistent kernel ({result.barrier_blocks} blocks, one per SM, "
                        f"cooperative launch), in place of a node")
     baselines = {key: baseline for key, _, _, _, baseline in CASES} | {BARRIER: "empty"}
-    us = result.node_us | {BARRIER: result.barrier_us}
+    us = result.us_each
     lines = [f"| {result.device}, driver {result.driver_version}: N = {n} nodes, B = {result.barriers} barriers "
              f"| us each | x {n}: us a step | of the {step_ms:g} ms step | saving x {n}: us a step (vs) |",
              "| --- | --- | --- | --- | --- |"]
     for key in labels:
+        if key not in us:
+            lines.append(f"| {key}: {labels[key]} | not measured: {result.failures[key]} | | | |")
+            continue
         base = baselines[key]
-        saving = "" if base is None else f"{(us[base] - us[key]) * n:.1f} (vs {base})"
+        saving = f"{(us[base] - us[key]) * n:.1f} (vs {base})" if base in us else ""
         lines.append(f"| {key}: {labels[key]} | {us[key]:.3f} | {us[key] * n:.1f} | "
                      f"{us[key] * n / (step_ms * 1e3):.1%} | {saving} |")
     edges = ", ".join(f"{key} {'unknown' if count is None else count}"
@@ -258,6 +267,7 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
     import cupy as cp
 
     device = cp.cuda.Device()
+    properties = cp.cuda.runtime.getDeviceProperties(device.id)
     if int(device.compute_capability) < 90:
         raise RuntimeError(f"griddepcontrol needs sm_90 or newer; this GPU is sm_{device.compute_capability}")
     driver, stream = Driver(), cp.cuda.Stream(non_blocking=True)
@@ -268,7 +278,7 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
     weights = cp.asarray(words)
     x0 = rng.integers(0, 2**32, WORK_BLOCKS, dtype=np.uint32)
     chain = [cp.empty(WORK_BLOCKS, cp.uint32) for _ in range(2)]
-    scratch = cp.zeros(2 * device.attributes["L2CacheSize"] // 4, cp.uint32)
+    scratch = cp.zeros(2 * properties["l2CacheSize"] // 4, cp.uint32)
 
     def flush():
         with stream:
@@ -283,8 +293,9 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
             driver.launch(function, WORK_BLOCKS if kernel == "work" else 1, stream, args, attributes)
 
     want = x0 + words.sum(axis=2, dtype=np.uint32).sum(axis=0, dtype=np.uint32)
-    node_us, edges, matches = {}, {}, {}
-    for key, kernel, pdl, _, _ in CASES:
+    edges, matches = {}, {}
+
+    def graph_us(key: str, kernel: str, pdl: bool) -> float:
         function = module.get_function(kernel)  # compiles the module: not while capturing
         executable, edges[key] = driver.record_graph(stream, lambda: launches(kernel, function, pdl))
         try:
@@ -293,24 +304,35 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
                 driver("cuGraphLaunch", executable, ctypes.c_void_p(stream.ptr))
                 stream.synchronize()
                 matches[key] = bool(np.array_equal(chain[nodes % 2].get(), want))
-            node_us[key] = _median_replay_us(driver, executable, stream, replays, flush) / nodes
+            return _median_replay_us(driver, executable, stream, replays, flush) / nodes
         finally:
             driver("cuGraphExecDestroy", executable)
-    blocks = device.attributes["MultiProcessorCount"]
-    barrier_us, mismatches = _barrier_us(driver, module.get_function("barriers"), stream, blocks, barriers, replays)
+
+    blocks = properties["multiProcessorCount"]
+    state = cp.zeros(1 + 2 * blocks + 1, cp.uint32)  # the barrier kernel's: arrived, two rows of slots, mismatches
+    measures = [(key, functools.partial(graph_us, key, kernel, pdl)) for key, kernel, pdl, _, _ in CASES]
+    measures.append((BARRIER, functools.partial(_barrier_us, driver, module.get_function("barriers"), stream,
+                                                state, barriers, replays)))
+    us_each, failures = {}, {}
+    for key, measure in measures:
+        try:
+            us_each[key] = measure()
+        except RuntimeError as e:  # one launch mode the driver refuses leaves the others' figures
+            failures[key] = str(e)
     return ProbeResult(
-        device=cp.cuda.runtime.getDeviceProperties(device.id)["name"].decode(),
-        driver_version=cp.cuda.runtime.driverGetVersion(), nodes=nodes, barriers=barriers,
-        barrier_blocks=blocks, work_bytes=WORK_BLOCKS * vecs * 16, node_us=node_us, barrier_us=barrier_us,
-        programmatic_edges=edges, chain_matches=matches, barrier_mismatches=mismatches)
+        device=properties["name"].decode(), driver_version=cp.cuda.runtime.driverGetVersion(), nodes=nodes,
+        barriers=barriers, barrier_blocks=blocks, work_bytes=WORK_BLOCKS * vecs * 16, us_each=us_each,
+        failures=failures, programmatic_edges=edges, chain_matches=matches,
+        barrier_mismatches=int(state[-1:].get(stream)[0]))
 
 
-def _barrier_us(driver: Driver, function, stream, blocks: int, barriers: int, replays: int) -> tuple[float, int]:
-    """(us per barrier: the median launch of `barriers` barriers less that of none, over
-    `barriers`; the mismatches the kernel counted over all its launches)."""
+def _barrier_us(driver: Driver, function, stream, state, barriers: int, replays: int) -> float:
+    """us per barrier: the median launch of `barriers` barriers less that of none, over
+    `barriers`; one block per SM, the slots of `state` for each. The kernel adds its mismatches
+    to the last word of `state` over all its launches."""
     import cupy as cp
 
-    state = cp.zeros(1 + 2 * blocks + 1, cp.uint32)  # arrived, two rows of slots, mismatches
+    blocks = (state.size - 2) // 2
     arrived, slots, mismatches = state[:1], state[1:-1], state[-1:]
     args = lambda n: (ctypes.c_uint64(arrived.data.ptr), ctypes.c_uint64(slots.data.ptr),  # noqa: E731
                       ctypes.c_uint64(mismatches.data.ptr), ctypes.c_int(n))
@@ -325,7 +347,7 @@ def _barrier_us(driver: Driver, function, stream, blocks: int, barriers: int, re
             end.record(stream)
         marks[-1][1].synchronize()
         medians.append(statistics.median(cp.cuda.get_elapsed_time(s, e) for s, e in marks[1:]) * 1e3)
-    return (medians[1] - medians[0]) / barriers, int(mismatches.get()[0])
+    return (medians[1] - medians[0]) / barriers
 
 
 def _positive(kind):
