@@ -140,7 +140,7 @@ class Driver:
             raise RuntimeError(f"{name} failed: {text.value.decode() if text.value else result}")
 
     def launch(self, function, grid: int, stream, args: tuple, attributes: tuple[int, ...] = ()) -> None:
-        """cuLaunchKernelEx of `function` (a CuPy Function) on (grid,) x (THREADS,) with ctypes
+        """cuLaunchKernelEx of `function` (a cupy.cuda.function.Function: `.ptr` is the CUfunction) on (grid,) x (THREADS,) with ctypes
         `args`, each attribute in `attributes` set to 1."""
         attrs = (LaunchAttribute * max(1, len(attributes)))()
         for attr, attribute_id in zip(attrs, attributes):
@@ -157,7 +157,7 @@ class Driver:
         graph = ctypes.c_void_p()
         try:
             launch_all()
-        except RuntimeError:  # leave capture mode; the launch's error is the one to report
+        except Exception:  # leave capture mode; the launch's error is the one to report
             if self._lib.cuStreamEndCapture(ctypes.c_void_p(stream.ptr), ctypes.byref(graph)) == 0 and graph:
                 self("cuGraphDestroy", graph)
             raise
@@ -296,7 +296,7 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
     edges, matches = {}, {}
 
     def graph_us(key: str, kernel: str, pdl: bool) -> float:
-        function = module.get_function(kernel)  # compiles the module: not while capturing
+        function = module.get_function(kernel).kernel  # compiles and loads the module: not while capturing
         executable, edges[key] = driver.record_graph(stream, lambda: launches(kernel, function, pdl))
         try:
             if kernel == "work":
@@ -311,14 +311,13 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
     blocks = properties["multiProcessorCount"]
     state = cp.zeros(1 + 2 * blocks + 1, cp.uint32)  # the barrier kernel's: arrived, two rows of slots, mismatches
     measures = [(key, functools.partial(graph_us, key, kernel, pdl)) for key, kernel, pdl, _, _ in CASES]
-    measures.append((BARRIER, functools.partial(_barrier_us, driver, module.get_function("barriers"), stream,
-                                                state, barriers, replays)))
+    measures.append((BARRIER, functools.partial(_barrier_us, driver, module, stream, state, barriers, replays)))
     us_each, failures = {}, {}
     for key, measure in measures:
         try:
             us_each[key] = measure()
-        except RuntimeError as e:  # one launch mode the driver refuses leaves the others' figures
-            failures[key] = str(e)
+        except Exception as e:  # noqa: BLE001 - one mode that fails leaves the others' figures
+            failures[key] = " ".join(f"{type(e).__name__}: {e}".replace("|", "/").split())[:400]  # one table cell
     return ProbeResult(
         device=properties["name"].decode(), driver_version=cp.cuda.runtime.driverGetVersion(), nodes=nodes,
         barriers=barriers, barrier_blocks=blocks, work_bytes=WORK_BLOCKS * vecs * 16, us_each=us_each,
@@ -326,13 +325,13 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
         barrier_mismatches=int(state[-1:].get(stream)[0]))
 
 
-def _barrier_us(driver: Driver, function, stream, state, barriers: int, replays: int) -> float:
+def _barrier_us(driver: Driver, module, stream, state, barriers: int, replays: int) -> float:
     """us per barrier: the median launch of `barriers` barriers less that of none, over
     `barriers`; one block per SM, the slots of `state` for each. The kernel adds its mismatches
     to the last word of `state` over all its launches."""
     import cupy as cp
 
-    blocks = (state.size - 2) // 2
+    function, blocks = module.get_function("barriers").kernel, (state.size - 2) // 2
     arrived, slots, mismatches = state[:1], state[1:-1], state[-1:]
     args = lambda n: (ctypes.c_uint64(arrived.data.ptr), ctypes.c_uint64(slots.data.ptr),  # noqa: E731
                       ctypes.c_uint64(mismatches.data.ptr), ctypes.c_int(n))
