@@ -1,11 +1,17 @@
-"""Token generation with everything on the GPU: prefill, sampling, and the decode step replayed
-as one CUDA graph, so each token costs one graph launch and one 4-byte copy to the host.
+"""Token generation with everything on the GPU: prefill, sampling, and each step replayed as a
+CUDA graph, so a token costs one graph launch and one 4-byte copy to the host.
 
-The graph holds the adapter's own forward pass (recorded with the ops in capture mode, which
-read the token and position from `ops.state`), then the repetition penalty and the sampler
+A graph holds the adapter's own forward pass (recorded with the ops in capture mode, which read
+tokens and positions from device memory), then the repetition penalty and the sampler
 (sampling.cu, the semantics of sampler.py), then `commit_token`, which appends the chosen id to
-the history and advances the position. Replaying it therefore needs no new arguments. A graph is
-tied to the KV cache it was recorded with; it is kept while requests reuse that cache's memory.
+the history and advances the position. Replaying it therefore needs no new arguments. The
+decode step is one such graph; a prompt's last chunk is another, recorded once per bucket of
+`PREFILL_BUCKETS` rows: its ids come from the history (prefill.cu, `chunk_ids`), padded to the
+bucket, the prompt's length from `state`, and the output head reads the prompt's last row
+(`last_row`). Padding rows cannot reach the real ones (attention is causal, the rest works row
+by row) and their cache entries lie past the prompt, where each decode step writes its position
+before it attends to it. Graphs are tied to the KV cache and history they were recorded with;
+they are kept while requests reuse that memory.
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from reference_worker.errors import ErrorCode, WorkerError
 from reference_worker.sampler import SamplingParams
 
 PREFILL_CHUNK = 256  # prompt tokens per forward call, as the engine
+# Rows of the prefill graphs: a prompt's last chunk (1..PREFILL_CHUNK tokens) runs in the
+# smallest that holds it; a single token is a decode step, the decode graph itself.
+PREFILL_BUCKETS = (8, 16, 32, 64, 128, 256)
 
 
 class DeviceDecoder:
@@ -36,15 +45,20 @@ class DeviceDecoder:
             self.mask = cp.zeros(n_vocab, np.int32)
             self.sample_scratch = kernels.sample_scratch()
             self.history = cp.zeros(0, np.int32)
+            self.chunk_ids = cp.zeros(PREFILL_CHUNK, np.int32)  # a padded chunk's ids, filled by its graph
         self.stream = cp.cuda.Stream(non_blocking=True)
-        self.graph = None
+        self.prefill_buckets = PREFILL_BUCKETS  # (): every prompt op by op (the unpadded path, for comparison)
+        self.graphs: dict[int, tuple] = {}  # rows (1: the decode step) -> (graph, the logits it samples from)
         self.graph_key = None
-        self.graph_pool = cp.cuda.MemoryPool()  # the graph's buffers, never handed to anyone else
+        # The graphs' buffers, never handed to anyone else. The graphs share them: they run one
+        # at a time on one stream and none keeps a value there from one launch to the next.
+        self.graph_pool = cp.cuda.MemoryPool()
         self.cache: KVCache | None = None
+        self.logits: cp.ndarray | None = None  # what the last token was drawn from (valid until the next step)
 
     @property
     def nbytes(self) -> int:
-        """Device memory this decoder holds beyond the ops' pool accounting: the graph's buffers."""
+        """Device memory this decoder holds beyond the ops' pool accounting: the graphs' buffers."""
         return self.graph_pool.total_bytes()
 
     @contextlib.contextmanager
@@ -66,10 +80,14 @@ class DeviceDecoder:
         kernels.commit_token(state, self.history)
 
     def start(self, prompt_ids: list[int], params: SamplingParams, seed: int, cache: KVCache) -> int:
-        """Prefill the prompt into cache and return the first generated token id."""
+        """Prefill the prompt into cache and return the first generated token id. The chunks
+        before the last run op by op; the last is one graph launch (see `graph_rows`)."""
         n = len(prompt_ids)
         if not 0 < n <= cache.n_ctx:
             raise ValueError(f"a prompt of {n} tokens does not fit a cache of {cache.n_ctx}")
+        ids = np.asarray(prompt_ids, np.int64)
+        if ids.min() < 0 or ids.max() >= self.mask.size:  # the graphs' embedding does not check them
+            raise WorkerError(ErrorCode.INVALID_REQUEST, f"token id outside the vocabulary of {self.mask.size}")
         self.cache = cache
         with self._on_device("prefill"):
             if self.history.size < cache.n_ctx:
@@ -77,38 +95,75 @@ class DeviceDecoder:
             self.fparams.set(np.array([params.temperature, params.top_p, params.min_p, params.repetition_penalty],
                                       np.float32))
             self.iparams.set(np.array([params.top_k, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], np.uint32))
-            self.history[:n].set(np.asarray(prompt_ids, np.int32))
+            self.history[:n].set(ids.astype(np.int32))
+            last = (n - 1) // PREFILL_CHUNK * PREFILL_CHUNK  # where the last chunk begins
             with self.ops.logits_on_device():
-                for begin in range(0, n, PREFILL_CHUNK):
-                    logits = self.adapter.forward(prompt_ids[begin:begin + PREFILL_CHUNK], begin, cache)
-            self.ops.set_state(n - 1, 0, n)
-            self._sample_and_commit(cp.ascontiguousarray(logits))
+                for begin in range(0, last, PREFILL_CHUNK):
+                    self.adapter.forward(prompt_ids[begin:begin + PREFILL_CHUNK], begin, cache)
+                rows = self.graph_rows(n - last)
+                if rows is None:
+                    self.logits = cp.ascontiguousarray(self.adapter.forward(prompt_ids[last:], last, cache))
+            if rows is None:
+                self.ops.set_state(n - 1, 0, n)
+                self._sample_and_commit(self.logits)
+            else:
+                # The decode step reads its token and position from state, a chunk its first position.
+                position, token = (n - 1, prompt_ids[-1]) if rows == 1 else (last, 0)
+                self.ops.set_state(position, token, n)
+                self._launch(rows)
             self.ops.state_changed_on_device()
             return self._read_token()
+
+    def graph_rows(self, n_tokens: int) -> int | None:
+        """The graph a last chunk of n_tokens runs in: 1 (the decode step) for one token, else
+        the smallest of `prefill_buckets` that holds it; None: op by op."""
+        if not self.prefill_buckets:
+            return None
+        if n_tokens == 1:
+            return 1
+        return next((rows for rows in self.prefill_buckets if n_tokens <= rows <= PREFILL_CHUNK), None)
 
     def next(self) -> int:
         """Decode one more token (one graph replay) and return its id."""
         with self._on_device("decode step"):
-            key = (self.cache.k.data.ptr, self.cache.v.data.ptr, self.cache.n_ctx, self.history.data.ptr)
-            if self.graph_key != key:
-                self._record()
-                self.graph_key = key
-            self.graph.launch(self.stream)
+            self._launch(1)
             self.ops.state_changed_on_device()
             return self._read_token()
 
-    def _record(self) -> None:
-        """Record one decode step: forward at (state[1], state[0]), sample, commit."""
-        self.graph = None
-        self.graph_pool.free_all_blocks()
-        position = int(self.ops.state[0].get())  # the graph reads it from state; used only for the cache check
-        with cp.cuda.using_allocator(self.graph_pool.malloc), self.ops.capturing():
+    def _launch(self, rows: int) -> None:
+        """Replay the graph of `rows` rows, recording it first where this cache or history is new
+        to the decoder (then every graph is recorded anew, lazily)."""
+        key = (self.cache.k.data.ptr, self.cache.v.data.ptr, self.cache.n_ctx, self.history.data.ptr)
+        if self.graph_key != key:
+            self.graphs.clear()
+            self.logits = None
+            self.graph_pool.free_all_blocks()
+            self.graph_key = key
+        if rows not in self.graphs:
+            self.graphs[rows] = self._record(rows)
+        graph, self.logits = self.graphs[rows]
+        graph.launch(self.stream)
+
+    def _record(self, rows: int) -> tuple:
+        """Record a step of `rows` tokens and return (graph, its logits). One row: the decode step,
+        the token state[1] at position state[0]. More: a prompt's chunk from position state[0],
+        padded to `rows` past the prompt's length state[2], whose last token gives the logits;
+        the position then moves to that token. Then the penalty, the draw and the commit."""
+        ops = self.ops
+        ids = ops.state[1:2] if rows == 1 else self.chunk_ids[:rows]
+        with cp.cuda.using_allocator(self.graph_pool.malloc), ops.capturing(ids):
             self.stream.begin_capture()
             try:
-                logits = self.adapter.forward([0], position, self.cache)
-                self._sample_and_commit(logits.reshape(-1))
+                if rows > 1:
+                    kernels.chunk_ids(self.history, ops.state, ids)
+                # In capture mode only the number of tokens counts: ids and positions are read on the device.
+                logits = self.adapter.forward([0] * rows, 0, self.cache).reshape(-1)
+                if rows > 1:
+                    kernels.prefill_done(ops.state)
+                self._sample_and_commit(logits)
             finally:
-                self.graph = self.stream.end_capture()
+                graph = self.stream.end_capture()
+        return graph, logits
 
     def _read_token(self) -> int:
         """The one device-to-host copy of a step: 4 bytes into pageable memory (no pinned or

@@ -496,6 +496,35 @@ def commit_token(state: cp.ndarray, history: cp.ndarray) -> None:
     _launch("sampling", "commit_token", (1,), (1,), (state, history, np.int32(history.size)))
 
 
+def chunk_ids(history: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = history[state[0] + t] for the prompt's positions (below state[2]), 0 past them:
+    the ids of a prompt chunk padded to out's length (prefill.cu)."""
+    _check(state, np.int32, (3,), "state")
+    _check(history, np.int32, (history.size,), "history")
+    _check(out, np.int32, (out.size,), "out")
+    _launch("prefill", "chunk_ids", (_blocks(out.size, 256),), (256,),
+            (history, state, out, np.int32(out.size), np.int32(history.size)))
+    return out
+
+
+def last_row(x: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[0] = x[state[2] - 1 - state[0]] (clamped to x's rows): the row of a padded chunk's
+    last prompt token, x (n_rows, cols) float32, out (1, cols)."""
+    n_rows = x.shape[0] if x.ndim == 2 else -1
+    _check(x, np.float32, (n_rows, x.shape[-1]), "x")
+    _check(out, np.float32, (1, x.shape[1]), "out")
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "last_row", (min(_blocks(x.shape[1], 256), 64),), (256,),
+            (x, state, out, np.int32(n_rows), np.int32(x.shape[1])))
+    return out
+
+
+def prefill_done(state: cp.ndarray) -> None:
+    """state[0] = state[2] - 1: the position of the prompt's last token, which seeds the draw."""
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "prefill_done", (1,), (1,), (state,))
+
+
 def argmax(x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out[0] = the index of the largest x (the lowest on ties), x a float32 vector."""
     _check(x, np.float32, (x.size,), "x")
