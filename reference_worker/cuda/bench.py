@@ -7,7 +7,8 @@
 Model table: load time, VRAM used, time to first token (short and 512-token prompts), decode
 tokens/s at batch 1 over 256 tokens (CUDA graph replay; and eager, for contrast), and the
 bandwidth that decode rate implies (weight bytes read per token x tokens/s, as gpt-fast
-reports it). With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
+reports it), and per prefill graph (cuda/decode.py) the first token op by op and as the graph
+and what recording the graph costs. With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
 Then, with --model, the table of issue 13 (`issue_table`): the same in-process figures,
 filtered sampling per token, and over HTTP this worker and (with --llama-server) llama-server,
 each started from its command on the same file (http_bench.py); --json writes that table and
@@ -50,6 +51,41 @@ def _decode_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> tuple[
     finally:
         cache.close()
     return t1 - t0, t2 - t1, n_tokens / (t3 - t2), ids
+
+
+def _time_start(decoder, prompt_ids: list[int], cache) -> float:
+    started = time.perf_counter()
+    decoder.start(prompt_ids, GREEDY, 0, cache)
+    return time.perf_counter() - started
+
+
+def _prefill_graph_rows(engine: Engine, ids: list[int]) -> list[tuple[str, str]]:
+    """Rows: for each prefill graph (one token: the decode graph), the first token of a prompt
+    that fills it, op by op and as the graph (medians of 5), and what recording the graph costs
+    (first launch minus the median; once per KV cache new to the decoder); then their sum,
+    what recording every graph at startup would cost."""
+    decoder = engine.ops.decoder(engine.adapter)
+    buckets = decoder.prefill_buckets
+    cache = engine.adapter.new_cache(max(buckets) + 1)
+    rows, total = [], 0.0
+    try:
+        decoder.graph_key = None  # as for a new cache: every graph is recorded again below
+        for n in (1, *buckets):
+            prompt = ids[:n]
+            first = _time_start(decoder, prompt, cache)
+            graph = statistics.median(_time_start(decoder, prompt, cache) for _ in range(5))
+            decoder.prefill_buckets = ()
+            try:
+                eager = statistics.median(_time_start(decoder, prompt, cache) for _ in range(5))
+            finally:
+                decoder.prefill_buckets = buckets
+            total += first - graph
+            rows.append((f"first token, {n}-token prompt: op by op / one graph / recording it",
+                         f"{eager * 1e3:.2f} / {graph * 1e3:.2f} / {(first - graph) * 1e3:.1f} ms"))
+    finally:
+        cache.close()
+    rows.append(("recording every prefill graph (the cost of doing it at startup)", f"{total * 1e3:.0f} ms"))
+    return rows
 
 
 def _eager_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> float:
@@ -115,6 +151,7 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> dict:
     for test, rate in llama.items():
         ours = decode if test.startswith("tg") else len(long) / ttft_long
         rows.append((f"llama.cpp {test}", f"{rate:.1f} tokens/s; this worker / llama.cpp = {ours / rate:.2f}"))
+    rows += _prefill_graph_rows(engine, long)
     rows += _golden_rows(engine, short)
     print(f"\n| {engine.model_name} ({engine.quant_kind}) on {_device_name()} | value |\n| --- | --- |")
     for name, value in rows:
