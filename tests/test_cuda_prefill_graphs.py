@@ -30,10 +30,11 @@ GREEDY = SamplingParams(temperature=0.0)
 LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 100, 128, 129, 255, 256, 257, 258, 300, 500]
 DECODE_STEPS = 5
 # The padded path runs other kernels than the unpadded one for some lengths (a 20-token chunk
-# padded to 32 goes through the tiled GEMM instead of matmul_few): fp32 sums in another order,
-# and now and then a key rounded to the other fp16 neighbour in the cache. Measured differences
-# are far below this; a wrong row, position or padding leak is of the order of the logits.
-LOGIT_TOLERANCE = 1e-3
+# padded to 32 goes through the tiled GEMM instead of matmul_few, or through tensor cores with
+# fp16 inputs, a few 1e-3 of relative error): sums in another order, inputs rounded otherwise,
+# keys rounded to the other fp16 neighbour in the cache. The teacher-forced test against NumPy
+# allows 2e-2; a wrong row, position or a padding leak is of the order of the logits themselves.
+LOGIT_TOLERANCE = 1e-2
 
 FAMILIES = {
     "qwen2": lambda folder: synthetic.build(folder / "qwen2.gguf", "qwen2", "mixed", seed=5),
@@ -91,13 +92,16 @@ def test_padded_chunks_give_the_unpadded_ids_and_logits(engine):
 def test_each_bucket_is_recorded_once_and_replayed(engine):
     decoder = engine.ops.decoder(engine.adapter)
     cache = engine.adapter.new_cache(64)
+    ids = np.random.default_rng(3).integers(0, engine.vocab_size, 14).tolist()
     try:
-        decoder.start(list(range(9)), GREEDY, 0, cache)
+        decoder.start(ids[:9], GREEDY, 0, cache)
         graph = decoder.graphs[16][0]
-        first = decoder.start(list(range(14)), GREEDY, 0, cache)
+        decoder.start(ids, GREEDY, 0, cache)
         assert decoder.graphs[16][0] is graph
+        got = decoder.logits.get().astype(np.float64)
         # Another chunk in the same graph: its own ids and length reached it through the device.
-        assert first == _generate(decoder, list(range(14)), cache, ())[0][0]
+        want = _generate(decoder, ids, cache, ())[1][0]
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < LOGIT_TOLERANCE
     finally:
         cache.close()
 

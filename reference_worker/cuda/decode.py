@@ -133,7 +133,7 @@ class DeviceDecoder:
     def _launch(self, rows: int) -> None:
         """Replay the graph of `rows` rows, recording it first where this cache or history is new
         to the decoder (then every graph is recorded anew, lazily)."""
-        key = (self.cache.k.data.ptr, self.cache.v.data.ptr, self.cache.n_ctx, self.history.data.ptr)
+        key = (*self.cache.pointers(), self.cache.n_ctx, self.history.data.ptr)
         if self.graph_key != key:
             self.graphs.clear()
             self.logits = None
