@@ -102,6 +102,11 @@ def test_each_bucket_is_recorded_once_and_replayed(engine):
         # Another chunk in the same graph: its own ids and length reached it through the device.
         want = _generate(decoder, ids, cache, ())[1][0]
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < LOGIT_TOLERANCE
+        decoder.record_graphs(cache)  # all of them anew, before any request needs them
+        recorded = {rows: graph for rows, (graph, _) in decoder.graphs.items()}
+        assert set(recorded) == {1, *PREFILL_BUCKETS} and recorded[16] is not graph
+        assert _generate(decoder, ids, cache, PREFILL_BUCKETS)[0] == _generate(decoder, ids, cache, PREFILL_BUCKETS)[0]
+        assert {rows: graph for rows, (graph, _) in decoder.graphs.items()} == recorded
     finally:
         cache.close()
 

@@ -88,10 +88,8 @@ class DeviceDecoder:
         ids = np.asarray(prompt_ids, np.int64)
         if ids.min() < 0 or ids.max() >= self.mask.size:  # the graphs' embedding does not check them
             raise WorkerError(ErrorCode.INVALID_REQUEST, f"token id outside the vocabulary of {self.mask.size}")
-        self.cache = cache
         with self._on_device("prefill"):
-            if self.history.size < cache.n_ctx:
-                self.history = cp.zeros(cache.n_ctx, np.int32)
+            self._bind(cache)
             self.fparams.set(np.array([params.temperature, params.top_p, params.min_p, params.repetition_penalty],
                                       np.float32))
             self.iparams.set(np.array([params.top_k, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], np.uint32))
@@ -114,6 +112,21 @@ class DeviceDecoder:
             self.ops.state_changed_on_device()
             return self._read_token()
 
+    def record_graphs(self, cache: KVCache) -> None:
+        """Record every graph (the decode step's and each bucket's) anew for cache now, so that no
+        request pays for a recording while cache and the history stay where they are."""
+        with self._on_device("recording the graphs"):
+            self._bind(cache)
+            self.graph_key = None
+            for rows in (1, *(rows for rows in self.prefill_buckets if rows <= PREFILL_CHUNK)):
+                self._graph(rows)
+
+    def _bind(self, cache: KVCache) -> None:
+        """Work in cache, with a history as long."""
+        self.cache = cache
+        if self.history.size < cache.n_ctx:
+            self.history = cp.zeros(cache.n_ctx, np.int32)
+
     def graph_rows(self, n_tokens: int) -> int | None:
         """The graph a last chunk of n_tokens runs in: 1 (the decode step) for one token, else
         the smallest of `prefill_buckets` that holds it; None: op by op."""
@@ -131,8 +144,13 @@ class DeviceDecoder:
             return self._read_token()
 
     def _launch(self, rows: int) -> None:
-        """Replay the graph of `rows` rows, recording it first where this cache or history is new
-        to the decoder (then every graph is recorded anew, lazily)."""
+        """Replay the graph of `rows` rows."""
+        graph, self.logits = self._graph(rows)
+        graph.launch(self.stream)
+
+    def _graph(self, rows: int) -> tuple:
+        """(graph, its logits) of `rows` rows, recorded first where it is missing; where this cache
+        or history is new to the decoder, every graph is dropped first (and recorded anew, lazily)."""
         key = (*self.cache.pointers(), self.cache.n_ctx, self.history.data.ptr)
         if self.graph_key != key:
             self.graphs.clear()
@@ -141,8 +159,7 @@ class DeviceDecoder:
             self.graph_key = key
         if rows not in self.graphs:
             self.graphs[rows] = self._record(rows)
-        graph, self.logits = self.graphs[rows]
-        graph.launch(self.stream)
+        return self.graphs[rows]
 
     def _record(self, rows: int) -> tuple:
         """Record a step of `rows` tokens and return (graph, its logits). One row: the decode step,
