@@ -296,6 +296,9 @@ def bench_kernels() -> None:
         xs, outs = vec(256, n_in), cp.empty((256, n_out), np.float32)  # the engine's prefill chunk
         us = _graph_time_us(lambda: kernels.matmul(w, xs, outs), reps=5)
         rows.append((f"prefill 256 tokens {qtype.name} {n_out}x{n_in}", us, 2 * 256 * n_out * n_in / us / 1e6))
+        xs, outs = vec(8, n_in), cp.empty((8, n_out), np.float32)  # a short prompt's graph (matmul_few)
+        us = _graph_time_us(lambda: kernels.matmul(w, xs, outs))
+        rows.append((f"prefill 8 tokens {qtype.name} {n_out}x{n_in}", us, 2 * 8 * n_out * n_in / us / 1e6))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
     qkv = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)]
@@ -316,6 +319,9 @@ def bench_kernels() -> None:
         pos = cp.asarray([ctx_used], np.int32)
         rows.append((f"attention decode (RoPE and KV store included) at position {ctx_used}",
                      _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
+    q8, out8, pos0 = vec(8, 14, 64), cp.empty((8, 14, 64), np.float32), cp.zeros(1, np.int32)
+    rows.append(("attention prefill, 8 queries at positions 0..7",
+                 _graph_time_us(lambda: kernels.attention(q8, kc, vc, pos0, out8)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     rows += [(f"sample: {what}", us, None) for what, us in sampler_times_us()]

@@ -30,7 +30,6 @@ WEIGHT_KERNELS = {
     Q.MXFP4: "mxfp4", Q.Q4_K: "q4_k", Q.Q6_K: "q6_k",
 }
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
-FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads
 # matmul_tiled_* splits its rows into parts (at most PREFILL_MAX_SPLITS, each of at least
 # PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM.
@@ -161,8 +160,10 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
             _launch("matmul", "sum_splits", (_blocks(out.size, 256),), (256,),
                     (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
     elif n_tok > 1:
-        grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
-        _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
+        split = w.cols >= SPLIT_ROW_LENGTH  # as the mat-vecs: four warps per long row
+        grid = (w.rows if split else _blocks(w.rows, 4), _blocks(n_tok, FEW_TOKENS))
+        _launch("matmul", f"matmul_few{'_split' if split else ''}_{suffix}", grid, (128,),
+                (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
         _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:
