@@ -109,7 +109,7 @@ class GPT2Adapter(Adapter):
             h = ops.layernorm(x, layer.ffn_norm, layer.ffn_norm_b, hp.eps)
             x = ops.matmul(ops.gelu(ops.matmul(h, layer.w_up, bias=layer.b_up)), layer.w_down, bias=layer.b_down,
                            residual=x)
-        x = ops.layernorm(x if all_logits else x[-1:], self.output_norm, self.output_norm_b, hp.eps)
+        x = ops.layernorm(x if all_logits else ops.last_row(x), self.output_norm, self.output_norm_b, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))
         return logits if all_logits else logits[0]
 

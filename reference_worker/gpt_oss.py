@@ -200,6 +200,6 @@ class GptOssAdapter(Adapter):
             h = ops.rmsnorm(x, layer.post_attn_norm, hp.eps)
             ids, weights = ops.route(h, layer.w_router, layer.b_router, hp.n_expert_used)
             x = ops.expert_ffn(h, ids, weights, layer.experts, residual=x)
-        x = ops.rmsnorm(x if all_logits else x[-1:], self.output_norm, hp.eps)
+        x = ops.rmsnorm(x if all_logits else ops.last_row(x), self.output_norm, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))
         return logits if all_logits else logits[0]

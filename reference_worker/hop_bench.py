@@ -9,8 +9,9 @@ wrapping the function that ends it, so the server's code is timed as it is, unmo
 WSGI entry (HTTP parsed, a server thread has the request), request validated, job queued,
 job picked up by the runner thread, prompt tokenized, prefill forward done, token sampled,
 token event queued, event taken by the stream, SSE bytes formatted, bytes handed to the socket.
-On cuda, "prefill forward" ends when its kernels are queued and "sampled" when the GPU's token
-is read back.
+On cuda the prompt's last chunk runs as one graph inside the decoder's start (cuda/decode.py),
+so "prefill forward" (the earlier chunks' kernels queued) shows only for prompts past one
+chunk, and "sampled" covers prefill and sampling, up to the token read back.
 Times are perf_counter (CLOCK_MONOTONIC, shared by both processes); the table gives the median
 and p90 over the runs of each hop's time since the one before it. Measures, asserts nothing.
 """

@@ -78,9 +78,12 @@ def _healthy(url: str) -> bool:
 def measure(url: str, stream: Callable[[str, str, int], dict], short_prompt: str, long_prompt: str,
             decode_tokens: int, runs: int) -> dict[str, float]:
     """Medians over `runs`: first-token ms for the short and the long prompt, decode tokens/s
-    over `decode_tokens` greedy tokens after the short one (a first run warms up)."""
-    stream(url, short_prompt, 4)
+    over `decode_tokens` greedy tokens after the short one. One unmeasured request of each kind
+    comes first: what a server does once for a shape (this worker: record its CUDA graphs for
+    the request's cache size and prompt bucket) is not one of the measured runs."""
+    stream(url, short_prompt, decode_tokens)
     short = [stream(url, short_prompt, decode_tokens) for _ in range(runs)]
+    stream(url, long_prompt, 4)
     long = [stream(url, long_prompt, 4) for _ in range(runs)]
     return {"first_token_short_ms": statistics.median(r["first_ms"] for r in short),
             "first_token_long_ms": statistics.median(r["first_ms"] for r in long),

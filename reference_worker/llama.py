@@ -150,6 +150,6 @@ class LlamaAdapter(Adapter):
             x = ops.matmul(attn, layer.wo, residual=x)
             ffn = ops.rmsnorm_gated_ffn(x, layer.ffn_norm, hp.eps, layer.w_gate, layer.w_up)
             x = ops.matmul(ffn, layer.w_down, residual=x)
-        x = ops.rmsnorm(x if all_logits else x[-1:], self.output_norm, hp.eps)
+        x = ops.rmsnorm(x if all_logits else ops.last_row(x), self.output_norm, hp.eps)
         logits = ops.to_host(ops.matmul(x, self.output))
         return logits if all_logits else logits[0]

@@ -54,6 +54,8 @@ This is the numerical twin of the CUDA backend; both provide these names with th
                                            residual + sum_j weights[:, j] * expert ids[:, j](x),
                                            expert e(x) = down_e(swiglu_oai(gate_e(x), up_e(x)))
                                            with biases; only the routed experts are read
+    last_row(x (n, d)) -> (1, d)           the prompt's last token, before the output head (the
+                                           GPU's graph of a padded chunk picks it by device state)
     to_host(x) -> np.ndarray               logits back on the host for the sampler
 """
 from __future__ import annotations
@@ -337,6 +339,11 @@ def expert_ffn(x: np.ndarray, ids: np.ndarray, weights: np.ndarray, experts: Exp
         y = matmul(act, experts.down.matrix(e), experts.down_bias[e])
         np.add.at(out, tokens, weights[tokens, slot][:, None] * y)
     return out
+
+
+def last_row(x: np.ndarray) -> np.ndarray:
+    """x's last row, as (1, cols): the prompt's last token, whose logits pick the next one."""
+    return x[-1:]
 
 
 def to_host(x: np.ndarray) -> np.ndarray:

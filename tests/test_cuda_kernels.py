@@ -75,7 +75,9 @@ def test_embedding_rows_decode_as_quant_py(qtype, rows, units, seed):
 
 
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
-@pytest.mark.parametrize("n_tok", [1, 3, 19, 32, 70])  # 32 and 70: one and three tiles of matmul_tiled
+# 3, 9, 19: one to three token groups of matmul_few (rows of 2048+ values split over four warps);
+# 32 and 70: one and three tiles of matmul_tiled.
+@pytest.mark.parametrize("n_tok", [1, 3, 9, 19, 32, 70])
 @settings(max_examples=6, deadline=None)
 @given(rows=st.integers(1, 300), units=st.integers(1, 160), seed=st.integers(0, 2**32 - 1),
        with_bias=st.booleans(), with_residual=st.booleans())

@@ -7,7 +7,8 @@
 Model table: load time, VRAM used, time to first token (short and 512-token prompts), decode
 tokens/s at batch 1 over 256 tokens (CUDA graph replay; and eager, for contrast), and the
 bandwidth that decode rate implies (weight bytes read per token x tokens/s, as gpt-fast
-reports it). With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
+reports it), what recording the graphs costs, and per prefill graph (cuda/decode.py) the first
+token op by op and as the graph. With --llama-bench, llama.cpp's tg128/pp512 on the same file and the ratios.
 Then, with --model, the table of issue 13 (`issue_table`): the same in-process figures,
 filtered sampling per token, and over HTTP this worker and (with --llama-server) llama-server,
 each started from its command on the same file (http_bench.py); --json writes that table and
@@ -47,6 +48,39 @@ def _decode_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> tuple[
         ids.append(decoder.next())
     t3 = time.perf_counter()
     return t1 - t0, t2 - t1, n_tokens / (t3 - t2), ids
+
+
+def _time_start(decoder, prompt_ids: list[int], cache) -> float:
+    started = time.perf_counter()
+    decoder.start(prompt_ids, GREEDY, 0, cache)
+    return time.perf_counter() - started
+
+
+def _prefill_graph_rows(engine: Engine, ids: list[int]) -> list[tuple[str, str]]:
+    """Rows: what recording every graph for a new KV cache costs (the decode step's and each
+    prefill bucket's: lazily on main, or once at startup with a cache that lives as long as the
+    worker), then for each graph the first token of a prompt that fills it, op by op and as the
+    graph (medians of 5)."""
+    decoder = engine.ops.decoder(engine.adapter)
+    buckets = decoder.prefill_buckets
+    cache = engine.adapter.new_cache(max(buckets) + 1)
+    try:
+        started = time.perf_counter()
+        decoder.record_graphs(cache)
+        rows = [(f"recording every graph (decode step, prefill buckets {', '.join(map(str, buckets))})",
+                 f"{(time.perf_counter() - started) * 1e3:.0f} ms")]
+        for n in (1, *buckets):
+            prompt = ids[:n]
+            graph = statistics.median(_time_start(decoder, prompt, cache) for _ in range(5))
+            decoder.prefill_buckets = ()
+            try:
+                eager = statistics.median(_time_start(decoder, prompt, cache) for _ in range(5))
+            finally:
+                decoder.prefill_buckets = buckets
+            rows.append((f"first token, {n}-token prompt: op by op / one graph", f"{eager * 1e3:.2f} / {graph * 1e3:.2f} ms"))
+    finally:
+        cache.close()
+    return rows
 
 
 def _eager_rate(engine: Engine, prompt_ids: list[int], n_tokens: int) -> float:
@@ -120,6 +154,7 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> dict:
     for test, rate in llama.items():
         ours = decode if test.startswith("tg") else len(long) / ttft_long
         rows.append((f"llama.cpp {test}", f"{rate:.1f} tokens/s; this worker / llama.cpp = {ours / rate:.2f}"))
+    rows += _prefill_graph_rows(engine, long)
     rows += _golden_rows(engine, short)
     print(f"\n| {engine.model_name} ({engine.quant_kind}) on {_device_name()} | value |\n| --- | --- |")
     for name, value in rows:
@@ -321,6 +356,9 @@ def bench_kernels() -> None:
         us = _graph_time_us(launch, reps=5)
         rows.append((f"prefill 256 tokens gate + up Q5_0 4864x896 + SwiGLU, {what}", us,
                      2 * 2 * 256 * 4864 * 896 / us / 1e6))
+        xs, outs = vec(8, n_in), cp.empty((8, n_out), np.float32)  # a short prompt's graph (matmul_few)
+        us = _graph_time_us(lambda: kernels.matmul(w, xs, outs))
+        rows.append((f"prefill 8 tokens {qtype.name} {n_out}x{n_in}", us, 2 * 8 * n_out * n_in / us / 1e6))
     x, w896, out = vec(1, 896), vec(896), cp.empty((1, 896), np.float32)
     rows.append(("rmsnorm 896", _graph_time_us(lambda: kernels.rmsnorm(x, w896, 1e-6, out)), None))
     qkv = [weight(Q.Q5_0, n, 896) for n in (896, 128, 128)]
@@ -347,6 +385,9 @@ def bench_kernels() -> None:
     for tensor_cores, how in ((False, "a block per head and query"), (True, "tensor cores")):
         us = _graph_time_us(lambda: kernels.attention(qs, kc, vc, pos, qso, tensor_cores=tensor_cores), reps=5)
         rows.append((f"attention prefill, 256 queries at positions 256-511, {how}", us, None))
+    q8, out8, pos0 = vec(8, 14, 64), cp.empty((8, 14, 64), np.float32), cp.zeros(1, np.int32)
+    rows.append(("attention prefill, 8 queries at positions 0..7",
+                 _graph_time_us(lambda: kernels.attention(q8, kc, vc, pos0, out8)), None))
     g, u, o = vec(1, 4864), vec(1, 4864), cp.empty((1, 4864), np.float32)
     rows.append(("swiglu 4864", _graph_time_us(lambda: kernels.swiglu(g, u, o)), None))
     rows += expert_ffn_times(weight, vec, rng)

@@ -31,7 +31,6 @@ WEIGHT_KERNELS = {
     Q.MXFP4: "mxfp4", Q.Q4_K: "q4_k", Q.Q6_K: "q6_k",
 }
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
-FEW_ROWS = 4  # rows per warp in matmul_few_* (matmul.cu)
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
 MMA_ROWS, MMA_THREADS = 64, 128  # a block of the tensor-core kernels (gemm_mma.cuh)
 MMA_TOKENS = (128, 64, 32)  # their token tiles (matmul_mma_<type>_<tokens>), widest first
@@ -174,8 +173,10 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
         _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, math.ceil(MMA_FILL * _sm_count()), w, x,
                  out, extras)
     elif n_tok > 1:
-        grid = (_blocks(w.rows, 4 * FEW_ROWS), _blocks(n_tok, FEW_TOKENS))
-        _launch("matmul", f"matmul_few_{suffix}", grid, (128,), (*args, np.int32(n_tok), row_bytes))
+        split = w.cols >= SPLIT_ROW_LENGTH  # as the mat-vecs: four warps per long row
+        grid = (w.rows if split else _blocks(w.rows, 4), _blocks(n_tok, FEW_TOKENS))
+        _launch("matmul", f"matmul_few{'_split' if split else ''}_{suffix}", grid, (128,),
+                (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
         _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:
@@ -673,6 +674,35 @@ def commit_token(state: cp.ndarray, history: cp.ndarray) -> None:
     _check(state, np.int32, (3,), "state")
     _check(history, np.int32, (history.size,), "history")
     _launch("sampling", "commit_token", (1,), (1,), (state, history, np.int32(history.size)))
+
+
+def chunk_ids(history: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[t] = history[state[0] + t] for the prompt's positions (below state[2]), 0 past them:
+    the ids of a prompt chunk padded to out's length (prefill.cu)."""
+    _check(state, np.int32, (3,), "state")
+    _check(history, np.int32, (history.size,), "history")
+    _check(out, np.int32, (out.size,), "out")
+    _launch("prefill", "chunk_ids", (_blocks(out.size, 256),), (256,),
+            (history, state, out, np.int32(out.size), np.int32(history.size)))
+    return out
+
+
+def last_row(x: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
+    """out[0] = x[state[2] - 1 - state[0]] (clamped to x's rows): the row of a padded chunk's
+    last prompt token, x (n_rows, cols) float32, out (1, cols)."""
+    n_rows = x.shape[0] if x.ndim == 2 else -1
+    _check(x, np.float32, (n_rows, x.shape[-1]), "x")
+    _check(out, np.float32, (1, x.shape[1]), "out")
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "last_row", (min(_blocks(x.shape[1], 256), 64),), (256,),
+            (x, state, out, np.int32(n_rows), np.int32(x.shape[1])))
+    return out
+
+
+def prefill_done(state: cp.ndarray) -> None:
+    """state[0] = state[2] - 1: the position of the prompt's last token, which seeds the draw."""
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "prefill_done", (1,), (1,), (state,))
 
 
 def argmax(x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:

@@ -11,7 +11,6 @@
 #include "gemm_mma.cuh"
 
 #define WARPS 4
-#define FEW_ROWS 4       // rows per warp in matmul_few
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
@@ -91,45 +90,50 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
 }
 
 // Prefill of fewer tokens than a tile (matmul_tiled below would leave most of a tile empty and
-// the GPU idle): each warp takes FEW_ROWS rows and FEW_TOKENS tokens, its lanes splitting the row,
-// so every decoded weight serves FEW_TOKENS tokens and every loaded x serves FEW_ROWS rows.
-template <int QT>
+// the GPU idle): as the decode mat-vec, a warp per row (SPLIT warps per long row, their sums
+// meeting in shared memory), each decoded weight serving the FEW_TOKENS tokens of blockIdx.y's
+// group, so a short prompt gets as many warps as a decode step has (four rows a warp left most
+// SMs idle on 896-row matrices: an 8-token forward took ~5 ms on the H200, one token 1.2 ms).
+// Each token's sum runs in the mat-vec's order.
+template <int QT, int SPLIT>
 __device__ void matmul_few_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
                                 const float* bias, const float* residual, int n_in, int n_out, int n_tok,
                                 long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row0 = (blockIdx.x * WARPS + warp) * FEW_ROWS, t0 = blockIdx.y * FEW_TOKENS;
-    if (row0 >= n_out) return;
-    const u8* wrow[FEW_ROWS];
+    const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
+    const int t0 = blockIdx.y * FEW_TOKENS, n_t = min(FEW_TOKENS, n_tok - t0);
+    const bool active = row < n_out;
+    const u8* wrow = W + (active ? row : 0) * row_bytes;
+    const float* x = X + (long long)t0 * n_in + 4 * sub;
+    const int units = active ? n_in >> 5 : 0;
+    float acc[FEW_TOKENS];
 #pragma unroll
-    for (int r = 0; r < FEW_ROWS; ++r) wrow[r] = W + min(row0 + r, n_out - 1) * row_bytes;  // rows past the end are not written
-    float acc[FEW_ROWS][FEW_TOKENS];
+    for (int t = 0; t < FEW_TOKENS; ++t) acc[t] = 0.0f;
+    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT) {
+        const float4 w = decode4<QT>(wrow, u, sub);
 #pragma unroll
-    for (int r = 0; r < FEW_ROWS; ++r)
-#pragma unroll
-        for (int t = 0; t < FEW_TOKENS; ++t) acc[r][t] = 0.0f;
-    const int units = n_in >> 5;
-    for (int u = lane >> 3; u < units; u += 4) {
-        float4 w[FEW_ROWS];
-#pragma unroll
-        for (int r = 0; r < FEW_ROWS; ++r) w[r] = decode4<QT>(wrow[r], u, sub);
-#pragma unroll
-        for (int t = 0; t < FEW_TOKENS; ++t) {
-            if (t0 + t < n_tok) {
-                const float4 xv = *reinterpret_cast<const float4*>(X + (long long)(t0 + t) * n_in + u * 32 + 4 * sub);
-#pragma unroll
-                for (int r = 0; r < FEW_ROWS; ++r) acc[r][t] += dot4(w[r], xv);
-            }
-        }
+        for (int t = 0; t < FEW_TOKENS; ++t)
+            if (t < n_t) acc[t] += dot4(w, *reinterpret_cast<const float4*>(x + (long long)t * n_in + u * 32));
     }
+    __shared__ float partial[WARPS][FEW_TOKENS];
 #pragma unroll
-    for (int r = 0; r < FEW_ROWS; ++r)
-#pragma unroll
-        for (int t = 0; t < FEW_TOKENS; ++t) {
-            const float s = warp_sum(acc[r][t]);
-            const long long at = (long long)(t0 + t) * n_out + row0 + r;
-            if (lane == 0 && row0 + r < n_out && t0 + t < n_tok) Y[at] = epilogue(s, bias, residual, row0 + r, at);
+    for (int t = 0; t < FEW_TOKENS; ++t) {
+        const float s = warp_sum(acc[t]);
+        if (SPLIT == 1 && lane == 0 && active && t < n_t) {
+            const long long at = (long long)(t0 + t) * n_out + row;
+            Y[at] = epilogue(s, bias, residual, row, at);
         }
+        if (SPLIT > 1 && lane == 0) partial[warp][t] = s;
+    }
+    if (SPLIT == 1) return;
+    __syncthreads();
+    if (part == 0 && lane < n_t && active) {  // lane t adds token t's parts, in order
+        float s = 0.0f;
+#pragma unroll
+        for (int p = 0; p < SPLIT; ++p) s += partial[warp + p][lane];
+        const long long at = (long long)(t0 + lane) * n_out + row;
+        Y[at] = epilogue(s, bias, residual, row, at);
+    }
 }
 
 // Prefill of a tile of tokens or more: a block of 64 threads computes a PREFILL_TILE x
@@ -264,7 +268,13 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matmul_few_##NAME(const u8* W, const float* X, float* Y, const float* bias,                   \
                       const float* residual, int n_in, int n_out, int n_tok, long long row_bytes) { \
-        matmul_few_impl<QT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);              \
+        matmul_few_impl<QT, 1>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);           \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matmul_few_split_##NAME(const u8* W, const float* X, float* Y, const float* bias,             \
+                            const float* residual, int n_in, int n_out, int n_tok,                \
+                            long long row_bytes) {                                                \
+        matmul_few_impl<QT, WARPS>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);       \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(64)                                              \
     matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \

@@ -4,8 +4,9 @@
 and `load_embedding` then hand out views of the arena that stay in the file's encoding, decoded
 only inside the mat-vec and embedding kernels (M0-W-1201). Activations are float32, the KV cache
 fp16. Positions travel to the kernels through one device int (`state[0]`), and in capture mode
-(`capturing()`) the token comes from `state[1]`, so that decode.py can record the whole step as
-a CUDA graph and replay it for the next token without any upload.
+(`capturing(ids)`) the tokens come from a device buffer (`state[1]` for a decode step), so that
+decode.py can record a whole step, or a padded prompt chunk, as a CUDA graph and replay it
+without any upload but the state's.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class CudaOps:
         self.arena = WeightArena(gguf, device, reserve_bytes, vram_budget_bytes, chunk_bytes, on_progress)
         # (position of the first token, token, history length): read by the kernels, see module doc.
         self.state = cp.zeros(3, np.int32)
-        self.capture_mode = False  # tokens and positions from `state` (see `capturing`)
+        self.capture_mode = False  # tokens from capture_ids, positions from `state` (see `capturing`)
+        self.capture_ids: cp.ndarray | None = None
         self.keep_logits = False  # to_host leaves logits on the device
         self._uploaded_position: int | None = None  # what state[0] holds, when the host knows it
         self._caches: list[KVCache] = []
@@ -232,15 +234,17 @@ class CudaOps:
             self.keep_logits = False
 
     @contextlib.contextmanager
-    def capturing(self):
-        """Within: tokens come from state[1] and positions from state[0], nothing is uploaded and
-        logits stay on the device (decode.py records this as a CUDA graph)."""
-        self.capture_mode = True
+    def capturing(self, token_ids: cp.ndarray):
+        """Within: tokens come from token_ids (int32 on the device: state[1:2] for a decode step)
+        and positions from state[0], nothing is uploaded, logits stay on the device, and
+        `last_row` picks the prompt's last token by the state (decode.py records this as a CUDA
+        graph)."""
+        self.capture_mode, self.capture_ids = True, token_ids
         try:
             with self.logits_on_device():
                 yield
         finally:
-            self.capture_mode = False
+            self.capture_mode, self.capture_ids = False, None
 
     def decoder(self, adapter):
         """The DeviceDecoder (decode.py) for adapter's model on these ops, made once."""
@@ -267,7 +271,7 @@ class CudaOps:
 
     def embed(self, table: DeviceRows, ids) -> cp.ndarray:
         if self.capture_mode:
-            dev_ids = self.state[1:2]
+            dev_ids = self.capture_ids
         else:
             ids = np.asarray(ids, np.int64).reshape(-1)
             if ids.size and (ids.min() < 0 or ids.max() >= table.weight.rows):
@@ -378,6 +382,13 @@ class CudaOps:
         if kernels.gates_on_tensor_cores(w_gate, w_up, x.shape[0]):
             return kernels.matmul_gated(w_gate, w_up, h, out)
         return kernels.swiglu(self.matmul(h, w_gate), self.matmul(h, w_up), out)
+
+    def last_row(self, x: cp.ndarray) -> cp.ndarray:
+        """x's last row as (1, cols); in capture mode the row of the prompt's last token, which
+        state places (a padded chunk, decode.py)."""
+        if self.capture_mode and x.shape[0] > 1:
+            return kernels.last_row(cp.ascontiguousarray(x), self.state, cp.empty((1, x.shape[1]), np.float32))
+        return x[-1:]
 
     def to_host(self, x: cp.ndarray):
         if self.keep_logits:
