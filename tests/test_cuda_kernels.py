@@ -239,7 +239,7 @@ def test_tensor_core_prefill_attention_matches_twin(start, n, group, head_dim, w
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(1, ctx, n_kv, head_dim)
+    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
     if start:
         ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
     want = ops_numpy.attention(q.astype(np.float64), k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)

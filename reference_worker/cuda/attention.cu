@@ -138,7 +138,9 @@ __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __res
         for (int i = threadIdx.x; i < FA_KEYS * D / 8; i += FA_THREADS) {  // 8 values (16 bytes) each
             const int r = i / (D / 8), c = 8 * (i % (D / 8));
             const long long at = (long long)ring_slot(k0 + r, ctx) * D + c;
-            const bool stored = k0 + r <= block_last;  // later positions may hold anything, NaN included
+            // Positions outside the block's span may hold anything, NaN included (a ring slot never
+            // written, a slot past the prompt): zeros keep them out of P . V.
+            const bool stored = k0 + r >= block_first && k0 + r <= block_last;
             const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
             *reinterpret_cast<uint4*>(&ks[r][c]) = stored ? *reinterpret_cast<const uint4*>(kbase + at) : zero;
             *reinterpret_cast<uint4*>(&vs[r][c]) = stored ? *reinterpret_cast<const uint4*>(vbase + at) : zero;
