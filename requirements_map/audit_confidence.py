@@ -20,9 +20,10 @@ not count as unstated words.
 
 A verdict with such a sign is "unsure": a reviewer must decide, shown the closest requirements. It
 keeps its best guess, so the benchmark still scores it. "high" is given only to verdicts of tiers
-1-4 with no contradiction noted beside them, and for "in M0" only where the deciding lines and their
-requirements state every word of the feature (on held-out 3 and 4: 22 of 25 right); other verdicts
-of tiers 1-5 are "medium", tier 6 (a means to, a purpose claimed) "low".
+1, 2 and 4 with no contradiction noted beside them, and for "in M0" only where the deciding lines and
+their requirements state every word of the feature (on held-out 3 and 4: 22 of 24 right); a marker
+in the text (tier 3) speaks for its sentence, which may be about something else (4 of 7 right), so
+it and tier 5 give "medium", tier 6 (a means to, a purpose claimed) "low".
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ _RANKS_HIGH = 3.5  # BM25 score of the best line at which "not addressed" is dou
 class Signals:
     unstated: list[str]  # the feature's terms that the deciding lines and requirement blocks never state
     unstated_share: float  # their share of the feature's word weight
+    unused: list[str]  # the feature's terms that no spec line uses, known to the glossary only as a concept
+    # the spec defines no requirement for ("Mamba", one of the other model families)
     best_block: tuple[str, float] | None  # the requirement whose block names most of the feature, and its share
     top_score: float  # BM25 score of the spec line that ranks best for the feature's words
 
@@ -59,11 +62,16 @@ def signals(auditor, audit) -> Signals:
     for rid in audit.requirements:
         stated |= auditor._block_terms.get(rid, frozenset())
     unstated = sorted(key - _named_by(frozenset(stated), key, matches)) if key else []
+    # a concept the spec defines (one with requirements) names its words by any of its names; one it
+    # does not (a family of things) names none of them for the feature
+    defined = set().union(*(m.covered for m in matches if m.entry.req))
+    undefined = set().union(*(m.covered for m in matches if not m.entry.req))
+    unused = sorted(t for t in key & undefined - defined if index.share(t) == 0)
     blocks = [(auditor._weight(_named_by(block, key, matches)) / auditor._weight(key), rid)
               for rid, block in auditor._block_terms.items()] if key else []
     share, rid = max(blocks, default=(0.0, None))
     ranked = index.search(tuple(key), k=1) if key else []
-    return Signals(unstated, auditor._weight(unstated) / auditor._weight(key) if unstated else 0.0,
+    return Signals(unstated, auditor._weight(unstated) / auditor._weight(key) if unstated else 0.0, unused,
                    (rid, share) if rid else None,
                    ranked[0][1] if ranked else 0.0)
 
@@ -83,7 +91,7 @@ def calibrate(auditor, audit) -> None:
         return  # generic words, no line sharing a word, a qualifier or a word the spec never uses
     if tier is None:
         audit.confidence = "medium"  # decided by a qualifier
-    elif tier <= 4 and not audit.contradictions and not (audit.verdict == "in M0" and s.unstated):
+    elif tier in (1, 2, 4) and not audit.contradictions and not (audit.verdict == "in M0" and s.unstated):
         audit.confidence = "high"
         audit.confidence_reason += ("; the deciding lines keep out of M0 what the feature is a kind of"
                                     if s.unstated else "; the deciding lines state every word of the feature")
@@ -106,6 +114,9 @@ def _doubt(audit, s: Signals, tier: int | None) -> str | None:
         if s.top_score >= _RANKS_HIGH:
             return "a spec line ranks high for the feature's words: the spec may address it in other words"
         return None
+    if audit.verdict == "in M0" and s.unused:
+        return (f"the spec never uses {', '.join(s.unused)}, which the glossary knows only as a concept without "
+                "requirements: the lines about the rest of the feature may not be about it")
     if audit.verdict == "in M0" and s.unstated_share >= _UNSTATED:
         return (f"the deciding lines never state {', '.join(s.unstated)} "
                 f"({s.unstated_share:.0%} of the feature's word weight): M0 may have only part of it")
@@ -113,16 +124,20 @@ def _doubt(audit, s: Signals, tier: int | None) -> str | None:
 
 
 def _closest(auditor, audit, s: Signals) -> str:
-    """'closest requirements: M0-W-1330 (Cancellation) lines 1262, 1263; …'."""
-    lines: dict[str, list[int]] = {}
+    """'closest requirements: M0-W-1330 (POST /cancel) lines 1262, 1263; …': the deciding requirements,
+    then the one whose block names most of the feature, then those of the other lines shown."""
+    known = auditor.spec.requirements
+    lines: dict[str, list[int]] = {rid: [] for rid in audit.requirements if rid in known}
+    if s.best_block:
+        lines.setdefault(s.best_block[0], [])
     for ev in list(audit.evidence) + list(audit.closest):
-        if ev.requirement and ev.source == "spec" and (ev.claim or ev in audit.closest):
+        if ev.requirement in known and ev.source == "spec" and (ev.claim or ev in audit.closest):
             lines.setdefault(ev.requirement, []).append(ev.line)
-    if s.best_block and s.best_block[0] not in lines:
-        req = auditor.spec.requirements[s.best_block[0]]
-        lines[s.best_block[0]] = [req.line]
     if not lines:
         return "no requirement names it; see the closest lines"
-    parts = [f"{rid} ({auditor.index.entries[rid]['title']}) line{'s' if len(set(ns)) > 1 else ''} "
-             f"{', '.join(map(str, sorted(set(ns))[:3]))}" for rid, ns in list(lines.items())[:3]]
+    parts = []
+    for rid, found in list(lines.items())[:3]:
+        found = sorted(set(found))[:3] or [known[rid].line]
+        parts.append(f"{rid} ({auditor.index.entries[rid]['title']}) line{'s' if len(found) > 1 else ''} "
+                     f"{', '.join(map(str, found))}")
     return "closest requirements: " + "; ".join(parts)
