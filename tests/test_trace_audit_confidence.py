@@ -61,7 +61,7 @@ def test_not_addressed_is_unsure_when_a_requirement_block_names_most_of_it(audit
     doubtful = auditor.audit("stop sequences")  # M0-W-1830's block names stop and sequence
     assert doubtful.verdict == "not addressed by the spec" and doubtful.confidence == "unsure"
     assert "M0-W-1830" in doubtful.confidence_reason and "M0-W-1830" in doubtful.unsure
-    plain = auditor.audit("ALiBi positional bias")  # related lines only
+    plain = auditor.audit("gzip response compression")  # related lines only
     assert (plain.verdict, plain.confidence, plain.unsure) == ("not addressed by the spec", "low", None)
 
 
