@@ -34,6 +34,9 @@ and one stated only in a requirement of a later milestone ("GGUF parsing: <1s", 
 that milestone;
 and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
 leaves it not addressed.
+
+How sure the verdict is (high / medium / low, or "unsure": a reviewer must decide, the verdict kept
+as the best guess) is set last, from signals measured on labelled features: audit_confidence.py.
 """
 
 from __future__ import annotations
