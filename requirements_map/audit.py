@@ -34,6 +34,9 @@ and one stated only in a requirement of a later milestone ("GGUF parsing: <1s", 
 that milestone;
 and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
 leaves it not addressed.
+
+How sure the verdict is (high / medium / low, or "unsure": a reviewer must decide, the verdict kept
+as the best guess) is set last, from signals measured on labelled features: audit_confidence.py.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .audit_confidence import calibrate
 from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -60,7 +64,6 @@ TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself"
               3: "direct: scope marker in the text", 4: "implied by a requirement",
               5: "indirect: what the feature is an instance of", 6: "indirect: what the feature is a means to"}
 CONTEXT = 7
-_CONFIDENCE = {1: "high", 2: "high", 3: "medium", 4: "medium", 5: "low", 6: "low"}
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
@@ -118,7 +121,7 @@ class FeatureAudit:
     purpose: str | None
     verdict: str
     detail: str
-    confidence: str  # high / medium / low
+    confidence: str  # high / medium / low / unsure (audit_confidence.py)
     confidence_reason: str
     concepts: list[str]
     requirements: list[str]  # ids the verdict rests on (for findings shown beside it)
@@ -127,6 +130,8 @@ class FeatureAudit:
     closest: list[Evidence] = field(default_factory=list)
     contradictions: list[Contradiction] = field(default_factory=list)
     check: str | None = None  # what a reviewer should check when the spec does not settle it
+    unsure: str | None = None  # for an unsure verdict: what a reviewer must decide, and where to look
+    deciding_tier: int | None = None  # tier of the lines that decide it; None when a qualifier or nothing does
 
 
 class Auditor:
@@ -172,6 +177,7 @@ class Auditor:
             milestones = {ev.milestone or "M1" for ev in later}
             audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
             audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
+        calibrate(self, audit)
         return audit
 
     def _unseen(self, audit: FeatureAudit, name: str) -> None:
@@ -188,6 +194,7 @@ class Auditor:
             audit.detail = f"the spec never uses “{', '.join(unseen)}”; without it the feature is {audit.detail}"
             audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
             audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
+            audit.deciding_tier = None
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
@@ -310,8 +317,7 @@ class Auditor:
         if audit.verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches, absent)
         else:
-            tier = min(e.tier for e in deciding)
-            audit.confidence = "medium" if audit.verdict == "contradictory" and tier <= 2 else _CONFIDENCE[tier]
+            tier = audit.deciding_tier = min(e.tier for e in deciding)
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
@@ -338,6 +344,7 @@ class Auditor:
                     audit.verdict, audit.requirements = verdict, self._requirements_of(deciding)
                     audit.detail = f"the spec states the {q.kind} “{q.text}” only in {', '.join(audit.requirements)}: {detail}"
                     audit.confidence, audit.confidence_reason = "medium", f"the {q.kind} decides: no M0 line states it"
+                    audit.deciding_tier = None
                     return
                 continue
             generic = f"without it the feature is {audit.detail}"
@@ -362,6 +369,7 @@ class Auditor:
                 audit.check = f"check whether {q.text} is wanted; the spec decides the feature only without it"
                 audit.confidence, audit.confidence_reason = "medium", describe(c)
             audit.detail = f"{describe(c)}; {generic}"
+            audit.deciding_tier = None
             return
 
     def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
@@ -590,7 +598,7 @@ class Auditor:
         titles = [f"{r} ({self.index.entries[r]['title']})" for r in reqs[:3]]
         where = f"whether it falls under {', '.join(titles)}" if titles else "the closest lines below"
         audit.check = f"check {where}; if it is wanted in M0, ask the spec owner to scope it"
-        audit.confidence = "medium" if ranked else "high"
+        audit.confidence = "low" if ranked else "high"  # related lines: right 2 times in 3 on held-out parts
         audit.confidence_reason = ("related lines exist; a reader should confirm none of them covers it" if ranked
                                    else "no line shares a word with it")
 

@@ -10,7 +10,8 @@ a later part written blind is marked `held_out: 4` (and so on) and only measured
 
 A verdict is right when it equals
 the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
-closest) at least one of the label's key lines. Prints one table per part, rows per class.
+closest) at least one of the label's key lines. Prints two tables per part: rows per class, and the
+calibration (verdicts right per confidence level, and among those not marked unsure).
 """
 
 from __future__ import annotations
@@ -73,6 +74,24 @@ def render(part: str, table: dict[str, list[int]]) -> str:
     return "\n".join(out)
 
 
+LEVELS = ("high", "medium", "low", "unsure")
+
+
+def calibration(labels: list[dict], audits) -> str:
+    """Per confidence level, the verdicts right / total; then how right the verdicts not marked unsure
+    are, and how many of the misses the unsure mark caught."""
+    out = ["| confidence | verdict right |", "| --- | --- |"]
+    for level in LEVELS:
+        pairs = [(f, a) for f, a in zip(labels, audits) if a.confidence == level]
+        out.append(f"| {level} | {_pct(sum(a.verdict == f['verdict'] for f, a in pairs), len(pairs))} |")
+    sure = [(f, a) for f, a in zip(labels, audits) if a.confidence != "unsure"]
+    misses = [a for f, a in zip(labels, audits) if a.verdict != f["verdict"]]
+    out.append(f"| not unsure | {_pct(sum(a.verdict == f['verdict'] for f, a in sure), len(sure))} |")
+    out += ["", f"Marked unsure: {len(labels) - len(sure)} of {len(labels)}; misses caught by it: "
+                f"{_pct(sum(a.confidence == 'unsure' for a in misses), len(misses))}."]
+    return "\n".join(out)
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100 * part / whole:.0f}%)" if whole else "—"
 
@@ -103,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for part in args.part or ["all", *ordered]:
         pairs = [(f, a) for f, a in zip(labels, audits) if part in ("all", part_of(f))]
         print(render(part, score([f for f, _ in pairs], [a for _, a in pairs])), end="\n\n")
+        print(calibration([f for f, _ in pairs], [a for _, a in pairs]), end="\n\n")
         if args.misses:
             for f, a in pairs:
                 keyed = set(f["key_lines"])

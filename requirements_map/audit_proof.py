@@ -20,7 +20,8 @@ def as_json(audits: list[FeatureAudit], spec_identity: dict) -> dict:
     """The audit as data: a summary row per feature, then every line each verdict rests on."""
     findings = load_findings()
     return {"spec": spec_identity,
-            "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "detail": a.detail,
+            "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "unsure": a.unsure,
+                         "detail": a.detail,
                          "requirements": a.requirements, "contradictions": len(a.contradictions),
                          "findings": [f.id for f in audit_findings(a, findings)]} for a in audits],
             "features": [_audit_dict(a, findings) for a in audits]}
@@ -46,7 +47,8 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
            "## Summary", "",
            "| feature | verdict | confidence | basis | requirements | contradictions | spec findings |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
-    out += [f"| {_cell(a.feature)} | **{a.verdict}** | {a.confidence} | {_cell(a.detail)} | "
+    out += [f"| {_cell(a.feature)} | **{a.verdict}**{' (best guess)' if a.unsure else ''} | {a.confidence} | "
+            f"{_cell(f'{a.unsure}. Best guess: {a.detail}' if a.unsure else a.detail)} | "
             f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} | "
             f"{', '.join(f.id for f in audit_findings(a, findings)) or '—'} |" for a in audits]
     out += ["", "Evidence is weighed in tiers: " + "; ".join(f"{n} {name}" for n, name in TIER_NAMES.items()) + "."]
@@ -56,6 +58,8 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             out += [f"Claimed purpose: “{audit.purpose}”", ""]
         out += [f"**Verdict: {audit.verdict}** — {audit.detail}. Confidence: {audit.confidence} "
                 f"({audit.confidence_reason}).", ""]
+        if audit.unsure:
+            out += [f"**{audit.unsure[0].upper()}{audit.unsure[1:]}.** The verdict above is the audit's best guess.", ""]
         if audit.concepts:
             out.append(f"Glossary concepts: {', '.join(audit.concepts)}.")
         claims = sorted((ev for ev in audit.evidence if ev.claim), key=lambda ev: (ev.tier, ev.line))
