@@ -5,7 +5,6 @@ sliding-window layer (position p at slot p % capacity, the other slots NaN and n
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,12 +13,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import cpu_emulation
 from reference_worker import ops_numpy
 from reference_worker.ops_numpy import YaRN
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).parent / "cuda_on_cpu"
-KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
 N_KV, GROUP, HEAD_DIM, BASE = 2, 2, 64, 150000.0
 YARN = YaRN(factor=32.0, n_ctx_orig=4096)
 FP16_NAN = 0x7E00
@@ -27,12 +25,7 @@ FP16_NAN = 0x7E00
 
 @pytest.fixture(scope="module")
 def attention_main(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ (C++20, _Float16) to build the CPU emulation")
-    binary = tmp_path_factory.mktemp("cuda_on_cpu") / "attention_main"
-    subprocess.run(["g++", "-std=c++20", "-O2", f"-I{KERNELS}", "-o", str(binary), str(HERE / "attention_main.cpp")],
-                   check=True, capture_output=True)
-    return binary
+    return cpu_emulation.build(tmp_path_factory, "attention_main")
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,16 @@ def test_attention_prefill_and_decode_match_twin(start, n, group, head_dim, seed
     assert rel_err(out.get().reshape(n, -1), want) < 1e-5
 
 
+def twin_prefill_attention(q, k_all, v_all, start: int, sinks=None, window: int = 0):
+    """ops_numpy.attention of q's tokens at positions start.. over a cache that first took
+    positions 0..start-1 of k_all and v_all (positions, KVH, D)."""
+    n_kv, head_dim = k_all.shape[1:]
+    cache = ops_numpy.KVCache(len(k_all), (len(k_all),), n_kv, head_dim)
+    if start:
+        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], cache, 0, 0)
+    return ops_numpy.attention(q, k_all[start:], v_all[start:], cache, 0, start, sinks, window)
+
+
 @settings(max_examples=25, deadline=None)
 @given(start=st.integers(0, 600), n=st.integers(kernels.FA_MIN_TOKENS, 300), group=st.sampled_from([1, 2, 7]),
        head_dim=st.sampled_from(kernels.FA_HEAD_DIMS), window=st.sampled_from([0, 1, 8, 128]),
@@ -239,10 +249,7 @@ def test_tensor_core_prefill_attention_matches_twin(start, n, group, head_dim, w
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
-    if start:
-        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
-    want = ops_numpy.attention(q.astype(np.float64), k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
+    want = twin_prefill_attention(q.astype(np.float64), k_all, v_all, start, sinks, window)
 
     k_cache, v_cache = (cp.full((n_kv, ctx, head_dim), np.nan, np.float16) for _ in range(2))
     kernels.kv_store(cp.asarray(k_all), cp.asarray(v_all), k_cache, v_cache, cp.asarray([0], np.int32))

@@ -35,7 +35,7 @@ from test_cuda_engine import (  # noqa: E402, F401
     test_vram_exhausted_by_a_request_is_vram_oom_and_the_worker_goes_on, test_vram_returns_to_its_baseline_after_100_requests,
     test_weights_stay_in_their_encoding_at_aligned_offsets,
 )
-from test_cuda_kernels import GPU_SETTINGS, rel_err  # noqa: E402
+from test_cuda_kernels import GPU_SETTINGS, rel_err, twin_prefill_attention  # noqa: E402
 from test_moe_kernels_on_cpu import ROUTINGS, moe_inputs, random_experts, twin_moe  # noqa: E402
 from test_gpt_oss import RING_RUNS, ring_and_full_logits  # noqa: E402
 
@@ -169,15 +169,12 @@ def test_rope_with_the_yarn_table_matches_twin():
        with_sinks=st.booleans(), seed=st.integers(0, 1000))
 def test_prefill_attention_with_sinks_and_window_matches_twin(start, n, window, with_sinks, seed):
     rng = np.random.default_rng(seed)
-    n_kv, group, head_dim, ctx = 2, 4, 64, start + n + 5
+    n_kv, group, head_dim = 2, 4, 64
     q = rng.standard_normal((n, n_kv * group, head_dim)).astype(np.float32)
     k_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     v_all = rng.standard_normal((start + n, n_kv, head_dim)).astype(np.float16).astype(np.float32)
     sinks = (rng.standard_normal(n_kv * group) * 3).astype(np.float32) if with_sinks else None
-    twin_cache = ops_numpy.KVCache(ctx, (ctx,), n_kv, head_dim)
-    if start:
-        ops_numpy.attention(q[:1].repeat(start, 0), k_all[:start], v_all[:start], twin_cache, 0, 0)
-    want = ops_numpy.attention(q, k_all[start:], v_all[start:], twin_cache, 0, start, sinks, window)
+    want = twin_prefill_attention(q, k_all, v_all, start, sinks, window)
 
     k_cache, v_cache = (cp.asarray(np.pad(a, ((0, 5), (0, 0), (0, 0))).transpose(1, 0, 2).astype(np.float16))
                         for a in (k_all, v_all))

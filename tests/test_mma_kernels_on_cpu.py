@@ -7,7 +7,6 @@ the same fp16-rounded inputs, attention to 2e-3 of the fp64 twin.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,14 +15,13 @@ import pytest
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 
+import cpu_emulation
 from fp32_sums import assert_within, product_bound, swiglu_bound
 from reference_worker import ops_numpy
 from reference_worker.quant import dequantize
 from reference_worker.synthetic import encode_weight
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).parent / "cuda_on_cpu"
-KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
 
 
 def rel_err(got, want) -> float:
@@ -37,12 +35,7 @@ def fp16_rounded(a: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mma_main(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ (C++20, _Float16) to build the CPU emulation")
-    binary = tmp_path_factory.mktemp("cuda_on_cpu") / "mma_main"
-    subprocess.run(["g++", "-std=c++20", "-O2", f"-I{KERNELS}", "-o", str(binary), str(HERE / "mma_main.cpp")],
-                   check=True, capture_output=True)
-    return binary
+    return cpu_emulation.build(tmp_path_factory, "mma_main")
 
 
 def _write(tmp_path: Path, name: str, array: np.ndarray | None) -> str:

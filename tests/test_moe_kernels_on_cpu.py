@@ -8,7 +8,6 @@ The helpers below (routing, expert stacks, inputs, the twin) are shared with tes
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,13 +17,12 @@ from gguf import GGMLQuantizationType as Q
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cpu_emulation
 from reference_worker import ops_numpy
 from reference_worker.gguf_file import Tensor
 from reference_worker.synthetic import encode_weight
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).parent / "cuda_on_cpu"
-KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
 MOE_TILE = 32  # moe.cu
 ROUTINGS = ["random", "every token through one expert", "half the experts idle"]
 
@@ -72,12 +70,7 @@ def rel_err(got, want) -> float:
 
 @pytest.fixture(scope="module")
 def moe_main(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ (C++20) to build the CPU emulation")
-    binary = tmp_path_factory.mktemp("cuda_on_cpu") / "moe_main"
-    subprocess.run(["g++", "-std=c++20", "-O2", f"-I{KERNELS}", "-o", str(binary), str(HERE / "moe_main.cpp")],
-                   check=True, capture_output=True)
-    return binary
+    return cpu_emulation.build(tmp_path_factory, "moe_main")
 
 
 def run_on_cpu(binary: Path, tmp: Path, kernel: str, twin: ops_numpy.Experts, x, ids, weights, residual):

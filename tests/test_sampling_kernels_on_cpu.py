@@ -11,18 +11,16 @@ too many or too few changes it.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import cpu_emulation
 from reference_worker import sampler
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).parent / "cuda_on_cpu"
-KERNELS = Path(__file__).parents[1] / "reference_worker" / "cuda"
 MODES = ["greedy", "full", "candidates", "refine", "exact"]  # sampling.cu: SampleMode
 SEED = 1234
 _MASK = 2**64 - 1
@@ -30,12 +28,7 @@ _MASK = 2**64 - 1
 
 @pytest.fixture(scope="module")
 def sample_main(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ (C++20) to build the CPU emulation")
-    binary = tmp_path_factory.mktemp("cuda_on_cpu") / "sample_main"
-    subprocess.run(["g++", "-std=c++20", "-O2", f"-I{KERNELS}", "-o", str(binary), str(HERE / "sample_main.cpp")],
-                   check=True, capture_output=True)
-    return binary
+    return cpu_emulation.build(tmp_path_factory, "sample_main")
 
 
 def _splitmix64(x: int) -> int:
