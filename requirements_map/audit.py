@@ -481,7 +481,7 @@ class Auditor:
             return None, None, CONTEXT, "named as what M0 relies on"
         # "No FFI for tokenization", or after the term: "cross-GPU reproducibility is NOT guaranteed"
         negated = _NEGATION.search(before) or _NEGATED_AFTER.match(text, pos) or _NON.match(text, pos)
-        if st is not None and st.source == "list":
+        if st is not None and st.source in ("list", "table"):
             tier = 1 if st.section.startswith("0.0") or st.kind == "prohibited" else 2
             if negated and st.kind in ("in-m0", "optional"):
                 return "out-of-scope", None, tier, f"excluded within an item of {entry.scope_list}"
@@ -526,7 +526,7 @@ class Auditor:
                                    concept.term, fit))
             for st in self.spec.statements:
                 if rid in st.ids and st.line != req["line"]:
-                    tier = 1 if st.source == "list" and st.section.startswith("0.0") else 2 if st.source == "list" else 3
+                    tier = 1 if st.source == "list" and st.section.startswith("0.0") else 2 if st.source in ("list", "table") else 3
                     found.append(_evidence(self.index.at(st.line), st.kind, st.milestone, tier,
                                            f"{basis_prefix}names {rid}", concept.term, fit))
         for rid, why in concept.conflicts:
@@ -726,7 +726,9 @@ def _disagreements(claims: list[Evidence], where: str) -> list[Contradiction]:
     found = []
     in_m0 = [ev.line for ev in claims if ev.claim in ("in-m0", "optional")]
     outside = [ev.line for ev in claims if ev.claim not in ("in-m0", "optional")]
-    if in_m0 and outside:
+    # "optional in M0" beside "deferred to M1" or a later milestone is one answer: M0 may, a later one must
+    optional_then_later = all(ev.claim in ("optional", "deferred-M1", "later") for ev in claims)
+    if in_m0 and outside and not optional_then_later:
         found.append(Contradiction("in M0 vs not in M0", f"{_lines(in_m0)} put it in M0 while {_lines(outside)} "
                                    f"keep it out of M0", sorted(set(in_m0 + outside))))
     sets = {}

@@ -181,7 +181,7 @@ def _spec_lines(spec: ParsedSpec, entries: dict) -> list[IndexedLine]:
         label = f"§{section.number} {section.title}" if section else "(before the first section)"
         st = statements.get(n)
         rid = owner.get(n)
-        scope_list = f"§{st.section} {st.context.strip('*: ').replace('**', '')}" if st and st.source == "list" else None
+        scope_list = f"§{st.section} {st.context.strip('*: ').replace('**', '')}" if st and st.source in ("list", "table") else None
         out.append(IndexedLine(n, text.strip(), label, rid, entries.get(rid, {}).get("scope") if rid else None,
                                scope_list, st, n in spec.code_lines, n in headings))
     return out

@@ -71,7 +71,7 @@ class ScopeStatement:
     text: str
     name: str  # the item's subject, without explanations, for matching against titles
     ids: tuple[str, ...]
-    source: str  # "list" for items under a scope header, "marker" for other lines
+    source: str  # "list" for items under a scope header, "table" for rows of a table's M0 Status column, "marker" for other lines
 
 
 @dataclass
@@ -260,16 +260,47 @@ def _marker_kind(text: str) -> tuple[str, str | None] | None:
     return ("later", milestone) if milestone else None
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _status_kind(cell: str) -> tuple[str, str | None] | None:
+    """What a table's "M0 Status" cell says ("✅ Required", "⚠️ Optional"), or None."""
+    low = cell.lower()
+    if "defer" in low:
+        return _deferral(cell)
+    if "optional" in low:
+        return "optional", None
+    if "required" in low:
+        return "in-m0", None
+    if "❌" in cell or "out of scope" in low:
+        return "out-of-scope", None
+    return None
+
+
 def _scope_statements(spec: ParsedSpec) -> list[ScopeStatement]:
     known = list(spec.requirements)
     statements = []
     context, context_text, items_started = None, "", False
+    status_column, table_text = None, ""  # a table with an "M0 Status" column states each row's scope
     for n, line in enumerate(spec.lines, start=1):
         if n in spec.code_lines:
             if "future use" in line.lower():
                 statements.append(_statement(spec, n, line, "code comment", ("later", None), "marker", known))
             continue
         stripped = line.strip()
+        if stripped.startswith("|"):
+            cells = _cells(stripped)
+            if status_column is None and "m0 status" in (c.lower() for c in cells):
+                status_column = [c.lower() for c in cells].index("m0 status")
+                table_text = f"table of {cells[0]} and its M0 Status"
+            elif status_column is not None and len(cells) > status_column and not set(stripped) <= set("|-: "):
+                kind = _status_kind(cells[status_column])
+                if kind:
+                    statements.append(_statement(spec, n, line, table_text, kind, "table", known,
+                                                 name=cells[0].strip("`* ")))
+            continue
+        status_column = None
         item = _LIST_ITEM.match(line)
         if _HEADING.match(line):
             context, items_started = None, False
@@ -295,10 +326,10 @@ def _scope_statements(spec: ParsedSpec) -> list[ScopeStatement]:
     return statements
 
 
-def _statement(spec, n, line, context, kind, source, known) -> ScopeStatement:
+def _statement(spec, n, line, context, kind, source, known, name: str | None = None) -> ScopeStatement:
     section = spec.section_of(n)
     item = _LIST_ITEM.match(line)
     body = item.group(2) if item else line.strip()
     return ScopeStatement(line=n, section=section.number if section else "", context=context,
-                          kind=kind[0], milestone=kind[1], text=line.strip(), name=_item_name(body),
+                          kind=kind[0], milestone=kind[1], text=line.strip(), name=name or _item_name(body),
                           ids=ids_in(line, known), source=source)
