@@ -78,6 +78,9 @@ _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|suppor
 _MARKER = re.compile(r"defer|optional|\bM[1-9]\+?|post-M0|out of scope|removed", re.IGNORECASE)
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
+# Where a feature's head ends and what it is for, on or through begins ("pipeline parallelism | for GPT-OSS-20B").
+_HEAD_END = re.compile(r"\s(?:for|to|in|on|through|via|from|by|over|across|so|that|which|when|within|into|as|"
+                       r"between|before|after|instead|against|under|using|while)\s", re.IGNORECASE)
 
 
 class AuditError(ValueError):
@@ -209,6 +212,7 @@ class Auditor:
         _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
+        self._subordinate(name, matches, evidence)
         evidence = _dedupe(evidence)
         friends = [f for f in _dedupe(friends) if f.line not in {e.line for e in evidence}]
         return self._judge(name, purpose, key, matches, absent, evidence, friends)
@@ -321,6 +325,26 @@ class Auditor:
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
+
+    def _subordinate(self, name: str, matches, evidence: list[Evidence]) -> None:
+        """A feature is about its head, not about what it is for or applied to: in "pipeline parallelism
+        for GPT-OSS-20B" the lines about GPT-OSS-20B say nothing of pipeline parallelism. When a
+        concept of the head has lines stating a scope, the claims of concepts named only after the
+        head ("for", "on", "in", "through", ...) that put it in M0 become context. Their exclusions stand: a
+        feature that needs a deferred thing ("releasing the KV cache when the client disconnects") waits for it."""
+        head = set(key_terms(_head(name)))
+        if not head or head == set(key_terms(name)):
+            return
+        def concepts(ms):
+            return {c for m in ms for c in self.glossary.kin(m.entry)}
+        of_head = concepts(m for m in matches if m.covered & head)
+        of_rest = concepts(m for m in matches if not m.covered & head) - of_head
+        if not of_rest or not any(ev.claim and ev.concept in of_head for ev in evidence):
+            return
+        for ev in evidence:
+            if ev.claim in ("in-m0", "optional") and ev.concept in of_rest:
+                ev.claim, ev.milestone, ev.tier = None, None, CONTEXT
+                ev.basis += f"; ‘{ev.concept}’ is what the feature is for or applied to, not the feature"
 
     def _qualified(self, audit: FeatureAudit, name: str, found: list[Qualifier]) -> None:
         """An "in M0" verdict holds for the feature's qualifiers ("v2" of "GGUF v2 files") only where
@@ -699,6 +723,12 @@ def _opposed(matches, evidence: list[Evidence]) -> None:
     for ev in evidence:
         if ev.requirement in against and ev.claim in ("in-m0", "optional") and ev.concept != "contradiction":
             ev.claim, ev.tier, ev.basis = None, CONTEXT, f"{ev.basis}; {ev.requirement} is what the feature goes against"
+
+
+def _head(feature: str) -> str:
+    """The words the feature is about: before "for", "on", "through", ...; in "using X as Y", the Y."""
+    role = re.match(r"\s*(?:using|use of|use)\s.+?\sas\s(.+)", feature, re.IGNORECASE)
+    return _HEAD_END.split(role.group(1) if role else feature, maxsplit=1)[0]
 
 
 def _sentence_at(text: str, pos: int) -> tuple[int, str]:
