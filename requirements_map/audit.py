@@ -355,9 +355,11 @@ class Auditor:
         lines = [self.index.at(ev.line) for ev in audit.evidence if ev.source == "spec"]
         for q in found:
             c = check(q, name, self.index, lines)
-            if c.outcome == "stated":
+            if c.outcome in ("stated", "refused"):
+                says = (f"states the {q.kind} “{q.text}”" if c.outcome == "stated"
+                        else f"states the range that refuses the {q.kind} “{q.text}”")
                 stating = [_evidence(line, self._stated_claim(line.requirement) if line.requirement else "in-m0", None,
-                                     4, f"states the {q.kind} “{q.text}”", "qualifier")
+                                     4, says, "qualifier")
                            for line in (self.index.at(n) for n in c.lines)]
                 cited = {ev.line for ev in audit.evidence if ev.claim in ("in-m0", "optional")}
                 audit.evidence = _dedupe(audit.evidence + stating)

@@ -43,6 +43,8 @@ _ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
+_REFUSAL = re.compile(r"\b(?:reject|refus|disallow|forbid|den(?:y|ies|ied)|error(?:s)? (?:for|on)|40[0-9]\b)",
+                      re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Qualifier:
 @dataclass(frozen=True)
 class QualifierCheck:
     qualifier: Qualifier
-    outcome: str  # "stated", "differs", "unstated"
+    outcome: str  # "stated", "refused" (outside the stated range, and the feature refuses it), "differs", "unstated"
     lines: tuple[int, ...]  # where the spec states it, or states its own value
 
 
@@ -99,9 +101,12 @@ def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[Inde
               if _CONFIGURABLE.search(entry.text) or any(_holds(v, qualifier) for v in values)]
     if stated:
         return QualifierCheck(qualifier, "stated", tuple(stated[:3]))
-    elsewhere = _stated_elsewhere(qualifier, index)
+    elsewhere = _stated_elsewhere(qualifier, feature, index)
     if elsewhere:
         return QualifierCheck(qualifier, "stated", elsewhere)
+    if valued and qualifier.kind == "number" and _REFUSAL.search(feature):
+        # "rejecting max_tokens 0": a value outside the range the spec states is one it refuses
+        return QualifierCheck(qualifier, "refused", tuple(entry.line for entry, _ in valued[:3]))
     if valued:
         return QualifierCheck(qualifier, "differs", tuple(entry.line for entry, _ in valued[:3]))
     return QualifierCheck(qualifier, "unstated", ())
@@ -150,11 +155,13 @@ def _about(feature: str, q: Qualifier, index: SpecIndex, lines: list[IndexedLine
     return []
 
 
-def _stated_elsewhere(q: Qualifier, index: SpecIndex) -> tuple[int, ...]:
+def _stated_elsewhere(q: Qualifier, feature: str, index: SpecIndex) -> tuple[int, ...]:
     """Prose lines anywhere in the spec that state the qualifier's value next to a specific word it
-    qualifies in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"): the spec states
-    this value for the feature, whatever other values the feature's own lines state."""
+    qualifies in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), or next to an
+    identifier the feature names ("MODEL_LOAD_FAILED" of "MODEL_LOAD_FAILED answered as HTTP 500"):
+    the spec states this value for the feature, whatever other values its own lines state."""
     words = {t for t in q.anchors - set(terms(q.text)) if 0 < index.share(t) <= _SPECIFIC_SHARE}
+    words |= {t for t in key_terms(feature) if "_" in t and 0 < index.share(t) <= _SPECIFIC_SHARE}
     if not words:
         return ()
     return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)
