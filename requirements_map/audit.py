@@ -66,6 +66,7 @@ TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself"
 CONTEXT = 7
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
+_RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
                        re.IGNORECASE)
@@ -209,6 +210,7 @@ class Auditor:
         evidence = self._direct(name, key, matches, everything, friends)
         evidence += self._blocks(key, matches, evidence) or ([] if any(ev.claim for ev in evidence)
                                                               else self._most_of(key, everything))
+        evidence += self._opposite_lines(name, key)
         _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
@@ -325,6 +327,35 @@ class Auditor:
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
+
+    def _opposite_lines(self, name: str, key: tuple[str, ...]) -> list[Evidence]:
+        """M0 lines that state the opposite of a word the feature asks for (glossary opposites: "absolute
+        path to .gguf file" for "a relative --model path"), about the same thing: naming another word of
+        the feature, or a phrase rare enough to be a rule of its own ("VRAM-only"). The feature goes
+        against them: out of scope."""
+        found = []
+        asked = terms(name)
+        for word, opposite in self.glossary.opposites:
+            if not _contains(_without(asked, opposite), word) or _contains(_without(asked, word), opposite):
+                continue
+            anchors = {t for t in key if t not in word and self._specific((t,))}
+            holding = [e for e in self.index.lines if not e.code and _contains(terms(e.text), opposite)
+                       and not _contains(_without(terms(e.text), opposite), word)]
+            rare = len(holding) <= _RARE_LINES
+            for entry in holding:
+                st = entry.statement
+                listed = st is not None and st.source in ("list", "table") and st.kind == "in-m0"
+                required = entry.requirement and self._stated_claim(entry.requirement) in ("in-m0", "optional")
+                named = anchors & self.index.line_terms(entry)
+                pos = _position(entry.text, opposite[0])
+                if not (listed or required) or not (named or rare) or _NEGATION.search(entry.text[:pos]):
+                    continue
+                fit = (self._weight(named | set(word)) / self._weight(key), 1.0)
+                found.append(_evidence(entry, "out-of-scope", None, 2 if listed else 4,
+                                       f"states ‘{' '.join(opposite)}’ where the feature asks for ‘{' '.join(word)}’"
+                                       + (f" ({entry.requirement})" if entry.requirement else ""),
+                                       "the feature's words", fit))
+        return found
 
     def _subordinate(self, name: str, matches, evidence: list[Evidence]) -> None:
         """A feature is about its head, not about what it is for or applied to: in "pipeline parallelism
@@ -725,6 +756,23 @@ def _opposed(matches, evidence: list[Evidence]) -> None:
     for ev in evidence:
         if ev.requirement in against and ev.claim in ("in-m0", "optional") and ev.concept != "contradiction":
             ev.claim, ev.tier, ev.basis = None, CONTEXT, f"{ev.basis}; {ev.requirement} is what the feature goes against"
+
+
+def _contains(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(words[i:i + n] == phrase for i in range(len(words) - n + 1))
+
+
+def _without(words: tuple[str, ...], phrase: tuple[str, ...]) -> tuple[str, ...]:
+    """`words` with each occurrence of `phrase` taken out ("non empti" holds no "empti" of its own)."""
+    out, i, n = [], 0, len(phrase)
+    while i < len(words):
+        if words[i:i + n] == phrase:
+            i += n
+        else:
+            out.append(words[i])
+            i += 1
+    return tuple(out)
 
 
 def _head(feature: str) -> str:

@@ -160,8 +160,9 @@ def _stated_elsewhere(q: Qualifier, feature: str, index: SpecIndex) -> tuple[int
     qualifies in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), or next to an
     identifier the feature names ("MODEL_LOAD_FAILED" of "MODEL_LOAD_FAILED answered as HTTP 500"):
     the spec states this value for the feature, whatever other values its own lines state."""
-    words = {t for t in q.anchors - set(terms(q.text)) if 0 < index.share(t) <= _SPECIFIC_SHARE}
-    words |= {t for t in key_terms(feature) if "_" in t and 0 < index.share(t) <= _SPECIFIC_SHARE}
+    own = set(terms(q.text))
+    words = {t for t in q.anchors - own if 0 < index.share(t) <= _SPECIFIC_SHARE}
+    words |= {t for t in set(key_terms(feature)) - own if "_" in t and 0 < index.share(t) <= _SPECIFIC_SHARE}
     if not words:
         return ()
     return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)

@@ -3,7 +3,8 @@
 An entry has a term, its other names (`aka`: synonyms, abbreviations, the spec's own wordings),
 the requirements that are the concept (`req`), the broader concepts it is an instance of
 (`is_a`), the concepts it is a means to (`for`), and the requirements it goes against
-(`conflicts`, each with the reason).
+(`conflicts`, each with the reason). Apart from the entries, pairs of `opposites`: words whose one
+side a feature may ask for where an M0 line states the other.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Match:
 @dataclass
 class Glossary:
     entries: list[Entry]
+    # (word, its opposite) as search terms, both ways round: a feature asking for one goes against an
+    # M0 line stating the other ("a relative --model path" against "absolute path to .gguf file")
+    opposites: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
     by_term: dict[str, Entry] = field(init=False)
 
     def __post_init__(self):
@@ -85,13 +89,14 @@ def load_glossary() -> Glossary:
     """The packaged glossary; raise GlossaryError if an entry is malformed or a relation dangles."""
     path = resources.files("requirements_map") / "data" / "glossary.yaml"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))["entries"]
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
         entries = [Entry(e["term"], tuple(e.get("aka", ())), tuple(e.get("req", ())), tuple(e.get("is_a", ())),
                          tuple(e.get("for", ())), tuple((rid, why) for rid, why in e.get("conflicts", {}).items()))
-                   for e in raw]
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+                   for e in data["entries"]]
+        opposites = [(terms(a), terms(b)) for one, other in data.get("opposites", []) for a, b in ((one, other), (other, one))]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise GlossaryError(f"cannot read {path}: {exc}") from exc
-    glossary = Glossary(entries)
+    glossary = Glossary(entries, opposites)
     for entry in entries:
         for target in entry.is_a + entry.means_to:
             if target not in glossary.by_term:
