@@ -66,6 +66,7 @@ TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself"
 CONTEXT = 7
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
+_IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms() writes names of code
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
@@ -222,6 +223,9 @@ class Auditor:
     def _direct(self, name, key, matches, everything, friends) -> list[Evidence]:
         """Lines that name the feature or one of its concepts, and the requirements that are them."""
         phrases = [(key, "the feature's words", everything)] if self._specific(key) else []
+        # a name the spec writes as code ("cuda_check_device_health", "std::mt19937_64") is the thing itself
+        phrases += [((t,), f"the spec's name ‘{t}’", frozenset({t})) for t in dict.fromkeys(key)
+                    if _IDENTIFIER.search(t) and 0 < self.index.share(t) <= _COMMON_SHARE and (t,) != key]
         for m in matches:
             phrases += [(terms(n), m.entry.term, m.covered) for n in m.entry.names if self._specific(terms(n))]
         kin = set().union(*(self.glossary.kin(m.entry) for m in matches))
@@ -533,6 +537,8 @@ class Auditor:
         if entry.code:
             if st is not None:
                 return st.kind, st.milestone, 3, "marker in a code comment"
+            if entry.requirement and all(_IDENTIFIER.search(t) for t in phrase):
+                return self._stated_claim(entry.requirement), None, 4, f"in the code of {entry.requirement}, which names it"
             return None, None, CONTEXT, "code"
         if _RELIANCE.search(before):
             return None, None, CONTEXT, "named as what M0 relies on"
