@@ -245,7 +245,8 @@ def _item_name(text: str) -> str:
 
 # Running-text markers of scope: a deferral, "optional", a later milestone, "for future use".
 _MARKER = re.compile(r"defer|optional|\(M[1-9]\+?\)|\bM[1-9]\+? (?:requires|adds|plan)|\bM[1-9]\+(?!\w)|"
-                     r"for future use", re.IGNORECASE)
+                     r"for future use|[\[(]M0\+?[\])]", re.IGNORECASE)
+_M0_TAG = re.compile(r"[\[(]M0\+?[\])]")  # "Home Mode (M0)", "VRAM-Only Policy [M0+]"
 
 
 def _marker_kind(text: str) -> tuple[str, str | None] | None:
@@ -257,7 +258,9 @@ def _marker_kind(text: str) -> tuple[str, str | None] | None:
     if "future use" in low:
         return "later", None
     milestone = _milestone(text)
-    return ("later", milestone) if milestone else None
+    if milestone:
+        return "later", milestone
+    return ("in-m0", None) if _M0_TAG.search(text) else None
 
 
 def _cells(line: str) -> list[str]:
