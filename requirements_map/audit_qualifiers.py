@@ -146,7 +146,8 @@ def _about(feature: str, q: Qualifier, index: SpecIndex, lines: list[IndexedLine
              for e in lines if e.source == "spec" and e.requirement}
     numbers = {e.line for e in lines if e.source == "spec"}
     numbers |= {n for a, b in spans for n in range(a, b + 1)}
-    pool = [index.at(n) for n in sorted(numbers) if not index.at(n).code]
+    # code inside a requirement states its values too ("cmake_minimum_required(VERSION 3.18)")
+    pool = [index.at(n) for n in sorted(numbers) if not index.at(n).code or index.at(n).requirement]
     own = set(terms(q.text))
     for words in (q.anchors - own, set(key_terms(feature)) - own):
         named = [e for e in pool if words & index.line_terms(e)]
