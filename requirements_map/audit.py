@@ -327,10 +327,36 @@ class Auditor:
         if audit.verdict == "not addressed by the spec":
             self._not_addressed(audit, key, matches, absent)
         else:
+            self._cite_details(audit, key)
             tier = audit.deciding_tier = min(e.tier for e in deciding)
             audit.confidence_reason = TIER_NAMES[tier] + (f"; {len(audit.contradictions)} contradiction(s) noted"
                                                           if audit.contradictions else "")
         return audit
+
+    def _cite_details(self, audit: FeatureAudit, key: tuple[str, ...]) -> None:
+        """Beside a deciding requirement, the line of its body that states the feature's own detail
+        ("float eps = 1e-5" of M0-W-1432 for "LayerNorm with eps 1e-5"): the words of the feature it
+        names beyond those the lines already cited name, most weight first. A reviewer checks the
+        detail there."""
+        cited = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
+        named = set().union(*(self.index.line_terms(self.index.at(n)) for n in cited)) if cited else set()
+        rest = set(key) - named
+        for rid in audit.requirements:
+            req = self.spec.requirements.get(rid)
+            if req is None or not rest:
+                continue
+            best, weight = None, 0.0
+            for n in range(req.line + 1, req.body[1] + 1):
+                entry = self.index.at(n)
+                w = self._weight(rest & self.index.line_terms(entry)) if rest & self.index.line_terms(entry) else 0.0
+                if w > weight:
+                    best, weight = entry, w
+            if best is not None and best.line not in cited:
+                audit.evidence.append(_evidence(best, self._stated_claim(rid), None, 4,
+                                                f"the line of {rid} that states the feature's "
+                                                f"{', '.join(sorted(rest & self.index.line_terms(best)))}",
+                                                "the feature's words"))
+        audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
 
     def _opposite_lines(self, name: str, key: tuple[str, ...]) -> list[Evidence]:
         """M0 lines that state the opposite of a word the feature asks for (glossary opposites: "absolute
