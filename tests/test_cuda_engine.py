@@ -19,6 +19,7 @@ if (REASON := cuda_unavailable_reason()) is not None:
 
 import cupy as cp  # noqa: E402
 
+from reference_worker.cuda import kernels  # noqa: E402
 from reference_worker.cuda.arena import ALIGNMENT, WeightArena  # noqa: E402
 from reference_worker.cuda.ops import SCRATCH_RESERVE_BYTES  # noqa: E402
 
@@ -96,6 +97,22 @@ def test_seeded_sampling_repeats_and_seeds_differ(engines):
     params = SamplingParams(temperature=1.0, top_k=40, top_p=0.95)
     first, again, other = (_decode(cuda, ids, 30, params, seed) for seed in (7, 7, 8))
     assert first == again and first != other
+
+
+def test_programmatic_dependent_launch_changes_no_logit_and_no_id(engines):
+    cuda, _ = engines
+    ids = cuda.tokenize(PROMPT)
+    decoder = cuda.ops.decoder(cuda.adapter)
+    runs = {}
+    try:
+        for programmatic in (True, False):
+            kernels.use_programmatic_launch(programmatic)
+            decoder.record_graphs(cuda.cache)  # the graphs' edges follow the launches
+            runs[programmatic] = cuda.score(ids), _decode(cuda, ids, 24)
+    finally:
+        kernels.use_programmatic_launch()
+        decoder.record_graphs(cuda.cache)
+    assert np.array_equal(runs[True][0], runs[False][0]) and runs[True][1] == runs[False][1]
 
 
 def test_the_kv_cache_is_allocated_at_load_counted_and_resident(engines):

@@ -515,8 +515,55 @@ def test_launchers_refuse_wrong_shapes_and_dtypes():
         kernels.rmsnorm(np.zeros((1, 4), np.float32), cp.zeros(4, np.float32), 1e-6, cp.zeros((1, 4), np.float32))
 
 
-def test_a_failed_launch_is_a_cuda_error():
+@pytest.mark.parametrize("programmatic", [True, False])
+def test_a_failed_launch_is_a_cuda_error(programmatic):
     x = cp.zeros(4, np.float32)
-    with pytest.raises(WorkerError) as err:
-        kernels._launch("layers", "add", (1,), (4096,), (x, x, x, np.int64(4)))  # too many threads per block
+    kernels.use_programmatic_launch(programmatic)
+    try:
+        with pytest.raises(WorkerError) as err:
+            kernels._launch("layers", "swiglu", (1,), (4096,), (x, x, x, np.int64(4)))  # too many threads per block
+    finally:
+        kernels.use_programmatic_launch()
     assert err.value.code is ErrorCode.CUDA_ERROR
+
+
+def test_programmatic_dependent_launch_is_used_from_sm_90():
+    sm = int(cp.cuda.Device().compute_capability)
+    try:
+        assert kernels.use_programmatic_launch(True) is (sm >= 90)
+        assert kernels.use_programmatic_launch(False) is False
+    finally:
+        kernels.use_programmatic_launch()
+
+
+def test_a_chain_of_dependent_kernels_computes_the_same_with_and_without_programmatic_launch():
+    # Each kernel reads what the one before wrote and overwrites what it read (read after write,
+    # write after read), on a stream and replayed from a graph: what the waits must order.
+    weight, _ = random_weight(Q.Q5_0, 896, 896, 1)
+    norm = cp.asarray(np.random.default_rng(2).standard_normal(896).astype(np.float32))
+    results = {}
+    try:
+        for programmatic in (True, False):
+            kernels.use_programmatic_launch(programmatic)
+            x = cp.asarray(np.random.default_rng(3).standard_normal((1, 896)).astype(np.float32))
+            y, z = cp.empty_like(x), cp.empty_like(x)
+
+            def chain():
+                for _ in range(20):
+                    kernels.rmsnorm(x, norm, 1e-6, y)
+                    kernels.matmul(weight, y, z, residual=x)
+                    kernels.matmul(weight, z, x)
+
+            stream = cp.cuda.Stream(non_blocking=True)
+            with stream:
+                chain()
+                eager = x.get()
+                stream.begin_capture()
+                chain()
+                graph = stream.end_capture()
+                graph.launch(stream)
+                results[programmatic] = (eager, x.get())
+    finally:
+        kernels.use_programmatic_launch()
+    assert all(np.array_equal(a, b) for a, b in zip(results[True], results[False]))
+    assert np.isfinite(results[True][1]).all()

@@ -1,6 +1,6 @@
-"""The speed benchmark's parts that need no GPU: the issue table and its JSON from given figures,
-and starting, measuring and stopping servers over HTTP (this worker on NumPy, a stand-in for
-llama-server)."""
+"""The speed benchmark's parts that need no GPU: its arguments, the issue table and its JSON from
+given figures, and starting, measuring and stopping servers over HTTP (this worker on NumPy, a
+stand-in for llama-server)."""
 from __future__ import annotations
 
 import json
@@ -25,6 +25,12 @@ FIGURES = {
     "http": {"worker": {"first_token_short_ms": 10.0, "first_token_long_ms": 40.0, "decode_tps": 850.0},
              "llama_server": {"first_token_short_ms": 5.0, "first_token_long_ms": 20.0, "decode_tps": 680.0}},
 }
+
+
+def test_the_pdl_comparison_needs_a_model(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--kernels", "--pdl-ab"])
+    assert stop.value.code == 2 and "--pdl-ab needs --model PATH" in capsys.readouterr().err
 
 
 def rows_by_measure(figures: dict) -> dict[str, dict]:

@@ -17,6 +17,8 @@ extern "C" __global__ void __launch_bounds__(32 * ATTN_WARPS)
 attention(const float* __restrict__ q, const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
           float* __restrict__ out, int n_head, int n_kv, int head_dim, int ctx,
           const int* __restrict__ pos0, float scale, const float* __restrict__ sinks, int window) {
+    launch_dependents();
+    wait_for_prerequisites();
     constexpr int PER_LANE = MAX_HEAD_DIM / 32;
     const int h = blockIdx.x, t = blockIdx.y;
     const int kvh = h / (n_head / n_kv);
@@ -230,6 +232,8 @@ __device__ void attention_mma_impl(const float* __restrict__ q, const u16* __res
     attention_mma_##D(const float* q, const u16* k_cache, const u16* v_cache, float* out,         \
                       int n_tok, int n_head, int n_kv, int ctx, const int* pos0, float scale,     \
                       const float* sinks, int window) {                                           \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         attention_mma_impl<D>(q, k_cache, v_cache, out, n_tok, n_head, n_kv, ctx, pos0, scale,    \
                               sinks, window);                                                     \
     }
@@ -271,6 +275,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
                 int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox, int window,
                 const float* __restrict__ freqs, float magnitude) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -372,6 +378,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
 extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
                                              int head_dim, int n_chunks, const int* __restrict__ pos0,
                                              const float* __restrict__ sinks, int window) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int h = blockIdx.x;
     const int first = window > 0 ? max(0, pos0[0] - window + 1) : 0;
     const int used = min((pos0[0] - first) / CHUNK + 1, n_chunks);

@@ -3,6 +3,7 @@
     python -m reference_worker.cuda.bench --model PATH [--llama-bench PATH/TO/llama-bench]
         [--llama-server PATH/TO/llama-server] [--json OUT.json] [--kernels]
     python -m reference_worker.cuda.bench --kernels      # per-kernel GPU time, real shapes, random data
+    python -m reference_worker.cuda.bench --model PATH --pdl-ab [--runs 5]   # PDL on against off
 
 Model table: load time, VRAM used, time to first token (short and 512-token prompts), decode
 tokens/s at batch 1 over 256 tokens (CUDA graph replay; and eager, for contrast), and the
@@ -13,6 +14,9 @@ Then, with --model, the table of issue 13 (`issue_table`): the same in-process f
 filtered sampling per token, and over HTTP this worker and (with --llama-server) llama-server,
 each started from its command on the same file (http_bench.py); --json writes that table and
 every figure behind it.
+With --pdl-ab, instead of those tables: decode tokens/s and the first token with programmatic
+dependent launch (kernels.use_programmatic_launch, the switch M0_CUDA_PDL sets) on and off, in
+one process, the two alternating run by run, every graph recorded anew at each switch.
 """
 from __future__ import annotations
 
@@ -118,14 +122,18 @@ LONG_SENTENCE = "The quick brown fox jumps over the lazy dog. "
 HTTP_LONG_PROMPT_TOKENS = 500
 
 
+def _long_prompt(engine: Engine, n_tokens: int = 512) -> list[int]:
+    filler = engine.tokenize(LONG_SENTENCE * 120)
+    return (filler * (n_tokens // len(filler) + 1))[:n_tokens]
+
+
 def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> dict:
     """Prints the model table; returns the figures the issue table needs (see issue_table)."""
     t0 = time.perf_counter()
     engine = Engine.load(path, backend="cuda")
     load_s = time.perf_counter() - t0
     short = engine.tokenize(PROMPT)
-    filler = engine.tokenize(LONG_SENTENCE * 120)
-    long = (filler * (512 // len(filler) + 1))[:512]
+    long = _long_prompt(engine)
     record_s = _decode_rate(engine, short, 8)[1]  # first use of every kernel; records the graph
     ttft_short, ttft_long = (statistics.median(_decode_rate(engine, ids, 1)[0] for _ in range(5))
                              for ids in (short, long))
@@ -170,6 +178,50 @@ def bench_model(path: str, n_tokens: int, llama_bench: str | None) -> dict:
     }
     engine.close()
     return figures
+
+
+def bench_programmatic_launch(path: str, n_tokens: int, runs: int) -> dict:
+    """Prints (and returns) decode tokens/s and the first token of a short and a 512-token prompt
+    with programmatic dependent launch on and off: `runs` rounds, each one run with it and one
+    without (every graph recorded anew after each switch, so its edges follow), medians; and
+    whether greedy decoding gave the same ids both ways (M0-W-1826)."""
+    from reference_worker.cuda import kernels
+
+    engine = Engine.load(path, backend="cuda")
+    decoder = engine.ops.decoder(engine.adapter)
+    short, long = engine.tokenize(PROMPT), _long_prompt(engine)
+    title = f"{engine.model_name} ({engine.quant_kind}) on {_device_name()}"
+    figures: dict[str, dict[str, list]] = {"on": {}, "off": {}}
+    try:
+        if not kernels.use_programmatic_launch(True):
+            print("\nprogrammatic dependent launch is not available here (it needs sm_90+ and cuLaunchKernelEx)")
+            return {}
+        for _ in range(runs):
+            for mode in figures:
+                kernels.use_programmatic_launch(mode == "on")
+                decoder.record_graphs(engine.cache)
+                _decode_rate(engine, short, 8)  # the first launches after the recording
+                first_short, _, rate, ids = _decode_rate(engine, short, n_tokens)
+                first_long = _decode_rate(engine, long, 1)[0]
+                for key, value in (("decode_tps", rate), ("first_token_short_ms", first_short * 1e3),
+                                   ("first_token_long_ms", first_long * 1e3), ("ids", ids)):
+                    figures[mode].setdefault(key, []).append(value)
+    finally:
+        kernels.use_programmatic_launch()
+        engine.close()
+    on, off = ({key: statistics.median(values) for key, values in figures[mode].items() if key != "ids"}
+               for mode in ("on", "off"))
+    same_ids = all(ids == figures["on"]["ids"][0] for mode in figures for ids in figures[mode]["ids"])
+    rows = [(f"decode, batch 1, {n_tokens} tokens (graph)", "tokens/s", "decode_tps", True),
+            (f"first token, {len(short)}-token prompt", "ms", "first_token_short_ms", False),
+            (f"first token, {len(long)}-token prompt", "ms", "first_token_long_ms", False)]
+    print(f"\n| {title}: median of {runs} runs each, alternating | PDL on | PDL off "
+          "| on / off speed |\n| --- | --- | --- | --- |")
+    for what, unit, key, higher_is_faster in rows:
+        speed = on[key] / off[key] if higher_is_faster else off[key] / on[key]
+        print(f"| {what} ({unit}) | {on[key]:.2f} | {off[key]:.2f} | {speed:.3f} |")
+    print(f"| greedy ids the same in every run, on and off | {same_ids} | | |")
+    return {"on": on, "off": off, "runs": figures, "same_ids": same_ids}
 
 
 # ../shared/DESIGN.md, "Test models": the real model's ids for PROMPT and the greedy
@@ -495,12 +547,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the issue table and every figure behind it here")
     parser.add_argument("--kernels", action="store_true",
                         help="also time each kernel of a decode step (real shapes, random data)")
+    parser.add_argument("--pdl-ab", action="store_true",
+                        help="with --model: only decode and first token with programmatic dependent launch on and "
+                             "off (M0_CUDA_PDL), alternating, instead of the model and issue tables")
+    parser.add_argument("--runs", type=int, default=5, help="runs each way with --pdl-ab (default: %(default)s)")
     args = parser.parse_args(argv)
     if not args.model and not args.kernels:
         parser.error("give --model PATH, --kernels, or both")
+    if args.pdl_ab and not args.model:
+        parser.error("--pdl-ab needs --model PATH")
     if args.kernels:
         bench_kernels()
-    if args.model:
+    if args.model and args.pdl_ab:
+        figures = bench_programmatic_launch(args.model, args.tokens, args.runs)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"command": sys.argv, "commit": _commit(), "pdl_ab": figures},
+                                                  indent=2) + "\n")
+    elif args.model:
         bench_speed(args)
     return 0
 

@@ -22,6 +22,39 @@ __device__ __forceinline__ u16 float_to_half(float f) {
 }
 #endif
 
+#ifndef PDL_ON_CPU  // tests/cuda_on_cpu runs kernels one after another and has no-op versions
+// Programmatic dependent launch (PDL): kernels.py launches every kernel with it on sm_90 and later,
+// so a kernel may start while the one before it on the stream still runs. Until
+// wait_for_prerequisites returns, a kernel must neither read nor write any buffer another kernel
+// writes or reads (read after write, write after read): only the immutable weights may be touched
+// (prefetch_l2). Every kernel executes the wait, even one with nothing to read: one that finished
+// before its predecessor would let its successor, which waits only for it, overtake both. Without
+// a programmatic edge (or below sm_90) the wait returns at once.
+__device__ __forceinline__ void wait_for_prerequisites() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel on the stream start once every block of this one has called it or exited;
+// that kernel's blocks then run up to their own wait. Called early: after the prefetches.
+__device__ __forceinline__ void launch_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+// Asks for the 128-byte lines holding bytes [p, p + n) to be brought into L2, the lines dealt out
+// to `threads` threads of which this is `thread`: a hint that nothing waits for, issued before
+// the wait so that a kernel's weight reads overlap its predecessor's tail.
+__device__ __forceinline__ void prefetch_l2(const void* p, long long n, int thread, int threads) {
+    const unsigned long long first = reinterpret_cast<unsigned long long>(p) & ~127ull;
+    const unsigned long long end = reinterpret_cast<unsigned long long>(p) + n;
+    for (unsigned long long line = first + 128ull * thread; line < end; line += 128ull * threads)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+}
+#endif
+
 // Little-endian fp16 at a 2-byte-aligned address.
 __device__ __forceinline__ float load_half(const u8* p) {
     return half_to_float(*reinterpret_cast<const u16*>(p));

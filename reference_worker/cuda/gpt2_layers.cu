@@ -8,6 +8,8 @@
 // (mean, then the variance of the centred values: no cancellation for rows far from zero).
 extern "C" __global__ void layernorm(const float* __restrict__ x, const float* __restrict__ w,
                                      const float* __restrict__ b, float* __restrict__ out, int n, float eps) {
+    launch_dependents();
+    wait_for_prerequisites();
     const float* xr = x + (long long)blockIdx.x * n;
     float* orow = out + (long long)blockIdx.x * n;
     float sum = 0.0f;
@@ -24,6 +26,8 @@ extern "C" __global__ void layernorm(const float* __restrict__ x, const float* _
 
 // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as M0-W-1433 writes it.
 extern "C" __global__ void gelu(const float* __restrict__ x, float* __restrict__ out, long long n) {
+    launch_dependents();
+    wait_for_prerequisites();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float v = x[i];
@@ -50,6 +54,8 @@ __device__ void add_positions_impl(const u8* __restrict__ P, const float* x, flo
     extern "C" __global__ void add_positions_##NAME(const u8* P, const float* x, float* out, int n_embd, \
                                                     int n_tok, int n_rows, long long row_bytes,          \
                                                     const int* pos0) {                                   \
+        launch_dependents();                                                                             \
+        wait_for_prerequisites();                                                                        \
         add_positions_impl<QT>(P, x, out, n_embd, n_tok, n_rows, row_bytes, pos0);                       \
     }
 

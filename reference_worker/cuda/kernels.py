@@ -6,12 +6,17 @@ synchronises, so a sequence of launches can be captured in a CUDA graph; callers
 inside `cuda_errors` (decode.py reads each token that way). CUDA failures at compile, launch or
 synchronisation time become WorkerError(CUDA_ERROR) through `cuda_errors`.
 Every launcher takes its output buffer (`out`) so the decode step allocates nothing.
+Where the GPU (sm_90 and later) and the driver allow it, every kernel is launched with
+programmatic dependent launch (driver_launch.py): it may start while the kernel before it still
+runs, prefetch its weights and wait (common.cuh's wait_for_prerequisites) before it touches
+anything else; M0_CUDA_PDL=0 in the environment, or use_programmatic_launch(False), turns it off.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 
+from reference_worker.cuda import driver_launch
 from reference_worker.errors import ErrorCode, WorkerError
 
 KERNEL_DIR = Path(__file__).parent
@@ -93,9 +99,41 @@ def _function(module: str, name: str):
         return _module(module).get_function(name)
 
 
+@functools.cache
+def _function_handle(module: str, name: str) -> int:
+    """The CUfunction of a kernel, loaded on the current device (the process uses one GPU)."""
+    with cuda_errors(f"compiling {module}.cu"):
+        return _function(module, name).kernel.ptr
+
+
+PDL_ENVIRONMENT = "M0_CUDA_PDL"  # "0": launch without programmatic dependent launch
+_PROGRAMMATIC = driver_launch.attributes(driver_launch.ATTRIBUTE_PROGRAMMATIC)
+_programmatic: bool | None = None  # whether _launch uses PDL; None until the first launch decides
+
+
+def use_programmatic_launch(enabled: bool | None = None) -> bool:
+    """Launch every kernel from now on with programmatic dependent launch (enabled=True: where
+    the GPU and the driver allow it), or without it (False); None: as M0_CUDA_PDL says (on unless
+    it is "0"). Returns whether launches use it now. A CUDA graph keeps the launches it was
+    recorded with: record it anew (DeviceDecoder.record_graphs) to change its edges."""
+    global _programmatic
+    if enabled is None:
+        enabled = os.environ.get(PDL_ENVIRONMENT, "1") != "0"
+    with cuda_errors("checking for programmatic dependent launch"):
+        _programmatic = enabled and driver_launch.driver().supports_programmatic_launch(
+            int(cp.cuda.Device().compute_capability))
+    return _programmatic
+
+
 def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
+    if _programmatic is None:
+        use_programmatic_launch()
     with cuda_errors(f"kernel {name}"):
-        _function(module, name)(grid, block, args, shared_mem=shared_mem)
+        if _programmatic:
+            driver_launch.driver().launch(_function_handle(module, name), grid, block,
+                                          cp.cuda.get_current_stream().ptr, args, shared_mem, _PROGRAMMATIC)
+        else:
+            _function(module, name)(grid, block, args, shared_mem=shared_mem)
 
 
 def _check(array, dtype, shape: tuple, name: str) -> None:

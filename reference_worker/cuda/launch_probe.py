@@ -13,28 +13,31 @@ one's tail. Then the cost of one grid-wide barrier in a persistent kernel (one b
 multiplied out over a step and set against today's step (`--step-ms`). The L2 cache is flushed
 before each replay (the model's weights do not fit in it); the median replay is reported.
 
-CuPy compiles the kernels and owns memory, streams and events; the launches with attributes and
-the graph capture go through the driver API (ctypes on libcuda.so.1), since CuPy cannot set
-launch attributes. The kernels are a string here, not a `.cu` beside kernels.py, because
-kernels.load_modules compiles every `.cu` there when the engine loads a model.
+CuPy compiles the kernels and owns memory, streams and events; the launches with attributes go
+through driver_launch.py (cuLaunchKernelEx, as kernels.py's own launches with PDL), the graph
+capture through the same driver handle, since CuPy cannot set launch attributes. The kernels are
+a string here, not a `.cu` beside kernels.py, because kernels.load_modules compiles every `.cu`
+there when the engine loads a model; they take their PDL helpers from common.cuh.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import statistics
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from reference_worker.cuda.driver_launch import ATTRIBUTE_COOPERATIVE, ATTRIBUTE_PROGRAMMATIC, Driver, attributes
+
+KERNEL_DIR = Path(__file__).parent  # common.cuh, whose launch_dependents and wait_for_prerequisites the kernels use
+
 SOURCE = r"""
-// Lets the next kernel of a programmatic edge start; a no-op without one.
-__device__ __forceinline__ void launch_dependents() { asm volatile("griddepcontrol.launch_dependents;"); }
-// Waits until the kernels this one depends on have finished and their writes are visible; returns
-// at once where there is no programmatic edge.
-__device__ __forceinline__ void wait_for_prerequisites() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+#include "common.cuh"  // launch_dependents, wait_for_prerequisites
 
 extern "C" __global__ void empty() {}
 
@@ -96,24 +99,8 @@ extern "C" __global__ void barriers(unsigned int* arrived, unsigned int* slots, 
 """
 THREADS = 128  # every kernel: one block of 128 threads, as most decode kernels use
 WORK_BLOCKS = 224  # blocks of the 896-row mat-vec (kernels.matmul: 4 rows a block)
-ATTRIBUTE_COOPERATIVE = 2  # CU_LAUNCH_ATTRIBUTE_COOPERATIVE (cuda.h)
-ATTRIBUTE_PROGRAMMATIC = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-DEPENDENCY_PROGRAMMATIC = 1  # CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC
+DEPENDENCY_PROGRAMMATIC = 1  # CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC (cuda.h)
 CAPTURE_MODE_RELAXED = 2  # CU_STREAM_CAPTURE_MODE_RELAXED
-
-
-class LaunchAttribute(ctypes.Structure):
-    """CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte value union (all we set is an int)."""
-
-    _fields_ = [("id", ctypes.c_uint), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
-
-
-class LaunchConfig(ctypes.Structure):
-    """CUlaunchConfig, as cuda.h lays it out."""
-
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_uint),
-                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(LaunchAttribute)),
-                ("num_attrs", ctypes.c_uint)]
 
 
 class EdgeData(ctypes.Structure):
@@ -123,62 +110,38 @@ class EdgeData(ctypes.Structure):
                 ("reserved", ctypes.c_ubyte * 5)]
 
 
-class Driver:
-    """The driver calls CuPy does not wrap, on the context CuPy made current."""
+def record_graph(driver: Driver, stream, launch_all) -> tuple[ctypes.c_void_p, int | None]:
+    """(an executable graph of what `launch_all` launches on `stream`, how many of its edges are
+    programmatic, or None where the driver cannot say: before CUDA 12.3)."""
+    driver("cuStreamBeginCapture_v2", ctypes.c_void_p(stream.ptr), CAPTURE_MODE_RELAXED)
+    graph = ctypes.c_void_p()
+    try:
+        launch_all()
+    except Exception:
+        with contextlib.suppress(RuntimeError):  # leave capture mode; the launch's error is the one to report
+            driver("cuStreamEndCapture", ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
+            if graph:
+                driver("cuGraphDestroy", graph)
+        raise
+    driver("cuStreamEndCapture", ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
+    try:
+        programmatic = _programmatic_edges(driver, graph)
+        executable = ctypes.c_void_p()
+        driver("cuGraphInstantiateWithFlags", ctypes.byref(executable), graph, ctypes.c_ulonglong(0))
+    finally:
+        driver("cuGraphDestroy", graph)
+    return executable, programmatic
 
-    def __init__(self) -> None:
-        self._lib = ctypes.CDLL("libcuda.so.1")
 
-    def has(self, name: str) -> bool:
-        return hasattr(self._lib, name)
-
-    def __call__(self, name: str, *args) -> None:
-        result = getattr(self._lib, name)(*args)
-        if result != 0:
-            text = ctypes.c_char_p()
-            self._lib.cuGetErrorName(result, ctypes.byref(text))
-            raise RuntimeError(f"{name} failed: {text.value.decode() if text.value else result}")
-
-    def launch(self, function, grid: int, stream, args: tuple, attributes: tuple[int, ...] = ()) -> None:
-        """cuLaunchKernelEx of `function` (a cupy.cuda.function.Function: `.ptr` is the CUfunction) on (grid,) x (THREADS,) with ctypes
-        `args`, each attribute in `attributes` set to 1."""
-        attrs = (LaunchAttribute * max(1, len(attributes)))()
-        for attr, attribute_id in zip(attrs, attributes):
-            attr.id, attr.value[0] = attribute_id, 1
-        config = LaunchConfig((ctypes.c_uint * 3)(grid, 1, 1), (ctypes.c_uint * 3)(THREADS, 1, 1), 0,
-                              ctypes.c_void_p(stream.ptr), attrs, len(attributes))
-        params = (ctypes.c_void_p * max(1, len(args)))(*(ctypes.addressof(a) for a in args))
-        self("cuLaunchKernelEx", ctypes.byref(config), ctypes.c_void_p(function.ptr), params, None)
-
-    def record_graph(self, stream, launch_all) -> tuple[ctypes.c_void_p, int | None]:
-        """(an executable graph of what `launch_all` launches on `stream`, how many of its edges
-        are programmatic, or None where the driver cannot say: before CUDA 12.3)."""
-        self("cuStreamBeginCapture_v2", ctypes.c_void_p(stream.ptr), CAPTURE_MODE_RELAXED)
-        graph = ctypes.c_void_p()
-        try:
-            launch_all()
-        except Exception:  # leave capture mode; the launch's error is the one to report
-            if self._lib.cuStreamEndCapture(ctypes.c_void_p(stream.ptr), ctypes.byref(graph)) == 0 and graph:
-                self("cuGraphDestroy", graph)
-            raise
-        self("cuStreamEndCapture", ctypes.c_void_p(stream.ptr), ctypes.byref(graph))
-        try:
-            programmatic = self._programmatic_edges(graph)
-            executable = ctypes.c_void_p()
-            self("cuGraphInstantiateWithFlags", ctypes.byref(executable), graph, ctypes.c_ulonglong(0))
-        finally:
-            self("cuGraphDestroy", graph)
-        return executable, programmatic
-
-    def _programmatic_edges(self, graph: ctypes.c_void_p) -> int | None:
-        if not self.has("cuGraphGetEdges_v2"):
-            return None
-        count = ctypes.c_size_t()
-        self("cuGraphGetEdges_v2", graph, None, None, None, ctypes.byref(count))
-        ends = [(ctypes.c_void_p * count.value)() for _ in range(2)]
-        data = (EdgeData * count.value)()
-        self("cuGraphGetEdges_v2", graph, ends[0], ends[1], data, ctypes.byref(count))
-        return sum(edge.type == DEPENDENCY_PROGRAMMATIC for edge in data)
+def _programmatic_edges(driver: Driver, graph: ctypes.c_void_p) -> int | None:
+    if not driver.has("cuGraphGetEdges_v2"):
+        return None
+    count = ctypes.c_size_t()
+    driver("cuGraphGetEdges_v2", graph, None, None, None, ctypes.byref(count))
+    ends = [(ctypes.c_void_p * count.value)() for _ in range(2)]
+    data = (EdgeData * count.value)()
+    driver("cuGraphGetEdges_v2", graph, ends[0], ends[1], data, ctypes.byref(count))
+    return sum(edge.type == DEPENDENCY_PROGRAMMATIC for edge in data)
 
 
 # The graph cases: (key, kernel, programmatic edges, label, key of the row its saving is against).
@@ -268,10 +231,11 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
 
     device = cp.cuda.Device()
     properties = cp.cuda.runtime.getDeviceProperties(device.id)
-    if int(device.compute_capability) < 90:
-        raise RuntimeError(f"griddepcontrol needs sm_90 or newer; this GPU is sm_{device.compute_capability}")
     driver, stream = Driver(), cp.cuda.Stream(non_blocking=True)
-    module = cp.RawModule(code=SOURCE, options=("-std=c++17",))
+    if not driver.supports_programmatic_launch(int(device.compute_capability)):
+        raise RuntimeError(f"programmatic dependent launch needs sm_90 or newer and cuLaunchKernelEx; this GPU is "
+                           f"sm_{device.compute_capability}")
+    module = cp.RawModule(code=SOURCE, options=("-std=c++17", f"-I{KERNEL_DIR}"))
     rng = np.random.default_rng(0)
     vecs = max(1, round(work_kib * 1024 / 16 / WORK_BLOCKS))  # uint4 a block
     words = rng.integers(0, 2**32, (nodes, WORK_BLOCKS, vecs * 4), dtype=np.uint32)  # each node its own
@@ -285,19 +249,18 @@ def probe(nodes: int, barriers: int, work_kib: float, replays: int) -> ProbeResu
             scratch.sum()
 
     def launches(kernel: str, function, pdl: bool):
-        attributes = (ATTRIBUTE_PROGRAMMATIC,) if pdl else ()
+        launch_attributes = attributes(ATTRIBUTE_PROGRAMMATIC) if pdl else attributes()
         for i in range(nodes):
-            args = () if kernel != "work" else (
-                ctypes.c_uint64(weights[i].data.ptr), ctypes.c_int(vecs),
-                ctypes.c_uint64(chain[i % 2].data.ptr), ctypes.c_uint64(chain[(i + 1) % 2].data.ptr))
-            driver.launch(function, WORK_BLOCKS if kernel == "work" else 1, stream, args, attributes)
+            args = () if kernel != "work" else (weights[i], np.int32(vecs), chain[i % 2], chain[(i + 1) % 2])
+            driver.launch(function.ptr, (WORK_BLOCKS if kernel == "work" else 1,), (THREADS,), stream.ptr, args,
+                          launch_attributes=launch_attributes)
 
     want = x0 + words.sum(axis=2, dtype=np.uint32).sum(axis=0, dtype=np.uint32)
     edges, matches = {}, {}
 
     def graph_us(key: str, kernel: str, pdl: bool) -> float:
         function = module.get_function(kernel).kernel  # compiles and loads the module: not while capturing
-        executable, edges[key] = driver.record_graph(stream, lambda: launches(kernel, function, pdl))
+        executable, edges[key] = record_graph(driver, stream, lambda: launches(kernel, function, pdl))
         try:
             if kernel == "work":
                 chain[0].set(x0, stream)
@@ -333,8 +296,7 @@ def _barrier_us(driver: Driver, module, stream, state, barriers: int, replays: i
 
     function, blocks = module.get_function("barriers").kernel, (state.size - 2) // 2
     arrived, slots, mismatches = state[:1], state[1:-1], state[-1:]
-    args = lambda n: (ctypes.c_uint64(arrived.data.ptr), ctypes.c_uint64(slots.data.ptr),  # noqa: E731
-                      ctypes.c_uint64(mismatches.data.ptr), ctypes.c_int(n))
+
     medians = []
     for n in (0, barriers):
         marks = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(replays + 1)]
@@ -342,7 +304,8 @@ def _barrier_us(driver: Driver, module, stream, state, barriers: int, replays: i
             with stream:
                 state[:-1].fill(0)
             start.record(stream)
-            driver.launch(function, blocks, stream, args(n), (ATTRIBUTE_COOPERATIVE,))
+            driver.launch(function.ptr, (blocks,), (THREADS,), stream.ptr, (arrived, slots, mismatches, np.int32(n)),
+                          launch_attributes=attributes(ATTRIBUTE_COOPERATIVE))
             end.record(stream)
         marks[-1][1].synchronize()
         medians.append(statistics.median(cp.cuda.get_elapsed_time(s, e) for s, e in marks[1:]) * 1e3)

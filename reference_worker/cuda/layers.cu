@@ -6,6 +6,8 @@
 // out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w; one block per row.
 extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
                                    float* __restrict__ out, int n, float eps) {
+    launch_dependents();
+    wait_for_prerequisites();
     const float* xr = x + (long long)blockIdx.x * n;
     float* orow = out + (long long)blockIdx.x * n;
     float ss = 0.0f;
@@ -21,6 +23,8 @@ extern "C" __global__ void rmsnorm(const float* __restrict__ x, const float* __r
 extern "C" __global__ void rope(const float* q, const float* k, float* q_out, float* k_out, int n_tok, int n_q,
                                 int n_k, int head_dim, const int* __restrict__ pos0, float freq_base, int neox,
                                 const float* __restrict__ freqs, float magnitude) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int half = head_dim >> 1, heads = n_q + n_k;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)n_tok * heads * half) return;
@@ -39,6 +43,8 @@ extern "C" __global__ void rope(const float* q, const float* k, float* q_out, fl
 // out = silu(gate) * up, the SwiGLU feed-forward gate.
 extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* __restrict__ up,
                                   float* __restrict__ out, long long n) {
+    launch_dependents();
+    wait_for_prerequisites();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float g = gate[i];
@@ -51,6 +57,8 @@ extern "C" __global__ void swiglu(const float* __restrict__ gate, const float* _
 extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __restrict__ v,
                                     u16* __restrict__ k_cache, u16* __restrict__ v_cache,
                                     int n_tok, int n_kv, int head_dim, int ctx, const int* __restrict__ pos0) {
+    launch_dependents();
+    wait_for_prerequisites();
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)n_tok * n_kv * head_dim) return;
     const int d = idx % head_dim;

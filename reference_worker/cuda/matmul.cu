@@ -8,6 +8,9 @@
 // a tile of tokens or more) works on tiles in shared memory, and matmul_mma (the same prompts, on
 // tensor cores: gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16
 // accumulation M0-W-1201 allows).
+// Launched with programmatic dependent launch (common.cuh), the mat-vecs and matmul_few ask L2
+// for their rows' weights before they wait for the kernel before them, so those reads overlap its
+// tail; the other kernels wait first.
 #include "gemm_mma.cuh"
 
 #define WARPS 4
@@ -34,13 +37,16 @@ __device__ const float* rmsnorm_to_shared(const float* x, const float* w, float 
 template <int QT, int SPLIT>
 __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
                             int n_in, int n_out, long long row_bytes) {
-    if (norm) x = rmsnorm_to_shared(x, norm, eps, n_in);
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
     const bool active = row < n_out;
     const int which = (row >= s.end0) + (row >= s.end1);
     const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
     const u8* wrow = pick(which, s.W0, s.W1, s.W2) + (active ? local : 0) * row_bytes;
+    if (active) prefetch_l2(wrow, row_bytes, 32 * part + lane, 32 * SPLIT);  // the row's SPLIT warps share it
+    launch_dependents();
+    wait_for_prerequisites();
+    if (norm) x = rmsnorm_to_shared(x, norm, eps, n_in);
     const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
     float* y = pick(which, s.y0, s.y1, s.y2);
     const int units = active ? n_in >> 5 : 0;
@@ -71,11 +77,17 @@ template <int QT>
 __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
                                   const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
                                   long long row_bytes) {
-    x = rmsnorm_to_shared(x, norm, eps, n_in);
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * WARPS + warp;
     const bool active = row < n_out;
     const long long offset = (active ? row : 0) * row_bytes;
+    if (active) {
+        prefetch_l2(Wg + offset, row_bytes, lane, 32);
+        prefetch_l2(Wu + offset, row_bytes, lane, 32);
+    }
+    launch_dependents();
+    wait_for_prerequisites();
+    x = rmsnorm_to_shared(x, norm, eps, n_in);
     const int units = active ? n_in >> 5 : 0;
     float g = 0.0f, u = 0.0f;
 #pragma unroll 4
@@ -104,6 +116,9 @@ __device__ void matmul_few_impl(const u8* __restrict__ W, const float* __restric
     const int t0 = blockIdx.y * FEW_TOKENS, n_t = min(FEW_TOKENS, n_tok - t0);
     const bool active = row < n_out;
     const u8* wrow = W + (active ? row : 0) * row_bytes;
+    if (active) prefetch_l2(wrow, row_bytes, 32 * part + lane, 32 * SPLIT);
+    launch_dependents();
+    wait_for_prerequisites();
     const float* x = X + (long long)t0 * n_in + 4 * sub;
     const int units = active ? n_in >> 5 : 0;
     float acc[FEW_TOKENS];
@@ -207,6 +222,8 @@ __device__ void matmul_tiled_impl(const u8* __restrict__ W, const float* __restr
 // matmul_mma), in order, with the epilogue.
 extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* __restrict__ Y, const float* bias,
                                       const float* residual, int splits, int n_out, long long n) {
+    launch_dependents();
+    wait_for_prerequisites();
     const long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (at >= n) return;
     float s = 0.0f;
@@ -221,6 +238,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     matmul_mma_##NAME##_##TOKENS(const u8* W, const float* X, float* Y, const float* bias,        \
                                  const float* residual, float* partial, int split_units, int n_in, \
                                  int n_out, int n_tok, long long row_bytes) {                     \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         matmul_mma_impl<QT, TOKENS>(W, X, Y, bias, residual, partial, split_units, n_in, n_out,   \
                                     n_tok, row_bytes);                                            \
     }                                                                                             \
@@ -230,12 +249,16 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
                                          const float* bias2, float* y0, float* y1, float* y2,     \
                                          int end0, int end1, const float* X, int n_in, int n_out, \
                                          int n_tok, long long row_bytes) {                        \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
         matmul_stacked_mma_impl<QT, TOKENS>(s, X, n_in, n_out, n_tok, row_bytes);                 \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
     matmul_gated_mma_##NAME##_##TOKENS(const u8* Wg, const u8* Wu, const float* X, float* Y,     \
                                        int n_in, int n_out, int n_tok, long long row_bytes) {     \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         matmul_gated_mma_impl<QT, TOKENS>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
     }
 
@@ -280,6 +303,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \
                         const float* residual, float* partial, int split_units, int n_in,         \
                         int n_out, int n_tok, long long row_bytes) {                              \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         matmul_tiled_impl<QT>(W, X, Y, bias, residual, partial, split_units, n_in, n_out, n_tok,  \
                               row_bytes);                                                         \
     }                                                                                             \
@@ -298,7 +323,8 @@ MATMUL(q4_k, QT_Q4_K)
 MATMUL(q6_k, QT_Q6_K)
 
 // out[t, :] = row ids[t] of the quantized table E, decoded (the embedding lookup); one thread
-// per four values.
+// per four values. Nothing to prefetch before the wait: the rows are ids an earlier kernel may
+// have written (in decode, the token just sampled).
 template <int QT>
 __device__ void embed_impl(const u8* __restrict__ E, const int* __restrict__ ids, float* __restrict__ out,
                            int n_embd, int n_tok, int n_rows, long long row_bytes) {
@@ -313,6 +339,8 @@ __device__ void embed_impl(const u8* __restrict__ E, const int* __restrict__ ids
 #define EMBED(NAME, QT)                                                                           \
     extern "C" __global__ void embed_##NAME(const u8* E, const int* ids, float* out, int n_embd,  \
                                             int n_tok, int n_rows, long long row_bytes) {         \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         embed_impl<QT>(E, ids, out, n_embd, n_tok, n_rows, row_bytes);                            \
     }
 

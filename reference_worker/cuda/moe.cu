@@ -49,6 +49,8 @@ __device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int n_i
 // descending sort), then weights = softmax of those k logits.
 extern "C" __global__ void moe_topk(const float* __restrict__ logits, int* __restrict__ ids,
                                     float* __restrict__ weights, int n_tok, int n_expert, int k) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n_tok) return;
     const float* row = logits + (long long)t * n_expert;
@@ -145,6 +147,8 @@ __device__ __forceinline__ void each_batch(const int* __restrict__ ids, int n_pa
 extern "C" __global__ void moe_group(const int* __restrict__ ids, int n_pairs, int n_expert,
                                      int* __restrict__ order, int* __restrict__ tiles,
                                      int* __restrict__ n_tiles) {
+    launch_dependents();
+    wait_for_prerequisites();
     __shared__ int cursor[MAX_EXPERTS], first_tile[MAX_EXPERTS + 1];
     const int lane = threadIdx.x;
     const unsigned below = (1u << lane) - 1u;
@@ -444,6 +448,8 @@ __device__ void moe_mma_impl(const u8* __restrict__ W0, const u8* __restrict__ W
 extern "C" __global__ void moe_combine(const float* __restrict__ y, const float* __restrict__ weights,
                                        const float* __restrict__ residual, float* __restrict__ out, int k,
                                        int n_out, long long n) {
+    launch_dependents();
+    wait_for_prerequisites();
     const long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (at >= n) return;
     const long long t = at / n_out, r = at % n_out;
@@ -457,12 +463,16 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
     moe_gate_up_##NAME(const u8* Wg, const u8* Wu, const float* bg, const float* bu,              \
                        const float* x, const int* ids, float* act, int n_in, int n_ff, int k,     \
                        long long row_bytes) {                                                     \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_gate_up_impl<QT>(Wg, Wu, bg, bu, x, ids, act, n_in, n_ff, k, row_bytes);              \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * MOE_WARPS)                                  \
     moe_down_##NAME(const u8* Wd, const float* bd, const float* act, const int* ids,              \
                     const float* weights, const float* residual, float* y, int n_ff, int n_out,   \
                     int k, long long row_bytes) {                                                 \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_down_impl<QT>(Wd, bd, act, ids, weights, residual, y, n_ff, n_out, k, row_bytes);     \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(MOE_TILE_THREADS)                                \
@@ -470,6 +480,8 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
                              const float* x, const int* order, const int* tiles,                  \
                              const int* n_tiles, float* act, int k, int n_in, int n_ff,           \
                              long long row_bytes) {                                               \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_tiled_impl<QT, true>(Wg, Wu, bg, bu, x, order, tiles, n_tiles, act, k, n_in, n_ff,    \
                                  row_bytes);                                                      \
     }                                                                                             \
@@ -477,6 +489,8 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
     moe_tiled_down_##NAME(const u8* Wd, const float* bd, const float* act, const int* order,      \
                           const int* tiles, const int* n_tiles, float* y, int n_ff, int n_out,    \
                           long long row_bytes) {                                                  \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_tiled_impl<QT, false>(Wd, Wd, bd, bd, act, order, tiles, n_tiles, y, 1, n_ff, n_out,  \
                                   row_bytes);                                                     \
     }                                                                                             \
@@ -485,6 +499,8 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
                            const float* x, const int* order, const int* tiles,                    \
                            const int* n_tiles, float* act, int k, int n_in, int n_ff,             \
                            long long row_bytes) {                                                 \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_mma_impl<QT, true>(Wg, Wu, bg, bu, x, order, tiles, n_tiles, act, k, n_in, n_ff,      \
                                row_bytes);                                                        \
     }                                                                                             \
@@ -492,6 +508,8 @@ extern "C" __global__ void moe_combine(const float* __restrict__ y, const float*
     moe_mma_down_##NAME(const u8* Wd, const float* bd, const float* act, const int* order,        \
                         const int* tiles, const int* n_tiles, float* y, int n_ff, int n_out,      \
                         long long row_bytes) {                                                    \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
         moe_mma_impl<QT, false>(Wd, Wd, bd, bd, act, order, tiles, n_tiles, y, 1, n_ff, n_out,    \
                                 row_bytes);                                                       \
     }

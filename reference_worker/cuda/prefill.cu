@@ -11,6 +11,8 @@
 
 extern "C" __global__ void chunk_ids(const int* __restrict__ history, const int* __restrict__ state,
                                      int* __restrict__ ids, int n_rows, int capacity) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n_rows) return;
     const int p = state[0] + t;
@@ -19,9 +21,15 @@ extern "C" __global__ void chunk_ids(const int* __restrict__ history, const int*
 
 extern "C" __global__ void last_row(const float* __restrict__ x, const int* __restrict__ state,
                                     float* __restrict__ out, int n_rows, int cols) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int row = min(max(state[2] - 1 - state[0], 0), n_rows - 1);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x)
         out[i] = x[(long long)row * cols + i];
 }
 
-extern "C" __global__ void prefill_done(int* state) { state[0] = state[2] - 1; }
+extern "C" __global__ void prefill_done(int* state) {
+    launch_dependents();
+    wait_for_prerequisites();
+    state[0] = state[2] - 1;
+}

@@ -81,12 +81,16 @@ __device__ void block_argmax(const float* x, int n, int* out) {
 }
 
 extern "C" __global__ void argmax(const float* __restrict__ x, int n, int* __restrict__ out) {
+    launch_dependents();
+    wait_for_prerequisites();
     block_argmax(x, n, out);
 }
 
 // mask[id] = 1 for each of the first count[0] ids: marks tokens already seen.
 extern "C" __global__ void mark_tokens(const int* __restrict__ ids, const int* __restrict__ count, int capacity,
                                        int* __restrict__ mask, int n_vocab) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int n = min(count[0], capacity);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const int id = ids[i];
@@ -98,6 +102,8 @@ extern "C" __global__ void mark_tokens(const int* __restrict__ ids, const int* _
 // clearing the mask for the next step. A no-op where the penalty is 1.
 extern "C" __global__ void apply_penalty(float* __restrict__ logits, int* __restrict__ mask, int n,
                                          const float* __restrict__ fparams) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n || !mask[i]) return;
     mask[i] = 0;
@@ -376,6 +382,8 @@ __device__ __forceinline__ int plan_mode(int n, const float* fparams, const unsi
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
 sample_select(const float* __restrict__ x, int n, const float* __restrict__ fparams,
               const unsigned int* __restrict__ iparams, int* __restrict__ state, SampleScratch* s) {
+    launch_dependents();
+    wait_for_prerequisites();
     __shared__ int hist[KEY_BINS];
     const int mode = plan_mode(n, fparams, iparams);
     const bool histogram = mode == MODE_CANDIDATES && n > SAMPLE_CANDIDATES;
@@ -429,6 +437,8 @@ sample_select(const float* __restrict__ x, int n, const float* __restrict__ fpar
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
 sample_refine(const float* __restrict__ x, int n, const float* __restrict__ fparams,
               const unsigned int* __restrict__ iparams, int* __restrict__ state, SampleScratch* s) {
+    launch_dependents();
+    wait_for_prerequisites();
     __shared__ int hist[KEY_BINS];
     if (s->mode != MODE_REFINE) return;
     const u32 outer = s->bin;
@@ -462,6 +472,8 @@ __device__ __forceinline__ float full_weight(float l, float mx, float min_p, flo
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
 sample_gather(const float* __restrict__ x, int n, const float* __restrict__ fparams,
               const unsigned int* __restrict__ iparams, int* __restrict__ state, SampleScratch* s) {
+    launch_dependents();
+    wait_for_prerequisites();
     const int mode = s->mode;
     if (mode != MODE_CANDIDATES && mode != MODE_FULL) return;
     const float mx = s->mx, min_p = fparams[2], inv_t = 1.0f / fparams[0];
@@ -517,6 +529,8 @@ __device__ int block_count_prefix(int m, Keep keep) {
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_pick(const float* __restrict__ x, int n, const float* __restrict__ fparams,
             const unsigned int* __restrict__ iparams, int* __restrict__ state, SampleScratch* s) {
+    launch_dependents();
+    wait_for_prerequisites();
     __shared__ unsigned long long keys[SAMPLE_CANDIDATES];
     const int mode = s->mode;
     if (mode == MODE_GREEDY) return;
@@ -569,6 +583,8 @@ sample_pick(const float* __restrict__ x, int n, const float* __restrict__ fparam
 }
 // The end of a decode step: history[state[2]++] = state[1]; state[0] += 1.
 extern "C" __global__ void commit_token(int* state, int* history, int capacity) {
+    launch_dependents();
+    wait_for_prerequisites();
     if (state[2] < capacity) history[state[2]] = state[1];
     state[2] += 1;
     state[0] += 1;

@@ -45,6 +45,12 @@ inline void wait_at(int kind) { fibers[current].waiting = kind; swapcontext(&fib
 inline void __syncthreads() { wait_at(1); }
 inline void warp_sync() { wait_at(2); }
 inline void __threadfence() {}
+// Kernels run one after another here: programmatic dependent launch and L2 prefetches (common.cuh)
+// have nothing to do.
+#define PDL_ON_CPU
+inline void wait_for_prerequisites() {}
+inline void launch_dependents() {}
+inline void prefetch_l2(const void*, long long, int, int) {}
 inline unsigned long long shuffle_buf[32][32];
 template <class T> T shfl_from(T v, int src) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
