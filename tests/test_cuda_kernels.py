@@ -38,7 +38,7 @@ if (REASON := cuda_unavailable_reason()) is not None:
 
 import cupy as cp  # noqa: E402
 
-from reference_worker.cuda import kernels  # noqa: E402
+from reference_worker.cuda import driver_launch, kernels  # noqa: E402
 from reference_worker.cuda.kernels import DeviceWeight  # noqa: E402
 
 WEIGHT_TYPES = list(kernels.WEIGHT_KERNELS)
@@ -515,16 +515,17 @@ def test_launchers_refuse_wrong_shapes_and_dtypes():
         kernels.rmsnorm(np.zeros((1, 4), np.float32), cp.zeros(4, np.float32), 1e-6, cp.zeros((1, 4), np.float32))
 
 
-@pytest.mark.parametrize("programmatic", [True, False])
-def test_a_failed_launch_is_a_cuda_error(programmatic):
+def test_a_failed_launch_is_a_cuda_error():
     x = cp.zeros(4, np.float32)
-    kernels.use_programmatic_launch(programmatic)
-    try:
-        with pytest.raises(WorkerError) as err:
-            kernels._launch("layers", "swiglu", (1,), (4096,), (x, x, x, np.int64(4)))  # too many threads per block
-    finally:
-        kernels.use_programmatic_launch()
+    args = (x, x, x, np.int64(4))
+    with pytest.raises(WorkerError) as err:
+        kernels._launch("layers", "swiglu", (1,), (4096,), args)  # too many threads per block
     assert err.value.code is ErrorCode.CUDA_ERROR
+    # the driver's launch, which graphs record with programmatic edges, fails the same way
+    with pytest.raises(WorkerError) as err, kernels.cuda_errors("a kernel"):
+        driver_launch.driver().launch(kernels._function_handle("layers", "swiglu"), (1,), (4096,),
+                                      cp.cuda.get_current_stream().ptr, args, 0, kernels._PROGRAMMATIC)
+    assert err.value.code is ErrorCode.CUDA_ERROR and "cuLaunchKernelEx" in str(err.value)
 
 
 def test_programmatic_dependent_launch_is_used_from_sm_90():

@@ -128,10 +128,10 @@ class Driver:
 
     def _check(self, name: str, status: int) -> None:
         if status != 0:
-            from cupy.cuda.driver import CUDADriverError
+            import cupy  # here, so that the module loads (and its CPU tests run) without CuPy
 
-            error = CUDADriverError(status=status)
-            error.add_info(f"in {name}")
+            error = cupy.cuda.driver.CUDADriverError(status)
+            error.args = (f"{error} (in {name})",)
             raise error
 
     def launch(self, function: int, grid: tuple[int, ...], block: tuple[int, ...], stream: int, args: tuple,

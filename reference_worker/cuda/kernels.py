@@ -6,10 +6,12 @@ synchronises, so a sequence of launches can be captured in a CUDA graph; callers
 inside `cuda_errors` (decode.py reads each token that way). CUDA failures at compile, launch or
 synchronisation time become WorkerError(CUDA_ERROR) through `cuda_errors`.
 Every launcher takes its output buffer (`out`) so the decode step allocates nothing.
-Where the GPU (sm_90 and later) and the driver allow it, every kernel is launched with
-programmatic dependent launch (driver_launch.py): it may start while the kernel before it still
-runs, prefetch its weights and wait (common.cuh's wait_for_prerequisites) before it touches
-anything else; M0_CUDA_PDL=0 in the environment, or use_programmatic_launch(False), turns it off.
+Where the GPU (sm_90 and later) and the driver allow it, every kernel recorded into a CUDA graph
+is launched with programmatic dependent launch (driver_launch.py): it may start while the kernel
+before it still runs, prefetch its weights and wait (common.cuh's wait_for_prerequisites) before
+it touches anything else. Launches outside a capture stay CuPy's: there the driver call's Python
+packing cost more than the overlap saved (NOTES.md). M0_CUDA_PDL=0 in the environment, or
+use_programmatic_launch(False), turns it off.
 """
 from __future__ import annotations
 
@@ -129,9 +131,10 @@ def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple, shar
     if _programmatic is None:
         use_programmatic_launch()
     with cuda_errors(f"kernel {name}"):
-        if _programmatic:
-            driver_launch.driver().launch(_function_handle(module, name), grid, block,
-                                          cp.cuda.get_current_stream().ptr, args, shared_mem, _PROGRAMMATIC)
+        stream = cp.cuda.get_current_stream()
+        if _programmatic and stream.is_capturing():
+            driver_launch.driver().launch(_function_handle(module, name), grid, block, stream.ptr, args,
+                                          shared_mem, _PROGRAMMATIC)
         else:
             _function(module, name)(grid, block, args, shared_mem=shared_mem)
 
