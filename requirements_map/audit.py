@@ -212,7 +212,7 @@ class Auditor:
         evidence += self._blocks(key, matches, evidence) or ([] if any(ev.claim for ev in evidence)
                                                               else self._most_of(key, everything))
         evidence += self._opposite_lines(name, key)
-        _opposed(matches, evidence, set(key_terms(_head(name))))
+        _opposed(matches, evidence)
         absent = self._absent(matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         self._subordinate(name, matches, evidence)
@@ -780,14 +780,14 @@ def _named_by(words: frozenset[str], wanted: set[str], matches) -> set[str]:
     return named
 
 
-def _opposed(matches, evidence: list[Evidence], head: set[str]) -> None:
+def _opposed(matches, evidence: list[Evidence]) -> None:
     """A feature that goes against a requirement (a glossary conflict: "one bulk cudaMemcpy" against
     chunked transfer) is not in M0 by that requirement's lines: M0 having the requirement is what rules
-    the feature out, so those lines become context beside the conflict. When the concept that goes
-    against it is the feature's head, what M0 has of the rest says nothing for it either
-    ("cudaMallocManaged for the KV cache": the KV cache is M0, managed memory is ruled out)."""
+    the feature out, so those lines become context beside the conflict. What M0 has of the rest of the
+    feature says nothing for it either: the KV cache is M0, "cudaMallocManaged for the KV cache" is
+    ruled out, and so is the M0 forward pass "in Rust with candle"."""
     against = {rid for m in matches for rid, _ in m.entry.conflicts}
-    ruling = {m.entry.term for m in matches if m.entry.conflicts and m.covered & head}
+    ruling = {m.entry.term for m in matches if m.entry.conflicts}
     for ev in evidence:
         if ev.claim not in ("in-m0", "optional") or ev.concept == "contradiction":
             continue
