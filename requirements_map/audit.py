@@ -187,11 +187,12 @@ class Auditor:
 
     def _unseen(self, audit: FeatureAudit, name: str) -> None:
         """An "in M0" verdict holds only for the names the spec uses: a word of a versioned name in the
-        feature (a word written with digits: a model, a file, a release) that no line of the spec and no
-        glossary name uses ("Coder" of "Qwen2.5-Coder-0.5B") makes it another thing than the one the spec
+        feature (a word written with digits: a model, a file, a release; or a name of code) that no line
+        of the spec and no glossary name uses ("Coder" of "Qwen2.5-Coder-0.5B") makes it another thing than the one the spec
         names, so the lines about the rest decide nothing about it."""
         known = {t for m in self.glossary.match(name, self._specific) for n in m.entry.names for t in terms(n)}
         named = [t for word in name.split() if re.search(r"\d", word) for t in key_terms(word) if t.isalpha()]
+        named += [t for t in key_terms(name) if re.fullmatch(r"[a-z]{2,}(?:_[a-z]{2,})+", t)]  # CUDA_VISIBLE_DEVICES
         unseen = [t for t in dict.fromkeys(named) if self.index.share(t) == 0 and t not in known]
         if unseen:
             audit.verdict = "not addressed by the spec"
