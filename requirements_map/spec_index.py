@@ -40,6 +40,7 @@ functionality work working make making thing things way ways simple simpler good
 _STEM = Stemmer.Stemmer("english")
 _SPELLING = ((re.compile(r"(?<=[a-z]{3})is(e|es|ed|ing|ation|ations|er|ers)$"), r"iz\1"),
              (re.compile(r"(?<=[a-z]{2})ys(e|es|ed|ing)$"), r"yz\1"), (re.compile(r"(?<=[a-z]{3})iour(s?)$"), r"ior\1"))
+_ADVERB = re.compile(r"(?<=[a-z]{2})ili$")  # the stemmer leaves "lazily" as "lazili" and "lazy" as "lazi"
 _GENERIC_STEMS = frozenset(_STEM.stemWords(sorted(GENERIC)))
 _PARENT_REQUIREMENT = re.compile(r"^#{1,6}\s+\[(SYS-\d+\.\d+\.\d+)\]")
 _M0_HEADING = re.compile(rf"^#{{1,6}}\s+\[(?:{REQUIREMENT_ID.pattern})\]")
@@ -54,10 +55,11 @@ class ParentSpecError(ValueError):
 @cache
 def terms(text: str) -> tuple[str, ...]:
     """The stemmed search terms of `text`, in order, stopwords left out; British spellings read as
-    American ones ("synchronising" finds "synchronize", "behaviour" finds "behavior")."""
+    American ones ("synchronising" finds "synchronize", "behaviour" finds "behavior"), and an adverb
+    in -ily as its adjective ("lazily" finds "lazy")."""
     low = _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower()))
-    return tuple(_STEM.stemWord(_american(t)) if not (t.startswith("/") or "-" in t or t == "c++") else t
-                 for t in _TOKEN.findall(low) if t not in _STOPWORDS)
+    return tuple(_ADVERB.sub("i", _STEM.stemWord(_american(t))) if not (t.startswith("/") or "-" in t or t == "c++")
+                 else t for t in _TOKEN.findall(low) if t not in _STOPWORDS)
 
 
 def _american(word: str) -> str:
