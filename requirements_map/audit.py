@@ -670,6 +670,17 @@ class Auditor:
         query = key + tuple(t for m in matches for n in m.entry.names for t in key_terms(n))
         ranked = [(e, s) for e, s in self.index.search(query, k=12) if not e.code][:5]
         audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in ranked]
+        # the requirements of the feature's concepts and of what they relate to: where a reviewer looks first
+        shown = {e.line for e, _ in ranked}
+        related = [rid for m in matches for rid in (*m.entry.req, *(r for _, t in self.glossary.related(m.entry)
+                                                                     for r in t.req), *(r for r, _ in m.entry.conflicts))]
+        for rid in dict.fromkeys(related):
+            if rid in self.spec.requirements:
+                line = self._best_line(rid, query)
+                if line.line not in shown:
+                    shown.add(line.line)
+                    audit.closest.append(_evidence(line, None, None, CONTEXT, f"in {rid}, a requirement of a concept "
+                                                   "of the feature or of what it relates to", "closest"))
         if self.index.parent:
             audit.closest += [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}" + (
                 f"; parent heading milestone {e.milestone_tag}" if e.milestone_tag else ""), "closest")
