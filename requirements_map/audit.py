@@ -352,8 +352,11 @@ class Auditor:
                 w = self._weight(rest & self.index.line_terms(entry)) if rest & self.index.line_terms(entry) else 0.0
                 if w > weight:
                     best, weight = entry, w
+            claim = self._stated_claim(rid)
+            if _VERDICT_OF[claim] != audit.verdict:
+                claim = None  # a line of the requirement the feature goes against, or of the other side
             if best is not None and best.line not in cited:
-                audit.evidence.append(_evidence(best, self._stated_claim(rid), None, 4,
+                audit.evidence.append(_evidence(best, claim, None, 4 if claim else CONTEXT,
                                                 f"the line of {rid} that states the feature's "
                                                 f"{', '.join(sorted(rest & self.index.line_terms(best)))}",
                                                 "the feature's words"))
