@@ -395,8 +395,11 @@ class Auditor:
         """A feature is about its head, not about what it is for or applied to: in "pipeline parallelism
         for GPT-OSS-20B" the lines about GPT-OSS-20B say nothing of pipeline parallelism. When a
         concept of the head has lines stating a scope, the claims of concepts named only after the
-        head ("for", "on", "in", "through", ...) that put it in M0 become context. Their exclusions stand: a
-        feature that needs a deferred thing ("releasing the KV cache when the client disconnects") waits for it."""
+        head ("for", "on", "in", "through", ...) that put it in M0 become context; where the spec states the
+        head's scope directly, so do the deferrals of body lines that only mention them (a deferred
+        performance target naming Qwen2.5-0.5B says nothing of "Q8_0 weights for Qwen2.5-0.5B", line 798
+        does). What the scope lists and markers exclude of them stands, and every prohibition: a feature
+        that needs a deferred thing ("releasing the KV cache when the client disconnects") waits for it."""
         head = set(key_terms(_head(name)))
         if not head or head == set(key_terms(name)):
             return
@@ -406,8 +409,10 @@ class Auditor:
         of_rest = concepts(m for m in matches if not m.covered & head) - of_head
         if not of_rest or not any(ev.claim and ev.concept in of_head for ev in evidence):
             return
+        direct = any(ev.claim and ev.concept in of_head and ev.tier <= 3 for ev in evidence)
         for ev in evidence:
-            if ev.claim in ("in-m0", "optional") and ev.concept in of_rest:
+            incidental = ev.tier >= 4 and ev.claim in ("deferred-M1", "later") and direct
+            if ev.claim and ev.concept in of_rest and (ev.claim in ("in-m0", "optional") or incidental):
                 ev.claim, ev.milestone, ev.tier = None, None, CONTEXT
                 ev.basis += f"; ‘{ev.concept}’ is what the feature is for or applied to, not the feature"
 
