@@ -69,8 +69,9 @@ _COMMON_SHARE = 0.04
 _IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms() writes names of code
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
-_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|\breplac\w*|❌)[^;,.:()]*$",
-                       re.IGNORECASE)
+# "X replaced with Y" negates X, not Y
+_NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|"
+                       r"\breplac[a-z]*(?![a-z])(?!\s+(?:with|by)\b)|❌)[^;,.:()]*$", re.IGNORECASE)
 _NEGATED_AFTER = re.compile(r"[^;,.:(]*?\b(?:is|are) (?:not|never)\b", re.IGNORECASE)
 _REQUIRED = re.compile(r"\b(?:mandatory|required|compulsory|always[- ]on)\b", re.IGNORECASE)
 _NON = re.compile(r"non-", re.IGNORECASE)  # "MUST be non-empty" rules out the empty prompt
@@ -78,6 +79,8 @@ _RELIANCE = re.compile(r"\brel(?:y|ies) on\b[^;,.:(]*$", re.IGNORECASE)
 _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|supports|implements|includes|keeps)\b",
                     re.IGNORECASE)
 _MARKER = re.compile(r"defer|optional|\bM[1-9]\+?|post-M0|out of scope|removed", re.IGNORECASE)
+_OBLIGATION = re.compile(r"\bMUST\b|\bexactly\b|\brequired\b", re.IGNORECASE)
+_SUBCLAUSE = re.compile(r"\s(?:when|if|unless|once|so|that|which|because|while)\s")
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 # Where a feature's head ends and what it is for, on or through begins ("pipeline parallelism | for GPT-OSS-20B").
@@ -182,8 +185,37 @@ class Auditor:
             milestones = {ev.milestone or "M1" for ev in later}
             audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
             audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
+        self._absence(audit, name)
         calibrate(self, audit)
         return audit
+
+    def _absence(self, audit: FeatureAudit, name: str) -> None:
+        """A feature that asks for a thing to be absent ("unified memory off", "with no terminal event")
+        turns the scope of the lines about that thing around: absent what M0 prohibits complies with the
+        prohibition (in M0, by its requirement); absent what an M0 line requires goes against it."""
+        phrases = _absent_phrases(name)
+        absent = frozenset(t for p in phrases for t in terms(p))
+        if not absent or audit.verdict not in ("in M0", "out of scope for M0"):
+            return
+        deciding = [ev for ev in audit.evidence if ev.claim and ev.source == "spec" and ev.tier <= 4
+                    and absent <= self.index.line_terms(self.index.at(ev.line))]
+        if audit.verdict == "out of scope for M0":
+            barring = [ev for ev in deciding if ev.claim in ("prohibited", "out-of-scope")]
+            if barring:
+                audit.verdict, audit.requirements = "in M0", self._requirements_of(barring)
+                audit.detail = (f"the feature asks for {' and '.join(phrases)} to be absent, as M0 has it "
+                                f"({_cite(barring)})")
+                for ev in barring:
+                    ev.claim, ev.basis = "in-m0", ev.basis + "; the feature keeps it out, as the requirement does"
+            return
+        required = [ev for ev in deciding if ev.claim == "in-m0" and _OBLIGATION.search(self.index.at(ev.line).text)
+                    and not _NEGATION.search(self.index.at(ev.line).text)]
+        if required:
+            audit.verdict = "out of scope for M0"
+            audit.detail = (f"the feature leaves out {' and '.join(phrases)}, which M0 requires "
+                            f"({_cite(required)})")
+            for ev in required:
+                ev.claim, ev.basis = "out-of-scope", ev.basis + "; the feature leaves out what this line requires"
 
     def _unseen(self, audit: FeatureAudit, name: str) -> None:
         """An "in M0" verdict holds only for the names the spec uses: a word of a versioned name in the
@@ -214,7 +246,7 @@ class Auditor:
                                                               else self._most_of(key, everything))
         evidence += self._opposite_lines(name, key)
         _opposed(matches, evidence)
-        absent = self._absent(matches, evidence)
+        absent = self._absent(name, matches, evidence)
         evidence += self._indirect(matches, everything, purpose, friends)
         self._subordinate(name, matches, evidence)
         evidence = _dedupe(evidence)
@@ -382,7 +414,8 @@ class Auditor:
                 required = entry.requirement and self._stated_claim(entry.requirement) in ("in-m0", "optional")
                 named = anchors & self.index.line_terms(entry)
                 pos = _position(entry.text, opposite[0])
-                if not (listed or required) or not (named or rare) or _NEGATION.search(entry.text[:pos]):
+                if not (listed or required) or not (named or rare) or _NEGATION.search(entry.text[:pos]) \
+                        or not _same_thing(asked, word, terms(entry.text), opposite):
                     continue
                 fit = (self._weight(named | set(word)) / self._weight(key), 1.0)
                 found.append(_evidence(entry, "out-of-scope", None, 2 if listed else 4,
@@ -468,12 +501,14 @@ class Auditor:
             audit.deciding_tier = None
             return
 
-    def _absent(self, matches, evidence: list[Evidence]) -> list[str]:
-        """Concepts of the feature the spec never names, by a word it never uses ("TLS"). When one is
-        missing and no line names the whole feature, the lines about its other concepts ("the HTTP
-        port" of "TLS on the HTTP port") decide nothing: they become context."""
+    def _absent(self, name: str, matches, evidence: list[Evidence]) -> list[str]:
+        """Concepts of the feature's head the spec never names, by a word it never uses ("TLS"). When
+        one is missing and no line names the whole feature, the lines about its other concepts ("the
+        HTTP port" of "TLS on the HTTP port") decide nothing: they become context. A missing concept
+        after the head ("in CI" of "golden tokenizer vectors in CI") leaves the head to decide."""
         named = {ev.concept for ev in evidence}
-        absent = [m.entry.term for m in matches if m.entry.term not in named
+        head = set(key_terms(_head(name)))
+        absent = [m.entry.term for m in matches if m.entry.term not in named and m.covered & head
                   and any(self.index.share(t) == 0 for t in m.covered)]
         if absent and "the feature's words" not in named:
             for ev in evidence:
@@ -661,6 +696,11 @@ class Auditor:
                 # M0 having a kind of thing says nothing of every kind ("two tokenizer backends" is not
                 # SentencePiece), while a kind of a deferred or excluded thing is deferred or excluded too
                 ev.claim, ev.tier, ev.basis = None, CONTEXT, ev.basis + "; in M0 as a whole, which decides no kind of it"
+            elif tier == 6 and ev.claim in ("in-m0", "optional", "deferred-M1", "out-of-scope"):
+                # M0 having the end says nothing of a means to it (YaRN for Qwen's context), nor does a
+                # deferred target (tokens per second) defer what would reach it (tensor cores); a means
+                # to a later or prohibited thing waits for it (a paged KV allocator for continuous batching)
+                ev.claim, ev.tier, ev.basis = None, CONTEXT, ev.basis + "; the scope of an end is not that of its means"
         return found
 
     # --- answers without a verdict
@@ -817,6 +857,21 @@ def _opposed(matches, evidence: list[Evidence]) -> None:
             ev.claim, ev.tier, ev.basis = None, CONTEXT, f"{ev.basis}; the feature's {', '.join(sorted(ruling))} goes against M0"
 
 
+def _same_thing(asked: tuple[str, ...], word: tuple[str, ...], line: tuple[str, ...], opposite: tuple[str, ...]) -> bool:
+    """Whether the opposite on the line qualifies what the word qualifies in the feature: "absolute
+    path" against "a relative --model path", not "absolute pos embedding" against "a relative
+    tolerance". Where the feature names nothing after the word, or the line nothing around the
+    opposite, nothing tells them apart."""
+    def around(seq, phrase, before):
+        for i in range(len(seq) - len(phrase) + 1):
+            if seq[i:i + len(phrase)] == phrase:
+                return set(seq[max(0, i - before):i] + seq[i + len(phrase):i + len(phrase) + 2])
+        return set()
+    # the line may state it after the thing ("job_id MUST be non-empty")
+    mine, theirs = around(asked, word, 0), around(line, opposite, 3)
+    return not mine or not theirs or bool(mine & theirs)
+
+
 def _contains(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
     n = len(phrase)
     return any(words[i:i + n] == phrase for i in range(len(words) - n + 1))
@@ -838,6 +893,21 @@ def _head(feature: str) -> str:
     """The words the feature is about: before "for", "on", "through", ...; in "using X as Y", the Y."""
     role = re.match(r"\s*(?:using|use of|use)\s.+?\sas\s(.+)", feature, re.IGNORECASE)
     return _HEAD_END.split(role.group(1) if role else feature, maxsplit=1)[0]
+
+
+def _absent_phrases(feature: str) -> list[str]:
+    """What the feature's main clause asks to be absent: the words after "no", "without" or "never", or
+    before "off" / "disabled" ("unified memory is off"). Conditions and purposes ("when no GPU is present",
+    "so the logits never leave VRAM", "that is not a UUID") describe circumstances, not the feature."""
+    words = re.findall(r"[^\s,;()]+", _SUBCLAUSE.split(feature, maxsplit=1)[0])
+    found = []
+    for i, w in enumerate(words):
+        if w.lower() in ("no", "without", "never"):
+            found.append(" ".join(words[i + 1:i + 3]))
+        elif w.lower() in ("off", "disabled"):
+            before = [x for x in words[max(0, i - 4):i] if x.lower() not in ("is", "are", "stays", "kept", "turned", "switched", "set", "left")]
+            found.append(" ".join(before[-2:]))
+    return [f for f in found if terms(f)]
 
 
 def _sentence_at(text: str, pos: int) -> tuple[int, str]:

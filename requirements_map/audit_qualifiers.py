@@ -8,6 +8,10 @@ value of the same kind, and no line anywhere states this value next to a specifi
 in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), the qualifier differs; if it
 states none, the spec does not address it.
 
+A value the feature gives as an example ("(e.g. 12.1)") is not a qualifier: it shows what the feature
+is. A line requiring a valid integer type ("MUST be valid uint64") states every value of that type; an
+upper-case name of code in the feature ("INTERNAL", "VRAM_OOM") anchors the value stated beside it.
+
 A line is about the feature when it is one of the audit's lines or in the body of a requirement
 they belong to, and it names a word that stands next to the qualifier in the feature ("context"
 for "128K context"), or, failing such a word, any of the feature's other words.
@@ -43,6 +47,9 @@ _ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
+_EXAMPLE = re.compile(r"\b(?:e\.g\.|for example|for instance|such as|say)\s*$", re.IGNORECASE)
+_INTEGER_TYPE = re.compile(r"\bvalid\s+`?(u|uint|i|int)(8|16|32|64)(?:_t)?\b", re.IGNORECASE)
+_CODE_WORD = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[A-Z]{4,}\b")  # INTERNAL, VRAM_OOM: names of code
 _REFUSAL = re.compile(r"\b(?:reject|refus|disallow|forbid|den(?:y|ies|ied)|error(?:s)? (?:for|on)|40[0-9]\b)",
                       re.IGNORECASE)
 
@@ -73,8 +80,8 @@ def qualifiers(text: str) -> list[Qualifier]:
             found.append(Qualifier(kind, m.group(0), value, value, None, _anchors(text, m.start(), m.end())))
             taken.append(range(m.start(), m.end()))
     for m in _NUMBER.finditer(text):
-        if any(m.start() in span for span in taken):
-            continue
+        if any(m.start() in span for span in taken) or _EXAMPLE.search(text[max(0, m.start() - 16):m.start()]):
+            continue  # "(e.g. 12.1)" shows what the feature is, it does not ask for that value
         low, high, unit = _number_value(m)
         found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
     for m in _WORD_NUMBER.finditer(text):  # "one second", "two minutes"
@@ -163,7 +170,9 @@ def _stated_elsewhere(q: Qualifier, feature: str, index: SpecIndex) -> tuple[int
     the spec states this value for the feature, whatever other values its own lines state."""
     own = set(terms(q.text))
     words = {t for t in q.anchors - own if 0 < index.share(t) <= _SPECIFIC_SHARE}
-    words |= {t for t in set(key_terms(feature)) - own if "_" in t and 0 < index.share(t) <= _SPECIFIC_SHARE}
+    names = {t for word in _CODE_WORD.findall(feature) for t in terms(word)}
+    words |= {t for t in set(key_terms(feature)) - own
+              if ("_" in t or t in names) and 0 < index.share(t) <= _SPECIFIC_SHARE}
     if not words:
         return ()
     return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)
@@ -184,6 +193,11 @@ def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
             if bound:
                 low, high = (0.0, high) if bound.group(1) else (low, math.inf)
             out.append((low, high))
+    if q.unit == "count":
+        # "MUST be valid uint64" states every value of the type (a field declared uint64_t bounds nothing)
+        for sign, bits in _INTEGER_TYPE.findall(text):
+            bits = int(bits)
+            out.append((0.0, 2.0 ** bits - 1) if sign.startswith("u") else (-2.0 ** (bits - 1), 2.0 ** (bits - 1) - 1))
     return out
 
 

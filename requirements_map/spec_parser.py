@@ -244,9 +244,9 @@ def _item_name(text: str) -> str:
 
 
 # Running-text markers of scope: a deferral, "optional", a later milestone, "for future use".
-_MARKER = re.compile(r"defer|optional|\(M[1-9]\+?\)|\bM[1-9]\+? (?:requires|adds|plan)|\bM[1-9]\+(?!\w)|"
-                     r"for future use|[\[(]M0\+?[\])]", re.IGNORECASE)
 _M0_TAG = re.compile(r"[\[(]M0\+?[\])]")  # "Home Mode (M0)", "VRAM-Only Policy [M0+]"
+_MARKER = re.compile(r"defer|optional|\(M[1-9]\+?\)|\bM[1-9]\+? (?:requires|adds|plan)|\bM[1-9]\+(?!\w)|"
+                     r"for future use|" + _M0_TAG.pattern, re.IGNORECASE)
 
 
 def _marker_kind(text: str) -> tuple[str, str | None] | None:

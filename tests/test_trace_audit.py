@@ -94,9 +94,17 @@ def test_a_direct_statement_outranks_indirect_evidence(auditor):
     # speculative decoding is a means to the token generation rate target (deferred to M1), but
     # §14.3 names it directly as M3+: the direct line decides
     audit = auditor.audit("speculative decoding")
-    indirect = [ev for ev in audit.evidence if ev.claim and ev.tier >= 5]
-    assert any(ev.claim == "deferred-M1" for ev in indirect)
+    means = [ev for ev in audit.evidence if "a means to ‘token generation rate’" in ev.basis]
+    assert means and all(ev.claim is None and "not that of its means" in ev.basis for ev in means)
     assert audit.verdict == "later milestone" and "M3+" in audit.detail and "indirect" not in audit.detail
+
+
+@pytest.mark.parametrize("feature", ["tensor-core GEMMs for faster decoding", "YaRN context scaling"])
+def test_a_means_to_an_m0_or_deferred_end_does_not_take_its_scope(auditor, feature):
+    # tensor cores serve the token-rate target (deferred to M1), YaRN serves long contexts (in M0)
+    audit = auditor.audit(feature)
+    assert audit.verdict not in ("in M0", "deferred to M1") or audit.deciding_tier != 6, audit.detail
+    assert not any(ev.claim in ("in-m0", "optional", "deferred-M1") and ev.tier == 6 for ev in audit.evidence)
 
 
 def test_indirect_evidence_decides_only_when_nothing_direct_does(auditor):
@@ -385,3 +393,61 @@ def test_a_value_stated_only_in_a_deferred_requirement_defers_the_feature(audito
     audit = auditor.audit("VRAM allocation in under one second")
     assert audit.verdict == "deferred to M1" and "M0-W-1620" in audit.requirements and 2266 in cited_lines(audit)
     assert [q.low for q in qualifiers("within two minutes")] == [120.0]
+
+
+# --- round 7 mechanisms, probed with wordings that are not in the labels
+
+def test_a_value_given_as_an_example_is_not_a_qualifier():
+    assert qualifiers("the driver version (e.g. 550) in the logs") == []
+    assert qualifiers("a driver version of 550 in the logs")[0].text == "550"
+
+
+@pytest.mark.parametrize("value, in_m0", [(2 ** 63, True), (7, True)])
+def test_a_value_of_an_integer_type_the_spec_requires_is_stated(auditor, value, in_m0):
+    audit = auditor.audit(f"a request seed of {value}")  # M0-W-1300: seed MUST be valid uint64
+    assert (audit.verdict == "in M0") == in_m0 and "differs" not in audit.detail, audit.detail
+
+
+@pytest.mark.parametrize("status, in_m0", [("499", True), ("418", False)])
+def test_an_upper_case_code_name_anchors_the_value_stated_beside_it(auditor, status, in_m0):
+    audit = auditor.audit(f"a CANCELLED error code sent as HTTP {status}")  # §17.4: CANCELLED -> 499
+    assert (audit.verdict == "in M0") == in_m0, audit.detail
+    assert not in_m0 or 3090 in cited_lines(audit)
+
+
+@pytest.mark.parametrize("feature, line", [("zero-copy mode switched off", 285),
+                                           ("a worker with RAM fallback disabled", 283)])
+def test_asking_for_the_absence_of_a_prohibited_thing_complies(auditor, feature, line):
+    assert auditor.audit(feature.replace(" switched off", "").replace(" disabled", "")).verdict == "out of scope for M0"
+    audit = auditor.audit(feature)
+    assert audit.verdict == "in M0" and "absent" in audit.detail and line in cited_lines(audit), audit.detail
+
+
+def test_asking_for_the_absence_of_a_required_thing_goes_against_it(auditor):
+    audit = auditor.audit("finishing a job's event stream without any terminal event")  # M0-W-1311, line 1174
+    assert audit.verdict == "out of scope for M0" and 1174 in cited_lines(audit), audit.detail
+    # a condition is a circumstance, not what the feature leaves out
+    assert auditor.audit("an error event when no GPU is present").verdict != "out of scope for M0" or \
+        "leaves out" not in auditor.audit("an error event when no GPU is present").detail
+
+
+@pytest.mark.parametrize("feature, against", [("relative position embeddings in the GPT-style adapter", True),
+                                              ("a relative tolerance for the MXFP4 GEMM test", False)])
+def test_an_opposite_speaks_only_of_the_thing_it_qualifies(auditor, feature, against):
+    # line 117 (§0.2): "GPT-style: Absolute pos embedding, ...": absolute embeddings, not tolerances
+    audit = auditor.audit(feature)
+    assert (117 in {ev.line for ev in audit.evidence if ev.claim == "out-of-scope"}) == against, audit.detail
+
+
+def test_what_something_is_replaced_with_is_not_negated(auditor):
+    # line 2739: "Structured logging replaced with narration-core logging (...)"
+    audit = auditor.audit("narration-core logging for the worker's events")
+    assert 2739 not in {ev.line for ev in audit.evidence if ev.claim in ("out-of-scope", "prohibited")}
+    assert audit.verdict == "in M0", audit.detail
+
+
+@pytest.mark.parametrize("feature, verdict", [("tokenizer test vectors run in GitHub Actions", "in M0"),
+                                              ("mutual TLS for the /execute endpoint", "not addressed by the spec")])
+def test_a_concept_the_spec_never_names_voids_the_rest_only_in_the_head(auditor, feature, verdict):
+    # CI (after "in") is where M0-W-1363's vectors run; TLS is the feature itself
+    assert auditor.audit(feature).verdict == verdict
