@@ -49,7 +49,9 @@ from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifier
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
 from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
+from .spec_conflicts import load_disagreements
 from .spec_parser import ParsedSpec
+from .spec_source import PINNED_SHA256
 
 VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
             "not addressed by the spec")
@@ -149,6 +151,8 @@ class Auditor:
         self.index = index
         self.glossary = glossary or load_glossary()
         self.spec = index.spec
+        # recorded for the revision of record: another revision's lines are other lines
+        self.disagreements = load_disagreements() if index.catalog_spec.get("sha256") == PINNED_SHA256 else ()
         self._block_terms = {rid: frozenset().union(*(index.line_terms(index.at(n)) for n in range(req.line, req.body[1] + 1)))
                              for rid, req in self.spec.requirements.items() if rid in index.entries}
 
@@ -186,8 +190,39 @@ class Auditor:
             audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
             audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
         self._absence(audit, name)
+        self._disagreement(audit, name)
         calibrate(self, audit)
         return audit
+
+    def _disagreement(self, audit: FeatureAudit, name: str) -> None:
+        """A feature that takes one side of a place where the spec disagrees with itself (spec_conflicts.py)
+        is contradictory, every side cited; one that names the place without taking a side gets it as a note."""
+        words = terms(name)
+        rests_on = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
+        for d in self.disagreements:
+            side = d.taken(words)
+            if not (d.named(words) or (side and rests_on & d.lines)):
+                continue
+            audit.contradictions.append(Contradiction("the spec disagrees with itself", f"{d.subject}: " + "; ".join(
+                f"{s.says} ({_lines(list(s.lines))})" for s in d.sides), sorted(d.lines)))
+            if side is None or audit.verdict == "contradictory":
+                continue
+            others = "; ".join(f"{s.says} ({_lines(list(s.lines))})" for s in d.sides if s is not side)
+            audit.verdict = "contradictory"
+            audit.detail = (f"the feature takes one side where the spec disagrees with itself on {d.subject}: "
+                            f"{side.says} ({_lines(list(side.lines))}), but {others}; "
+                            f"apart from it: {audit.detail}")
+            cited = {ev.line for ev in audit.evidence}
+            for s in d.sides:
+                for entry in (self.index.at(n) for n in s.lines if n not in cited):
+                    claim = self._stated_claim(entry.requirement) if entry.requirement else \
+                        (entry.statement.kind if entry.statement else None)
+                    audit.evidence.append(_evidence(entry, claim, None, 4 if claim else CONTEXT,
+                                                    f"states: {s.says}", "contradiction"))
+            audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
+            audit.requirements = sorted(set(audit.requirements) | {self.index.at(n).requirement for n in d.lines
+                                                                   if self.index.at(n).requirement})
+            audit.deciding_tier = 4
 
     def _absence(self, audit: FeatureAudit, name: str) -> None:
         """A feature that asks for a thing to be absent ("unified memory off", "with no terminal event")
@@ -224,9 +259,13 @@ class Auditor:
         names, so the lines about the rest decide nothing about it."""
         known = {t for m in self.glossary.match(name, self._specific) for n in m.entry.names for t in terms(n)}
         named = [t for word in name.split() if re.search(r"\d", word) for t in key_terms(word) if t.isalpha()]
-        named += [t for t in key_terms(name) if re.fullmatch(r"[a-z]{2,}(?:_[a-z]{2,})+", t)]  # CUDA_VISIBLE_DEVICES
-        unseen = [t for t in dict.fromkeys(named) if self.index.share(t) == 0 and t not in known]
+        # a name of code is exact: the glossary may know CUDA_VISIBLE_DEVICES, the spec still never writes it
+        code = [t for t in key_terms(name) if re.fullmatch(r"[a-z]{2,}(?:_[a-z]{2,})+", t)]
+        unseen = [t for t in dict.fromkeys(named + code)
+                  if (not self.index.writes(t) if t in code else self.index.share(t) == 0 and t not in known)]
         if unseen:
+            # the feature's own spelling, not the search term ("CUDA_VISIBLE_DEVICES", not "cuda_visible_devic")
+            unseen = [_spelled(name, t) for t in unseen]
             audit.verdict = "not addressed by the spec"
             audit.closest = [ev for ev in audit.evidence if ev.claim][:5]
             audit.detail = f"the spec never uses “{', '.join(unseen)}”; without it the feature is {audit.detail}"
@@ -893,6 +932,12 @@ def _head(feature: str) -> str:
     """The words the feature is about: before "for", "on", "through", ...; in "using X as Y", the Y."""
     role = re.match(r"\s*(?:using|use of|use)\s.+?\sas\s(.+)", feature, re.IGNORECASE)
     return _HEAD_END.split(role.group(1) if role else feature, maxsplit=1)[0]
+
+
+def _spelled(text: str, term: str) -> str:
+    """How `text` writes a search term: the letters it stems from ("Omni" for "omni")."""
+    m = re.search(rf"(?i){re.escape(term)}[A-Za-z_]*", text)
+    return m.group(0) if m else term
 
 
 def _absent_phrases(feature: str) -> list[str]:

@@ -42,8 +42,9 @@ def part_of(label: dict) -> str:
 
 
 def cited_lines(audit) -> set[int]:
-    """The lines a reader is pointed to: those stating a scope, and for "not addressed" the closest ones."""
-    lines = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
+    """The lines a reader is pointed to: those stating a scope, the sides of a disagreement the verdict
+    rests on, and for "not addressed" the closest ones."""
+    lines = {ev.line for ev in audit.evidence if (ev.claim or ev.concept == "contradiction") and ev.source == "spec"}
     return lines | {ev.line for ev in audit.closest if ev.source == "spec"}
 
 

@@ -119,6 +119,7 @@ class SpecIndex:
 
     def __init__(self, spec: ParsedSpec, catalog: Catalog, parent_text: str | None = None):
         self.spec = spec
+        self.catalog_spec = catalog.spec  # the revision the curated data (catalog, contradictions) is for
         self.entries = catalog.by_id()
         self.lines = _spec_lines(spec, self.entries)
         self.parent = _parent_lines(parent_text) if parent_text is not None else []
@@ -151,6 +152,11 @@ class SpecIndex:
     def share(self, term: str) -> float:
         """The share of spec lines that hold `term`: near 0 for a specific word, high for "model"."""
         return self._df.get(term, 0) / len(self.lines)
+
+    def writes(self, name: str) -> bool:
+        """Whether the spec writes a name of code, alone or as a part of a longer one ("ffn_gate" of
+        "ffn_gate.weight")."""
+        return self.share(name) > 0 or any(name in re.split(r"[.:]+", t) for t in self._df if "." in t or ":" in t)
 
     def weight(self, term: str) -> float:
         """How much a term says (its inverse document frequency over the spec's lines)."""

@@ -373,7 +373,7 @@ def test_a_feature_against_a_requirement_is_not_in_m0_by_that_requirements_lines
 
 def test_a_versioned_name_with_a_word_the_spec_never_uses_is_not_addressed(auditor):
     audit = auditor.audit("Qwen2.5-Omni-0.5B")  # not the Qwen2.5-0.5B-Instruct that M0 names
-    assert audit.verdict == "not addressed by the spec" and "omni" in audit.detail
+    assert audit.verdict == "not addressed by the spec" and "“Omni”" in audit.detail
     assert auditor.audit("Qwen2.5-0.5B").verdict == "in M0"
 
 
@@ -451,3 +451,42 @@ def test_what_something_is_replaced_with_is_not_negated(auditor):
 def test_a_concept_the_spec_never_names_voids_the_rest_only_in_the_head(auditor, feature, verdict):
     # CI (after "in") is where M0-W-1363's vectors run; TLS is the feature itself
     assert auditor.audit(feature).verdict == verdict
+
+
+def test_a_name_of_code_is_looked_up_exactly_and_inside_longer_names(auditor):
+    # the glossary may know a name the spec never writes; "ffn_down" is written as "ffn_down.weight"
+    unseen = auditor.audit("debug logging of the worker switched on with RUST_LOG")  # known to the glossary
+    assert unseen.verdict == "not addressed by the spec" and "“RUST_LOG”" in unseen.detail, unseen.detail
+    assert "never uses" not in auditor.audit("loading each block's ffn_down tensor").detail
+
+
+def test_taking_one_side_where_the_spec_disagrees_with_itself_is_contradictory(auditor):
+    from requirements_map.spec_conflicts import load_disagreements
+
+    for d in load_disagreements():  # every recorded side, named as its own words, meets the other sides
+        for side in d.sides:
+            if not side.names or not d.names:
+                continue
+            feature = f"{' '.join(d.names[0])} {' '.join(side.names[0])}"
+            audit = auditor.audit(feature)
+            others = {n for s in d.sides if s is not side for n in s.lines}
+            assert audit.verdict == "contradictory" and others & cited_lines(audit), (d.id, feature, audit.detail)
+    audit = auditor.audit("delivering M0 in 6-7 weeks")  # lines 7, 81 against 17, 3146
+    assert audit.verdict == "contradictory" and {17, 3146} <= cited_lines(audit)
+    named = auditor.audit("the M0 timeline")  # names the place, takes no side: a note
+    assert named.verdict != "contradictory" and any("6-7 weeks" in c.note for c in named.contradictions)
+
+
+def test_a_malformed_contradictions_file_is_a_clear_error(tmp_path, monkeypatch):
+    from requirements_map import spec_conflicts
+
+    bad = tmp_path / "requirements_map" / "data"
+    bad.mkdir(parents=True)
+    (bad / "contradictions.yaml").write_text("- {id: x, subject: y, sides: [{says: z, lines: [1]}]}\n")
+    monkeypatch.setattr(spec_conflicts.resources, "files", lambda _: tmp_path / "requirements_map")
+    spec_conflicts.load_disagreements.cache_clear()
+    try:
+        with pytest.raises(spec_conflicts.ConflictsError, match="two sides"):
+            spec_conflicts.load_disagreements()
+    finally:
+        spec_conflicts.load_disagreements.cache_clear()
