@@ -195,17 +195,17 @@ class Auditor:
         return audit
 
     def _disagreement(self, audit: FeatureAudit, name: str) -> None:
-        """A feature that takes one side of a place where the spec disagrees with itself (spec_conflicts.py)
-        is contradictory, every side cited; one that names the place without taking a side gets it as a note."""
+        """A feature that names a place where the spec disagrees with itself (spec_conflicts.py) and takes
+        one side is contradictory, every side cited, unless every side is outside M0 alike; one that names
+        the place without taking a side gets it as a note."""
         words = terms(name)
-        rests_on = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
         for d in self.disagreements:
-            side = d.taken(words)
-            if not (d.named(words) or (side and rests_on & d.lines)):
+            if not d.named(words):
                 continue
             audit.contradictions.append(Contradiction("the spec disagrees with itself", f"{d.subject}: " + "; ".join(
                 f"{s.says} ({_lines(list(s.lines))})" for s in d.sides), sorted(d.lines)))
-            if side is None or audit.verdict == "contradictory":
+            side = d.taken(words)
+            if side is None or audit.verdict == "contradictory" or not self._scopes_differ(d):
                 continue
             others = "; ".join(f"{s.says} ({_lines(list(s.lines))})" for s in d.sides if s is not side)
             audit.verdict = "contradictory"
@@ -223,6 +223,17 @@ class Auditor:
             audit.requirements = sorted(set(audit.requirements) | {self.index.at(n).requirement for n in d.lines
                                                                    if self.index.at(n).requirement})
             audit.deciding_tier = 4
+
+    def _scopes_differ(self, d) -> bool:
+        """Whether the sides of a disagreement stand in M0 and outside it: two deferred requirements
+        that give one deadline two values (30 s, 5 s) leave the feature deferred either way."""
+        def scope(n):
+            entry = self.index.at(n)
+            if entry.statement is not None:
+                return entry.statement.kind
+            return self._stated_claim(entry.requirement) if entry.requirement else "in-m0"
+        return len({scope(n) in ("in-m0", "optional") for n in d.lines}) > 1 or \
+            all(scope(n) in ("in-m0", "optional") for n in d.lines)
 
     def _absence(self, audit: FeatureAudit, name: str) -> None:
         """A feature that asks for a thing to be absent ("unified memory off", "with no terminal event")

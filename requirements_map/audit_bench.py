@@ -42,9 +42,11 @@ def part_of(label: dict) -> str:
 
 
 def cited_lines(audit) -> set[int]:
-    """The lines a reader is pointed to: those stating a scope, the sides of a disagreement the verdict
-    rests on, and for "not addressed" the closest ones."""
-    lines = {ev.line for ev in audit.evidence if (ev.claim or ev.concept == "contradiction") and ev.source == "spec"}
+    """The lines a reader is pointed to: those stating a scope, for "contradictory" the lines of the
+    disagreements shown, and for "not addressed" the closest ones."""
+    lines = {ev.line for ev in audit.evidence if ev.claim and ev.source == "spec"}
+    if audit.verdict == "contradictory":
+        lines |= {n for c in audit.contradictions for n in c.lines}
     return lines | {ev.line for ev in audit.closest if ev.source == "spec"}
 
 
