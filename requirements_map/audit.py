@@ -35,7 +35,7 @@ that milestone;
 and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
 leaves it not addressed.
 
-How sure the verdict is (high / medium / low, or "unsure": a reviewer must decide, the verdict kept
+How sure the verdict is (high / medium, or "unsure": a reviewer must decide, the verdict kept
 as the best guess) is set last, from signals measured on labelled features: audit_confidence.py.
 """
 
@@ -131,7 +131,7 @@ class FeatureAudit:
     purpose: str | None
     verdict: str
     detail: str
-    confidence: str  # high / medium / low / unsure (audit_confidence.py)
+    confidence: str  # high / medium / unsure (audit_confidence.py)
     confidence_reason: str
     concepts: list[str]
     requirements: list[str]  # ids the verdict rests on (for findings shown beside it)
@@ -797,7 +797,7 @@ class Auditor:
         titles = [f"{r} ({self.index.entries[r]['title']})" for r in reqs[:3]]
         where = f"whether it falls under {', '.join(titles)}" if titles else "the closest lines below"
         audit.check = f"check {where}; if it is wanted in M0, ask the spec owner to scope it"
-        audit.confidence = "low" if ranked else "high"  # related lines: right 2 times in 3 on held-out parts
+        audit.confidence = "unsure" if ranked else "high"  # calibrate says why, and what to check
         audit.confidence_reason = ("related lines exist; a reader should confirm none of them covers it" if ranked
                                    else "no line shares a word with it")
 

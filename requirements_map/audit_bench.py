@@ -77,7 +77,7 @@ def render(part: str, table: dict[str, list[int]]) -> str:
     return "\n".join(out)
 
 
-LEVELS = ("high", "medium", "low", "unsure")
+LEVELS = ("high", "medium", "unsure")
 
 
 def calibration(labels: list[dict], audits) -> str:
