@@ -82,6 +82,9 @@ _IN_M0 = re.compile(r"\b(?:in|for) M0\b|\bM0 (?:may|must|should|will|does|suppor
                     re.IGNORECASE)
 _MARKER = re.compile(r"defer|optional|\bM[1-9]\+?|post-M0|out of scope|removed", re.IGNORECASE)
 _OBLIGATION = re.compile(r"\bMUST\b|\bexactly\b|\brequired\b", re.IGNORECASE)
+_LEAVING_OUT = {"no", "without", "never", "dropping", "removing", "omitting", "skipping", "instead of", "in place of",
+                "rather than", "leaving out"}
+_PREPOSITIONS = {"from", "for", "in", "on", "to", "of", "with", "by", "at", "as"}
 _SUBCLAUSE = re.compile(r"\s(?:when|if|unless|once|so|that|which|because|while)\s")
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
@@ -240,7 +243,8 @@ class Auditor:
         turns the scope of the lines about that thing around: absent what M0 prohibits complies with the
         prohibition (in M0, by its requirement); absent what an M0 line requires goes against it."""
         phrases = _absent_phrases(name)
-        absent = frozenset(t for p in phrases for t in terms(p))
+        # each phrase by its rarest word: "end" of "an end event" (§17.2 line 3055: `end` ✅ Required)
+        absent = frozenset(max(terms(p), key=self.index.weight) for p in phrases)
         if not absent or audit.verdict not in ("in M0", "out of scope for M0"):
             return
         deciding = [ev for ev in audit.evidence if ev.claim and ev.source == "spec" and ev.tier <= 4
@@ -952,15 +956,21 @@ def _spelled(text: str, term: str) -> str:
 
 
 def _absent_phrases(feature: str) -> list[str]:
-    """What the feature's main clause asks to be absent: the words after "no", "without" or "never", or
+    """What the feature's main clause asks to be absent: the words after "no", "without", "never",
+    "instead of", "in place of", "rather than" or a verb of leaving out ("dropping Phi-3-Mini"), or
     before "off" / "disabled" ("unified memory is off"). Conditions and purposes ("when no GPU is present",
     "so the logits never leave VRAM", "that is not a UUID") describe circumstances, not the feature."""
     words = re.findall(r"[^\s,;()]+", _SUBCLAUSE.split(feature, maxsplit=1)[0])
+    low = [w.lower() for w in words]
     found = []
-    for i, w in enumerate(words):
-        if w.lower() in ("no", "without", "never"):
-            found.append(" ".join(words[i + 1:i + 3]))
-        elif w.lower() in ("off", "disabled"):
+    for i, w in enumerate(low):
+        pair = " ".join(low[i:i + 2])
+        if w in _LEAVING_OUT or pair in _LEAVING_OUT:
+            start = i + len((pair if pair in _LEAVING_OUT else w).split())
+            rest = [x for x in words[start:start + 3] if x.lower() not in ("a", "an", "the", "any")]
+            cut = next((k for k, x in enumerate(rest) if x.lower() in _PREPOSITIONS), len(rest))
+            found.append(" ".join(rest[:min(cut, 2)]))
+        elif w in ("off", "disabled"):
             before = [x for x in words[max(0, i - 4):i] if x.lower() not in ("is", "are", "stays", "kept", "turned", "switched", "set", "left")]
             found.append(" ".join(before[-2:]))
     return [f for f in found if terms(f)]

@@ -497,3 +497,11 @@ def test_a_malformed_contradictions_file_is_a_clear_error(tmp_path, monkeypatch)
             spec_conflicts.load_disagreements()
     finally:
         spec_conflicts.load_disagreements.cache_clear()
+
+
+@pytest.mark.parametrize("feature", ["omitting the started event from the stream",
+                                     "opening the stream with a token event instead of a started event"])
+def test_leaving_out_or_replacing_a_required_thing_goes_against_it(auditor, feature):
+    assert auditor.audit("the started event at the head of the stream").verdict == "in M0"
+    audit = auditor.audit(feature)  # §17.2 line 3053: `started` ✅ Required
+    assert audit.verdict == "out of scope for M0" and "leaves out" in audit.detail, audit.detail
