@@ -193,6 +193,7 @@ class Auditor:
             audit.verdict = "deferred to M1" if milestones <= {"M1", "M1+"} else "later milestone"
             audit.detail = f"the feature asks for the required form, and the spec says {audit.detail}"
         self._absence(audit, name)
+        self._pairing(audit, name)
         self._disagreement(audit, name)
         calibrate(self, audit)
         return audit
@@ -226,6 +227,54 @@ class Auditor:
             audit.requirements = sorted(set(audit.requirements) | {self.index.at(n).requirement for n in d.lines
                                                                    if self.index.at(n).requirement})
             audit.deciding_tier = 4
+
+    def _pairing(self, audit: FeatureAudit, name: str) -> None:
+        """A feature that pairs two things the spec pairs otherwise ("GPT-OSS-20B with the gguf-bpe
+        backend": the spec gives GPT-OSS-20B hf-json, the other kind of tokenizer backend) goes against
+        the lines that pair them: wherever the spec names the one, the nearest kind of the other is
+        never the feature's. Kinds are glossary entries of one broader concept (is_a)."""
+        if audit.verdict != "in M0":
+            return
+        matches = [m for m in self.glossary.match(name, self._specific) if m.entry.req]
+        def siblings(entry):
+            return [e for e in self.glossary.entries if e.req and e.term != entry.term and set(e.is_a) & set(entry.is_a)]
+        for kind in matches:
+            # both are kinds of something (a model of the reference models, a backend of the backends):
+            # a container like GGUF pairs with every quantization format
+            for other in (m for m in matches if m is not kind and siblings(m.entry)
+                          and m.entry not in siblings(kind.entry)):
+                nearest = self._nearest_kind(other.entry, [kind.entry, *siblings(kind.entry)])
+                if nearest and kind.entry.term not in nearest:
+                    term, lines = max(nearest.items(), key=lambda item: len(item[1]))
+                    cited = [self.index.at(n) for n in sorted(lines)[:4]]
+                    audit.verdict = "out of scope for M0"
+                    audit.detail = (f"the spec pairs {other.entry.term} with {term} ({_lines(sorted(lines))}), "
+                                    f"never with {kind.entry.term}")
+                    audit.evidence = _dedupe(audit.evidence + [
+                        _evidence(e, "out-of-scope", None, 4, f"pairs {other.entry.term} with {term}", "pairing")
+                        for e in cited])
+                    audit.requirements = sorted(set(audit.requirements) | {e.requirement for e in cited if e.requirement})
+                    audit.deciding_tier = 4
+                    return
+
+    def _nearest_kind(self, subject: Entry, kinds: list[Entry]) -> dict[str, set[int]]:
+        """For each prose line naming `subject`, the kinds named nearest to it: kind term -> lines."""
+        found: dict[str, set[int]] = {}
+        for entry in self.index.lines:
+            if entry.code:
+                continue
+            seq = tuple(t.lstrip("/") for t in terms(entry.text))  # "Qwen/Phi-3" reads as qwen, /phi, 3
+            at = [(i, i + len(terms(n)) - 1) for n in subject.names for i in _positions(terms(n), seq)]
+            if not at:
+                continue
+            named = [(max(0, j - b, a - (j + len(terms(n)) - 1)), k.term)  # words between the two names
+                     for k in kinds for n in k.names for j in _positions(terms(n), seq) for a, b in at]
+            # a word of slack keeps "accept Q4_K_M or Q4_0" for GPT-OSS-20B and drops "hf-json for
+            # GPT-OSS-20B, gguf-bpe for Qwen" for Qwen
+            for distance, term in named:
+                if distance <= min(named)[0] + 1:
+                    found.setdefault(term, set()).add(entry.line)
+        return found
 
     def _scopes_differ(self, d) -> bool:
         """Whether the sides of a disagreement stand in M0 and outside it: two deferred requirements
@@ -947,6 +996,10 @@ def _head(feature: str) -> str:
     """The words the feature is about: before "for", "on", "through", ...; in "using X as Y", the Y."""
     role = re.match(r"\s*(?:using|use of|use)\s.+?\sas\s(.+)", feature, re.IGNORECASE)
     return _HEAD_END.split(role.group(1) if role else feature, maxsplit=1)[0]
+
+
+def _positions(phrase: tuple[str, ...], seq: tuple[str, ...]) -> list[int]:
+    return [i for i in range(len(seq) - len(phrase) + 1) if phrase and seq[i:i + len(phrase)] == phrase]
 
 
 def _spelled(text: str, term: str) -> str:

@@ -505,3 +505,13 @@ def test_leaving_out_or_replacing_a_required_thing_goes_against_it(auditor, feat
     assert auditor.audit("the started event at the head of the stream").verdict == "in M0"
     audit = auditor.audit(feature)  # §17.2 line 3053: `started` ✅ Required
     assert audit.verdict == "out of scope for M0" and "leaves out" in audit.detail, audit.detail
+
+
+@pytest.mark.parametrize("feature, paired", [("the hf-json backend for Phi-3-Mini", False),
+                                             ("the gguf-bpe backend for Phi-3-Mini", True),
+                                             ("Q4_0 fallback for GPT-OSS-20B", True),  # line 793: accept Q4_K_M or Q4_0
+                                             ("MXFP4 weights for Phi-3-Mini", True)])  # line 1752: Qwen/Phi-3 if using MXFP4
+def test_a_pairing_the_spec_never_makes_goes_against_the_pairings_it_makes(auditor, feature, paired):
+    audit = auditor.audit(feature)
+    assert (audit.verdict == "in M0") == paired, audit.detail
+    assert paired or ("never with" in audit.detail and 111 in cited_lines(audit))  # hf-json for GPT-OSS-20B
