@@ -309,7 +309,12 @@ class Auditor:
             return
         required = [ev for ev in deciding if ev.claim == "in-m0" and _OBLIGATION.search(self.index.at(ev.line).text)
                     and not _NEGATION.search(self.index.at(ev.line).text)]
-        if required:
+        # an M0 requirement that allows the absence ("# Without CUDA (stub mode)" of M0-W-1700) wins over
+        # the lines that require the thing where it is there ("when `cuda` feature is enabled")
+        asked = {t for p in phrases for t in terms(p)}
+        allowed = any(asked & _negated_terms(e.text) for e in self.index.lines
+                      if e.requirement and self._stated_claim(e.requirement) in ("in-m0", "optional"))
+        if required and not allowed:
             audit.verdict = "out of scope for M0"
             audit.detail = (f"the feature leaves out {' and '.join(phrases)}, which M0 requires "
                             f"({_cite(required)})")

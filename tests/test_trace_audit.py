@@ -515,3 +515,8 @@ def test_a_pairing_the_spec_never_makes_goes_against_the_pairings_it_makes(audit
     audit = auditor.audit(feature)
     assert (audit.verdict == "in M0") == paired, audit.detail
     assert paired or ("never with" in audit.detail and 111 in cited_lines(audit))  # hf-json for GPT-OSS-20B
+
+
+def test_an_absence_an_m0_requirement_allows_does_not_go_against_it(auditor):
+    # M0-W-1700: "MUST support building with or without CUDA"; M0-W-1702's CMake line applies when cuda is on
+    assert auditor.audit("fake tokens on /execute from a build without the cuda feature").verdict != "out of scope for M0"
