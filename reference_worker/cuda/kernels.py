@@ -38,7 +38,9 @@ WEIGHT_KERNELS = {
     Q.F32: "f32", Q.F16: "f16", Q.BF16: "bf16", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q8_0: "q8_0",
     Q.MXFP4: "mxfp4", Q.Q4_K: "q4_k", Q.Q6_K: "q6_k",
 }
-FEW_TOKENS = 8  # tokens per weight pass in matmul_few_* (matmul.cu)
+FEW_TOKENS = 8  # tokens per weight pass in matmul_few* (matmul.cu)
+FEW_ROWS = (4, 2)  # rows per block of matmul_few4_* and matmul_few2_* (matmul.cu), most first
+FEW_WARPS_PER_SM = 4  # matmul_few takes fewer rows a block until its warps reach this many per SM
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
 MMA_ROWS, MMA_THREADS = 64, 128  # a block of the tensor-core kernels (gemm_mma.cuh)
 MMA_TOKENS = (128, 64, 32)  # their token tiles (matmul_mma_<type>_<tokens>), widest first
@@ -214,10 +216,19 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
         _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, math.ceil(MMA_FILL * _sm_count()), w, x,
                  out, extras)
     elif n_tok > 1:
-        split = w.cols >= SPLIT_ROW_LENGTH  # as the mat-vecs: four warps per long row
-        grid = (w.rows if split else _blocks(w.rows, 4), _blocks(n_tok, FEW_TOKENS))
-        _launch("matmul", f"matmul_few{'_split' if split else ''}_{suffix}", grid, (128,),
-                (*args, np.int32(n_tok), row_bytes))
+        # Split as the mat-vecs (four warps for rows of SPLIT_ROW_LENGTH+ values, else one), which
+        # keeps every token's sum in their order. Each warp reads its tokens' x once for the
+        # block's rows, so four rows a block read a quarter of the x that one did (x, not the
+        # weights, was most of the traffic); two where four would leave fewer than
+        # FEW_WARPS_PER_SM warps per SM (a warp for each of an SM's schedulers): for 8 tokens on 132 SMs,
+        # q and o (896 x 896) get 448 one-warp blocks, gate and up (4864 rows) and down (896 rows of
+        # 4864, split) four rows a block, 1216 and 896 warps.
+        split = w.cols >= SPLIT_ROW_LENGTH
+        warps, groups = 4 if split else 1, _blocks(n_tok, FEW_TOKENS)
+        rows = next((r for r in FEW_ROWS if _blocks(w.rows, r) * groups * warps >= FEW_WARPS_PER_SM * _sm_count()),
+                    FEW_ROWS[-1])
+        _launch("matmul", f"matmul_few{rows}{'_split' if split else ''}_{suffix}", (_blocks(w.rows, rows), groups),
+                (32 * warps,), (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
         _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
     else:

@@ -4,7 +4,8 @@
 // do the RMSNorm before q/k/v and before the gate (a norm read by all of a block's rows), and
 // q, k and v share one launch.
 // In the mat-vecs and matmul_few, eight lanes share a 32-value unit (quant.cuh), so a warp walks
-// four units per step with coalesced loads of both the weights and x; matmul_tiled (prompts of
+// four units per step with coalesced loads of both the weights and x (matmul_few: of 2 or 4 rows
+// and up to FEW_TOKENS tokens, each x value loaded once for all the rows); matmul_tiled (prompts of
 // a tile of tokens or more) works on tiles in shared memory, and matmul_mma (the same prompts, on
 // tensor cores: gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16
 // accumulation M0-W-1201 allows).
@@ -102,52 +103,63 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
 }
 
 // Prefill of fewer tokens than a tile (matmul_tiled below would leave most of a tile empty and
-// the GPU idle): as the decode mat-vec, a warp per row (SPLIT warps per long row, their sums
-// meeting in shared memory), each decoded weight serving the FEW_TOKENS tokens of blockIdx.y's
-// group, so a short prompt gets as many warps as a decode step has (four rows a warp left most
-// SMs idle on 896-row matrices: an 8-token forward took ~5 ms on the H200, one token 1.2 ms).
-// Each token's sum runs in the mat-vec's order.
-template <int QT, int SPLIT>
+// the GPU idle): a block per ROWS rows (2 or 4: kernels.py picks per shape) and group of
+// FEW_TOKENS tokens (blockIdx.y), of one warp, or of SPLIT warps for long rows (as matvec_split:
+// each sums every SPLIT-th step, the parts meeting in shared memory in order). For each 32-value
+// unit a lane loads its four values of every token's x once and multiplies them with its four
+// values of each of the ROWS rows, decoded in registers, so x is read once per ROWS rows (with a
+// warp per row, x was most of the traffic: ~25 MB from L2 for 8 tokens of an 896 x 896 matrix,
+// against 0.45 MB of weights). Each token's sum runs in the mat-vec's order, bit for bit
+// (tests/test_matmul_kernels_on_cpu.py).
+template <int QT, int ROWS, int SPLIT>
 __device__ void matmul_few_impl(const u8* __restrict__ W, const float* __restrict__ X, float* __restrict__ Y,
                                 const float* bias, const float* residual, int n_in, int n_out, int n_tok,
                                 long long row_bytes) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
+    const int lane = threadIdx.x & 31, sub = lane & 7, part = threadIdx.x >> 5;
+    const int row0 = blockIdx.x * ROWS, n_rows = min(ROWS, n_out - row0);
     const int t0 = blockIdx.y * FEW_TOKENS, n_t = min(FEW_TOKENS, n_tok - t0);
-    const bool active = row < n_out;
-    const u8* wrow = W + (active ? row : 0) * row_bytes;
-    if (active) prefetch_l2(wrow, row_bytes, 32 * part + lane, 32 * SPLIT);
+    const u8* wrows = W + row0 * row_bytes;
+    prefetch_l2(wrows, n_rows * row_bytes, threadIdx.x, 32 * SPLIT);  // the block's rows, one after another
     launch_dependents();
     wait_for_prerequisites();
     const float* x = X + (long long)t0 * n_in + 4 * sub;
-    const int units = active ? n_in >> 5 : 0;
-    float acc[FEW_TOKENS];
-#pragma unroll
-    for (int t = 0; t < FEW_TOKENS; ++t) acc[t] = 0.0f;
+    const int units = n_in >> 5;
+    float acc[ROWS][FEW_TOKENS] = {};
     for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT) {
-        const float4 w = decode4<QT>(wrow, u, sub);
+        float4 xv[FEW_TOKENS];
 #pragma unroll
         for (int t = 0; t < FEW_TOKENS; ++t)
-            if (t < n_t) acc[t] += dot4(w, *reinterpret_cast<const float4*>(x + (long long)t * n_in + u * 32));
-    }
-    __shared__ float partial[WARPS][FEW_TOKENS];
+            if (t < n_t) xv[t] = *reinterpret_cast<const float4*>(x + (long long)t * n_in + u * 32);
 #pragma unroll
-    for (int t = 0; t < FEW_TOKENS; ++t) {
-        const float s = warp_sum(acc[t]);
-        if (SPLIT == 1 && lane == 0 && active && t < n_t) {
-            const long long at = (long long)(t0 + t) * n_out + row;
-            Y[at] = epilogue(s, bias, residual, row, at);
+        for (int r = 0; r < ROWS; ++r) {  // rows past the end (the last block's) repeat its last, not stored
+            const float4 w = decode4<QT>(wrows + min(r, n_rows - 1) * row_bytes, u, sub);
+#pragma unroll
+            for (int t = 0; t < FEW_TOKENS; ++t)
+                if (t < n_t) acc[r][t] += dot4(w, xv[t]);
         }
-        if (SPLIT > 1 && lane == 0) partial[warp][t] = s;
     }
+    __shared__ float partial[SPLIT][ROWS][FEW_TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < FEW_TOKENS; ++t) {
+            if (t >= n_t) continue;  // the same for the whole block
+            const float s = warp_sum(acc[r][t]);
+            if (SPLIT == 1 && lane == 0 && r < n_rows) {
+                const long long at = (long long)(t0 + t) * n_out + row0 + r;
+                Y[at] = epilogue(s, bias, residual, row0 + r, at);
+            }
+            if (SPLIT > 1 && lane == 0) partial[part][r][t] = s;
+        }
     if (SPLIT == 1) return;
     __syncthreads();
-    if (part == 0 && lane < n_t && active) {  // lane t adds token t's parts, in order
+    const int r = threadIdx.x / FEW_TOKENS, t = threadIdx.x % FEW_TOKENS;  // adds row r's token t's parts, in order
+    if (r < n_rows && t < n_t) {
         float s = 0.0f;
 #pragma unroll
-        for (int p = 0; p < SPLIT; ++p) s += partial[warp + p][lane];
-        const long long at = (long long)(t0 + lane) * n_out + row;
-        Y[at] = epilogue(s, bias, residual, row, at);
+        for (int p = 0; p < SPLIT; ++p) s += partial[p][r][t];
+        const long long at = (long long)(t0 + t) * n_out + row0 + r;
+        Y[at] = epilogue(s, bias, residual, row0 + r, at);
     }
 }
 
@@ -262,6 +274,21 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
         matmul_gated_mma_impl<QT, TOKENS>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
     }
 
+// matmul_few<ROWS>_<type>: a warp a block; matmul_few<ROWS>_split_<type>: WARPS warps a block.
+#define MATMUL_FEW(NAME, QT, ROWS)                                                                \
+    extern "C" __global__ void __launch_bounds__(32)                                              \
+    matmul_few##ROWS##_##NAME(const u8* W, const float* X, float* Y, const float* bias,           \
+                              const float* residual, int n_in, int n_out, int n_tok,              \
+                              long long row_bytes) {                                              \
+        matmul_few_impl<QT, ROWS, 1>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);     \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matmul_few##ROWS##_split_##NAME(const u8* W, const float* X, float* Y, const float* bias,     \
+                                    const float* residual, int n_in, int n_out, int n_tok,        \
+                                    long long row_bytes) {                                        \
+        matmul_few_impl<QT, ROWS, WARPS>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes); \
+    }
+
 #define MATMUL(NAME, QT)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_##NAME(const u8* W, const float* x, float* y, const float* bias, const float* residual, \
@@ -288,17 +315,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
                         float* y, int n_in, int n_out, long long row_bytes) {                     \
         matvec_gated_impl<QT>(Wg, Wu, x, norm, eps, y, n_in, n_out, row_bytes);                   \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matmul_few_##NAME(const u8* W, const float* X, float* Y, const float* bias,                   \
-                      const float* residual, int n_in, int n_out, int n_tok, long long row_bytes) { \
-        matmul_few_impl<QT, 1>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);           \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
-    matmul_few_split_##NAME(const u8* W, const float* X, float* Y, const float* bias,             \
-                            const float* residual, int n_in, int n_out, int n_tok,                \
-                            long long row_bytes) {                                                \
-        matmul_few_impl<QT, WARPS>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);       \
-    }                                                                                             \
+    MATMUL_FEW(NAME, QT, 2)                                                                       \
+    MATMUL_FEW(NAME, QT, 4)                                                                       \
     extern "C" __global__ void __launch_bounds__(64)                                              \
     matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \
                         const float* residual, float* partial, int split_units, int n_in,         \

@@ -1,0 +1,93 @@
+"""matmul.cu's matmul_few kernels (prefill of 2..31 tokens: a block per 2 or 4 rows, of one warp or,
+split, four) run on the CPU (tests/cuda_on_cpu: each CUDA thread a fiber) as kernels.matmul
+launches them, on random valid blocks of Q4_K, Q6_K, Q8_0, Q4_0 and MXFP4 rows (synthetic.py's
+encode_weight), 1..31 tokens (the last group of FEW_TOKENS partial), row counts that are not a
+multiple of the rows a block takes, with and without bias and residual. Two checks:
+
+- y equals, bit for bit, the decode mat-vec (matvec_* / matvec_split_*, one token at a time):
+  matmul_few keeps the mat-vec's order of summation for every token's sum (the lanes' units in
+  order, the warp's butterfly, the split warps' parts in order), whatever the rows a block takes.
+  (g++ here emits no FMAs; on the GPU both kernels' sums are the same expressions, for nvcc to
+  contract alike.)
+- y lies within fp32_sums.product_bound of the float64 product of gguf.quants.dequantize's weights
+  and x: the kernel sums fp32 products in fp32, so each element is within gamma_k (k = the row
+  length, u = 2^-24) of sum |w| |x|, with one more rounding for each of bias and residual;
+  product_bound allows 2.02 k u (its doubled u), which also covers the kernel's decode of a
+  weight differing from gguf's by an fp32 rounding or two. The bound is elementwise and fixed
+  before any run; the errors seen are far inside it (~1e-3 of it, a relative error norm ~1e-7).
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import cpu_emulation
+from fp32_sums import assert_within, product_bound
+from reference_worker.synthetic import encode_weight
+
+pytestmark = pytest.mark.slow
+TYPES = [Q.Q4_K, Q.Q6_K, Q.Q8_0, Q.Q4_0, Q.MXFP4]
+KERNELS = ["few2", "few4", "few2_split", "few4_split"]  # matmul_<kernel>_<type>
+SPLIT_ROW_LENGTH = 2048  # kernels.py: rows at least this long go to the split kernels
+
+
+@pytest.fixture(scope="module")
+def matmul_main(tmp_path_factory) -> Path:
+    return cpu_emulation.build(tmp_path_factory, "matmul_main")
+
+
+def run(binary: Path, tmp: Path, kernel: str, qtype: Q, raw: np.ndarray, x: np.ndarray, bias, residual) -> np.ndarray:
+    """y (n_tok, rows) from matmul_main (its header says what it runs)."""
+    files = {}
+    for name, array in (("w", raw), ("x", x), ("bias", bias), ("residual", residual)):
+        files[name] = "-"
+        if array is not None:
+            files[name] = str(tmp / f"{name}.bin")
+            np.ascontiguousarray(array).tofile(files[name])
+    rows, row_bytes = raw.shape
+    n_tok, cols = x.shape
+    subprocess.run([str(binary), kernel, str(int(qtype)), str(rows), str(cols), str(row_bytes), str(n_tok),
+                    files["w"], files["x"], files["bias"], files["residual"], str(tmp / "y.bin")],
+                   check=True, capture_output=True, timeout=120)
+    return np.fromfile(tmp / "y.bin", np.float32).reshape(n_tok, rows)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=4, deadline=None)
+@given(n_tok=st.integers(1, 31), rows=st.integers(1, 21), units=st.integers(1, 28), with_bias=st.booleans(),
+       with_residual=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@example(n_tok=31, rows=13, units=28, with_bias=True, with_residual=True, seed=1)  # 4 token groups, 13 rows
+@example(n_tok=7, rows=1, units=1, with_bias=False, with_residual=False, seed=2)  # one row, one unit (or superblock)
+@example(n_tok=8, rows=6, units=3, with_bias=True, with_residual=False, seed=3)
+def test_matmul_few_sums_as_the_mat_vec_and_matches_gguf(matmul_main, tmp_path_factory, qtype, kernel, n_tok, rows,
+                                                         units, with_bias, with_residual, seed):
+    """Rows of 32 units x 32 values and fewer (the split kernels: SPLIT_ROW_LENGTH and more), a
+    K-quant's rounded up to whole 256-value super-blocks."""
+    split = kernel.endswith("_split")
+    cols = 32 * units + (SPLIT_ROW_LENGTH - 32 if split else 0)
+    block_size = gguf.GGML_QUANT_SIZES[qtype][0]
+    cols = -(-cols // block_size) * block_size
+    rng = np.random.default_rng(seed)
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32) if with_bias else None
+    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if with_residual else None
+    tmp = tmp_path_factory.mktemp("matmul_io")
+
+    y = run(matmul_main, tmp, kernel, qtype, raw, x, bias, residual)
+    mat_vec = run(matmul_main, tmp, "vec_split" if split else "vec", qtype, raw, x, bias, residual)
+    assert np.isfinite(y).all()
+    assert np.array_equal(y.view(np.uint32), mat_vec.view(np.uint32))
+
+    w = gguf.quants.dequantize(raw, qtype).astype(np.float64).reshape(rows, cols)
+    want = x.astype(np.float64) @ w.T
+    want += (0.0 if bias is None else bias) + (0.0 if residual is None else residual)
+    assert_within(y, want, product_bound(x.astype(np.float64), w, bias, residual))
