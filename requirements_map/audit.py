@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .audit_confidence import calibrate
 from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
@@ -207,20 +208,18 @@ class Auditor:
             if not d.named(words):
                 continue
             audit.contradictions.append(Contradiction("the spec disagrees with itself", f"{d.subject}: " + "; ".join(
-                f"{s.says} ({_lines(list(s.lines))})" for s in d.sides), sorted(d.lines)))
+                map(_said, d.sides)), sorted(d.lines)))
             side = d.taken(words)
             if side is None or audit.verdict == "contradictory" or not self._scopes_differ(d):
                 continue
-            others = "; ".join(f"{s.says} ({_lines(list(s.lines))})" for s in d.sides if s is not side)
+            others = "; ".join(_said(s) for s in d.sides if s is not side)
             audit.verdict = "contradictory"
             audit.detail = (f"the feature takes one side where the spec disagrees with itself on {d.subject}: "
-                            f"{side.says} ({_lines(list(side.lines))}), but {others}; "
-                            f"apart from it: {audit.detail}")
+                            f"{_said(side)}, but {others}; apart from it: {audit.detail}")
             cited = {ev.line for ev in audit.evidence}
             for s in d.sides:
                 for entry in (self.index.at(n) for n in s.lines if n not in cited):
-                    claim = self._stated_claim(entry.requirement) if entry.requirement else \
-                        (entry.statement.kind if entry.statement else None)
+                    claim = self._line_scope(entry)
                     audit.evidence.append(_evidence(entry, claim, None, 4 if claim else CONTEXT,
                                                     f"states: {s.says}", "contradiction"))
             audit.evidence.sort(key=lambda ev: (ev.source, ev.line))
@@ -276,16 +275,23 @@ class Auditor:
                     found.setdefault(term, set()).add(entry.line)
         return found
 
+    @cached_property
+    def _allowed_absences(self) -> frozenset[str]:
+        """The terms that M0 requirements write after "no", "not", "without" or "never"."""
+        return frozenset().union(*(_negated_terms(e.text) for e in self.index.lines
+                                   if e.requirement and self._stated_claim(e.requirement) in ("in-m0", "optional")))
+
     def _scopes_differ(self, d) -> bool:
         """Whether the sides of a disagreement stand in M0 and outside it: two deferred requirements
         that give one deadline two values (30 s, 5 s) leave the feature deferred either way."""
-        def scope(n):
-            entry = self.index.at(n)
-            if entry.statement is not None:
-                return entry.statement.kind
-            return self._stated_claim(entry.requirement) if entry.requirement else "in-m0"
-        return len({scope(n) in ("in-m0", "optional") for n in d.lines}) > 1 or \
-            all(scope(n) in ("in-m0", "optional") for n in d.lines)
+        in_m0 = [(self._line_scope(self.index.at(n)) or "in-m0") in ("in-m0", "optional") for n in d.lines]
+        return len(set(in_m0)) > 1 or all(in_m0)
+
+    def _line_scope(self, entry: IndexedLine) -> str | None:
+        """The scope a line states: its scope list or marker, else its requirement's; None for neither."""
+        if entry.statement is not None:
+            return entry.statement.kind
+        return self._stated_claim(entry.requirement) if entry.requirement else None
 
     def _absence(self, audit: FeatureAudit, name: str) -> None:
         """A feature that asks for a thing to be absent ("unified memory off", "with no terminal event")
@@ -311,10 +317,7 @@ class Auditor:
                     and not _NEGATION.search(self.index.at(ev.line).text)]
         # an M0 requirement that allows the absence ("# Without CUDA (stub mode)" of M0-W-1700) wins over
         # the lines that require the thing where it is there ("when `cuda` feature is enabled")
-        asked = {t for p in phrases for t in terms(p)}
-        allowed = any(asked & _negated_terms(e.text) for e in self.index.lines
-                      if e.requirement and self._stated_claim(e.requirement) in ("in-m0", "optional"))
-        if required and not allowed:
+        if required and not {t for p in phrases for t in terms(p)} & self._allowed_absences:
             audit.verdict = "out of scope for M0"
             audit.detail = (f"the feature leaves out {' and '.join(phrases)}, which M0 requires "
                             f"({_cite(required)})")
@@ -974,18 +977,20 @@ def _same_thing(asked: tuple[str, ...], word: tuple[str, ...], line: tuple[str, 
     tolerance". Where the feature names nothing after the word, or the line nothing around the
     opposite, nothing tells them apart."""
     def around(seq, phrase, before):
-        for i in range(len(seq) - len(phrase) + 1):
-            if seq[i:i + len(phrase)] == phrase:
-                return set(seq[max(0, i - before):i] + seq[i + len(phrase):i + len(phrase) + 2])
-        return set()
+        first = _positions(phrase, seq)[:1]
+        return {t for i in first for t in seq[max(0, i - before):i] + seq[i + len(phrase):i + len(phrase) + 2]}
     # the line may state it after the thing ("job_id MUST be non-empty")
     mine, theirs = around(asked, word, 0), around(line, opposite, 3)
     return not mine or not theirs or bool(mine & theirs)
 
 
 def _contains(words: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return any(words[i:i + n] == phrase for i in range(len(words) - n + 1))
+    return bool(_positions(phrase, words))
+
+
+def _positions(phrase: tuple[str, ...], seq: tuple[str, ...]) -> list[int]:
+    """Where `phrase` starts in `seq` (none for an empty phrase)."""
+    return [i for i in range(len(seq) - len(phrase) + 1) if phrase and seq[i:i + len(phrase)] == phrase]
 
 
 def _without(words: tuple[str, ...], phrase: tuple[str, ...]) -> tuple[str, ...]:
@@ -1006,8 +1011,9 @@ def _head(feature: str) -> str:
     return _HEAD_END.split(role.group(1) if role else feature, maxsplit=1)[0]
 
 
-def _positions(phrase: tuple[str, ...], seq: tuple[str, ...]) -> list[int]:
-    return [i for i in range(len(seq) - len(phrase) + 1) if phrase and seq[i:i + len(phrase)] == phrase]
+def _said(side) -> str:
+    """A side of a disagreement as the audit quotes it: what it states and where."""
+    return f"{side.says} ({_lines(list(side.lines))})"
 
 
 def _spelled(text: str, term: str) -> str:

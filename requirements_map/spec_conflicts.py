@@ -6,10 +6,11 @@ the lines that state it. The entries were written by reading the whole spec, wit
 labelled features: numbers that differ for one thing, one step given two mechanisms, one job given to
 two components, a scope stated two ways.
 
-A feature takes a side when it names that side's own words. One that takes a side and names the
-subject, or rests on a line of the entry, asks for what one place of the spec states and another
-denies: the verdict is "contradictory", every side cited. A feature that names the subject without
-taking a side gets the disagreement as a note.
+A feature takes a side when it names that side's own words. One that names the subject and takes a
+side asks for what one place of the spec states and another denies: the verdict is "contradictory",
+every side cited, unless every side stands outside M0 alike (two deferred values of one deadline
+leave the feature deferred). A feature that names the subject without taking a side gets the
+disagreement as a note.
 """
 
 from __future__ import annotations
