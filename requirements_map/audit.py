@@ -663,7 +663,9 @@ class Auditor:
     # --- evidence
 
     def _weight(self, words) -> float:
-        return sum(self.index.weight(t) for t in words) or 1.0
+        # in sorted order: a float sum over a set depends on the process's hash seed, and shares compared
+        # with ">" then flip between runs ("Qwen2.5-0.5B loading in under 10 s" cited 2258 in some runs)
+        return sum(self.index.weight(t) for t in sorted(words)) or 1.0
 
     def _specific(self, phrase: tuple[str, ...]) -> bool:
         """A phrase worth looking for: more than one term, or one term that is not everywhere."""

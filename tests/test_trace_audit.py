@@ -520,3 +520,16 @@ def test_a_pairing_the_spec_never_makes_goes_against_the_pairings_it_makes(audit
 def test_an_absence_an_m0_requirement_allows_does_not_go_against_it(auditor):
     # M0-W-1700: "MUST support building with or without CUDA"; M0-W-1702's CMake line applies when cuda is on
     assert auditor.audit("fake tokens on /execute from a build without the cuda feature").verdict != "out of scope for M0"
+
+
+def test_the_audit_does_not_depend_on_the_hash_seed(record_spec):
+    import os
+    import subprocess
+    import sys
+
+    # shares are float sums over sets of words: summed in set order, seeds 1 and 3 cited other lines here
+    feature = "Qwen2.5-0.5B loading in under 10 s"
+    run = f"from requirements_map.cli import main; main(['audit', '--json', '--spec', {str(record_spec.path)!r}, {feature!r}])"
+    outs = {subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "3")}
+    assert len(outs) == 1 and feature in outs.pop()
