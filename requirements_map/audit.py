@@ -681,7 +681,10 @@ class Auditor:
                 others = {self.index.at(n).requirement for n in note["lines"]} - {rid, None}
                 settled = set().union(*(self.index.line_terms(self.index.at(e.line)) for e in deciding
                                         if e.source == "spec" and e.line not in note["lines"]))
-                if others and any((aspect - settled) & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
+                # the words of the clash itself, as the note tells it: "fail" of "Fail fast" is on a line of
+                # the note, the clash is exiting against staying alive
+                clash = (aspect - settled) & set(terms(note["note"]))
+                if others and any(clash & self.index.line_terms(self.index.at(n)) for n in note["lines"]):
                     cited = {ev.line for ev in audit.evidence}
                     for n in note["lines"]:
                         line = self.index.at(n)
