@@ -244,7 +244,8 @@ class Auditor:
             # a container like GGUF pairs with every quantization format
             for other in (m for m in matches if m is not kind and siblings(m.entry)
                           and m.entry not in siblings(kind.entry)):
-                nearest = self._nearest_kind(other.entry, [kind.entry, *siblings(kind.entry)])
+                kinds = [kind.entry, *siblings(kind.entry)]
+                nearest = self._nearest_kind(other.entry, kinds) or self._kinds_in_blocks(other.entry, kinds)
                 if nearest and kind.entry.term not in nearest:
                     term, lines = max(nearest.items(), key=lambda item: len(item[1]))
                     cited = [self.index.at(n) for n in sorted(lines)[:4]]
@@ -275,6 +276,22 @@ class Auditor:
             for distance, term in named:
                 if distance <= min(named)[0] + 1:
                     found.setdefault(term, set()).add(entry.line)
+        return found
+
+    def _kinds_in_blocks(self, subject: Entry, kinds: list[Entry]) -> dict[str, set[int]]:
+        """Where no line names `subject` beside a kind: the kinds named in the requirement blocks that name
+        it (GPT-OSS-20B in M0-W-1215, whose block gives its attention as MHA): kind term -> the lines naming it."""
+        def naming(entry, n):
+            seq = tuple(terms(self.index.at(n).text))
+            return not self.index.at(n).code and any(_positions(terms(name), seq) for name in entry.names)
+        found: dict[str, set[int]] = {}
+        for rid, req in self.spec.requirements.items():
+            body = range(req.line, req.body[1] + 1)
+            if rid not in self._block_terms or not any(naming(subject, n) for n in body):
+                continue
+            for k in kinds:
+                for n in (n for n in body if naming(k, n)):
+                    found.setdefault(k.term, set()).add(n)
         return found
 
     @cached_property

@@ -543,3 +543,15 @@ def test_a_topic_in_m0_leaves_a_detail_it_never_states_undecided(auditor):
     # words for what is done ("reporting", "always") are no such detail: the requirement says it its own way
     for feature in ("reporting quant_kind in /health", "always reporting quant_kind in /health"):
         assert auditor.audit(feature).verdict == "in M0", feature
+
+
+@pytest.mark.parametrize("feature, verdict", [("MHA attention for Qwen2.5-0.5B", "out of scope for M0"),
+                                              ("RMSNorm for GPT-OSS-20B", "out of scope for M0"),
+                                              ("RoPE for Phi-3-Mini", "in M0")])
+def test_a_kind_the_model_s_requirement_never_gives_it_goes_against_the_pairing(auditor, feature, verdict):
+    # no line names a model beside its attention or norm; the adapter's requirement block does (M0-W-1214/1215)
+    audit = auditor.audit(feature)
+    assert audit.verdict == verdict, audit.detail
+    if verdict != "in M0":
+        # either way round: the model's lines give it the other kind, or the kind's lines another model
+        assert any(ev.concept == "pairing" for ev in audit.evidence) and "never with" in audit.detail, audit.detail
