@@ -49,7 +49,7 @@ from .audit_confidence import calibrate
 from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
-from .spec_index import ACT_STEMS, IndexedLine, SpecIndex, near, key_terms, terms
+from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
 from .spec_conflicts import load_disagreements
 from .spec_parser import ParsedSpec
 from .spec_source import PINNED_SHA256
@@ -69,7 +69,6 @@ TIER_NAMES = {1: "direct: scope decision, prohibition or the requirement itself"
 CONTEXT = 7
 # A word found on more than this share of the spec's lines ("model", "worker") names nothing alone.
 _COMMON_SHARE = 0.04
-_UNDECIDED = 0.4  # share of the feature's word weight, in words for things, that M0's lines may leave unstated
 _IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms() writes names of code
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
@@ -197,7 +196,6 @@ class Auditor:
         self._absence(audit, name)
         self._pairing(audit, name)
         self._disagreement(audit, name)
-        self._undecided_part(audit, name)
         calibrate(self, audit)
         return audit
 
@@ -363,45 +361,6 @@ class Auditor:
             audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
             audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
             audit.deciding_tier = None
-
-    def _undecided_part(self, audit: FeatureAudit, name: str) -> None:
-        """An "in M0" verdict whose deciding lines and requirements never state a large part of the
-        feature, in words for things rather than acts ("free" and "bytes" of "free VRAM bytes in /health"
-        beside the used-VRAM field): M0 has the topic, and the spec leaves that detail undecided."""
-        if audit.verdict != "in M0":
-            return
-        key = key_terms(strip_qualifiers(name, qualifiers(name)))
-        deciding = [ev for ev in audit.evidence if ev.claim and ev.source == "spec"]
-        matches = self.glossary.match(name, self._specific)
-        # what M0's lines state: the deciding lines with the two on either side, and their requirements' blocks
-        stated = set()
-        for ev in deciding:
-            stated |= self._block_terms.get(ev.requirement, frozenset())
-            for n in range(max(1, ev.line - 2), min(len(self.index.lines), ev.line + 2) + 1):
-                stated |= self.index.line_terms(self.index.at(n))
-        for rid in audit.requirements:
-            stated |= self._block_terms.get(rid, frozenset())
-        # a name the spec never writes counts only in the feature's head (as in _absent): "... in GitHub
-        # Actions" says where M0's test vectors run, not what they are
-        head = set(terms(_head(name)))
-        things = [t for t in key if (t in head or self.index.share(t) > 0) and t not in _named_by(frozenset(stated), set(key), matches)
-                  and t not in ACT_STEMS and not re.search(r"\d", t)]
-        if not things or self._weight(things) < _UNDECIDED * self._weight(key):
-            return
-        # a requirement that states all of it is another reading of the feature, not a gap
-        if any(set(things) <= _named_by(block, set(key), matches) and
-               self._weight(_named_by(block, set(key), matches)) >= _MOST * self._weight(key)
-               for block in self._block_terms.values()):
-            return
-        spelled = ", ".join(dict.fromkeys(_spelled(name, t) for t in things))
-        audit.verdict = "not addressed by the spec"
-        audit.detail = (f"the lines that put the rest of it in M0 ({_cite(deciding)}) state nothing of {spelled}: "
-                        "the spec does not decide that part")
-        audit.closest = deciding[:5]
-        audit.check = (f"check whether {', '.join(audit.requirements[:3]) or 'the lines shown'} covers {spelled}; "
-                       "if it is wanted in M0, ask the spec owner to scope it")
-        audit.confidence_reason = "related lines exist; a reader should confirm none of them covers it"
-        audit.deciding_tier = None
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)

@@ -37,20 +37,11 @@ GENERIC = frozenset("""support supports supported supporting feature features ad
 implementation enable enabling allow allowing provide providing improve improving improved better new basic
 proper option options optional mode system use using used handle handling handles capability ability
 functionality work working make making thing things way ways simple simpler good nice proper""".split())
-#: Words for what is done with a thing or how often, not for the thing ("refusing", "once", "every"): a requirement
-#: that states the thing decides them in its own words ("MUST reject", "returns 400").
-ACTS = frozenset("""accept accepting reject rejecting refuse refusing start starting take taking read reading keep keeping
-stay staying leave leaving treat treating call calling set setting say saying come coming turn turning run running let
-pick picking prove proving raise raising report reporting honour honor check checking answer answering catch create
-creating build built ship shipping feed get give put go show tell try need want ensure one every once still even though
-now already whole own single just only same other another s up out off back around against beyond always way kind
-per""".split())
 _STEM = Stemmer.Stemmer("english")
 _SPELLING = ((re.compile(r"(?<=[a-z]{3})is(e|es|ed|ing|ation|ations|er|ers)$"), r"iz\1"),
              (re.compile(r"(?<=[a-z]{2})ys(e|es|ed|ing)$"), r"yz\1"), (re.compile(r"(?<=[a-z]{3})iour(s?)$"), r"ior\1"))
 _ADVERB = re.compile(r"(?<=[a-z]{2})ili$")  # the stemmer leaves "lazily" as "lazili" and "lazy" as "lazi"
 _GENERIC_STEMS = frozenset(_STEM.stemWords(sorted(GENERIC)))
-ACT_STEMS = frozenset(_STEM.stemWords(sorted(ACTS)))
 _PARENT_REQUIREMENT = re.compile(r"^#{1,6}\s+\[(SYS-\d+\.\d+\.\d+)\]")
 _M0_HEADING = re.compile(rf"^#{{1,6}}\s+\[(?:{REQUIREMENT_ID.pattern})\]")
 _PARENT_MILESTONE = re.compile(r"\[(M-?\d\+?)\]")

@@ -535,16 +535,6 @@ def test_the_audit_does_not_depend_on_the_hash_seed(record_spec):
     assert len(outs) == 1 and feature in outs.pop()
 
 
-def test_a_topic_in_m0_leaves_a_detail_it_never_states_undecided(auditor):
-    # /health is M0's (M0-W-1320); none of its lines speaks of a checksum
-    gap = auditor.audit("a checksum field in /health")
-    assert gap.verdict == "not addressed by the spec" and "checksum" in gap.detail, gap.detail
-    assert gap.confidence == "unsure" and gap.closest, "the lines that put /health in M0 are shown"
-    # words for what is done ("reporting", "always") are no such detail: the requirement says it its own way
-    for feature in ("reporting quant_kind in /health", "always reporting quant_kind in /health"):
-        assert auditor.audit(feature).verdict == "in M0", feature
-
-
 @pytest.mark.parametrize("feature, verdict", [("MHA attention for Qwen2.5-0.5B", "out of scope for M0"),
                                               ("RMSNorm for GPT-OSS-20B", "out of scope for M0"),
                                               ("RoPE for Phi-3-Mini", "in M0")])
