@@ -751,6 +751,12 @@ def last_row(x: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     return out
 
 
+def chunk_done(state: cp.ndarray, n_rows: int) -> None:
+    """state[0] += n_rows: past a whole chunk of the prompt, to the next one's first position."""
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "chunk_done", (1,), (1,), (state, np.int32(n_rows)))
+
+
 def prefill_done(state: cp.ndarray) -> None:
     """state[0] = state[2] - 1: the position of the prompt's last token, which seeds the draw."""
     _check(state, np.int32, (3,), "state")
