@@ -35,6 +35,10 @@ from reference_worker.sampler import SamplingParams
 PREFILL_BUCKETS = (8, 16, 32, 64, 128, 256)
 # The key of the graph of a whole chunk before a prompt's last one (PREFILL_CHUNK rows, no sampling).
 FULL_CHUNK = "chunk"
+# Graphs of more rows are recorded without programmatic dependent launch: there each kernel's
+# blocks launched early wait on SMs that the tensor-core GEMMs' many blocks need (on the H200 a
+# 256-row chunk took 13.7 ms as a graph with PDL, 10.4 ms op by op; NOTES.md).
+PDL_MAX_ROWS = 16
 
 
 class DeviceDecoder:
@@ -195,7 +199,8 @@ class DeviceDecoder:
         if full:
             rows = PREFILL_CHUNK
         ids = ops.state[1:2] if rows == 1 else self.chunk_ids[:rows]
-        with cp.cuda.using_allocator(self.graph_pool.malloc), ops.capturing(ids):
+        with (cp.cuda.using_allocator(self.graph_pool.malloc), ops.capturing(ids),
+              kernels.programmatic_launch(rows <= PDL_MAX_ROWS)):
             self.stream.begin_capture()
             try:
                 if rows > 1:

@@ -129,6 +129,22 @@ def use_programmatic_launch(enabled: bool | None = None) -> bool:
     return _programmatic
 
 
+@contextlib.contextmanager
+def programmatic_launch(enabled: bool):
+    """Within: launches use programmatic dependent launch only if enabled and
+    use_programmatic_launch allows it (decode.py records its large prefill graphs without it);
+    the setting before is restored after."""
+    global _programmatic
+    if _programmatic is None:
+        use_programmatic_launch()
+    saved = _programmatic
+    _programmatic = bool(saved and enabled)
+    try:
+        yield
+    finally:
+        _programmatic = saved
+
+
 def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
     if _programmatic is None:
         use_programmatic_launch()
