@@ -2,8 +2,10 @@
 CUDA graph gives what the same chunk run op by op gives (M0-W-1826), on each synthetic family
 (qwen2, phi3, gpt2, gpt-oss with its sliding window of 8), for prompt lengths at every bucket's
 edges, past the 256-token chunk and past the window: the same greedy ids, the first token and
-the decode steps after it, and logits equal within LOGIT_TOLERANCE. Also prefill.cu's kernels
-against NumPy, one recording per bucket, and ids outside the vocabulary refused.
+the decode steps after it, and logits equal within LOGIT_TOLERANCE. The whole chunks before the
+last, each a replay of one graph, leave in the cache the very keys and values the op-by-op
+chunks leave. Also prefill.cu's kernels against NumPy, one recording per bucket, and ids
+outside the vocabulary refused.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ if (REASON := cuda_unavailable_reason()) is not None:
 import cupy as cp  # noqa: E402
 
 from reference_worker.cuda import kernels  # noqa: E402
-from reference_worker.cuda.decode import PREFILL_BUCKETS, PREFILL_CHUNK  # noqa: E402
+from reference_worker.cuda.decode import FULL_CHUNK, PREFILL_BUCKETS, PREFILL_CHUNK  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.0)
 # Bucket edges, one token (the decode graph), a chunk and a half, and the most the 512-position
@@ -86,7 +88,49 @@ def test_padded_chunks_give_the_unpadded_ids_and_logits(engine):
                     break
     finally:
         cache.close()
-    assert set(decoder.graphs) <= {1, *PREFILL_BUCKETS}
+    assert FULL_CHUNK in decoder.graphs and set(decoder.graphs) <= {1, *PREFILL_BUCKETS, FULL_CHUNK}
+
+
+def test_whole_chunks_replay_one_graph_and_leave_the_op_by_op_cache(engine, request):
+    """Three whole chunks before the last, each one replay of the FULL_CHUNK graph (recorded
+    once): their keys and values in the cache bit for bit those of the chunks run op by op (the
+    same kernels on the same rows), and the first token's logits within LOGIT_TOLERANCE."""
+    if request.node.callspec.params["engine"] == "gpt2":
+        pytest.skip("GPT-2's learned position table ends at the synthetic model's context of 512")
+    decoder = engine.ops.decoder(engine.adapter)
+    n = 3 * PREFILL_CHUNK + 100
+    done = 3 * PREFILL_CHUNK  # positions the whole chunks fill
+    cache = engine.adapter.new_cache(n + 8)
+    ids = np.random.default_rng(17).integers(0, engine.vocab_size, n).tolist()
+    layers = [i for i, capacity in enumerate(cache.capacities) if capacity == cache.n_ctx]  # no rings
+    assert layers
+
+    def prefill(buckets):
+        for array in (*cache.k, *cache.v):
+            array[...] = np.nan
+        cp.cuda.Device().synchronize()
+        decoder.prefill_buckets = buckets
+        try:
+            token = decoder.start(ids, GREEDY, 0, cache)
+        finally:
+            decoder.prefill_buckets = PREFILL_BUCKETS
+        kv = [(cache.k[i][:, :done].get(), cache.v[i][:, :done].get()) for i in layers]
+        return token, decoder.logits.get().astype(np.float64), kv
+
+    try:
+        _, want_logits, want_kv = prefill(())
+        _, got_logits, got_kv = prefill(PREFILL_BUCKETS)
+        graph = decoder.graphs[FULL_CHUNK][0]
+        for (got_k, got_v), (want_k, want_v) in zip(got_kv, want_kv):
+            assert not np.isnan(want_k).any() and np.array_equal(got_k, want_k) and np.array_equal(got_v, want_v)
+        err = np.linalg.norm(got_logits - want_logits) / np.linalg.norm(want_logits)
+        assert err < LOGIT_TOLERANCE
+        again_token, again_logits, again_kv = prefill(PREFILL_BUCKETS)
+        assert decoder.graphs[FULL_CHUNK][0] is graph  # replayed, not recorded anew
+        assert np.array_equal(again_logits, got_logits)  # M0-W-1826
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(again_kv, got_kv))
+    finally:
+        cache.close()
 
 
 def test_each_bucket_is_recorded_once_and_replayed(engine):
@@ -143,6 +187,12 @@ def test_last_row_is_the_prompts_last_token_and_prefill_done_moves_there(begin, 
     assert np.array_equal(out[0], x[min(n - 1 - begin, rows - 1)])  # clamped when the prompt passes the rows
     kernels.prefill_done(state)
     assert state.get().tolist() == [n - 1, 7, n]
+
+
+def test_chunk_done_moves_the_position_one_chunk_on():
+    state = cp.asarray(np.array([256, 7, 900], np.int32))
+    kernels.chunk_done(state, PREFILL_CHUNK)
+    assert state.get().tolist() == [256 + PREFILL_CHUNK, 7, 900]
 
 
 def test_buckets_cover_a_chunk():

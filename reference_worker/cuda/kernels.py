@@ -129,6 +129,22 @@ def use_programmatic_launch(enabled: bool | None = None) -> bool:
     return _programmatic
 
 
+@contextlib.contextmanager
+def programmatic_launch(enabled: bool):
+    """Within: launches use programmatic dependent launch only if enabled and
+    use_programmatic_launch allows it (decode.py records its large prefill graphs without it);
+    the setting before is restored after."""
+    global _programmatic
+    if _programmatic is None:
+        use_programmatic_launch()
+    saved = _programmatic
+    _programmatic = bool(saved and enabled)
+    try:
+        yield
+    finally:
+        _programmatic = saved
+
+
 def _launch(module: str, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
     if _programmatic is None:
         use_programmatic_launch()
@@ -749,6 +765,12 @@ def last_row(x: cp.ndarray, state: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     _launch("prefill", "last_row", (min(_blocks(x.shape[1], 256), 64),), (256,),
             (x, state, out, np.int32(n_rows), np.int32(x.shape[1])))
     return out
+
+
+def chunk_done(state: cp.ndarray, n_rows: int) -> None:
+    """state[0] += n_rows: past a whole chunk of the prompt, to the next one's first position."""
+    _check(state, np.int32, (3,), "state")
+    _launch("prefill", "chunk_done", (1,), (1,), (state, np.int32(n_rows)))
 
 
 def prefill_done(state: cp.ndarray) -> None:
