@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .audit_confidence import calibrate
-from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, qualifiers, strip_qualifiers
+from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
 from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
@@ -347,7 +347,9 @@ class Auditor:
         of the spec and no glossary name uses ("Coder" of "Qwen2.5-Coder-0.5B") makes it another thing than the one the spec
         names, so the lines about the rest decide nothing about it."""
         known = {t for m in self.glossary.match(name, self._specific) for n in m.entry.names for t in terms(n)}
-        named = [t for word in name.split() if re.search(r"\d", word) for t in key_terms(word) if t.isalpha()]
+        shown = examples(name)  # "such as the V100" shows what the feature is
+        named = [t for m in re.finditer(r"\S+", name) if re.search(r"\d", m.group())
+                 and not any(m.start() in span for span in shown) for t in key_terms(m.group()) if t.isalpha()]
         # a name of code is exact: the glossary may know CUDA_VISIBLE_DEVICES, the spec still never writes it
         code = [t for t in key_terms(name) if re.fullmatch(r"[a-z]{2,}(?:_[a-z]{2,})+", t)]
         unseen = [t for t in dict.fromkeys(named + code)

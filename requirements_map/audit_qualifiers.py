@@ -8,8 +8,8 @@ value of the same kind, and no line anywhere states this value next to a specifi
 in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), the qualifier differs; if it
 states none, the spec does not address it.
 
-A value the feature gives as an example ("(e.g. 12.1)") is not a qualifier: it shows what the feature
-is. A line requiring a valid integer type ("MUST be valid uint64") states every value of that type; an
+A value the feature gives as an example ("(e.g. 12.1)", "cards like the RTX 4090") is not a qualifier:
+it shows what the feature is (the example runs to the end of its clause or parenthesis). A line requiring a valid integer type ("MUST be valid uint64") states every value of that type; an
 upper-case name of code in the feature ("INTERNAL", "VRAM_OOM") anchors the value stated beside it.
 
 A line is about the feature when it is one of the audit's lines or in the body of a requirement
@@ -47,7 +47,8 @@ _ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
-_EXAMPLE = re.compile(r"\b(?:e\.g\.|for example|for instance|such as|say)\s*$", re.IGNORECASE)
+# an example runs from its marker to the end of its clause or parenthesis: "cards like the RTX 4090 (sm_89)"
+_EXAMPLE = re.compile(r"\b(?:e\.g\.|for example|for instance|such as|like|say)\s[^,;()]*", re.IGNORECASE)
 _INTEGER_TYPE = re.compile(r"\bvalid\s+`?(u|uint|i|int)(8|16|32|64)(?:_t)?\b", re.IGNORECASE)
 _CODE_WORD = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[A-Z]{4,}\b")  # INTERNAL, VRAM_OOM: names of code
 _REFUSAL = re.compile(r"\b(?:reject|refus|disallow|forbid|den(?:y|ies|ied)|error(?:s)? (?:for|on)|40[0-9]\b)",
@@ -73,14 +74,16 @@ class QualifierCheck:
 
 def qualifiers(text: str) -> list[Qualifier]:
     """The qualifiers written in `text`, each with the feature words around it."""
-    found, taken = [], []
+    found, taken, shown = [], [], examples(text)
     for kind, pattern in _KINDS.items():
         for m in pattern.finditer(text):
+            if any(m.start() in span for span in shown):
+                continue
             value = _name_value(kind, m.group(1))
             found.append(Qualifier(kind, m.group(0), value, value, None, _anchors(text, m.start(), m.end())))
             taken.append(range(m.start(), m.end()))
     for m in _NUMBER.finditer(text):
-        if any(m.start() in span for span in taken) or _EXAMPLE.search(text[max(0, m.start() - 16):m.start()]):
+        if any(m.start() in span for span in taken + shown):
             continue  # "(e.g. 12.1)" shows what the feature is, it does not ask for that value
         low, high, unit = _number_value(m)
         found.append(Qualifier("number", m.group(0).strip(), low, high, unit, _anchors(text, m.start(), m.end())))
@@ -89,6 +92,12 @@ def qualifiers(text: str) -> list[Qualifier]:
         value = float(_NUMBER_WORDS.index(m.group(1).lower()) + 1) * scale
         found.append(Qualifier("number", m.group(0), value, value, unit, _anchors(text, m.start(), m.end())))
     return found
+
+
+def examples(text: str) -> list[range]:
+    """The spans of `text` that give examples ("e.g. 12.1", "such as the V100"): they show what the
+    feature is, they do not qualify it."""
+    return [range(m.start(), m.end()) for m in _EXAMPLE.finditer(text)]
 
 
 def strip_qualifiers(text: str, found: list[Qualifier]) -> str:

@@ -401,6 +401,15 @@ def test_a_value_stated_only_in_a_deferred_requirement_defers_the_feature(audito
 def test_a_value_given_as_an_example_is_not_a_qualifier():
     assert qualifiers("the driver version (e.g. 550) in the logs") == []
     assert qualifiers("a driver version of 550 in the logs")[0].text == "550"
+    # an example runs to the end of its clause or parenthesis, whatever it names
+    assert [q.text for q in qualifiers("cards like the H100 with 80 GB, in FP16")] == ["FP16"]
+    assert [q.text for q in qualifiers("a 2 GB card such as a GT 1030, for tests")] == ["2 GB"]
+
+
+def test_a_versioned_name_given_as_an_example_does_not_make_it_another_thing(auditor):
+    # sm_70 is one of M0-W-1702's targets; the V100 only shows which cards those are
+    assert auditor.audit("Volta cards such as the Tesla V100 (sm_70) as a build target").verdict == "in M0"
+    assert auditor.audit("Volta cards with the Tesla V100 (sm_70) as a build target").verdict != "in M0"
 
 
 @pytest.mark.parametrize("value, in_m0", [(2 ** 63, True), (7, True)])
