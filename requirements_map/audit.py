@@ -428,6 +428,10 @@ class Auditor:
             title = frozenset(terms(self.spec.requirements[rid].title))
             if len(named) < 2 or share < max(_MOST, best) or not _named_by(title, wanted, matches):
                 continue
+            # a block that leaves out one of the feature's concepts speaks of something else in its words
+            # (M0-W-1600's first SSE token "emitted" is no "started event")
+            if any(m.entry.req and not m.covered & wanted <= named for m in matches):
+                continue
             claim = self._stated_claim(rid)
             if any(ev.claim for ev in evidence) and (claim in ("in-m0", "optional") or share <= widest):
                 continue

@@ -554,3 +554,10 @@ def test_a_kind_the_model_s_requirement_never_gives_it_goes_against_the_pairing(
     if verdict != "in M0":
         # either way round: the model's lines give it the other kind, or the kind's lines another model
         assert any(ev.concept == "pairing" for ev in audit.evidence) and "never with" in audit.detail, audit.detail
+
+
+def test_a_requirement_block_that_leaves_out_a_concept_of_the_feature_does_not_decide_it(auditor):
+    # M0-W-1600's block (deferred) names "emit", "token" and "event" for the first token's latency, never
+    # the started event; the event order is M0-W-1310/1312's
+    audit = auditor.audit("token events emitted after the started event")
+    assert audit.verdict == "in M0" and "2190" not in audit.detail, audit.detail
