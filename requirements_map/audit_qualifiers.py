@@ -36,19 +36,21 @@ _KINDS = {
 }
 NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
 _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
-                     r"(?:\s*|-)(k|kb|mb|gb|ms|s|sec|seconds?|minutes?|bytes?)?(?![\w\-]|\.\d)", re.IGNORECASE)
+                     r"(?:\s*|-)(k|kb|mb|gb|ms|s|sec|seconds?|minutes?|bytes?)?(?![\w\-]|[.,]\d)", re.IGNORECASE)
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),
                "s": ("time", 1.0), "sec": ("time", 1.0), "second": ("time", 1.0), "seconds": ("time", 1.0),
                "minute": ("time", 60.0), "minutes": ("time", 60.0), "byte": ("bytes", 1.0), "bytes": ("bytes", 1.0), "k": ("count", 1e3), None: ("count", 1.0)}
 _NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _WORD_NUMBER = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\s+(ms|seconds?|minutes?)\b", re.IGNORECASE)
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
-_ENUMERATOR = re.compile(r"^\s*(?:[-*]\s*)?\d+\.\s")
+_ENUMERATOR = re.compile(r"^\s*(?:[-*#]+\s*|\*\*)?\d+\.\s")  # "12. ✅ ...", "**3. Start HTTP server**"
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
-# an example runs from its marker to the end of its clause or parenthesis: "cards like the RTX 4090 (sm_89)"
-_EXAMPLE = re.compile(r"\b(?:e\.g\.|for example|for instance|such as|like|say)\s[^,;()]*", re.IGNORECASE)
+# an example runs from its marker to the end of its clause or parenthesis: "cards like the RTX 4090 (sm_89)";
+# so does a purpose: "64-bit offsets so GGUF files over 4 GB load" asks for the offsets, not for 4 GB
+_EXAMPLE = re.compile(r"\b(?:e\.g\.|for example|for instance|such as|like|say|so that|so|in order to)\s[^,;()]*",
+                      re.IGNORECASE)
 _INTEGER_TYPE = re.compile(r"\bvalid\s+`?(u|uint|i|int)(8|16|32|64)(?:_t)?\b", re.IGNORECASE)
 _CODE_WORD = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[A-Z]{4,}\b")  # INTERNAL, VRAM_OOM: names of code
 _REFUSAL = re.compile(r"\b(?:reject|refus|disallow|forbid|den(?:y|ies|ied)|error(?:s)? (?:for|on)|40[0-9]\b)",
@@ -194,8 +196,14 @@ def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
         return [(v, v) for v in (_name_value(q.kind, m.group(1)) for m in _KINDS[q.kind].finditer(text))]
     out = []
     text = _ENUMERATOR.sub(lambda m: " " * len(m.group()), text)  # "12. ✅ All CUDA unit tests" counts no 12
+    # a bare number on a line that names the qualifier's unit ("--inference-timeout-sec ... (default: 300)")
+    unit_word = re.search(r"[a-z]+$", q.text.lower())
+    scale = _UNIT_CLASS.get(unit_word.group(), (None, 1.0))[1] if unit_word else 1.0
+    bare = bool(unit_word) and q.unit != "count" and re.search(rf"(?<![a-z]){unit_word.group()[:3]}", text.lower())
     for m in _NUMBER.finditer(text):
         low, high, unit = _number_value(m)
+        if bare and unit == "count" and not m.group(3):
+            low, high, unit = low * scale, high * scale, q.unit
         if unit == q.unit:
             # "max 32768 characters" admits every value up to it, "at least 4096" every value above
             bound = _BOUND.search(text[max(0, m.start() - 12):m.start()])

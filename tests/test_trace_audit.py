@@ -406,6 +406,19 @@ def test_a_value_given_as_an_example_is_not_a_qualifier():
     assert [q.text for q in qualifiers("a 2 GB card such as a GT 1030, for tests")] == ["2 GB"]
 
 
+def test_a_purpose_or_a_thousands_group_is_no_qualifier():
+    assert qualifiers("64-bit offsets so files over 4 GB load") == []  # why, not what
+    assert [q.text for q in qualifiers("a 32,768 token context")] == ["32,768"]
+    assert qualifiers("an 8,192-token window") == []  # as "8-bit": never the 8 of 8,192
+
+
+def test_a_line_states_values_in_its_own_terms(auditor):
+    # "**3. Start HTTP server**:" (line 695) numbers a step, it states no HTTP status
+    assert "695" not in auditor.audit("HTTP 503 from /health while the worker is unhealthy").detail
+    # "`--inference-timeout-sec` ... (default: 300)" (line 635): the flag's name gives the unit
+    assert auditor.audit("an --inference-timeout-sec flag with a default of 300 seconds").verdict == "in M0"
+
+
 def test_a_versioned_name_given_as_an_example_does_not_make_it_another_thing(auditor):
     # sm_70 is one of M0-W-1702's targets; the V100 only shows which cards those are
     assert auditor.audit("Volta cards such as the Tesla V100 (sm_70) as a build target").verdict == "in M0"
