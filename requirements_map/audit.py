@@ -90,6 +90,8 @@ _SUBCLAUSE = re.compile(r"\s(?:when|if|unless|once|so|that|which|because|while)\
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 # Where a feature's head ends and what it is for, on or through begins ("pipeline parallelism | for GPT-OSS-20B").
+# "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
+_CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 _HEAD_END = re.compile(r"\s(?:for|to|in|on|through|via|from|by|over|across|so|that|which|when|within|into|as|"
                        r"between|before|after|instead|against|under|using|while)\s", re.IGNORECASE)
 
@@ -196,6 +198,7 @@ class Auditor:
         self._absence(audit, name)
         self._pairing(audit, name)
         self._disagreement(audit, name)
+        self._outside_container(audit, name)
         calibrate(self, audit)
         return audit
 
@@ -363,6 +366,36 @@ class Auditor:
             audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
             audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
             audit.deciding_tier = None
+
+    def _outside_container(self, audit: FeatureAudit, name: str) -> None:
+        """"X in Y" where Y is a thing M0 requirements define (the /health response, the end event) and
+        neither their blocks nor the lines that put the feature in M0 name most of X ("a timestamp on
+        every token event"): M0 has Y, the spec does not put X in it."""
+        found = _CONTAINER.match(name) if audit.verdict == "in M0" else None
+        if not found:
+            return
+        thing, container = found.group(1), _HEAD_END.split(found.group(2) or found.group(3), maxsplit=1)[0].strip()
+        rids = list(dict.fromkeys(r for m in self.glossary.match(container, self._specific) for r in m.entry.req
+                                  if r in self._block_terms))
+        wanted = {t for t in key_terms(strip_qualifiers(thing, qualifiers(thing))) if len(t) > 1}  # not the 's of "tensor's"
+        if not rids or not wanted:
+            return
+        stated = frozenset().union(*(self._block_terms[r] for r in rids),
+                                   *(self.index.line_terms(self.index.at(ev.line)) for ev in audit.evidence
+                                     if ev.claim and ev.source == "spec" and ev.tier <= 4))
+        missing = wanted - _named_by(stated, wanted, self.glossary.match(thing, self._specific))
+        if self._weight(missing) < _MOST * self._weight(wanted):
+            return
+        spelled = ", ".join(sorted(dict.fromkeys(_spelled(thing, t) for t in missing), key=thing.find))
+        defined = ", ".join(rids)
+        audit.verdict = "not addressed by the spec"
+        audit.detail = f"the spec defines “{container}” in {defined}, whose lines never name {spelled}: it does not put that in it"
+        audit.closest = [_evidence(self.index.at(self.spec.requirements[r].line), None, None, CONTEXT,
+                                   f"{r} defines “{container}”", "closest") for r in rids]
+        audit.closest += [ev for ev in audit.evidence if ev.claim and ev.source == "spec"][:3]
+        audit.check = f"check whether {defined} should carry {spelled}; if it is wanted in M0, ask the spec owner"
+        audit.confidence_reason = "related lines exist; a reader should confirm none of them covers it"
+        audit.deciding_tier = None
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
@@ -1045,9 +1078,12 @@ def _said(side) -> str:
 
 
 def _spelled(text: str, term: str) -> str:
-    """How `text` writes a search term: the letters it stems from ("Omni" for "omni")."""
-    m = re.search(rf"(?i){re.escape(term)}[A-Za-z_]*", text)
-    return m.group(0) if m else term
+    """How `text` writes a search term: the letters it stems from ("Omni" for "omni"), else the word of
+    `text` that reads as it ("vocabulary" for "vocabulari")."""
+    m = re.search(rf"(?i)(?<![A-Za-z]){re.escape(term)}[A-Za-z_]*", text)
+    if m:
+        return m.group(0)
+    return next((w for w in re.findall(r"[\w.+/-]+", text) if term in terms(w)), term)
 
 
 def _absent_phrases(feature: str) -> list[str]:

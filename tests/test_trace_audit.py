@@ -574,3 +574,15 @@ def test_a_requirement_block_that_leaves_out_a_concept_of_the_feature_does_not_d
     # the started event; the event order is M0-W-1310/1312's
     audit = auditor.audit("token events emitted after the started event")
     assert audit.verdict == "in M0" and "2190" not in audit.detail, audit.detail
+
+
+@pytest.mark.parametrize("feature, verdict", [("the hostname in the /health response", "not addressed by the spec"),
+                                              ("a request counter on every end event", "not addressed by the spec"),
+                                              ("tokens_out in the end event", "in M0"),
+                                              ("vram_bytes_used in the /health response", "in M0")])
+def test_a_thing_put_into_what_an_m0_requirement_defines_needs_that_requirement_to_name_it(auditor, feature, verdict):
+    # /health (M0-W-1320) and the SSE events (M0-W-1310/1312) are M0's; their lines list what they carry
+    audit = auditor.audit(feature)
+    assert audit.verdict == verdict, audit.detail
+    if verdict != "in M0":
+        assert audit.confidence == "unsure" and {ev.requirement for ev in audit.closest} & {"M0-W-1320", "M0-W-1312"}

@@ -25,7 +25,7 @@ def auditor(record_spec):
 
 def test_in_m0_with_a_word_the_deciding_requirement_never_states_is_unsure_and_keeps_its_guess(auditor):
     # M0-W-1810 (CUDA unit tests) says nothing of microbenchmarks: M0 may have only part of the feature
-    audit = auditor.audit("kernel microbenchmarks in the CUDA unit tests")
+    audit = auditor.audit("CUDA unit tests with kernel microbenchmarks")
     assert audit.verdict == "in M0" and audit.confidence == "unsure"
     assert "microbenchmark" in audit.confidence_reason
     assert audit.unsure.startswith("unsure: a reviewer must decide; closest requirements: M0-W-1810")
@@ -67,9 +67,9 @@ def test_not_addressed_is_unsure_when_a_requirement_block_names_most_of_it(audit
 
 
 def test_proof_says_unsure_in_the_summary_and_the_feature_section(auditor):
-    audits = [auditor.audit("kernel microbenchmarks in the CUDA unit tests"), auditor.audit("memory-mapped model loading")]
+    audits = [auditor.audit("CUDA unit tests with kernel microbenchmarks"), auditor.audit("memory-mapped model loading")]
     text = render_markdown(audits, IDENTITY)
-    unsure_row = next(line for line in text.splitlines() if line.startswith("| kernel microbenchmarks"))
+    unsure_row = next(line for line in text.splitlines() if line.startswith("| CUDA unit tests with kernel microbenchmarks"))
     assert "**in M0** (best guess) | unsure | unsure: a reviewer must decide" in unsure_row
     sure_row = next(line for line in text.splitlines() if line.startswith("| memory-mapped model loading"))
     assert "best guess" not in sure_row and "| high |" in sure_row
