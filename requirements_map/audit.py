@@ -90,10 +90,10 @@ _SUBCLAUSE = re.compile(r"\s(?:when|if|unless|once|so|that|which|because|while)\
 _VALUE_FIX = re.compile(r"\b(?:MUST|SHOULD|MAY) (?:be|equal)\s+[\d\"'`]|=\s*\d")
 _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 # Where a feature's head ends and what it is for, on or through begins ("pipeline parallelism | for GPT-OSS-20B").
-# "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
-_CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 _HEAD_END = re.compile(r"\s(?:for|to|in|on|through|via|from|by|over|across|so|that|which|when|within|into|as|"
                        r"between|before|after|instead|against|under|using|while)\s", re.IGNORECASE)
+# "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
+_CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 
 
 class AuditError(ValueError):
@@ -377,7 +377,8 @@ class Auditor:
         thing, container = found.group(1), _HEAD_END.split(found.group(2) or found.group(3), maxsplit=1)[0].strip()
         rids = list(dict.fromkeys(r for m in self.glossary.match(container, self._specific) for r in m.entry.req
                                   if r in self._block_terms))
-        wanted = {t for t in key_terms(strip_qualifiers(thing, qualifiers(thing))) if len(t) > 1}  # not the 's of "tensor's"
+        # one letter is the 's of "tensor's", no word of the thing
+        wanted = {t for t in key_terms(strip_qualifiers(thing, qualifiers(thing))) if len(t) > 1}
         if not rids or not wanted:
             return
         stated = frozenset().union(*(self._block_terms[r] for r in rids),
@@ -389,7 +390,8 @@ class Auditor:
         spelled = ", ".join(sorted(dict.fromkeys(_spelled(thing, t) for t in missing), key=thing.find))
         defined = ", ".join(rids)
         audit.verdict = "not addressed by the spec"
-        audit.detail = f"the spec defines “{container}” in {defined}, whose lines never name {spelled}: it does not put that in it"
+        audit.detail = (f"the spec defines “{container}” in {defined}, whose lines never name {spelled}: "
+                        "it does not put that in it")
         audit.closest = [_evidence(self.index.at(self.spec.requirements[r].line), None, None, CONTEXT,
                                    f"{r} defines “{container}”", "closest") for r in rids]
         audit.closest += [ev for ev in audit.evidence if ev.claim and ev.source == "spec"][:3]
