@@ -45,7 +45,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .audit_confidence import calibrate
+from .audit_confidence import RELATED_LINES, calibrate
 from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -396,7 +396,7 @@ class Auditor:
                                    f"{r} defines “{container}”", "closest") for r in rids]
         audit.closest += [ev for ev in audit.evidence if ev.claim and ev.source == "spec"][:3]
         audit.check = f"check whether {defined} should carry {spelled}; if it is wanted in M0, ask the spec owner"
-        audit.confidence_reason = "related lines exist; a reader should confirm none of them covers it"
+        audit.confidence_reason = RELATED_LINES
         audit.deciding_tier = None
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
@@ -925,8 +925,7 @@ class Auditor:
         where = f"whether it falls under {', '.join(titles)}" if titles else "the closest lines below"
         audit.check = f"check {where}; if it is wanted in M0, ask the spec owner to scope it"
         audit.confidence = "unsure" if ranked else "high"  # calibrate says why, and what to check
-        audit.confidence_reason = ("related lines exist; a reader should confirm none of them covers it" if ranked
-                                   else "no line shares a word with it")
+        audit.confidence_reason = RELATED_LINES if ranked else "no line shares a word with it"
 
     def _contradictions(self, evidence: list[Evidence], requirements: list[str]) -> list[Contradiction]:
         """Scope claims that disagree below the deciding tier, and the catalog's notes on the deciding requirements."""

@@ -25,10 +25,10 @@ not count as unstated words.
 
 A verdict with such a sign is "unsure": a reviewer must decide, shown the closest requirements. It
 keeps its best guess, so the benchmark still scores it. "high" is given only to verdicts of tiers
-1, 2 and 4 with no contradiction noted beside them, and for "in M0" and "out of scope" only where the
-deciding lines and their requirements state every word of the feature (22 of 23 right on held-out 3 and 4, which
-these rules were read from; a part written after them is the real measure). A marker in the text
-(tier 3) speaks for its sentence, which may be about something else (4 of 7 right): it and tier 5
+1, 2 and 4 with no contradiction noted beside them, and for "in M0" and "out of scope" only where
+the deciding lines and their requirements state every word of the feature (22 of 23 right on
+held-out 3 and 4, which these rules were read from; a part written after them is the real
+measure). A marker in the text (tier 3) speaks for its sentence, which may be about something else (4 of 7 right): it and tier 5
 give "medium". Tier 6 (a means to, a purpose claimed) and "not addressed" beside related lines
 were once "low"; on the blind parts 5 to 8 "low" was right about as often as "unsure" (3 of 7 on
 part 8, 39% for unsure) while "medium" stayed apart (12 of 19), so they are "unsure" now.
@@ -47,6 +47,8 @@ _RANKS_HIGH = 3.0  # BM25 score of the best line at which "not addressed" is dou
 # verdicts that hold for exactly what the deciding lines name: M0 having, or a requirement ruling out, part of
 # a feature says nothing of the rest
 _EXACT = ("in M0", "out of scope for M0")
+# why a "not addressed" beside related lines is a guess: the audit sets it, _doubt reads it
+RELATED_LINES = "related lines exist; a reader should confirm none of them covers it"
 
 
 @dataclass
@@ -120,14 +122,14 @@ def _doubt(audit, s: Signals, tier: int | None) -> str | None:
     if audit.verdict == "contradictory":
         return "the spec's lines disagree, and which one governs is a reading of intent"
     if audit.verdict == "not addressed by the spec":
-        if not audit.confidence_reason.startswith("related lines exist"):
+        if audit.confidence_reason != RELATED_LINES:
             return None
         if s.best_block and s.best_block[1] >= _NAMES_MOST:
             return (f"the block of {s.best_block[0]} names {s.best_block[1]:.0%} of the feature's word weight: "
                     "the spec may address it in other words")
         if s.top_score >= _RANKS_HIGH:
             return "a spec line ranks high for the feature's words: the spec may address it in other words"
-        return "related lines exist; a reader should confirm none of them covers it"
+        return RELATED_LINES
     if audit.verdict == "in M0" and s.unused:
         return (f"the spec never uses {', '.join(s.unused)}, which the glossary knows only as a concept without "
                 "requirements: the lines about the rest of the feature may not be about it")

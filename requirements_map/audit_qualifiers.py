@@ -9,7 +9,8 @@ in the feature ("CANCELLED ... 499" for "HTTP 499 for a cancelled job"), the qua
 states none, the spec does not address it.
 
 A value the feature gives as an example ("(e.g. 12.1)", "cards like the RTX 4090") is not a qualifier:
-it shows what the feature is (the example runs to the end of its clause or parenthesis). A line requiring a valid integer type ("MUST be valid uint64") states every value of that type; an
+it shows what the feature is (the example runs to the end of its clause or parenthesis). A line
+requiring a valid integer type ("MUST be valid uint64") states every value of that type; an
 upper-case name of code in the feature ("INTERNAL", "VRAM_OOM") anchors the value stated beside it.
 
 A line is about the feature when it is one of the audit's lines or in the body of a requirement
