@@ -200,7 +200,8 @@ def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:
     # a bare number on a line that names the qualifier's unit ("--inference-timeout-sec ... (default: 300)")
     unit_word = re.search(r"[a-z]+$", q.text.lower())
     scale = _UNIT_CLASS.get(unit_word.group(), (None, 1.0))[1] if unit_word else 1.0
-    bare = bool(unit_word) and q.unit != "count" and re.search(rf"(?<![a-z]){unit_word.group()[:3]}", text.lower())
+    bare = bool(unit_word) and q.unit != "count" and re.search(
+        rf"(?<![a-z])(?:{unit_word.group()}|{unit_word.group()[:3]})(?![a-z])", text.lower())  # "-sec", not "section"
     for m in _NUMBER.finditer(text):
         low, high, unit = _number_value(m)
         if bare and unit == "count" and not m.group(3):

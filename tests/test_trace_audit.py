@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from requirements_map.audit import VERDICTS, AuditError, Auditor, audit_features
 from requirements_map.audit_bench import cited_lines, load_labels
-from requirements_map.audit_qualifiers import qualifiers
+from requirements_map.audit_qualifiers import _values, qualifiers
 from requirements_map.catalog import derive_catalog, load_catalog
 from requirements_map.cli import main
 from requirements_map.spec_index import SpecIndex, terms
@@ -417,6 +417,9 @@ def test_a_line_states_values_in_its_own_terms(auditor):
     assert "695" not in auditor.audit("HTTP 503 from /health while the worker is unhealthy").detail
     # "`--inference-timeout-sec` ... (default: 300)" (line 635): the flag's name gives the unit
     assert auditor.audit("an --inference-timeout-sec flag with a default of 300 seconds").verdict == "in M0"
+    # a word that only begins like the unit ("section") gives none
+    timeout = qualifiers("a timeout of 300 seconds")[0]
+    assert _values(timeout, "see section 300 of the guide") == []
 
 
 def test_a_versioned_name_given_as_an_example_does_not_make_it_another_thing(auditor):
