@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .audit_confidence import RELATED_LINES, calibrate
-from .audit_qualifiers import NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
+from .audit_qualifiers import FURTHER_VALUES, NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
 from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
@@ -613,7 +613,7 @@ class Auditor:
             return
         direct = any(ev.claim and ev.concept in of_head and ev.tier <= 3 for ev in evidence)
         for ev in evidence:
-            incidental = ev.tier >= 4 and ev.claim in ("deferred-M1", "later") and direct
+            incidental = ev.tier == 4 and ev.claim in ("deferred-M1", "later") and direct
             if ev.claim and ev.concept in of_rest and (ev.claim in ("in-m0", "optional") or incidental):
                 ev.claim, ev.milestone, ev.tier = None, None, CONTEXT
                 ev.basis += f"; ‘{ev.concept}’ is what the feature is for or applied to, not the feature"
@@ -651,6 +651,9 @@ class Auditor:
                 continue  # M0 has the named value itself ("Q4_0" among M0's quantization formats)
             if c.outcome == "differs" and q.kind != "model size":
                 later = own is not None and own.verdict in ("deferred to M1", "later milestone")
+                if not later and q.kind in FURTHER_VALUES:  # a value the spec does not list: what it says of the rest
+                    own = self._audit(FURTHER_VALUES[q.kind], None)
+                    later = own.verdict in ("deferred to M1", "later milestone")
                 audit.verdict = own.verdict if later else "out of scope for M0"
                 stating = [_evidence(self.index.at(n), "out-of-scope", None, 1,
                                      f"states another {q.kind} than “{q.text}”", "qualifier") for n in c.lines]

@@ -1,6 +1,7 @@
 """Scope audit benchmark: verdict accuracy and key-line recall on the labelled features.
 
     python -m requirements_map.audit_bench [--spec FILE] [--part all|tuned|held-out|held-out-N] [--misses]
+                                           [--write-calibration]
 
 The labels (data/audit_labels.yaml) were written by reading the spec. A third of the first set was
 held out of the first round of tuning (`held_out: true`); a second held-out part (`held_out: 2`)
@@ -12,11 +13,14 @@ A verdict is right when it equals
 the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
 closest) at least one of the label's key lines. Prints two tables per part: rows per class, and the
 calibration (verdicts right per confidence level, and among those not marked unsure).
+`--write-calibration` stores the calibration over the blind parts (data/audit_calibration.json), which
+the proof document quotes so that a reader knows how far each confidence level can be trusted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from importlib import resources
@@ -28,6 +32,8 @@ from .catalog import derive_catalog, load_catalog
 from .spec_source import SpecSourceError, load_spec
 
 PART = re.compile(r"all|tuned|held-out(?:-\d+)?$")
+BLIND_FROM = 3  # parts from held_out: 3 on were written blind to the audit: the honest measure of it
+CALIBRATION = resources.files("requirements_map") / "data" / "audit_calibration.json"
 
 
 def load_labels() -> list[dict]:
@@ -95,6 +101,20 @@ def calibration(labels: list[dict], audits) -> str:
     return "\n".join(out)
 
 
+def blind_calibration(labels: list[dict], audits) -> dict:
+    """Verdicts right per confidence level on the parts written blind to the audit."""
+    blind = [(f, a) for f, a in zip(labels, audits) if isinstance(f.get("held_out"), int)
+             and not isinstance(f["held_out"], bool) and f["held_out"] >= BLIND_FROM]
+    parts = sorted({f["held_out"] for f, _ in blind})
+    return {"parts": [parts[0], parts[-1]] if parts else [], "features": len(blind),
+            "levels": {level: [sum(a.verdict == f["verdict"] for f, a in blind if a.confidence == level),
+                               sum(a.confidence == level for _, a in blind)] for level in LEVELS}}
+
+
+def load_calibration() -> dict:
+    return json.loads(CALIBRATION.read_text(encoding="utf-8"))
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100 * part / whole:.0f}%)" if whole else "—"
 
@@ -111,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", type=_part, action="append",
                         help="all, tuned, held-out or held-out-N (default: all, and each part the labels have)")
     parser.add_argument("--misses", action="store_true", help="list the features whose verdict or key line is missed")
+    parser.add_argument("--write-calibration", action="store_true",
+                        help=f"store the calibration over the blind parts in {CALIBRATION.name} (pinned spec only)")
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
@@ -120,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
     labels = load_labels()
     audits = audit_features([f["feature"] for f in labels], spec.parsed, catalog)
+    if args.write_calibration:
+        if not spec.is_pinned:
+            print("audit_bench: error: the labels are of the revision of record; --write-calibration needs it",
+                  file=sys.stderr)
+            return 2
+        CALIBRATION.write_text(json.dumps(blind_calibration(labels, audits), indent=1) + "\n", encoding="utf-8")
     present = {part_of(f) for f in labels}
     ordered = sorted(present, key=lambda p: (p != "tuned", int(p.rpartition("-")[2]) if p[-1].isdigit() else 1))
     for part in args.part or ["all", *ordered]:

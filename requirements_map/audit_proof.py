@@ -16,10 +16,11 @@ def audit_findings(audit: FeatureAudit, findings: list[Finding]) -> list[Finding
     return findings_for(ids, findings)
 
 
-def as_json(audits: list[FeatureAudit], spec_identity: dict) -> dict:
-    """The audit as data: a summary row per feature, then every line each verdict rests on."""
+def as_json(audits: list[FeatureAudit], spec_identity: dict, calibration: dict | None = None) -> dict:
+    """The audit as data: a summary row per feature, then every line each verdict rests on (and, for
+    the revision the benchmark's labels are of, how often each confidence level was right there)."""
     findings = load_findings()
-    return {"spec": spec_identity,
+    return {"spec": spec_identity, **({"calibration": calibration} if calibration else {}),
             "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "unsure": a.unsure,
                          "detail": a.detail,
                          "requirements": a.requirements, "contradictions": len(a.contradictions),
@@ -37,8 +38,11 @@ def _audit_dict(audit: FeatureAudit, findings: list[Finding]) -> dict:
     return data
 
 
-def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str | None = None) -> str:
-    """The proof document: a summary table, then per feature its verdict and every line it rests on."""
+def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str | None = None,
+                    calibration: dict | None = None) -> str:
+    """The proof document: a summary table, how far its confidence levels can be trusted (`calibration`,
+    measured by audit_bench on the revision of record), then per feature its verdict and every line it
+    rests on."""
     findings = load_findings()
     out = [f"# {title or 'Scope audit against the M0 worker spec'}", "",
            (f"Spec: `{spec_identity['path']}`, revision {spec_identity['revision']}, "
@@ -52,6 +56,8 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             f"{_ids(a.requirements)} | {len(a.contradictions) or '—'} | "
             f"{', '.join(f.id for f in audit_findings(a, findings)) or '—'} |" for a in audits]
     out += ["", "Evidence is weighed in tiers: " + "; ".join(f"{n} {name}" for n, name in TIER_NAMES.items()) + "."]
+    if calibration:
+        out += ["", trust_sentence(calibration)]
     for audit in audits:
         out += ["", f"## {audit.feature}", ""]
         if audit.purpose:
@@ -95,6 +101,16 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
             out += ["", f"Spec finding `{finding.id}` ({', '.join(finding.requirements)}; lines {lines}): "
                         f"{finding.title} Meanwhile: {finding.meanwhile}"]
     return "\n".join(out) + "\n"
+
+
+def trust_sentence(calibration: dict) -> str:
+    """How often each confidence level was right on the benchmark's features labelled blind to the audit."""
+    first, last = calibration["parts"]
+    rates = ", ".join(f"{level} {right} of {n} ({100 * right / n:.0f}%)"
+                      for level, (right, n) in calibration["levels"].items() if n)
+    return (f"How far to trust a verdict: on the {calibration['features']} features of the audit benchmark that were "
+            f"labelled by reading the spec without the audit (its parts {first} to {last}), the verdicts were right: "
+            f"{rates}. An unsure verdict is a best guess for a reviewer to decide; check any verdict against its quotes.")
 
 
 def _ids(ids: list[str], most: int = 4) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .spec_index import IndexedLine, SpecIndex, key_terms, terms
 
 _PRECISION = r"fp64|fp32|tf32|fp16|bf16|fp8|int8|int4"
-_QUANT = r"q\d_k(?:_[sml])?|q\d_\d|iq\d_\w+|mxfp4|nf4"
+_QUANT = r"q\d_k(?:_[sml])?|t?q\d_\d|iq\d_\w+|mxfp\d|nvfp\d|fp[46]|nf4"
 # kind -> pattern; a number may carry a unit and be a range ("1-2048", "0.0 to 2.0")
 _KINDS = {
     "version": re.compile(r"\b(?:v|version\s*)(\d+)\b", re.IGNORECASE),
@@ -36,6 +36,9 @@ _KINDS = {
     "model size": re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)b\b", re.IGNORECASE),
 }
 NAMED_KINDS = ("data type", "quantization type")  # qualifiers that are names the spec may scope themselves
+# the glossary concept that gives the scope of the values of a kind the spec does not list: M0-W-1201 names
+# M0's three weight formats, line 798 and §14.3 (line 2918) put further quantization in M2+
+FURTHER_VALUES = {"quantization type": "advanced quantization"}
 _NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d[\d,]*(?:\.\d+)?))?"
                      r"(?:\s*|-)(k|kb|mb|gb|ms|s|sec|seconds?|minutes?|bytes?)?(?![\w\-]|[.,]\d)", re.IGNORECASE)
 _UNIT_CLASS = {"kb": ("bytes", 1e3), "mb": ("bytes", 1e6), "gb": ("bytes", 1e9), "ms": ("time", 1e-3),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import audit, audit_proof, drift, findings, report, run
+from .audit_bench import load_calibration
 from .glossary import GlossaryError
 from .proposal import ProposalError, read_proposal
 from .spec_index import ParentSpecError
@@ -199,11 +200,12 @@ def _audit(args) -> int:
     catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
     audits = audit.audit_features(names, spec.parsed, catalog, purposes=purposes, parent_text=parent)
     identity = _identity(spec)
+    calibration = load_calibration() if spec.is_pinned else None  # measured on labels of that revision only
     if args.json:
-        print(json.dumps(audit_proof.as_json(audits, identity), indent=1, ensure_ascii=False))
+        print(json.dumps(audit_proof.as_json(audits, identity, calibration), indent=1, ensure_ascii=False))
     else:
         title = f"Scope audit of the proposal {Path(args.proposal).name}" if args.proposal else None
-        print(audit_proof.render_markdown(audits, identity, title), end="")
+        print(audit_proof.render_markdown(audits, identity, title, calibration), end="")
     return 0
 
 
