@@ -32,8 +32,9 @@ types, model sizes; audit_qualifiers.py): one the spec contradicts (states anoth
 this one for the feature) puts the feature out of scope, with the line that states the spec's value,
 and one stated only in a requirement of a later milestone ("GGUF parsing: <1s", M0-W-1620) gives it
 that milestone;
-and against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
-leaves it not addressed.
+against its names: a word of a versioned name that the spec never uses ("Qwen2.5-Coder-0.5B")
+leaves it not addressed; and against how much of it the deciding lines and their requirements state:
+with most of its word weight unstated, M0 has only the part they name, and the feature is not addressed.
 
 How sure the verdict is (high / medium, or "unsure": a reviewer must decide, the verdict kept
 as the best guess) is set last, from signals measured on labelled features: audit_confidence.py.
@@ -45,7 +46,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .audit_confidence import RELATED_LINES, calibrate
+from .audit_confidence import RELATED_LINES, calibrate, signals
 from .audit_qualifiers import FURTHER_VALUES, NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -71,6 +72,7 @@ CONTEXT = 7
 _COMMON_SHARE = 0.04
 _IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms() writes names of code
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
+_MOSTLY_UNSTATED = 0.7  # share of a feature's word weight that no deciding line states, past which M0 has only a part
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 # "X replaced with Y" negates X, not Y
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|"
@@ -199,6 +201,7 @@ class Auditor:
         self._pairing(audit, name)
         self._disagreement(audit, name)
         self._outside_container(audit, name)
+        self._mostly_unstated(audit)
         calibrate(self, audit)
         return audit
 
@@ -366,6 +369,24 @@ class Auditor:
             audit.check = f"check whether {', '.join(unseen)} is wanted; the spec decides the feature only without it"
             audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
             audit.deciding_tier = None
+
+    def _mostly_unstated(self, audit: FeatureAudit) -> None:
+        """An "in M0" verdict whose deciding lines and their requirements leave most of the feature's word
+        weight unstated ("encrypted", "decrypting" of "loading an encrypted GGUF and decrypting the weights
+        at load"): M0 has what those lines name, the spec says nothing of the rest, so it does not address
+        the feature as asked; the lines are shown as the closest."""
+        if audit.verdict != "in M0":
+            return
+        s = signals(self, audit)
+        if s.unstated_share < _MOSTLY_UNSTATED:
+            return
+        said = ", ".join(_spelled(audit.feature, t) for t in s.unstated)
+        audit.verdict = "not addressed by the spec"
+        audit.closest = [ev for ev in audit.evidence if ev.claim][:5]
+        audit.detail = (f"the lines that put the rest of it in M0 never state {said} ({s.unstated_share:.0%} of the "
+                        f"feature's word weight): {audit.detail}")
+        audit.check = f"check whether the requirements shown cover {said}; if it is wanted in M0, ask the spec owner"
+        audit.confidence_reason, audit.deciding_tier = RELATED_LINES, None
 
     def _outside_container(self, audit: FeatureAudit, name: str) -> None:
         """"X in Y" where Y is a thing M0 requirements define (the /health response, the end event) and

@@ -15,6 +15,9 @@ closest) at least one of the label's key lines. Prints two tables per part: rows
 calibration (verdicts right per confidence level, and among those not marked unsure).
 `--write-calibration` stores the calibration over the blind parts (data/audit_calibration.json), which
 the proof document quotes so that a reader knows how far each confidence level can be trusted.
+Last, for the parts a second reader labelled without seeing the first reading
+(data/audit_second_reading.yaml): how often the two readers agree (what a tool can be held to), and
+how often the audit is right where they do.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ BLIND_FROM = 3  # parts from held_out: 3 on were written blind to the audit: the
 CALIBRATION = resources.files("requirements_map") / "data" / "audit_calibration.json"
 
 
-def load_labels() -> list[dict]:
-    path = resources.files("requirements_map") / "data" / "audit_labels.yaml"
+def load_labels(name: str = "audit_labels.yaml") -> list[dict]:
+    """The labelled features; with `name` "audit_second_reading.yaml", a second reader's verdicts on
+    some blind parts, read without the first reading (how often two readers agree)."""
+    path = resources.files("requirements_map") / "data" / name
     return yaml.safe_load(path.read_text(encoding="utf-8"))["features"]
 
 
@@ -111,6 +116,22 @@ def blind_calibration(labels: list[dict], audits) -> dict:
                                sum(a.confidence == level for _, a in blind)] for level in LEVELS}}
 
 
+def agreement(labels: list[dict], second: list[dict], audits) -> str:
+    """Per part that a second reader read: how often the two readers agree, how often the audit is
+    right where they agree, and how often it gives either reader's verdict."""
+    first = {f["feature"]: (f["verdict"], a.verdict) for f, a in zip(labels, audits)}
+    out = ["| part | readers agree | audit right where they agree | audit gives either reader's verdict |",
+           "| --- | --- | --- | --- |"]
+    for part in sorted({part_of(f) for f in second}):
+        # (first reader, audit, second reader) per feature of the part
+        rows = [(*first[f["feature"]], f["verdict"]) for f in second if part_of(f) == part]
+        agreed = [(one, got) for one, got, other in rows if one == other]
+        right = sum(got == one for one, got in agreed)
+        either = sum(got in (one, other) for one, got, other in rows)
+        out.append(f"| {part} | {_pct(len(agreed), len(rows))} | {_pct(right, len(agreed))} | {_pct(either, len(rows))} |")
+    return "\n".join(out)
+
+
 def load_calibration() -> dict:
     return json.loads(CALIBRATION.read_text(encoding="utf-8"))
 
@@ -160,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                 if a.verdict != f["verdict"] or (keyed and not keyed & cited_lines(a)):
                     print(f"- {f['feature']!r}: expected {f['verdict']} {sorted(keyed)}, got {a.verdict}: {a.detail}")
             print()
+    second = [f for f in load_labels("audit_second_reading.yaml")
+              if any(part in ("all", part_of(f)) for part in args.part or ["all"])]
+    if second:
+        print("## two readers\n\n" + agreement(labels, second, audits), end="\n\n")
     return 0
 
 

@@ -126,6 +126,12 @@ def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[Inde
     elsewhere = _stated_elsewhere(qualifier, feature, index)
     if elsewhere:
         return QualifierCheck(qualifier, "stated", elsewhere)
+    if not valued and qualifier.kind == "number":
+        # no line about the feature gives a value, but one naming its identifier does ("| `VRAM_OOM` | ... | 500 |"
+        # of "HTTP 507 for VRAM_OOM"): the spec states its own value for the feature
+        named = {t for t in _identifiers(feature, qualifier, index) if "_" in t}  # not "HTTP", "CUDA"
+        valued = [(entry, values) for entry in _naming(named, index)
+                  if (values := _values(qualifier, entry.text))]
     if valued and qualifier.kind == "number" and _REFUSAL.search(feature):
         # "rejecting max_tokens 0": a value outside the range the spec states is one it refuses
         return QualifierCheck(qualifier, "refused", tuple(entry.line for entry, _ in valued[:3]))
@@ -184,14 +190,20 @@ def _stated_elsewhere(q: Qualifier, feature: str, index: SpecIndex) -> tuple[int
     identifier the feature names ("MODEL_LOAD_FAILED" of "MODEL_LOAD_FAILED answered as HTTP 500"):
     the spec states this value for the feature, whatever other values its own lines state."""
     own = set(terms(q.text))
-    words = {t for t in q.anchors - own if 0 < index.share(t) <= _SPECIFIC_SHARE}
+    words = {t for t in q.anchors - own if 0 < index.share(t) <= _SPECIFIC_SHARE} | _identifiers(feature, q, index)
+    return tuple(e.line for e in _naming(words, index) if any(_holds(v, q) for v in _values(q, e.text)))[:3]
+
+
+def _identifiers(feature: str, q: Qualifier, index: SpecIndex) -> set[str]:
+    """The feature's terms that are names of code ("vram_oom", "max_tokens") on few of the spec's lines."""
     names = {t for word in _CODE_WORD.findall(feature) for t in terms(word)}
-    words |= {t for t in set(key_terms(feature)) - own
-              if ("_" in t or t in names) and 0 < index.share(t) <= _SPECIFIC_SHARE}
-    if not words:
-        return ()
-    return tuple(e.line for e in index.lines if not e.code and words & index.line_terms(e)
-                 and any(_holds(v, q) for v in _values(q, e.text)))[:3]
+    return {t for t in set(key_terms(feature)) - set(terms(q.text))
+            if ("_" in t or t in names) and 0 < index.share(t) <= _SPECIFIC_SHARE}
+
+
+def _naming(words: set[str], index: SpecIndex) -> list[IndexedLine]:
+    """The prose lines that name one of `words`."""
+    return [e for e in index.lines if not e.code and words & index.line_terms(e)] if words else []
 
 
 def _values(q: Qualifier, text: str) -> list[tuple[float | str, float | str]]:

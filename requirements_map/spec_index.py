@@ -36,7 +36,8 @@ over after before about through across between during upon onto""".split())
 GENERIC = frozenset("""support supports supported supporting feature features add adding added implement implementing
 implementation enable enabling allow allowing provide providing improve improving improved better new basic
 proper option options optional mode system use using used handle handling handles capability ability
-functionality work working make making thing things way ways simple simpler good nice proper""".split())
+functionality work working make making thing things way ways simple simpler good nice proper
+exactly""".split())
 _STEM = Stemmer.Stemmer("english")
 _SPELLING = ((re.compile(r"(?<=[a-z]{3})is(e|es|ed|ing|ation|ations|er|ers)$"), r"iz\1"),
              (re.compile(r"(?<=[a-z]{2})ys(e|es|ed|ing)$"), r"yz\1"), (re.compile(r"(?<=[a-z]{3})iour(s?)$"), r"ior\1"))

@@ -441,6 +441,14 @@ def test_an_upper_case_code_name_anchors_the_value_stated_beside_it(auditor, sta
     assert not in_m0 or 3090 in cited_lines(audit)
 
 
+@pytest.mark.parametrize("feature, verdict", [("HTTP 507 for a VRAM_OOM error", "out of scope for M0"),
+                                              ("HTTP 500 for a VRAM_OOM error", "in M0")])
+def test_a_value_stated_beside_an_identifier_decides_where_the_lines_about_the_feature_state_none(auditor, feature,
+                                                                                                   verdict):
+    audit = auditor.audit(feature)  # §17.4's table: | `VRAM_OOM` | ... | 500 | (line 3087)
+    assert audit.verdict == verdict and 3087 in cited_lines(audit), audit.detail
+
+
 @pytest.mark.parametrize("feature, line", [("zero-copy mode switched off", 285),
                                            ("a worker with RAM fallback disabled", 283)])
 def test_asking_for_the_absence_of_a_prohibited_thing_complies(auditor, feature, line):
@@ -589,3 +597,18 @@ def test_a_thing_put_into_what_an_m0_requirement_defines_needs_that_requirement_
     assert audit.verdict == verdict, audit.detail
     if verdict != "in M0":
         assert audit.confidence == "unsure" and {ev.requirement for ev in audit.closest} & {"M0-W-1320", "M0-W-1312"}
+
+
+@pytest.mark.parametrize("feature", ["reusing one TCP connection (keep-alive) across /execute calls",
+                                     "a cuBLAS handle created once and reused for the worker's lifetime"])
+def test_lines_that_state_little_of_the_feature_leave_it_not_addressed(auditor, feature):
+    audit = auditor.audit(feature)  # §7.1 has /execute, §9.4 the cuBLAS wrapper; neither says the rest
+    assert audit.verdict == "not addressed by the spec" and "never state" in audit.detail, audit.detail
+    assert audit.closest and audit.check and audit.confidence == "unsure"
+
+
+def test_exactly_names_nothing_of_the_feature(auditor):
+    # "exactly" only insists on the value, which M0-W-1032 states (0.0-2.0): the lines about temperature
+    # state all of the feature, so the verdict is sure
+    audit = auditor.audit("a temperature of exactly 2.0")
+    assert audit.verdict == "in M0" and audit.confidence == "high", audit.detail

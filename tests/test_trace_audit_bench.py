@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 from requirements_map.audit import VERDICTS, audit_features
-from requirements_map.audit_bench import BLIND_FROM, blind_calibration, load_calibration, load_labels, main, part_of
+from requirements_map.audit_bench import (BLIND_FROM, agreement, blind_calibration, load_calibration, load_labels, main,
+                                          part_of)
 from requirements_map.catalog import load_catalog
 from requirements_map.cli import main as main_cli
 
@@ -59,3 +61,23 @@ def test_the_proof_says_how_far_to_trust_each_level_for_the_revision_of_record_o
     other.write_text(record_spec.path.read_text(encoding="utf-8") + "\nA closing note.\n", encoding="utf-8")
     assert main_cli(["audit", "--spec", str(other), "top-k sampling"]) == 0
     assert "How far to trust" not in capsys.readouterr().out
+
+
+def test_the_second_reading_is_of_blind_parts_in_the_labels_own_words(record_spec):
+    first = {f["feature"]: f for f in load_labels()}
+    second = load_labels("audit_second_reading.yaml")
+    assert len(second) >= 70 and len({f["feature"] for f in second}) == len(second)
+    for f in second:
+        assert f["feature"] in first and first[f["feature"]]["held_out"] == f["held_out"] >= BLIND_FROM
+        assert f["verdict"] in VERDICTS and f["reason"].strip()
+        assert all(record_spec.parsed.text(n).strip() for n in f["key_lines"]), f["feature"]
+
+
+def test_agreement_counts_the_readers_and_the_audit_per_part():
+    labels = [{"feature": name, "verdict": verdict, "held_out": 9}
+              for name, verdict in (("a", "in M0"), ("b", "in M0"), ("c", "contradictory"), ("d", "later milestone"))]
+    second = [dict(f, verdict=v) for f, v in zip(labels, ("in M0", "in M0", "in M0", "out of scope for M0"))]
+    audits = [SimpleNamespace(verdict=v) for v in ("in M0", "deferred to M1", "in M0", "later milestone")]
+    row = agreement(labels, second, audits).splitlines()[-1]
+    # the readers agree on a and b; the audit is right on a of those, and gives a reader's verdict on a, c, d
+    assert row == "| held-out-9 | 2/4 (50%) | 1/2 (50%) | 3/4 (75%) |"
