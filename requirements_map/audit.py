@@ -921,15 +921,20 @@ class Auditor:
         audit.closest = [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}", "closest") for e, score in ranked]
         # the requirements of the feature's concepts and of what they relate to: where a reviewer looks first
         shown = {e.line for e, _ in ranked}
-        related = [rid for m in matches for rid in (*m.entry.req, *(r for _, t in self.glossary.related(m.entry)
-                                                                     for r in t.req), *(r for r, _ in m.entry.conflicts))]
-        for rid in dict.fromkeys(related):
+        why = "a requirement of a concept of the feature or of what it relates to"
+        related = {rid: why for m in matches for rid in (*m.entry.req, *(r for _, t in self.glossary.related(m.entry)
+                                                                         for r in t.req), *(r for r, _ in m.entry.conflicts))}
+        # and the requirement whose block names most of the feature's words
+        most, rid = max(((self._weight(_named_by(block, set(key), matches)), rid)
+                         for rid, block in self._block_terms.items()), default=(0.0, None))
+        if most > 0:
+            related.setdefault(rid, "the requirement whose block names most of the feature's words")
+        for rid, basis in related.items():
             if rid in self.spec.requirements:
                 line = self._best_line(rid, query)
                 if line.line not in shown:
                     shown.add(line.line)
-                    audit.closest.append(_evidence(line, None, None, CONTEXT, f"in {rid}, a requirement of a concept "
-                                                   "of the feature or of what it relates to", "closest"))
+                    audit.closest.append(_evidence(line, None, None, CONTEXT, f"in {rid}, {basis}", "closest"))
         if self.index.parent:
             audit.closest += [_evidence(e, None, None, CONTEXT, f"BM25 {score:.1f}" + (
                 f"; parent heading milestone {e.milestone_tag}" if e.milestone_tag else ""), "closest")

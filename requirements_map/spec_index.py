@@ -28,6 +28,7 @@ from .spec_parser import REQUIREMENT_ID, ParsedSpec, ScopeStatement
 _TOKEN = re.compile(r"m0-(?:w-\d{4}|sys-\d+\.\d+\.\d+)|[a-z]+-\d{4}\b|/[a-z][a-z_]*|c\+\+|[a-z0-9_]+(?:\.[0-9a-z_]+)*")
 _UNIT = re.compile(r"(\d)\s+(mb|gb|kb|ms|s|b)\b")
 _URL = re.compile(r"https?://\S+")
+_NOT = re.compile(r"(?:ca|wo)?n['’]t\b")  # "doesn't" is "does not", not a word "doesn" and a "t"
 _STOPWORDS = frozenset("""a an the of in on at to for from by with and or as is are be been being it its this that
 these those into than then so such via each all any both no not also can may must should shall will
 would do does did has have had if when while which who what whose there their our we you your within under
@@ -58,7 +59,7 @@ def terms(text: str) -> tuple[str, ...]:
     """The stemmed search terms of `text`, in order, stopwords left out; British spellings read as
     American ones ("synchronising" finds "synchronize", "behaviour" finds "behavior"), and an adverb
     in -ily as its adjective ("lazily" finds "lazy")."""
-    low = _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower()))
+    low = _NOT.sub(" not", _UNIT.sub(r"\1\2", _URL.sub(" ", text.lower())))
     return tuple(_ADVERB.sub("i", _STEM.stemWord(_american(t))) if not (t.startswith("/") or "-" in t or t == "c++")
                  else t for t in _TOKEN.findall(low) if t not in _STOPWORDS)
 

@@ -97,3 +97,9 @@ def test_british_and_american_spellings_are_one_term():
 def test_cpp_and_other_specs_ids_stay_whole():
     assert terms("C++") != terms("C") and terms("a C API (not C++)") == ("c", "api", "c++")
     assert terms("Spec Reference: CUDA-5321") == ("spec", "refer", "cuda-5321")  # not the word "cuda"
+
+
+def test_a_contraction_reads_as_its_words():
+    # "doesn't" is "does not": no word "doesn" of the highest weight (the spec never writes it) and no "t"
+    assert terms("a failed job doesn't take the worker down") == terms("a failed job does not take the worker down")
+    assert terms("can't") == terms("won’t") == ()
