@@ -1,20 +1,22 @@
 // Prefill GEMM on tensor cores: Y[t, r] = sum_k W[r, k] * X[t, k] (+ bias[r]) (+ residual[t, r])
-// for any weight type decode4 knows (quant.cuh). Each block decodes a MMA_ROWS x 32 tile of W
-// (one 32-value unit of each of its rows) and converts a TOKENS x 32 tile of X (TOKENS 64 or
-// 128), both to fp16 in shared memory, and its four warps multiply them with mma.sync m16n8k16
+// for any weight type decode4 knows (quant.cuh). Each block decodes a ROWS x 32 tile of W (one
+// 32-value unit of each of its 64 or 32 rows) and converts a TOKENS x 32 tile of X (TOKENS 32, 64
+// or 128), both to fp16 in shared memory, and its four warps multiply them with mma.sync m16n8k16
 // (fp16 inputs, fp32 accumulation: M0-W-1201 allows fp16 inputs and accumulation, and fp32 sums
 // are finer). Shared memory is double-buffered: unit u + 1 is loaded and decoded into registers
 // while unit u's products run, then stored into the other buffer, so a unit costs one barrier.
-// Wider token tiles decode each weight for more tokens; narrower ones give more blocks. With two
-// matrices (gate and up) a block multiplies the same x tile by both and stores their SwiGLU.
+// Wider token tiles decode each weight for more tokens; narrower ones, and 32-row blocks, give
+// more blocks, which is what hides each unit's wait on device memory. With two matrices (gate
+// and up) a block multiplies the same x tile by both and stores their SwiGLU. Below 32 tokens,
+// few_mma_tiles (at the end) feeds mma straight from the decoded weights, without shared memory.
 // The header takes nothing but a weight's blocks, its row length and count, and its type, so other
 // modules (the experts of moe.cu) can use matmul_mma_impl on a slice of a weight stack.
 #pragma once
 #include "mma.cuh"
 #include "quant.cuh"
 
-#define MMA_ROWS 64      // rows of W per block
-#define MMA_THREADS 128  // four warps, each a 32-row, TOKENS / 2-token quarter of the tile
+#define MMA_ROWS 64      // rows of W per block (mma_tiles also takes 32)
+#define MMA_THREADS 128  // four warps, each 32 rows and TOKENS / 2 tokens of the tile (TOKENS / 4 with 32 rows)
 #define MMA_STRIDE 40    // fp16 values per shared-memory row: a unit's 32 plus 8 against bank conflicts
 
 // The sum plus what rides on it; bias and residual may be null.

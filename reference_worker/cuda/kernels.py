@@ -223,7 +223,8 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
     16 tokens below PREFILL_TILE tokens (matmul_few_mma) and from there one per tile of tokens
     of the `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded
-    to fp16, sums in fp32) with the token tile of mma_tokens; "tiled" keeps fp32 throughout
+    to fp16, sums in fp32) with the token tile of mma_tokens (where that is the narrowest for a
+    longer prompt, 64-token tiles in blocks of MMA_NARROW_ROWS rows); "tiled" keeps fp32 throughout
     (below PREFILL_TILE tokens matmul_few, FEW_TOKENS tokens a weight pass, each token's sum the
     mat-vec's; from there 32-token tiles)."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
@@ -409,8 +410,9 @@ def stacks_on_tensor_cores(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
 def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
                    outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
     """outs[i] = W_i @ x[t] (+ biases[i]) for x (n_tok, cols) and two or three matrices (q, k, v)
-    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, no
-    split); see stacks_on_tensor_cores."""
+    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, the units
+    split as matmul's until the launch has MMA_BLOCKS_PER_SM blocks per SM, the parts then added in
+    order by sum_splits_stacked); see stacks_on_tensor_cores."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     if not (stacks_on_tensor_cores(weights, n_tok) and len(biases) == len(outs) == len(weights)):
         raise ValueError(f"matmul_stacked needs {PREFILL_TILE}+ tokens, two or three weights of one type and row "
