@@ -3,12 +3,12 @@
 Tolerances: decoded weights match quant.dequantize to fp32 rounding (rtol 1e-6); products and
 reductions, which sum in another order, to a relative error norm of 1e-5; attention, whose
 cache is fp16, is compared with the twin fed the same fp16-rounded keys and values (1e-5).
-The tensor-core prefill GEMMs (matmul_mma, matmul_gated, matmul_stacked) round weights and
-activations to fp16 (M0-W-1201) and sum in fp32: against the twin fed the same fp16-rounded
-inputs every element lies within fp32_sums' bound for an fp32 sum of those products (k and the
-fp32 unit roundoff); against the exact (fp64) product of the unrounded inputs, the relative error
-norm is under FP16_INPUTS_TOLERANCE. That bound is ~3x what fp16
-rounding gives: the fp64 product of fp16-rounded inputs was off by a relative error norm of
+The tensor-core prefill GEMMs (matmul_mma, matmul_few_mma below 32 tokens, matmul_gated,
+matmul_stacked) round weights and activations to fp16 (M0-W-1201) and sum in fp32: against the
+twin fed the same fp16-rounded inputs every element lies within fp32_sums' bound for an fp32 sum
+of those products (k and the fp32 unit roundoff); against the exact (fp64) product of the
+unrounded inputs, the relative error norm is under FP16_INPUTS_TOLERANCE. That bound is ~3x what
+fp16 rounding gives: the fp64 product of fp16-rounded inputs was off by a relative error norm of
 2.1e-4 to 3.1e-4 (median and max over 40 random shapes per type, every type, weights of scale
 0.05, x standard normal; NumPy on the CPU). Prefill attention on tensor cores (attention_mma)
 rounds the scaled q and the softmax weights to fp16: FP16_ATTENTION_TOLERANCE against the twin
@@ -126,6 +126,31 @@ def test_tensor_core_prefill_is_the_product_of_fp16_inputs(qtype, prefill, n_tok
         < FP16_INPUTS_TOLERANCE
 
 
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
+@settings(max_examples=6, deadline=None)
+@given(n_tok=st.integers(2, 31), rows=st.integers(1, 300), units=st.integers(1, 160),
+       seed=st.integers(0, 2**32 - 1), with_bias=st.booleans(), with_residual=st.booleans())
+@example(n_tok=8, rows=300, units=152, seed=7, with_bias=True, with_residual=True)  # 16 warps a block
+@example(n_tok=17, rows=1, units=1, seed=8, with_bias=False, with_residual=False)
+def test_few_token_prefill_on_tensor_cores_is_the_product_of_fp16_inputs(qtype, n_tok, rows, units, seed, with_bias,
+                                                                        with_residual):
+    # matmul_few_mma: 2..31 tokens, weights and x rounded to fp16 as the tiled GEMMs on tensor cores.
+    weight, twin, x, bias, residual = matmul_case(qtype, n_tok, rows, units, seed, with_bias, with_residual)
+    out = device_matmul(weight, x, bias, residual)
+    x16, w16 = fp16_rounded(x), fp16_rounded(twin)
+    assert_within(out, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+    assert rel_err(out, ops_numpy.matmul(x.astype(np.float64), twin.astype(np.float64), bias, residual)) \
+        < FP16_INPUTS_TOLERANCE
+
+
+def test_few_token_prefill_with_units_split_over_warps_is_the_same_every_run():
+    # 896 rows of 4864 values and 8 tokens: 56 blocks of 16 warps, each warp every 16th unit,
+    # the warps' sums added in warp order (M0-W-1826).
+    weight, _, x, bias, residual = matmul_case(Q.Q6_K, 8, 896, 152, 4, True, True)
+    runs = [device_matmul(weight, x, bias, residual) for _ in range(3)]
+    assert all(np.array_equal(run, runs[0]) for run in runs)
+
+
 @pytest.mark.parametrize("prefill", kernels.PREFILL_KERNELS)
 def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(prefill):
     # 128 rows of 4864 values and 64 tokens are too few tiles to fill the GPU: each row is split
@@ -139,7 +164,8 @@ def test_prefill_with_rows_split_over_blocks_is_the_same_every_run(prefill):
 
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda q: q.name)
 @settings(max_examples=4, deadline=None)
-@given(n_tok=st.integers(32, 300), rows=st.integers(1, 200), units=st.integers(1, 64), seed=st.integers(0, 2**32 - 1))
+@given(n_tok=st.integers(2, 300), rows=st.integers(1, 200), units=st.integers(1, 64), seed=st.integers(0, 2**32 - 1))
+@example(n_tok=8, rows=200, units=28, seed=3)  # matmul_gated_few_mma, as an 8-token graph runs gate and up
 def test_gated_prefill_is_the_swiglu_of_fp16_products(qtype, n_tok, rows, units, seed):
     (gate, gate_twin), (up, up_twin) = (random_weight(qtype, rows, cols_for(qtype, units), seed + i) for i in range(2))
     x = np.random.default_rng(seed).standard_normal((n_tok, gate.cols)).astype(np.float32)

@@ -32,9 +32,9 @@ GREEDY = SamplingParams(temperature=0.0)
 LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 100, 128, 129, 255, 256, 257, 258, 300, 500]
 DECODE_STEPS = 5
 # The padded path runs other kernels than the unpadded one for some lengths (a 20-token chunk
-# padded to 32 goes through the tiled GEMM instead of matmul_few, or through tensor cores with
-# fp16 inputs, a few 1e-3 of relative error): sums in another order, inputs rounded otherwise,
-# keys rounded to the other fp16 neighbour in the cache. The teacher-forced test against NumPy
+# padded to 32 goes through the 32-token tensor-core GEMM instead of matmul_few_mma, both with fp16
+# inputs, a few 1e-3 of relative error): sums in another order, keys rounded to the other fp16
+# neighbour in the cache. The teacher-forced test against NumPy
 # allows 2e-2; a wrong row, position or a padding leak is of the order of the logits themselves.
 LOGIT_TOLERANCE = 1e-2
 

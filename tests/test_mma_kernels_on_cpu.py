@@ -1,5 +1,6 @@
-"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, matmul_gated_mma_impl and
-matmul_stacked_mma_impl, attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each
+"""The tensor-core prefill kernels (gemm_mma.cuh's matmul_mma_impl, matmul_gated_mma_impl,
+matmul_stacked_mma_impl, the few-token matmul_few_mma_impl and matmul_gated_few_mma_impl,
+attention.cu's attention_mma_*) run on the CPU (tests/cuda_on_cpu: each
 CUDA thread a fiber, mma.sync and ldmatrix emulated from the PTX ISA's fragment layouts) against
 their NumPy twins, so their index arithmetic, masks and online softmax are checked where there
 is no GPU. Bounds as in test_cuda_kernels.py: the GEMMs within fp32_sums' bound of the twin fed
@@ -52,7 +53,7 @@ GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q
               (Q.F16, 66, 64, 50, 1, True), (Q.BF16, 20, 96, 140, 1, False), (Q.F32, 40, 64, 36, 2, True)]
 
 
-@pytest.mark.parametrize("tokens", [32, 64, 128])  # per block
+@pytest.mark.parametrize("tokens", ["32", "64", "128", "64r32"])  # per block (64r32: 64 in blocks of 32 rows)
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-{c[4]}split")
 def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case, tokens):
     qtype, rows, cols, n_tok, splits, extras = case
@@ -63,7 +64,7 @@ def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_pat
     residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
     block, size = GGML_QUANT_SIZES[qtype]
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "gemm", str(int(qtype)), str(tokens), str(rows), str(cols),
+    subprocess.run([str(mma_main), "gemm", str(int(qtype)), tokens, str(rows), str(cols),
                     str(cols // block * size), str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)
@@ -71,27 +72,27 @@ def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_pat
     assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
 
 
-@pytest.mark.parametrize("tokens", [32, 64])
+@pytest.mark.parametrize("tokens, block_rows", [(32, 64), (64, 64), (64, 32)])
 @pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0])
-def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tokens):
+def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tokens, block_rows):
     rows, cols, n_tok = 70, 256, 100
     rng = np.random.default_rng(5)
     gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
                 for _ in range(2))
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     out = tmp_path / "y.f32"
-    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(tokens), str(rows), str(cols), str(gate.shape[1]),
-                    str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up), _write(tmp_path, "x", x), str(out)],
-                   check=True)
+    subprocess.run([str(mma_main), "gated", str(int(qtype)), str(tokens), str(block_rows), str(rows), str(cols),
+                    str(gate.shape[1]), str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up),
+                    _write(tmp_path, "x", x), str(out)], check=True)
     got = np.fromfile(out, np.float32).reshape(n_tok, rows)
     h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
     g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
     assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
 
 
-@pytest.mark.parametrize("tokens", [32, 64])
+@pytest.mark.parametrize("tokens, splits", [(32, 1), (64, 1), (32, 3)])
 @pytest.mark.parametrize("rows", [(128, 64, 70), (64, 30, 0)], ids=["q-k-v", "two"])
-def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows, tokens):
+def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main, tmp_path, rows, tokens, splits):
     qtype, cols, n_tok = Q.Q5_0, 96, 70
     rng = np.random.default_rng(sum(rows))
     raw = np.ascontiguousarray(encode_weight(rng, qtype, sum(rows), cols, 0.05)).view(np.uint8).reshape(sum(rows), -1)
@@ -99,7 +100,7 @@ def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     out = tmp_path / "y.f32"
     subprocess.run([str(mma_main), "stacked", str(int(qtype)), str(tokens), str(cols), str(raw.shape[1]),
-                    str(n_tok), *map(str, rows), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias),
+                    str(n_tok), *map(str, rows), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "b", bias),
                     _write(tmp_path, "x", x), str(out)], check=True)
     got, x16, twin, begin = np.fromfile(out, np.float32), fp16_rounded(x), fp16_rounded(dequantize(raw, qtype)), 0
     for n in (r for r in rows if r):
@@ -107,6 +108,49 @@ def test_tensor_core_stacked_projections_on_cpu_are_each_matrix_product(mma_main
         assert_within(got[n_tok * begin:n_tok * (begin + n)].reshape(n_tok, n), ops_numpy.matmul(x16, w16, b),
                       product_bound(x16, w16, b))
         begin += n
+
+
+# (type, rows, cols, tokens, n8 tiles a block, warps a block, bias and residual): rows off the
+# 16-row tile, tokens off the 8 NT-token one, units dealt unevenly over the warps.
+FEW_CASES = [(Q.Q5_0, 40, 96, 7, 1, 3, True), (Q.Q4_K, 17, 512, 20, 2, 4, True), (Q.Q6_K, 5, 256, 2, 1, 8, False),
+             (Q.Q8_0, 16, 64, 8, 1, 1, False), (Q.Q4_0, 33, 160, 31, 2, 2, True), (Q.MXFP4, 20, 128, 9, 1, 4, False),
+             (Q.F16, 3, 64, 16, 2, 2, True), (Q.BF16, 24, 96, 12, 2, 3, False), (Q.F32, 18, 64, 5, 1, 2, True)]
+
+
+@pytest.mark.parametrize("case", FEW_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-nt{c[4]}-w{c[5]}")
+def test_few_token_tensor_core_matmul_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case):
+    qtype, rows, cols, n_tok, tiles, warps, extras = case
+    rng = np.random.default_rng(rows + cols + n_tok)
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32) if extras else None
+    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "few", str(int(qtype)), str(tiles), str(warps), str(rows), str(cols),
+                    str(raw.shape[1]), str(n_tok), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
+                    _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
+    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
+    x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
+    assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+
+
+@pytest.mark.parametrize("tiles, warps, n_tok", [(1, 4, 6), (2, 3, 30)])
+@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q4_K])
+def test_few_token_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tiles,
+                                                                               warps, n_tok):
+    rows, cols = 37, 256
+    rng = np.random.default_rng(n_tok)
+    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+                for _ in range(2))
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    out = tmp_path / "y.f32"
+    subprocess.run([str(mma_main), "fewgated", str(int(qtype)), str(tiles), str(warps), str(rows), str(cols),
+                    str(gate.shape[1]), str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up),
+                    _write(tmp_path, "x", x), str(out)], check=True)
+    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
+    h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
+    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
+    assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
 
 
 # (start, queries, group, head_dim, window, sinks, ring): with ring, the cache holds window + queries

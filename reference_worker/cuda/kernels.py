@@ -41,18 +41,32 @@ WEIGHT_KERNELS = {
 FEW_TOKENS = 8  # tokens per weight pass in matmul_few* (matmul.cu)
 FEW_ROWS = (4, 2)  # rows per block of matmul_few4_* and matmul_few2_* (matmul.cu), most first
 FEW_WARPS_PER_SM = 4  # matmul_few takes fewer rows a block until its warps reach this many per SM
+# matmul_few_mma_<type>_<NT> (gemm_mma.cuh): 16 rows and 8 NT tokens a block, its warps dealt the
+# rows' units in turn; the launcher gives a block more warps (up to FEW_MMA_MAX_WARPS, at most one
+# a unit) until the launch has FEW_MMA_WARPS_PER_SM warps per SM.
+FEW_MMA_TILES = (1, 2)
+FEW_MMA_ROWS, FEW_MMA_MAX_WARPS, FEW_MMA_WARPS_PER_SM = 16, 16, 32
 PREFILL_TILE = 32  # rows and tokens per block of matmul_tiled_* (matmul.cu), 64 threads; prefill from here
 MMA_ROWS, MMA_THREADS = 64, 128  # a block of the tensor-core kernels (gemm_mma.cuh)
 MMA_TOKENS = (128, 64, 32)  # their token tiles (matmul_mma_<type>_<tokens>), widest first
-MMA_FILL = 0.8  # a launch whose blocks reach this share of the SMs runs unsplit
+# Where mma_tokens picks the narrowest tile (32 tokens) for a prompt of more, matmul runs 64-token
+# tiles in blocks of MMA_NARROW_ROWS = 32 rows instead (matmul_mma_rows32_*): as many blocks, each
+# decoded weight serving twice the tokens (MMA_ROWS: the 32-token tiles).
+MMA_NARROW_ROWS = 32
+# Rows a block of matmul_gated's 64-token tiles: 32 (matmul_gated_mma_rows32_*: twice the blocks of
+# 64 for the same decoding per token) or MMA_ROWS.
+GATED_MMA_ROWS = 32
+MMA_BLOCKS_PER_SM = 8  # a tensor-core launch whose blocks reach this many per SM runs unsplit
 # The prefill kernels: matmul_tiled_* in fp32, matmul_mma_*_<tokens> on tensor cores.
 PREFILL_KERNELS = ("tiled", *(f"mma_{tokens}" for tokens in MMA_TOKENS))
 # The prefill kernels split their rows into parts (at most PREFILL_MAX_SPLITS, each of at least
 # PREFILL_MIN_SPLIT_UNITS 32-value units) until a launch has PREFILL_BLOCKS_PER_SM blocks per SM
-# (matmul_tiled), or MMA_FILL of the SMs have a block (matmul_mma: its tiles are larger, and the
-# parts' round trip through `partial` and sum_splits' launch cost about what a fuller GPU saves).
-PREFILL_MAX_SPLITS = 4
-PREFILL_MIN_SPLIT_UNITS = 8
+# (matmul_tiled) or MMA_BLOCKS_PER_SM (matmul_mma). A block's loop over its units waits on device
+# memory at every unit, so a block per SM left the 896-row projections of a 256-token chunk
+# latency-bound (the down projection took 250 us, NOTES.md); a few blocks per SM hide that, for
+# a round trip of the parts through `partial` and sum_splits' launch.
+PREFILL_MAX_SPLITS = 16
+PREFILL_MIN_SPLIT_UNITS = 2
 PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
@@ -207,10 +221,12 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
            residual: cp.ndarray | None = None, prefill: str | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
     float32, bias (rows,), residual like out; one weight pass per token for n_tok == 1, one per
-    FEW_TOKENS tokens below PREFILL_TILE tokens, and from there one per tile of tokens of the
-    `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded to
-    fp16, sums in fp32) with the token tile of mma_tokens; "tiled" keeps fp32 throughout
-    (32-token tiles)."""
+    16 tokens below PREFILL_TILE tokens (matmul_few_mma) and from there one per tile of tokens
+    of the `prefill` kernel (PREFILL_KERNELS): by default on tensor cores (weights and x rounded
+    to fp16, sums in fp32) with the token tile of mma_tokens (where that is the narrowest for a
+    longer prompt, 64-token tiles in blocks of MMA_NARROW_ROWS rows); "tiled" keeps fp32 throughout
+    (below PREFILL_TILE tokens matmul_few, FEW_TOKENS tokens a weight pass, each token's sum the
+    mat-vec's; from there 32-token tiles)."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     _check(x, np.float32, (n_tok, w.cols), "x")
     _check(out, np.float32, (n_tok, w.rows), "out")
@@ -229,8 +245,14 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
                  extras)
     elif n_tok >= PREFILL_TILE:
         tokens = int(prefill.removeprefix("mma_")) if prefill else mma_tokens(w.rows, n_tok)
-        _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, math.ceil(MMA_FILL * _sm_count()), w, x,
-                 out, extras)
+        min_blocks = math.ceil(MMA_BLOCKS_PER_SM * _sm_count())
+        if prefill is None and tokens == MMA_TOKENS[-1] and n_tok > tokens and MMA_NARROW_ROWS == 32:
+            _prefill(f"mma_rows32_{suffix}_{MMA_TOKENS[1]}", 32, MMA_TOKENS[1], MMA_THREADS, min_blocks, w, x, out,
+                     extras)
+        else:
+            _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, min_blocks, w, x, out, extras)
+    elif n_tok > 1 and prefill != "tiled":
+        _few_mma(f"few_mma_{suffix}", w, n_tok, (*args, np.int32(n_tok), row_bytes))
     elif n_tok > 1:
         # Split as the mat-vecs (four warps for rows of SPLIT_ROW_LENGTH+ values, else one), which
         # keeps every token's sum in their order. Each warp reads its tokens' x once for the
@@ -252,12 +274,29 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     return out
 
 
+def few_mma_warps(blocks: int, cols: int) -> int:
+    """Warps a block of matmul_few_mma: the fewest (a power of two) that give a launch of `blocks`
+    FEW_MMA_WARPS_PER_SM per SM, at most FEW_MMA_MAX_WARPS and one per 32-value unit of a row."""
+    warps, most = 1, min(FEW_MMA_MAX_WARPS, cols // 32)
+    while warps * 2 <= most and blocks * warps < FEW_MMA_WARPS_PER_SM * _sm_count():
+        warps *= 2
+    return warps
+
+
+def _few_mma(kernel: str, w: DeviceWeight, n_tok: int, args: tuple) -> None:
+    """matmul_{kernel}_<NT> (matmul_few_mma_* or matmul_gated_few_mma_*) over w's rows and n_tok
+    tokens: one n8 tile a block up to 8 tokens, else FEW_MMA_TILES[-1]; warps as few_mma_warps."""
+    tiles = FEW_MMA_TILES[0] if n_tok <= 8 * FEW_MMA_TILES[0] else FEW_MMA_TILES[-1]
+    grid = (_blocks(w.rows, FEW_MMA_ROWS), _blocks(n_tok, 8 * tiles))
+    _launch("matmul", f"matmul_{kernel}_{tiles}", grid, (32 * few_mma_warps(grid[0] * grid[1], w.cols),), args)
+
+
 def mma_tokens(rows: int, n_tok: int, widths: Sequence[int] = MMA_TOKENS) -> int:
     """The token tile for a tensor-core launch over rows x n_tok: the widest of `widths` whose
-    tiles reach MMA_FILL of the SMs (each decoded weight then serves the most tokens), else the
+    tiles reach MMA_BLOCKS_PER_SM per SM (each decoded weight then serves the most tokens), else the
     narrowest (the most blocks)."""
     for tokens in widths:
-        if _blocks(rows, MMA_ROWS) * _blocks(n_tok, tokens) >= MMA_FILL * _sm_count():
+        if _blocks(rows, MMA_ROWS) * _blocks(n_tok, tokens) >= MMA_BLOCKS_PER_SM * _sm_count():
             return tokens
     return widths[-1]
 
@@ -268,8 +307,7 @@ def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, min_bl
     when the tiles alone make fewer than min_blocks blocks, the parts then added in order by
     sum_splits (M0-W-1826: no atomics, the same sums every run)."""
     n_tok, units = x.shape[0], w.cols // 32
-    tiles = _blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens)
-    splits = max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS, _blocks(min_blocks, tiles)))
+    splits = _splits(_blocks(w.rows, tile_rows) * _blocks(n_tok, tile_tokens), units, min_blocks)
     partial = cp.empty((splits, n_tok, w.rows), np.float32) if splits > 1 else None
     grid = (_blocks(w.rows, tile_rows), _blocks(n_tok, tile_tokens), splits)
     _launch("matmul", f"matmul_{kernel}", grid, (threads,),
@@ -280,26 +318,41 @@ def _prefill(kernel: str, tile_rows: int, tile_tokens: int, threads: int, min_bl
                 (partial, out, *extras, np.int32(splits), np.int32(w.rows), np.int64(out.size)))
 
 
+def _splits(tiles: int, units: int, min_blocks: int) -> int:
+    """Parts to split a launch of `tiles` blocks over rows of `units` 32-value units into: enough
+    for min_blocks blocks, at most PREFILL_MAX_SPLITS, each of PREFILL_MIN_SPLIT_UNITS units or more."""
+    return max(1, min(PREFILL_MAX_SPLITS, units // PREFILL_MIN_SPLIT_UNITS, _blocks(min_blocks, tiles)))
+
+
 def gates_on_tensor_cores(w_gate: DeviceWeight, w_up: DeviceWeight, n_tok: int) -> bool:
-    """Whether matmul_gated serves this SwiGLU: a prompt (PREFILL_TILE tokens or more), gate and up
-    of one type and shape."""
-    return n_tok >= PREFILL_TILE and (w_gate.qtype, w_gate.rows, w_gate.cols) == (w_up.qtype, w_up.rows, w_up.cols)
+    """Whether matmul_gated serves this SwiGLU: a prompt (two tokens or more), gate and up of one
+    type and shape."""
+    return n_tok >= 2 and (w_gate.qtype, w_gate.rows, w_gate.cols) == (w_up.qtype, w_up.rows, w_up.cols)
 
 
 def matmul_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, out: cp.ndarray) -> cp.ndarray:
     """out = silu(W_gate @ x[t]) * (W_up @ x[t]) for x (n_tok, cols), in one launch on tensor cores
-    (weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`; 32- or 64-token tiles
-    as mma_tokens picks: 128 would hold twice the accumulators); see gates_on_tensor_cores."""
+    (weights and x rounded to fp16, sums in fp32, the SwiGLU as `swiglu`): below PREFILL_TILE
+    tokens as matmul_few_mma, from there 64-token tiles (128 would hold twice the accumulators)
+    where a prompt fills more than 32, in blocks of GATED_MMA_ROWS rows: each decoded weight serves
+    64 tokens (32-token tiles, twice the blocks of 64 rows, took 122 us a 256-token chunk's gate
+    and up against 98, NOTES.md), and the rows cannot be split (the SwiGLU needs whole sums), so
+    32-row blocks are how it gets more blocks; see gates_on_tensor_cores."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     if not gates_on_tensor_cores(w_gate, w_up, n_tok):
-        raise ValueError(f"matmul_gated needs {PREFILL_TILE}+ tokens and gate and up weights of one type and shape")
+        raise ValueError("matmul_gated needs two or more tokens and gate and up weights of one type and shape")
     _check(x, np.float32, (n_tok, w_gate.cols), "x")
     _check(out, np.float32, (n_tok, w_gate.rows), "out")
-    tokens = mma_tokens(w_gate.rows, n_tok, MMA_TOKENS[1:])
-    _launch("matmul", f"matmul_gated_mma_{WEIGHT_KERNELS[w_gate.qtype]}_{tokens}",
-            (_blocks(w_gate.rows, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
-            (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int32(n_tok),
-             np.int64(w_gate.row_bytes)))
+    suffix = WEIGHT_KERNELS[w_gate.qtype]
+    args = (w_gate.data, w_up.data, x, out, np.int32(w_gate.cols), np.int32(w_gate.rows), np.int32(n_tok),
+            np.int64(w_gate.row_bytes))
+    if n_tok < PREFILL_TILE:
+        _few_mma(f"gated_few_mma_{suffix}", w_gate, n_tok, args)
+        return out
+    tokens = MMA_TOKENS[1] if n_tok > MMA_TOKENS[2] else MMA_TOKENS[2]
+    rows = GATED_MMA_ROWS if tokens == MMA_TOKENS[1] else MMA_ROWS
+    _launch("matmul", f"matmul_gated_mma{'_rows32' if rows == 32 else ''}_{suffix}_{tokens}",
+            (_blocks(w_gate.rows, rows), _blocks(n_tok, tokens)), (MMA_THREADS,), args)
     return out
 
 
@@ -357,8 +410,9 @@ def stacks_on_tensor_cores(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
 def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
                    outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
     """outs[i] = W_i @ x[t] (+ biases[i]) for x (n_tok, cols) and two or three matrices (q, k, v)
-    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, no
-    split); see stacks_on_tensor_cores."""
+    in one launch on tensor cores (fp16 inputs, fp32 sums, the token tile of mma_tokens, the units
+    split as matmul's until the launch has MMA_BLOCKS_PER_SM blocks per SM, the parts then added in
+    order by sum_splits_stacked); see stacks_on_tensor_cores."""
     n_tok = x.shape[0] if x.ndim == 2 else -1
     if not (stacks_on_tensor_cores(weights, n_tok) and len(biases) == len(outs) == len(weights)):
         raise ValueError(f"matmul_stacked needs {PREFILL_TILE}+ tokens, two or three weights of one type and row "
@@ -370,10 +424,17 @@ def matmul_stacked(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray 
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
     args, n_out = _stack(weights, biases, outs)
-    tokens = mma_tokens(n_out, n_tok)
+    tokens, cols = mma_tokens(n_out, n_tok), weights[0].cols
+    splits = _splits(_blocks(n_out, MMA_ROWS) * _blocks(n_tok, tokens), cols // 32,
+                     math.ceil(MMA_BLOCKS_PER_SM * _sm_count()))
+    partial = cp.empty((splits * n_tok * n_out,), np.float32) if splits > 1 else None
     _launch("matmul", f"matmul_stacked_mma_{WEIGHT_KERNELS[weights[0].qtype]}_{tokens}",
-            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, tokens)), (MMA_THREADS,),
-            (*args, x, np.int32(weights[0].cols), np.int32(n_out), np.int32(n_tok), np.int64(weights[0].row_bytes)))
+            (_blocks(n_out, MMA_ROWS), _blocks(n_tok, tokens), splits), (MMA_THREADS,),
+            (*args, x, _NULL if partial is None else partial, np.int32(_blocks(cols // 32, splits)), np.int32(cols),
+             np.int32(n_out), np.int32(n_tok), np.int64(weights[0].row_bytes)))
+    if partial is not None:
+        _launch("matmul", "sum_splits_stacked", (_blocks(n_tok * n_out, 256),), (256,),
+                (partial, *args[3:], np.int32(splits), np.int32(n_out), np.int32(n_tok)))
     return list(outs)
 
 

@@ -5,10 +5,12 @@
 // q, k and v share one launch.
 // In the mat-vecs and matmul_few, eight lanes share a 32-value unit (quant.cuh), so a warp walks
 // four units per step with coalesced loads of both the weights and x (matmul_few: of 2 or 4 rows
-// and up to FEW_TOKENS tokens, each x value loaded once for all the rows); matmul_tiled (prompts of
-// a tile of tokens or more) works on tiles in shared memory, and matmul_mma (the same prompts, on
-// tensor cores: gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16
-// accumulation M0-W-1201 allows).
+// and up to FEW_TOKENS tokens, each x value loaded once for all the rows; kernels.py runs it for
+// prefill="tiled" only); matmul_few_mma (prompts of 2..31 tokens by default) multiplies weights
+// decoded straight into mma fragments (gemm_mma.cuh); matmul_tiled (prompts of a tile of tokens or
+// more) works on tiles in shared memory, and matmul_mma (the same prompts, on tensor cores:
+// gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16 accumulation
+// M0-W-1201 allows).
 // Launched with programmatic dependent launch (common.cuh), the mat-vecs and matmul_few ask L2
 // for their rows' weights before they wait for the kernel before them, so those reads overlap its
 // tail; the other kernels wait first.
@@ -243,6 +245,25 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     Y[at] = epilogue(s, bias, residual, (int)(at % n_out), at);
 }
 
+// The stacked outputs of matmul_stacked_mma's split launch: element (t, r) of matrix i (rows
+// [start, end) of the stack) is the sum of its `splits` slices in partial (gemm_mma.cuh's layout), in
+// order, plus matrix i's bias, stored at row r - start, token t of y_i; n = n_tok x the stack's rows.
+extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial, const float* bias0,
+                                              const float* bias1, const float* bias2, float* y0, float* y1,
+                                              float* y2, int end0, int end1, int splits, int n_out, int n_tok) {
+    launch_dependents();
+    wait_for_prerequisites();
+    const long long at = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (at >= (long long)n_tok * n_out) return;
+    const int which = (at >= (long long)n_tok * end0) + (at >= (long long)n_tok * end1);
+    const int start = pick(which, 0, end0, end1), rows = pick(which, end0, end1, n_out) - start;
+    const long long local = at - (long long)n_tok * start;  // t * rows + r within matrix i
+    const float* p = partial + (long long)splits * n_tok * start + local;
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += p[z * (long long)n_tok * rows];
+    pick(which, y0, y1, y2)[local] = epilogue(s, pick(which, bias0, bias1, bias2), nullptr, (int)(local % rows), local);
+}
+
 // The tensor-core prefill kernels (gemm_mma.cuh) of one type and token tile: matmul_mma_,
 // matmul_stacked_mma_ and matmul_gated_mma_<type>_<tokens per block>.
 #define MATMUL_MMA(NAME, QT, TOKENS)                                                              \
@@ -259,12 +280,14 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     matmul_stacked_mma_##NAME##_##TOKENS(const u8* W0, const u8* W1, const u8* W2,               \
                                          const float* bias0, const float* bias1,                  \
                                          const float* bias2, float* y0, float* y1, float* y2,     \
-                                         int end0, int end1, const float* X, int n_in, int n_out, \
-                                         int n_tok, long long row_bytes) {                        \
+                                         int end0, int end1, const float* X, float* partial,      \
+                                         int split_units, int n_in, int n_out, int n_tok,         \
+                                         long long row_bytes) {                                   \
         launch_dependents();                                                                      \
         wait_for_prerequisites();                                                                 \
         const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
-        matmul_stacked_mma_impl<QT, TOKENS>(s, X, n_in, n_out, n_tok, row_bytes);                 \
+        matmul_stacked_mma_impl<QT, TOKENS>(s, X, partial, split_units, n_in, n_out, n_tok,       \
+                                            row_bytes);                                           \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
     matmul_gated_mma_##NAME##_##TOKENS(const u8* Wg, const u8* Wu, const float* X, float* Y,     \
@@ -272,6 +295,41 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
         launch_dependents();                                                                      \
         wait_for_prerequisites();                                                                 \
         matmul_gated_mma_impl<QT, TOKENS>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
+    }
+
+// matmul_mma_rows32_<type>_64 and matmul_gated_mma_rows32_<type>_64: 64-token tiles in blocks
+// of 32 rows.
+#define MATMUL_MMA_ROWS32(NAME, QT)                                                               \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_mma_rows32_##NAME##_64(const u8* W, const float* X, float* Y, const float* bias,       \
+                                  const float* residual, float* partial, int split_units,         \
+                                  int n_in, int n_out, int n_tok, long long row_bytes) {          \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
+        matmul_mma_impl<QT, 64, 32>(W, X, Y, bias, residual, partial, split_units, n_in, n_out,   \
+                                    n_tok, row_bytes);                                            \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS)                                     \
+    matmul_gated_mma_rows32_##NAME##_64(const u8* Wg, const u8* Wu, const float* X, float* Y,    \
+                                        int n_in, int n_out, int n_tok, long long row_bytes) {    \
+        launch_dependents();                                                                      \
+        wait_for_prerequisites();                                                                 \
+        matmul_gated_mma_impl<QT, 64, 32>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
+    }
+
+// matmul_few_mma_<type>_<NT> and matmul_gated_few_mma_<type>_<NT>: 8 NT tokens a block on tensor
+// cores (gemm_mma.cuh's few_mma_tiles), the launcher choosing 1..FEW_MMA_MAX_WARPS warps a block.
+#define MATMUL_FEW_MMA(NAME, QT, NT)                                                              \
+    extern "C" __global__ void __launch_bounds__(32 * FEW_MMA_MAX_WARPS)                          \
+    matmul_few_mma_##NAME##_##NT(const u8* W, const float* X, float* Y, const float* bias,        \
+                                 const float* residual, int n_in, int n_out, int n_tok,           \
+                                 long long row_bytes) {                                           \
+        matmul_few_mma_impl<QT, NT>(W, X, Y, bias, residual, n_in, n_out, n_tok, row_bytes);      \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * FEW_MMA_MAX_WARPS)                          \
+    matmul_gated_few_mma_##NAME##_##NT(const u8* Wg, const u8* Wu, const float* X, float* Y,     \
+                                       int n_in, int n_out, int n_tok, long long row_bytes) {     \
+        matmul_gated_few_mma_impl<QT, NT>(Wg, Wu, X, Y, n_in, n_out, n_tok, row_bytes);           \
     }
 
 // matmul_few<ROWS>_<type>: a warp a block; matmul_few<ROWS>_split_<type>: WARPS warps a block.
@@ -317,6 +375,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     }                                                                                             \
     MATMUL_FEW(NAME, QT, 2)                                                                       \
     MATMUL_FEW(NAME, QT, 4)                                                                       \
+    MATMUL_FEW_MMA(NAME, QT, 1)                                                                   \
+    MATMUL_FEW_MMA(NAME, QT, 2)                                                                   \
     extern "C" __global__ void __launch_bounds__(64)                                              \
     matmul_tiled_##NAME(const u8* W, const float* X, float* Y, const float* bias,                 \
                         const float* residual, float* partial, int split_units, int n_in,         \
@@ -328,7 +388,8 @@ extern "C" __global__ void sum_splits(const float* __restrict__ partial, float* 
     }                                                                                             \
     MATMUL_MMA(NAME, QT, 32)                                                                      \
     MATMUL_MMA(NAME, QT, 64)                                                                      \
-    MATMUL_MMA(NAME, QT, 128)
+    MATMUL_MMA(NAME, QT, 128)                                                                     \
+    MATMUL_MMA_ROWS32(NAME, QT)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)
