@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -281,12 +282,19 @@ def _resolve_targets(config) -> dict[str, Target]:
                                  launcher=Launcher(template, model or "", gpu), model=model, **timeouts)}
     model = model or _default_model()
     backend = config.getoption("backend") or _probe_backend()
-    beside = Path(sys.executable).with_name("reference-worker")  # this environment's own, first
-    command = str(beside) if beside.is_file() else shutil.which("reference-worker") or str(beside)
-    template = (f"{command} --worker-id {{worker_id}} --model {{model}} --gpu-device {{gpu_device}} "
+    template = (f"{worker_command()} --worker-id {{worker_id}} --model {{model}} --gpu-device {{gpu_device}} "
                 f"--port {{port}} --backend {backend}")
     return {"worker": Target(description=f"reference worker ({backend} backend) on {model}",
                              launcher=Launcher(template, model, gpu), model=model, backend=backend, **timeouts)}
+
+
+def worker_command() -> str:
+    """How to run the reference worker: this environment's `reference-worker`, else the one on PATH,
+    else (the package importable but not installed: PYTHONPATH only) its module, the same command."""
+    beside = Path(sys.executable).with_name("reference-worker")
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("reference-worker") or f"{shlex.quote(sys.executable)} -m reference_worker.cli"
 
 
 def _default_model() -> str:

@@ -16,6 +16,7 @@ skips the process scenarios and halves the time of the self-test.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from steps.client import Event, Stream
 from steps.health_steps import gguf_file_type, m0_quant_kind
 from steps.jobs import Job, percentile
 from steps.launcher import Launcher
-from steps.plugin import m0_verdict
+from steps.plugin import m0_verdict, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = ROOT / "tests" / "doubles" / "worker_double.py"
@@ -270,3 +271,13 @@ def test_the_verdict_names_what_an_excuse_left_unverified_and_a_failure_beats_it
     assert m0_verdict([excused, _record("failed", ["M0-W-1302"])]) == ("FAIL", ["M0-W-1302"])
     # an informational scenario is never an M0 requirement left unverified
     assert m0_verdict([_record("skipped", ["M0-W-1600"], excused=True, informational=True)]) == ("PASS", [])
+
+
+def test_without_an_installed_command_the_harness_runs_the_worker_module(tmp_path, monkeypatch):
+    # a Python with the package on PYTHONPATH but no console script (the GPU machine's)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert shlex.split(worker_command()) == [str(tmp_path / "python"), "-m", "reference_worker.cli"]
+    monkeypatch.undo()  # and whichever form this environment gets, it is the worker's command line
+    done = subprocess.run([*shlex.split(worker_command()), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--worker-id" in done.stdout

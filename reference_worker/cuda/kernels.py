@@ -246,9 +246,9 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
     elif n_tok >= PREFILL_TILE:
         tokens = int(prefill.removeprefix("mma_")) if prefill else mma_tokens(w.rows, n_tok)
         min_blocks = math.ceil(MMA_BLOCKS_PER_SM * _sm_count())
-        if prefill is None and tokens == MMA_TOKENS[-1] and n_tok > tokens and MMA_NARROW_ROWS == 32:
-            _prefill(f"mma_rows32_{suffix}_{MMA_TOKENS[1]}", 32, MMA_TOKENS[1], MMA_THREADS, min_blocks, w, x, out,
-                     extras)
+        if prefill is None and tokens == MMA_TOKENS[-1] and n_tok > tokens:
+            _prefill(f"mma_rows32_{suffix}_{MMA_TOKENS[1]}", MMA_NARROW_ROWS, MMA_TOKENS[1], MMA_THREADS, min_blocks, w,
+                     x, out, extras)
         else:
             _prefill(f"mma_{suffix}_{tokens}", MMA_ROWS, tokens, MMA_THREADS, min_blocks, w, x, out, extras)
     elif n_tok > 1 and prefill != "tiled":
