@@ -47,6 +47,37 @@ def _write(tmp_path: Path, name: str, array: np.ndarray | None) -> str:
     return str(path)
 
 
+def _product_case(qtype: Q, rows: int, cols: int, n_tok: int, extras: bool):
+    """A weight of `qtype` (its raw blocks), x, and a bias and residual where `extras`."""
+    rng = np.random.default_rng(rows + cols + n_tok)
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32) if extras else None
+    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
+    return raw, x, bias, residual
+
+
+def _assert_product_of_fp16_inputs(out: Path, raw, qtype: Q, x, bias, residual) -> None:
+    got = np.fromfile(out, np.float32).reshape(x.shape[0], raw.shape[0])
+    x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
+    assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+
+
+def _gated_case(qtype: Q, rows: int, cols: int, n_tok: int, seed: int):
+    """Gate and up weights of `qtype` (raw blocks) and x."""
+    rng = np.random.default_rng(seed)
+    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+                for _ in range(2))
+    return gate, up, rng.standard_normal((n_tok, cols)).astype(np.float32)
+
+
+def _assert_swiglu_of_fp16_products(out: Path, gate, up, qtype: Q, x) -> None:
+    got = np.fromfile(out, np.float32).reshape(x.shape[0], gate.shape[0])
+    h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
+    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
+    assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
+
+
 # (type, rows, cols, tokens, splits, bias and residual): rows and tokens off the 64 x 64 tile.
 GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q.Q6_K, 5, 512, 33, 3, False),
               (Q.Q5_0, 64, 64, 64, 1, False), (Q.Q4_0, 1, 32, 65, 1, True), (Q.MXFP4, 100, 128, 32, 4, False),
@@ -57,37 +88,25 @@ GEMM_CASES = [(Q.Q8_0, 70, 96, 40, 1, True), (Q.Q4_K, 130, 256, 70, 2, True), (Q
 @pytest.mark.parametrize("case", GEMM_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-{c[4]}split")
 def test_tensor_core_gemm_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case, tokens):
     qtype, rows, cols, n_tok, splits, extras = case
-    rng = np.random.default_rng(rows + cols + n_tok)
-    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
-    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
-    bias = rng.standard_normal(rows).astype(np.float32) if extras else None
-    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
+    raw, x, bias, residual = _product_case(qtype, rows, cols, n_tok, extras)
     block, size = GGML_QUANT_SIZES[qtype]
     out = tmp_path / "y.f32"
     subprocess.run([str(mma_main), "gemm", str(int(qtype)), tokens, str(rows), str(cols),
                     str(cols // block * size), str(n_tok), str(splits), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
-    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
-    x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
-    assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+    _assert_product_of_fp16_inputs(out, raw, qtype, x, bias, residual)
 
 
 @pytest.mark.parametrize("tokens, block_rows", [(32, 64), (64, 64), (64, 32)])
 @pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0])
 def test_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tokens, block_rows):
     rows, cols, n_tok = 70, 256, 100
-    rng = np.random.default_rng(5)
-    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
-                for _ in range(2))
-    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    gate, up, x = _gated_case(qtype, rows, cols, n_tok, 5)
     out = tmp_path / "y.f32"
     subprocess.run([str(mma_main), "gated", str(int(qtype)), str(tokens), str(block_rows), str(rows), str(cols),
                     str(gate.shape[1]), str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up),
                     _write(tmp_path, "x", x), str(out)], check=True)
-    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
-    h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
-    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
-    assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
+    _assert_swiglu_of_fp16_products(out, gate, up, qtype, x)
 
 
 @pytest.mark.parametrize("tokens, splits", [(32, 1), (64, 1), (32, 3)])
@@ -120,18 +139,12 @@ FEW_CASES = [(Q.Q5_0, 40, 96, 7, 1, 3, True), (Q.Q4_K, 17, 512, 20, 2, 4, True),
 @pytest.mark.parametrize("case", FEW_CASES, ids=lambda c: f"{c[0].name}-{c[1]}x{c[2]}-{c[3]}tok-nt{c[4]}-w{c[5]}")
 def test_few_token_tensor_core_matmul_on_cpu_is_the_product_of_fp16_inputs(mma_main, tmp_path, case):
     qtype, rows, cols, n_tok, tiles, warps, extras = case
-    rng = np.random.default_rng(rows + cols + n_tok)
-    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
-    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
-    bias = rng.standard_normal(rows).astype(np.float32) if extras else None
-    residual = rng.standard_normal((n_tok, rows)).astype(np.float32) if extras else None
+    raw, x, bias, residual = _product_case(qtype, rows, cols, n_tok, extras)
     out = tmp_path / "y.f32"
     subprocess.run([str(mma_main), "few", str(int(qtype)), str(tiles), str(warps), str(rows), str(cols),
                     str(raw.shape[1]), str(n_tok), _write(tmp_path, "w", raw), _write(tmp_path, "x", x),
                     _write(tmp_path, "b", bias), _write(tmp_path, "r", residual), str(out)], check=True)
-    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
-    x16, w16 = fp16_rounded(x), fp16_rounded(dequantize(raw, qtype))
-    assert_within(got, ops_numpy.matmul(x16, w16, bias, residual), product_bound(x16, w16, bias, residual))
+    _assert_product_of_fp16_inputs(out, raw, qtype, x, bias, residual)
 
 
 @pytest.mark.parametrize("tiles, warps, n_tok", [(1, 4, 6), (2, 3, 30)])
@@ -139,18 +152,12 @@ def test_few_token_tensor_core_matmul_on_cpu_is_the_product_of_fp16_inputs(mma_m
 def test_few_token_tensor_core_gated_ffn_on_cpu_is_the_swiglu_of_fp16_products(mma_main, tmp_path, qtype, tiles,
                                                                                warps, n_tok):
     rows, cols = 37, 256
-    rng = np.random.default_rng(n_tok)
-    gate, up = (np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
-                for _ in range(2))
-    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    gate, up, x = _gated_case(qtype, rows, cols, n_tok, n_tok)
     out = tmp_path / "y.f32"
     subprocess.run([str(mma_main), "fewgated", str(int(qtype)), str(tiles), str(warps), str(rows), str(cols),
                     str(gate.shape[1]), str(n_tok), _write(tmp_path, "g", gate), _write(tmp_path, "u", up),
                     _write(tmp_path, "x", x), str(out)], check=True)
-    got = np.fromfile(out, np.float32).reshape(n_tok, rows)
-    h, g16, u16 = fp16_rounded(x), fp16_rounded(dequantize(gate, qtype)), fp16_rounded(dequantize(up, qtype))
-    g, u = ops_numpy.matmul(h, g16), ops_numpy.matmul(h, u16)
-    assert_within(got, ops_numpy.silu_mul(g, u), swiglu_bound(g, u, product_bound(h, g16), product_bound(h, u16)))
+    _assert_swiglu_of_fp16_products(out, gate, up, qtype, x)
 
 
 # (start, queries, group, head_dim, window, sinks, ring): with ring, the cache holds window + queries
