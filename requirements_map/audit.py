@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .audit_confidence import RELATED_LINES, calibrate, signals
+from .audit_confidence import RELATED_LINES, Signals, calibrate, signals
 from .audit_qualifiers import FURTHER_VALUES, NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -201,8 +201,9 @@ class Auditor:
         self._pairing(audit, name)
         self._disagreement(audit, name)
         self._outside_container(audit, name)
-        self._mostly_unstated(audit)
-        calibrate(self, audit)
+        found = signals(self, audit)  # of the lines the verdict rests on: a verdict of its own does not change them
+        self._mostly_unstated(audit, found)
+        calibrate(self, audit, found)
         return audit
 
     def _disagreement(self, audit: FeatureAudit, name: str) -> None:
@@ -370,15 +371,12 @@ class Auditor:
             audit.confidence, audit.confidence_reason = "medium", "a word of the feature occurs nowhere in the spec"
             audit.deciding_tier = None
 
-    def _mostly_unstated(self, audit: FeatureAudit) -> None:
+    def _mostly_unstated(self, audit: FeatureAudit, s: Signals) -> None:
         """An "in M0" verdict whose deciding lines and their requirements leave most of the feature's word
         weight unstated ("encrypted", "decrypting" of "loading an encrypted GGUF and decrypting the weights
         at load"): M0 has what those lines name, the spec says nothing of the rest, so it does not address
         the feature as asked; the lines are shown as the closest."""
-        if audit.verdict != "in M0":
-            return
-        s = signals(self, audit)
-        if s.unstated_share < _MOSTLY_UNSTATED:
+        if audit.verdict != "in M0" or s.unstated_share < _MOSTLY_UNSTATED:
             return
         said = ", ".join(_spelled(audit.feature, t) for t in s.unstated)
         audit.verdict = "not addressed by the spec"
@@ -387,6 +385,15 @@ class Auditor:
                         f"feature's word weight): {audit.detail}")
         audit.check = f"check whether the requirements shown cover {said}; if it is wanted in M0, ask the spec owner"
         audit.confidence_reason, audit.deciding_tier = RELATED_LINES, None
+
+    def best_block(self, key: set[str], matches) -> tuple[float, str | None]:
+        """The share of `key`'s word weight that the requirement block naming most of it names (a glossary
+        concept named by any of its names), and that requirement; (0.0, None) for no key."""
+        if not key:
+            return 0.0, None
+        whole = self._weight(key)
+        return max(((self._weight(_named_by(block, key, matches)) / whole, rid)
+                    for rid, block in self._block_terms.items()), default=(0.0, None))
 
     def _outside_container(self, audit: FeatureAudit, name: str) -> None:
         """"X in Y" where Y is a thing M0 requirements define (the /health response, the end event) and
@@ -925,8 +932,7 @@ class Auditor:
         related = {rid: why for m in matches for rid in (*m.entry.req, *(r for _, t in self.glossary.related(m.entry)
                                                                          for r in t.req), *(r for r, _ in m.entry.conflicts))}
         # and the requirement whose block names most of the feature's words
-        most, rid = max(((self._weight(_named_by(block, set(key), matches)), rid)
-                         for rid, block in self._block_terms.items()), default=(0.0, None))
+        most, rid = self.best_block(set(key), matches)
         if most > 0:
             related.setdefault(rid, "the requirement whose block names most of the feature's words")
         for rid, basis in related.items():

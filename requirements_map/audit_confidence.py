@@ -80,20 +80,19 @@ def signals(auditor, audit) -> Signals:
     defined = set().union(*(m.covered for m in matches if m.entry.req))
     undefined = set().union(*(m.covered for m in matches if not m.entry.req))
     unused = sorted(t for t in key & undefined - defined if index.share(t) == 0)
-    blocks = [(auditor._weight(_named_by(block, key, matches)) / auditor._weight(key), rid)
-              for rid, block in auditor._block_terms.items()] if key else []
-    share, rid = max(blocks, default=(0.0, None))
+    share, rid = auditor.best_block(key, matches)
     ranked = index.search(tuple(key), k=1) if key else []
     return Signals(unstated, auditor._weight(unstated) / auditor._weight(key) if unstated else 0.0, unused,
                    (rid, share) if rid else None,
                    ranked[0][1] if ranked else 0.0)
 
 
-def calibrate(auditor, audit) -> None:
+def calibrate(auditor, audit, s: Signals) -> None:
     """Set `audit.confidence` (high / medium / unsure) and its reason, from the tier of the
-    deciding lines (`audit.deciding_tier`, None when no line decides) and the signals. An unsure verdict gets `audit.unsure`: what a
-    reviewer must decide, with the closest requirements and their lines."""
-    s, tier = signals(auditor, audit), audit.deciding_tier
+    deciding lines (`audit.deciding_tier`, None when no line decides) and the signals `s` (as `signals`
+    gives them). An unsure verdict gets `audit.unsure`: what a reviewer must decide, with the closest
+    requirements and their lines."""
+    tier = audit.deciding_tier
     doubt = _doubt(audit, s, tier)
     if doubt:
         audit.confidence = "unsure"
