@@ -51,7 +51,7 @@ def _readable_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a file")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"{text!r} is not readable")
-    return str(path.resolve())
+    return os.path.abspath(path)  # as given, links kept: messages name the path the operator passed
 
 
 def _int_in(low: int, high: int | None = None):

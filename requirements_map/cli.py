@@ -29,10 +29,11 @@ from .catalog import (
     with_scenarios,
 )
 from .results import ResultsError
+from .semantic import SemanticModelError
 from .spec_source import ENV_VAR, SpecSourceError, load_spec
 
 USER_ERRORS = (SpecSourceError, CatalogError, audit.AuditError, ResultsError, report.ReportError, ProposalError,
-               ParentSpecError, GlossaryError, findings.FindingsError)
+               ParentSpecError, GlossaryError, findings.FindingsError, SemanticModelError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,8 +127,14 @@ def test_insufficient_vram_at_startup_is_logged_with_required_and_available_byte
     assert event["job_id"] is None and event["worker_id"] == WORKER_ID
 
 
-def test_a_kv_cache_budget_that_cannot_hold_one_position_exits_1_naming_the_sizes(model, monkeypatch, capsys):
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_kv_cache_budget_that_cannot_hold_one_position_exits_1_naming_the_sizes(model, through_a_link, tmp_path,
+                                                                                   monkeypatch, capsys):
     from reference_worker import ops_numpy
+
+    if through_a_link:  # the path is named as the operator gave it, not where the link leads
+        (tmp_path / "current.gguf").symlink_to(model)
+        model = tmp_path / "current.gguf"
 
     # The smallest budget is 1 MiB: a backend whose position takes 600 x this model's 2 KiB (as a
     # wide model's would) cannot start with it, through the real load path.

