@@ -430,9 +430,12 @@ class Auditor:
         wanted = {t for t in key_terms(strip_qualifiers(thing, qualifiers(thing))) if len(t) > 1}
         if not rids or not wanted:
             return
-        stated = frozenset().union(*(self._block_terms[r] for r in rids),
-                                   *(self.index.line_terms(self.index.at(ev.line)) for ev in audit.evidence
-                                     if ev.claim and ev.source == "spec" and ev.tier <= 4))
+        # a deciding line speaks for X in Y only if it names Y too: "--worker-id" is no field of /health
+        holder = frozenset(key_terms(container)).union(*(m.covered for m in self.glossary.match(container,
+                                                                                               self._specific)))
+        deciding = (self.index.line_terms(self.index.at(ev.line)) for ev in audit.evidence
+                    if ev.claim and ev.source == "spec" and ev.tier <= 4)
+        stated = frozenset().union(*(self._block_terms[r] for r in rids), *(t for t in deciding if t & holder))
         missing = wanted - _named_by(stated, wanted, self.glossary.match(thing, self._specific))
         if self._weight(missing) < _MOST * self._weight(wanted):
             return
@@ -676,9 +679,10 @@ class Auditor:
         lines = [self.index.at(ev.line) for ev in audit.evidence if ev.source == "spec"]
         for q in found:
             c = check(q, name, self.index, lines)
-            if c.outcome in ("stated", "refused"):
-                says = (f"states the {q.kind} “{q.text}”" if c.outcome == "stated"
-                        else f"states the range that refuses the {q.kind} “{q.text}”")
+            if c.outcome in ("stated", "configurable", "refused"):
+                says = {"stated": f"states the {q.kind} “{q.text}”",
+                        "configurable": f"calls its {q.kind} configurable, which admits “{q.text}”",
+                        "refused": f"states the range that refuses the {q.kind} “{q.text}”"}[c.outcome]
                 stating = [_evidence(line, self._stated_claim(line.requirement) if line.requirement else "in-m0", None,
                                      4, says, "qualifier")
                            for line in (self.index.at(n) for n in c.lines)]

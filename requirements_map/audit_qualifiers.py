@@ -49,6 +49,7 @@ _WORD_NUMBER = re.compile(rf"\b({'|'.join(_NUMBER_WORDS)})\s+(ms|seconds?|minute
 _BOUND = re.compile(r"(?:(\bmax(?:imum)?|\bup to|\bat most)|\bmin(?:imum)?|\bat least)\s*$", re.IGNORECASE)
 _ENUMERATOR = re.compile(r"^\s*(?:[-*#]+\s*|\*\*)?\d+\.\s")  # "12. ✅ ...", "**3. Start HTTP server**"
 _CONFIGURABLE = re.compile(r"\bconfigurable\b", re.IGNORECASE)
+_DEFAULT = terms("default")[0]
 _SPECIFIC_SHARE = 0.04  # a word on more of the spec's lines ("model") says nothing of what a value qualifies
 _NEIGHBOURS = 2  # words either side of a qualifier that say what it qualifies
 # an example runs from its marker to the end of its clause or parenthesis: "cards like the RTX 4090 (sm_89)";
@@ -74,7 +75,9 @@ class Qualifier:
 @dataclass(frozen=True)
 class QualifierCheck:
     qualifier: Qualifier
-    outcome: str  # "stated", "refused" (outside the stated range, and the feature refuses it), "differs", "unstated"
+    # "stated", "configurable" (a line calls its value configurable), "refused" (outside the stated range, and the
+    # feature refuses it), "differs", "unstated"
+    outcome: str
     lines: tuple[int, ...]  # where the spec states it, or states its own value
 
 
@@ -118,11 +121,16 @@ def check(qualifier: Qualifier, feature: str, index: SpecIndex, lines: list[Inde
     pool = _about(feature, qualifier, index, lines)
     valued = [(entry, _values(qualifier, entry.text)) for entry in pool]
     valued = [(entry, values) for entry, values in valued if values]
-    # a line that calls its value configurable admits others ("1MB (configurable, but 1MB default)")
-    stated = [entry.line for entry, values in valued
-              if _CONFIGURABLE.search(entry.text) or any(_holds(v, qualifier) for v in values)]
+    stated = [entry.line for entry, values in valued if any(_holds(v, qualifier) for v in values)]
     if stated:
         return QualifierCheck(qualifier, "stated", tuple(stated[:3]))
+    # a line that calls its value configurable admits others ("1MB (configurable, but 1MB default)"), but
+    # not as the default when it states its own: "a 4 MB default chunk size" asks for another default
+    as_default = _DEFAULT in qualifier.anchors
+    settable = [entry.line for entry, _ in valued if _CONFIGURABLE.search(entry.text)
+                and not (as_default and _DEFAULT in index.line_terms(entry))]
+    if settable:
+        return QualifierCheck(qualifier, "configurable", tuple(settable[:3]))
     elsewhere = _stated_elsewhere(qualifier, feature, index)
     if elsewhere:
         return QualifierCheck(qualifier, "stated", elsewhere)

@@ -277,7 +277,8 @@ def test_a_value_fixed_for_m0_is_not_a_claim_that_the_feature_is_in_m0(auditor):
 
 
 @pytest.mark.parametrize("feature, lines", [("GGUF version 1 files", {753, 808}), ("max_tokens up to 8192", {1130}),
-                                            ("temperature 2.5", {58, 255}), ("a KV cache in INT4", {790, 1067})])
+                                            ("temperature 2.5", {58, 255}), ("a KV cache in INT4", {790, 1067}),
+                                            ("shipping a 4 MB default H2D chunk size", {945})])
 def test_a_qualifier_the_spec_contradicts_puts_the_feature_out_of_scope(auditor, feature, lines):
     audit = auditor.audit(feature)  # the lines state version 3, 1-2048, 0.0-2.0, FP16
     assert audit.verdict == "out of scope for M0", audit.detail
@@ -291,6 +292,12 @@ def test_a_qualifier_the_spec_contradicts_puts_the_feature_out_of_scope(auditor,
 def test_a_qualifier_the_spec_states_keeps_the_verdict(auditor, feature):
     audit = auditor.audit(feature)  # 8080 lies in 1024-65535; the 1MB chunk size is "configurable"
     assert audit.verdict == "in M0" and "differs" not in audit.detail, audit.detail
+
+
+def test_a_configurable_value_is_cited_as_configurable_not_as_the_value_asked(auditor):
+    setting = auditor.audit("a 4 MB chunk size for H2D copies")  # line 945: "1MB (configurable, but 1MB default)"
+    line = next(ev for ev in setting.evidence if ev.line == 945)
+    assert "configurable" in line.basis and "states the number" not in line.basis
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -589,6 +596,8 @@ def test_a_requirement_block_that_leaves_out_a_concept_of_the_feature_does_not_d
 
 @pytest.mark.parametrize("feature, verdict", [("the hostname in the /health response", "not addressed by the spec"),
                                               ("a request counter on every end event", "not addressed by the spec"),
+                                              # M0 lines name worker_id (--worker-id, logs), none of /health's
+                                              ("the worker_id in the /health response", "not addressed by the spec"),
                                               ("tokens_out in the end event", "in M0"),
                                               ("vram_bytes_used in the /health response", "in M0")])
 def test_a_thing_put_into_what_an_m0_requirement_defines_needs_that_requirement_to_name_it(auditor, feature, verdict):
