@@ -45,6 +45,7 @@ as the best guess) is set last, from signals measured on labelled features: audi
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -99,6 +100,8 @@ _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 _HEAD_END = re.compile(r"\s(?:for|to|in|on|through|via|from|by|over|across|so|that|which|when|within|into|as|"
                        r"between|before|after|instead|against|under|using|while)\s", re.IGNORECASE)
 # "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
+_PLACE = re.compile(r"\s(?:in|on|inside|through|via|with|for|by|under)\s", re.IGNORECASE)  # "ReLU in the GPT FFN"
+_REPLACED = re.compile(r"\b(?:instead of|rather than|in place of|replacing)\b", re.IGNORECASE)  # what follows is replaced
 _CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 
 
@@ -205,6 +208,7 @@ class Auditor:
         self._pairing(audit, name)
         self._disagreement(audit, name)
         self._outside_container(audit, name)
+        self._another_kind(audit, name)
         found = signals(self, audit)  # of the lines the verdict rests on: a verdict of its own does not change them
         self._mostly_unstated(audit, found)
         self._near_in_meaning(audit)
@@ -450,6 +454,52 @@ class Auditor:
         audit.check = f"check whether {defined} should carry {spelled}; if it is wanted in M0, ask the spec owner"
         audit.confidence_reason = RELATED_LINES
         audit.deciding_tier = None
+
+    def _another_kind(self, audit: FeatureAudit, name: str) -> None:
+        """A kind of a thing where the spec gives that place another kind of it: in "ReLU in the GPT
+        adapter's FFN" the place is what the concepts after the head are (the M0 requirements most of them
+        share), and M0-W-1215 gives the GPT FFN GELU, a sibling of ReLU (the same glossary is_a), never
+        ReLU. A kind the feature names as replaced ("instead of RMSNorm") is no kind it asks for."""
+        if audit.verdict not in ("in M0", "not addressed by the spec"):
+            return
+        head, place_text = (_PLACE.split(name, maxsplit=1) + [""])[:2]
+        head = _REPLACED.split(head, maxsplit=1)[0]
+        in_place = self.glossary.match(place_text, self._specific) if place_text else []
+        asked_kinds = self.glossary.match(head, self._specific)
+        for asked in asked_kinds:
+            kinds = set(asked.entry.is_a)
+            siblings = [e for e in self.glossary.entries if e is not asked.entry and kinds & set(e.is_a)]
+            if not siblings or any(o.entry in siblings for o in asked_kinds):
+                continue
+            holders = [o.entry for o in in_place if o.entry not in siblings and not kinds & set(o.entry.is_a)]
+            held = Counter(r for e in holders for r in dict.fromkeys(e.req)
+                           if r in self._block_terms and self._stated_claim(r) in ("in-m0", "optional"))
+            # the requirements most of the place's concepts share: the GPT adapter's FFN is M0-W-1215's
+            place = [r for r, n in held.items() if n == max(held.values())]
+            if not place or any(self._line_naming(r, asked.entry) for r in place) \
+                    or any(_names(asked.entry, e.text) and any(_names(h, e.text) for h in holders)
+                           for e in self.index.lines):
+                continue  # the place has this kind, or a line puts it there ("Q4_0 GGUF" beside M0-W-1200)
+            for other in siblings:
+                stating = [line for r in place if (line := self._line_naming(r, other))]
+                if not stating:
+                    continue
+                kind = ", ".join(sorted(kinds & set(other.is_a)))
+                against = [_evidence(e, "out-of-scope", None, 4, f"{e.requirement} gives it ‘{other.term}’, not "
+                                     f"‘{asked.entry.term}’ (both kinds of {kind})", asked.entry.term) for e in stating]
+                audit.verdict = "out of scope for M0"
+                audit.requirements = list(dict.fromkeys(e.requirement for e in stating))
+                audit.evidence = _dedupe(audit.evidence + against)
+                audit.detail = (f"the spec gives {', '.join(audit.requirements)} ‘{other.term}’ where the feature "
+                                f"asks for ‘{asked.entry.term}’, another kind of {kind} ({_cite(against)})")
+                audit.confidence_reason, audit.deciding_tier = f"another kind of {', '.join(sorted(kinds))}", 4
+                return
+
+    def _line_naming(self, rid: str, entry: Entry) -> IndexedLine | None:
+        """The first line of requirement `rid`'s block that names `entry` by one of its names."""
+        req = self.spec.requirements[rid]
+        return next((self.index.at(n) for n in range(req.line, req.body[1] + 1)
+                     if _names(entry, self.index.at(n).text)), None)
 
     def _audit(self, name: str, purpose: str | None) -> FeatureAudit:
         key = key_terms(name)
@@ -1064,6 +1114,13 @@ def _decide(evidence: list[Evidence]) -> tuple[str, str, list[Evidence], list[Co
             reasons.setdefault(head, []).append(target) if target not in reasons.get(head, []) else None
         detail += "; indirect: " + "; ".join(f"{head} {', '.join(targets)}" for head, targets in reasons.items())
     return _VERDICT_OF[claim], detail, deciding, []
+
+
+def _names(entry: Entry, text: str) -> bool:
+    """Whether `text` names the glossary entry: one of its names' terms in a row ("layer norm", not
+    "{layer}" ... "norm")."""
+    words = terms(text)
+    return any(_contains(words, terms(n)) for n in entry.names)
 
 
 def _named_by(words: frozenset[str], wanted: set[str], matches) -> set[str]:

@@ -621,3 +621,20 @@ def test_exactly_names_nothing_of_the_feature(auditor):
     # state all of the feature, so the verdict is sure
     audit = auditor.audit("a temperature of exactly 2.0")
     assert audit.verdict == "in M0" and audit.confidence == "high", audit.detail
+
+
+@pytest.mark.parametrize("feature, requirement", [("ReLU in the GPT adapter's FFN", "M0-W-1215"),
+                                                  ("LayerNorm instead of RMSNorm in the Llama-style adapter", "M0-W-1214"),
+                                                  ("ALiBi in the Llama adapter", "M0-W-1214")])
+def test_a_kind_where_the_spec_gives_that_place_another_kind_is_out_of_scope(auditor, feature, requirement):
+    # M0-W-1215 gives the GPT FFN GELU, M0-W-1214 the Llama-style pipeline RMSNorm and RoPE (glossary siblings)
+    audit = auditor.audit(feature)
+    assert audit.verdict == "out of scope for M0" and audit.requirements == [requirement], audit.detail
+    assert any(ev.claim == "out-of-scope" and ev.requirement == requirement and "gives it" in ev.basis
+               for ev in audit.evidence)
+
+
+@pytest.mark.parametrize("feature", ["RMSNorm instead of LayerNorm in the Llama-style adapter", "GELU in the GPT adapter",
+                                     "Q4_0 GGUF checkpoints"])
+def test_the_kind_the_spec_gives_a_place_keeps_it_in_m0(auditor, feature):
+    assert auditor.audit(feature).verdict == "in M0"
