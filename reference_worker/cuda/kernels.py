@@ -69,6 +69,11 @@ PREFILL_MAX_SPLITS = 16
 PREFILL_MIN_SPLIT_UNITS = 2
 PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
+GATED_WARPS = 8  # rows (a warp each) per block of matvec_gated_* (matmul.cu)
+# Mat-vecs of more rows read x in place (matvec_many_*) rather than copy it into every block of
+# four rows (matvec_*): for the output head (151,936 rows) the copies alone would move as many
+# bytes as its weights.
+MATVEC_STAGED_X_ROWS = 16384
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per chunk of attention_split (CHUNK)
@@ -217,6 +222,31 @@ class DeviceWeight:
         return self.cols // block_size * type_size
 
 
+def stage_bytes(n: int) -> int:
+    """Shared memory that common.cuh's stage_async takes for n bytes (its stage_bytes)."""
+    return (n + 31) // 16 * 16
+
+
+def matvec_shared(row_bytes: int, slots: int, cols: int, x: bool = True, norm: bool = False) -> int:
+    """Dynamic shared memory of a decode mat-vec block (matmul.cu): `slots` staged weight rows,
+    then x (not for matvec_split), then the norm's weight where it has one."""
+    return slots * stage_bytes(row_bytes) + (int(x) + int(norm)) * stage_bytes(4 * cols)
+
+
+def _launch_matvec(name: str, grid: tuple, args: tuple, shared_mem: int, threads: int = 128) -> None:
+    """A decode mat-vec launch, with its staged rows in dynamic shared memory (past 48 KiB only
+    once the kernel allows it: long rows of wide types)."""
+    if shared_mem > 48 << 10:
+        _allow_shared("matmul", name, shared_mem)
+    _launch("matmul", name, grid, (threads,), args, shared_mem)
+
+
+@functools.cache
+def _allow_shared(module: str, name: str, shared_mem: int) -> None:
+    with cuda_errors(f"kernel {name}"):
+        _function(module, name).max_dynamic_shared_size_bytes = shared_mem
+
+
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
            residual: cp.ndarray | None = None, prefill: str | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
@@ -268,9 +298,14 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
         _launch("matmul", f"matmul_few{rows}{'_split' if split else ''}_{suffix}", (_blocks(w.rows, rows), groups),
                 (32 * warps,), (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
-        _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
+        _launch_matvec(f"matvec_split_{suffix}", (w.rows,), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 1, w.cols, x=False))
+    elif w.rows > MATVEC_STAGED_X_ROWS:
+        _launch_matvec(f"matvec_many_{suffix}", (_blocks(w.rows, 4),), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 4, w.cols, x=False))
     else:
-        _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (*args, row_bytes))
+        _launch_matvec(f"matvec_{suffix}", (_blocks(w.rows, 4),), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 4, w.cols))
     return out
 
 
@@ -380,9 +415,9 @@ def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray |
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
     args, n_out = _stack(weights, biases, outs)
-    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
-            (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
-            shared_mem=4 * cols)
+    _launch_matvec(f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),),
+                   (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
+                   matvec_shared(weights[0].row_bytes, 4, cols, norm=True))
     return list(outs)
 
 
@@ -453,9 +488,10 @@ def matvec_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, norm: 
     _check(x, np.float32, (1, w_gate.cols), "x")
     _check(norm, np.float32, (w_gate.cols,), "norm")
     _check(out, np.float32, (1, w_gate.rows), "out")
-    _launch("matmul", f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, 4),), (128,),
-            (w_gate.data, w_up.data, x, norm, np.float32(eps), out, np.int32(w_gate.cols), np.int32(w_gate.rows),
-             np.int64(w_gate.row_bytes)), shared_mem=4 * w_gate.cols)
+    _launch_matvec(f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, GATED_WARPS),),
+                   (w_gate.data, w_up.data, x, norm, np.float32(eps), out, np.int32(w_gate.cols),
+                    np.int32(w_gate.rows), np.int64(w_gate.row_bytes)),
+                   matvec_shared(w_gate.row_bytes, 2 * GATED_WARPS, w_gate.cols, norm=True), 32 * GATED_WARPS)
     return out
 
 
@@ -648,10 +684,13 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
         _check(a, np.float32, (1, n_kv, head_dim), name)
     chunks = decode_split(n_head, min(ctx, window) if window > 0 else ctx)  # the positions a query sees, at most
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
+    stage = 4 * ATTN_CHUNK * head_dim  # a chunk's keys and values, fp16 (attention.cu)
+    if stage > 48 << 10:
+        _allow_shared("attention", "attention_split", stage)
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
              pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox), np.int32(window),
-             _NULL if freqs is None else freqs, np.float32(magnitude)))
+             _NULL if freqs is None else freqs, np.float32(magnitude)), stage)
     _launch("attention", "attention_combine", (n_head,), (head_dim,),
             (partial, out, np.int32(head_dim), np.int32(chunks), pos0, _NULL if sinks is None else sinks,
              np.int32(window)))

@@ -20,24 +20,53 @@
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
-// RMSNorm folded into a decode mat-vec: each block writes x * w / rms(x) (as layers.cu's rmsnorm)
-// to shared memory and reads its x from there. Recomputing rms(x) per block (n values, from L2)
-// costs less than a launch of its own.
-__device__ const float* rmsnorm_to_shared(const float* x, const float* w, float eps, int n) {
-    extern __shared__ float4 normed4[];
-    float* normed = reinterpret_cast<float*>(normed4);
+// The decode mat-vecs stage what they read in shared memory with stage_async (common.cuh): the
+// weight rows (and the norm's weight) before they wait for the kernel before them, x after. Each
+// thread's copies are all in flight at once, where loads into registers were issued a step or
+// two ahead of their use (the compiler's schedule), so a warp waited on memory several times per
+// row. Dynamic shared memory, in this order (kernels.py's matvec_shared gives its size): the
+// block's rows, a stage_bytes(row_bytes) slot each; x (n_in floats); with a norm, its weight.
+// The split mat-vec (long rows, a row a block) reads x where it is instead: staging all of x for
+// every row cost more than its one row (down: 19 KB of x against 2.7-4 KB of weights); so does
+// matvec_many_* (launches of many rows, kernels.MATVEC_STAGED_X_ROWS: the output head), where a
+// copy of x per block of four rows would be as many bytes again as the weights.
+
+#ifndef STAGED_ON_CPU  // tests/cuda_on_cpu/matmul_main.cpp defines it as a plain array
+extern __shared__ float4 staged[];
+#endif
+
+// RMSNorm folded into a decode mat-vec: x * w / rms(x) (as layers.cu's rmsnorm), in place in the
+// staged x, by the whole block. Recomputing rms(x) per block (n values, from shared memory) costs
+// less than a launch of its own. The sum of squares is dealt to NORM_THREADS threads whatever the
+// block's size (the others add nothing), so every block size gives the same bits.
+#define NORM_THREADS 128
+__device__ void rmsnorm_in_shared(float* x, const float* w, float eps, int n) {
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
-    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) normed[i] = x[i] * inv * w[i];
+    if (threadIdx.x < NORM_THREADS)
+        for (int i = threadIdx.x; i < n; i += NORM_THREADS) ss += x[i] * x[i];
+    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);  // every thread's reads of x come before its barriers
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = x[i] * inv * w[i];
     __syncthreads();
-    return normed;
+}
+
+// Waits for the kernel before this one, then stages x (unless stage_x is false: then x stays
+// where it is), waits for every copy of the block, and normalises x where there is a norm (its
+// weight staged at norm_at before the wait). Returns x.
+__device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, const float* norm, const u8* norm_at,
+                                     float eps, int n) {
+    launch_dependents();
+    wait_for_prerequisites();
+    if (stage_x) x = reinterpret_cast<const float*>(stage_async(x_at, x, 4ll * n, threadIdx.x, blockDim.x));
+    stage_wait();
+    __syncthreads();
+    if (norm) rmsnorm_in_shared(const_cast<float*>(x), reinterpret_cast<const float*>(norm_at), eps, n);
+    return x;
 }
 
 // Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
 // (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
-// With norm, x is first RMS-normalised with weight norm (rmsnorm_to_shared).
-template <int QT, int SPLIT>
+// With norm, x is first RMS-normalised with weight norm (rmsnorm_in_shared).
+template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1>
 __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
                             int n_in, int n_out, long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
@@ -45,11 +74,15 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
     const bool active = row < n_out;
     const int which = (row >= s.end0) + (row >= s.end1);
     const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
-    const u8* wrow = pick(which, s.W0, s.W1, s.W2) + (active ? local : 0) * row_bytes;
-    if (active) prefetch_l2(wrow, row_bytes, 32 * part + lane, 32 * SPLIT);  // the row's SPLIT warps share it
-    launch_dependents();
-    wait_for_prerequisites();
-    if (norm) x = rmsnorm_to_shared(x, norm, eps, n_in);
+    u8* slots = reinterpret_cast<u8*>(staged);
+    u8* x_at = slots + WARPS / SPLIT * stage_bytes(row_bytes);
+    u8* norm_at = x_at + stage_bytes(4ll * n_in);
+    const u8* wrow = nullptr;
+    if (active)  // the row's SPLIT warps share its copy
+        wrow = stage_async(slots + warp / SPLIT * stage_bytes(row_bytes), pick(which, s.W0, s.W1, s.W2) + local * row_bytes,
+                           row_bytes, 32 * part + lane, 32 * SPLIT);
+    if (norm) norm_at = const_cast<u8*>(stage_async(norm_at, norm, 4ll * n_in, threadIdx.x, blockDim.x));
+    x = stage_inputs(x_at, x, STAGE_X, norm, norm_at, eps, n_in);
     const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
     float* y = pick(which, s.y0, s.y1, s.y2);
     const int units = active ? n_in >> 5 : 0;
@@ -75,29 +108,33 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
 
 // Decode of the SwiGLU gate from the un-normalised x: y[r] = silu(Wg[r] . h) * (Wu[r] . h) with
 // h = rmsnorm(x) * norm, a warp per row reading both matrices (of one quant type) in one pass,
-// in matvec_impl's order of summation.
+// in matvec_impl's order of summation. Shared memory as matvec_impl's, two slots a warp (its
+// gate row, then its up row). GATED_WARPS rows a block: each block stages and normalises x,
+// which for 4864 rows in blocks of 4 moved more bytes from L2 than the weights did.
+#define GATED_WARPS 8
 template <int QT>
 __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
                                   const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
                                   long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row = blockIdx.x * WARPS + warp;
+    const int row = blockIdx.x * GATED_WARPS + warp;
     const bool active = row < n_out;
-    const long long offset = (active ? row : 0) * row_bytes;
+    u8* slots = reinterpret_cast<u8*>(staged);
+    u8* x_at = slots + 2 * GATED_WARPS * stage_bytes(row_bytes);
+    const u8* norm_at = stage_async(x_at + stage_bytes(4ll * n_in), norm, 4ll * n_in, threadIdx.x, blockDim.x);
+    const u8 *gate = nullptr, *up = nullptr;
     if (active) {
-        prefetch_l2(Wg + offset, row_bytes, lane, 32);
-        prefetch_l2(Wu + offset, row_bytes, lane, 32);
+        gate = stage_async(slots + 2 * warp * stage_bytes(row_bytes), Wg + row * row_bytes, row_bytes, lane, 32);
+        up = stage_async(slots + (2 * warp + 1) * stage_bytes(row_bytes), Wu + row * row_bytes, row_bytes, lane, 32);
     }
-    launch_dependents();
-    wait_for_prerequisites();
-    x = rmsnorm_to_shared(x, norm, eps, n_in);
+    x = stage_inputs(x_at, x, true, norm, norm_at, eps, n_in);
     const int units = active ? n_in >> 5 : 0;
     float g = 0.0f, u = 0.0f;
 #pragma unroll 4
     for (int k = lane >> 3; k < units; k += 4) {
         const float4 xv = *reinterpret_cast<const float4*>(x + k * 32 + 4 * sub);
-        g += dot4(decode4<QT>(Wg + offset, k, sub), xv);
-        u += dot4(decode4<QT>(Wu + offset, k, sub), xv);
+        g += dot4(decode4<QT>(gate, k, sub), xv);
+        u += dot4(decode4<QT>(up, k, sub), xv);
     }
     g = warp_sum(g);
     u = warp_sum(u);
@@ -355,6 +392,12 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
         matvec_impl<QT, 1>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);                \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_many_##NAME(const u8* W, const float* x, float* y, const float* bias,                  \
+                       const float* residual, int n_in, int n_out, long long row_bytes) {         \
+        const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
+        matvec_impl<QT, 1, false>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);         \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \
                         const float* residual, int n_in, int n_out, long long row_bytes) {        \
         const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
@@ -368,7 +411,7 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
         const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
         matvec_impl<QT, 1>(s, x, norm, eps, nullptr, n_in, n_out, row_bytes);                     \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    extern "C" __global__ void __launch_bounds__(32 * GATED_WARPS)                                \
     matvec_gated_##NAME(const u8* Wg, const u8* Wu, const float* x, const float* norm, float eps,  \
                         float* y, int n_in, int n_out, long long row_bytes) {                     \
         matvec_gated_impl<QT>(Wg, Wu, x, norm, eps, y, n_in, n_out, row_bytes);                   \
