@@ -70,6 +70,8 @@ PREFILL_MIN_SPLIT_UNITS = 2
 PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
 GATED_WARPS = 8  # rows (a warp each) per block of matvec_gated_* (matmul.cu)
+# (q and k's type, v's type) with a matvec_normed2_* kernel (matmul.cu): q/k/v in one launch.
+NORMED_PAIRS = {(Q.Q5_0, Q.Q8_0), (Q.Q4_K, Q.Q6_K)}
 # Mat-vecs of more rows read x in place (matvec_many_*) rather than copy it into every block of
 # four rows (matvec_*): for the output head (151,936 rows) the copies alone would move as many
 # bytes as its weights.
@@ -237,14 +239,17 @@ def _launch_matvec(name: str, grid: tuple, args: tuple, shared_mem: int, threads
     """A decode mat-vec launch, with its staged rows in dynamic shared memory (past 48 KiB only
     once the kernel allows it: long rows of wide types)."""
     if shared_mem > 48 << 10:
-        _allow_shared("matmul", name, shared_mem)
+        _allow_shared("matmul", name)
     _launch("matmul", name, grid, (threads,), args, shared_mem)
 
 
 @functools.cache
-def _allow_shared(module: str, name: str, shared_mem: int) -> None:
+def _allow_shared(module: str, name: str) -> None:
+    """Let a kernel take as much dynamic shared memory as the device gives a block (48 KiB
+    unless asked)."""
     with cuda_errors(f"kernel {name}"):
-        _function(module, name).max_dynamic_shared_size_bytes = shared_mem
+        most = cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"]
+        _function(module, name).max_dynamic_shared_size_bytes = most - _function(module, name).shared_size_bytes
 
 
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
@@ -399,14 +404,25 @@ def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
             and all(w.cols == weights[0].cols for w in weights))
 
 
+def normed_pair(weights: Sequence[DeviceWeight]) -> bool:
+    """Whether matvec_normed takes these three matrices in one launch although their types differ:
+    the first two of one type, the third of another, a pair in NORMED_PAIRS (Qwen2.5's Q4_K_M
+    files: q and k Q5_0, v Q8_0 in half the layers)."""
+    return (len(weights) == 3 and weights[0].qtype == weights[1].qtype
+            and (weights[0].qtype, weights[2].qtype) in NORMED_PAIRS)
+
+
 def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
                   norm: cp.ndarray, eps: float, outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
     """outs[i] = W_i @ h (+ biases[i]) with h = rmsnorm(x, norm, eps), for one token x (1, cols)
-    and one to three matrices of one quant type (q, k, v), in one launch; see fuses_norm."""
-    if not (fuses_norm(weights, x.shape[0] if x.ndim == 2 else -1) and len({w.qtype for w in weights}) == 1
+    and one to three matrices of one quant type (q, k, v), or a normed_pair, in one launch; see
+    fuses_norm."""
+    if not (fuses_norm(weights, x.shape[0] if x.ndim == 2 else -1)
+            and (len({w.qtype for w in weights}) == 1 or normed_pair(weights))
             and len(biases) == len(outs) == len(weights)):
-        raise ValueError("matvec_normed needs one token, one to three weights of one type and row length "
-                         f"shorter than {SPLIT_ROW_LENGTH}, and a bias (or None) and an output for each")
+        raise ValueError("matvec_normed needs one token, one to three weights of one type (or a pair of "
+                         f"NORMED_PAIRS) and row length shorter than {SPLIT_ROW_LENGTH}, and a bias (or None) "
+                         "and an output for each")
     cols = weights[0].cols
     _check(x, np.float32, (1, cols), "x")
     _check(norm, np.float32, (cols,), "norm")
@@ -415,9 +431,13 @@ def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray |
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
     args, n_out = _stack(weights, biases, outs)
-    _launch_matvec(f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),),
-                   (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
-                   matvec_shared(weights[0].row_bytes, 4, cols, norm=True))
+    args += [x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)]
+    name, row_bytes = f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", weights[0].row_bytes
+    if weights[-1].qtype != weights[0].qtype:
+        name = f"matvec_normed2_{WEIGHT_KERNELS[weights[0].qtype]}_{WEIGHT_KERNELS[weights[-1].qtype]}"
+        args.append(np.int64(weights[-1].row_bytes))
+        row_bytes = max(row_bytes, weights[-1].row_bytes)
+    _launch_matvec(name, (_blocks(n_out, 4),), tuple(args), matvec_shared(row_bytes, 4, cols, norm=True))
     return list(outs)
 
 
@@ -686,7 +706,7 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     stage = 4 * ATTN_CHUNK * head_dim  # a chunk's keys and values, fp16 (attention.cu)
     if stage > 48 << 10:
-        _allow_shared("attention", "attention_split", stage)
+        _allow_shared("attention", "attention_split")
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
              pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox), np.int32(window),

@@ -63,33 +63,48 @@ __device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, con
     return x;
 }
 
+// A lane's share of a row's dot product with x: units part * 4 + lane / 8, every 4 * SPLIT-th on.
+template <int QT, int SPLIT>
+__device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int units, int part, int lane) {
+    const int sub = lane & 7;
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
+        acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    return acc;
+}
+
 // Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
 // (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
-// With norm, x is first RMS-normalised with weight norm (rmsnorm_in_shared).
-template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1>
+// With norm, x is first RMS-normalised with weight norm (rmsnorm_in_shared). The third matrix of
+// the stack may be of type QT2 (its rows row_bytes2 long): q and k of one type, v of another in
+// one launch (matvec_normed2_*).
+template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1, int QT2 = QT>
 __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
-                            int n_in, int n_out, long long row_bytes) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+                            int n_in, int n_out, long long row_bytes, long long row_bytes2 = 0) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
     const bool active = row < n_out;
     const int which = (row >= s.end0) + (row >= s.end1);
     const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
+    const bool second = QT2 != QT && which == 2;             // the same for the whole warp
+    const long long slot = stage_bytes(QT2 != QT ? max(row_bytes, row_bytes2) : row_bytes);
     u8* slots = reinterpret_cast<u8*>(staged);
-    u8* x_at = slots + WARPS / SPLIT * stage_bytes(row_bytes);
+    u8* x_at = slots + WARPS / SPLIT * slot;
     u8* norm_at = x_at + stage_bytes(4ll * n_in);
     const u8* wrow = nullptr;
-    if (active)  // the row's SPLIT warps share its copy
-        wrow = stage_async(slots + warp / SPLIT * stage_bytes(row_bytes), pick(which, s.W0, s.W1, s.W2) + local * row_bytes,
-                           row_bytes, 32 * part + lane, 32 * SPLIT);
+    if (active) {  // the row's SPLIT warps share its copy
+        const long long bytes = second ? row_bytes2 : row_bytes;
+        wrow = stage_async(slots + warp / SPLIT * slot, pick(which, s.W0, s.W1, s.W2) + local * bytes, bytes,
+                           32 * part + lane, 32 * SPLIT);
+    }
     if (norm) norm_at = const_cast<u8*>(stage_async(norm_at, norm, 4ll * n_in, threadIdx.x, blockDim.x));
     x = stage_inputs(x_at, x, STAGE_X, norm, norm_at, eps, n_in);
     const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
     float* y = pick(which, s.y0, s.y1, s.y2);
     const int units = active ? n_in >> 5 : 0;
-    float acc = 0.0f;
-#pragma unroll 4
-    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
-        acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    float acc = second ? row_dot<QT2, SPLIT>(wrow, x, units, part, lane)
+                       : row_dot<QT, SPLIT>(wrow, x, units, part, lane);
     acc = warp_sum(acc);
     if (SPLIT == 1) {
         if (lane == 0 && active) y[local] = epilogue(acc, bias, residual, local, local);
@@ -433,6 +448,21 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
     MATMUL_MMA(NAME, QT, 64)                                                                      \
     MATMUL_MMA(NAME, QT, 128)                                                                     \
     MATMUL_MMA_ROWS32(NAME, QT)
+
+// matvec_normed2_<q and k's type>_<v's type>: the pairs of kernels.NORMED_PAIRS.
+#define MATVEC_NORMED2(NAME, QT, NAME2, QT2)                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_normed2_##NAME##_##NAME2(const u8* W0, const u8* W1, const u8* W2, const float* bias0,  \
+                                    const float* bias1, const float* bias2, float* y0, float* y1, \
+                                    float* y2, int end0, int end1, const float* x,                \
+                                    const float* norm, float eps, int n_in, int n_out,            \
+                                    long long row_bytes, long long row_bytes2) {                  \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matvec_impl<QT, 1, true, QT2>(s, x, norm, eps, nullptr, n_in, n_out, row_bytes, row_bytes2); \
+    }
+
+MATVEC_NORMED2(q5_0, QT_Q5_0, q8_0, QT_Q8_0)
+MATVEC_NORMED2(q4_k, QT_Q4_K, q6_k, QT_Q6_K)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)
