@@ -297,7 +297,6 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
                 int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox, int window,
                 const float* __restrict__ freqs, float magnitude) {
-    launch_dependents();
     wait_for_prerequisites();
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
@@ -389,6 +388,7 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
             m = m_new;
         }
     }
+    launch_dependents();  // late, as the staged mat-vecs (matmul.cu's stage_inputs)
     // Merge the 16 groups of this block, then write its (max, sum, values).
     __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
     float* gacc = reinterpret_cast<float*>(kv_stage);  // group g's values at g * head_dim, over the stage

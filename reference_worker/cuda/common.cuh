@@ -37,7 +37,9 @@ __device__ __forceinline__ void wait_for_prerequisites() {
 }
 
 // Lets the next kernel on the stream start once every block of this one has called it or exited;
-// that kernel's blocks then run up to their own wait. Called early: after the prefetches.
+// that kernel's blocks then run up to their own wait. Called early (after the prefetches), except
+// by the kernels that stage their weights in shared memory, which call it once their sums are
+// done (matmul.cu's stage_inputs says why).
 __device__ __forceinline__ void launch_dependents() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");

@@ -39,10 +39,6 @@ FULL_CHUNK = "chunk"
 # blocks launched early wait on SMs that the tensor-core GEMMs' many blocks need (on the H200 a
 # 256-row chunk took 13.7 ms as a graph with PDL, 10.4 ms op by op; NOTES.md).
 PDL_MAX_ROWS = 16
-# The decode step (one row) is recorded without it too: its mat-vecs and attention copy their
-# weights into shared memory before they wait, and with PDL the blocks of the kernels launched
-# early held that memory while the kernel before them ran (H200: 1,076-1,089 tokens/s with PDL,
-# 1,118-1,153 without; the prefill graphs up to PDL_MAX_ROWS rows still gain from it).
 
 
 class DeviceDecoder:
@@ -204,7 +200,7 @@ class DeviceDecoder:
             rows = PREFILL_CHUNK
         ids = ops.state[1:2] if rows == 1 else self.chunk_ids[:rows]
         with (cp.cuda.using_allocator(self.graph_pool.malloc), ops.capturing(ids),
-              kernels.programmatic_launch(1 < rows <= PDL_MAX_ROWS)):
+              kernels.programmatic_launch(rows <= PDL_MAX_ROWS)):
             self.stream.begin_capture()
             try:
                 if rows > 1:

@@ -153,8 +153,8 @@ def use_programmatic_launch(enabled: bool | None = None) -> bool:
 @contextlib.contextmanager
 def programmatic_launch(enabled: bool):
     """Within: launches use programmatic dependent launch only if enabled and
-    use_programmatic_launch allows it (decode.py records the decode step and its large prefill
-    graphs without it); the setting before is restored after."""
+    use_programmatic_launch allows it (decode.py records its large prefill graphs without it);
+    the setting before is restored after."""
     global _programmatic
     if _programmatic is None:
         use_programmatic_launch()

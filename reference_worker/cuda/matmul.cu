@@ -11,9 +11,9 @@
 // more) works on tiles in shared memory, and matmul_mma (the same prompts, on tensor cores:
 // gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16 accumulation
 // M0-W-1201 allows).
-// Launched with programmatic dependent launch (common.cuh), the mat-vecs and matmul_few ask L2
-// for their rows' weights before they wait for the kernel before them, so those reads overlap its
-// tail; the other kernels wait first.
+// Launched with programmatic dependent launch (common.cuh), the decode mat-vecs copy their rows'
+// weights into shared memory and matmul_few asks L2 for its rows before they wait for the kernel
+// before them, so those reads overlap its tail; the other kernels wait first.
 #include "gemm_mma.cuh"
 
 #define WARPS 4
@@ -51,10 +51,13 @@ __device__ void rmsnorm_in_shared(float* x, const float* w, float eps, int n) {
 
 // Waits for the kernel before this one, then stages x (unless stage_x is false: then x stays
 // where it is), waits for every copy of the block, and normalises x where there is a norm (its
-// weight staged at norm_at before the wait). Returns x.
+// weight staged at norm_at before the wait). Returns x. The staged kernels let their dependents
+// launch (launch_dependents) only once their sums are done, not before this wait: launched early,
+// the next kernels' blocks held shared memory and issued their copies while this one still
+// needed the SMs and the memory (H200 decode: 1,076-1,089 tokens/s with the early trigger,
+// 1,118-1,153 with no PDL at all, 1,220-1,247 with the late one; NOTES.md).
 __device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, const float* norm, const u8* norm_at,
                                      float eps, int n) {
-    launch_dependents();
     wait_for_prerequisites();
     if (stage_x) x = reinterpret_cast<const float*>(stage_async(x_at, x, 4ll * n, threadIdx.x, blockDim.x));
     stage_wait();
@@ -105,6 +108,7 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
     const int units = active ? n_in >> 5 : 0;
     float acc = second ? row_dot<QT2, SPLIT>(wrow, x, units, part, lane)
                        : row_dot<QT, SPLIT>(wrow, x, units, part, lane);
+    launch_dependents();  // late: see stage_inputs
     acc = warp_sum(acc);
     if (SPLIT == 1) {
         if (lane == 0 && active) y[local] = epilogue(acc, bias, residual, local, local);
@@ -151,6 +155,7 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
         g += dot4(decode4<QT>(gate, k, sub), xv);
         u += dot4(decode4<QT>(up, k, sub), xv);
     }
+    launch_dependents();  // late: see stage_inputs
     g = warp_sum(g);
     u = warp_sum(u);
     if (lane == 0 && active) y[row] = g / (1.0f + __expf(-g)) * u;  // as layers.cu's swiglu
