@@ -351,11 +351,32 @@ def test_normed_matvec_of_stacked_matrices_matches_twin(qtype, rows, units, bias
         assert rel_err(out.get(), want) < 1e-5
 
 
+@pytest.mark.parametrize("types", sorted(kernels.NORMED_PAIRS), ids=lambda t: f"{t[0].name}+{t[1].name}")
+@settings(max_examples=6, deadline=None)
+@given(rows=st.lists(st.integers(1, 300), min_size=3, max_size=3), units=st.integers(1, 60),
+       biased=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_normed_matvec_of_a_pair_of_types_matches_twin(types, rows, units, biased, seed):
+    cols = max(cols_for(t, units) for t in types)
+    weights, twins = zip(*(random_weight(types[i == 2], r, cols, seed + i) for i, r in enumerate(rows)))
+    assert kernels.normed_pair(weights)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, cols)).astype(np.float32) * 3
+    norm = rng.standard_normal(cols).astype(np.float32)
+    biases = [rng.standard_normal(r).astype(np.float32) if biased else None for r in rows]
+    outs = kernels.matvec_normed(weights, [None if b is None else cp.asarray(b) for b in biases], cp.asarray(x),
+                                 cp.asarray(norm), 1e-6, [cp.full((1, r), np.nan, np.float32) for r in rows])
+    wants = ops_numpy.rmsnorm_matmuls(x.astype(np.float64), norm.astype(np.float64), 1e-6,
+                                      [(t.astype(np.float64), b) for t, b in zip(twins, biases)])
+    for out, want in zip(outs, wants):
+        assert rel_err(out.get(), want) < 1e-5
+
+
 def test_normed_matvec_refuses_mixed_types():
     (q, _), (v, _) = random_weight(Q.Q5_0, 8, 64, 1), random_weight(Q.Q8_0, 8, 64, 2)
-    with pytest.raises(ValueError, match="one type"):
-        kernels.matvec_normed([q, v], [None, None], cp.zeros((1, 64), np.float32), cp.ones(64, np.float32), 1e-6,
-                              [cp.empty((1, 8), np.float32)] * 2)
+    for weights in ([q, v], [v, v, q]):  # two matrices; a pair outside NORMED_PAIRS
+        with pytest.raises(ValueError, match="one type"):
+            kernels.matvec_normed(weights, [None] * len(weights), cp.zeros((1, 64), np.float32),
+                                  cp.ones(64, np.float32), 1e-6, [cp.empty((1, 8), np.float32)] * len(weights))
 
 
 def test_swiglu_matches_twin():

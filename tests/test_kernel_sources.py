@@ -83,7 +83,7 @@ def test_the_parser_finds_every_kernel_and_follows_calls():
     assert len(found) == len(re.findall(r'extern\s+"C"\s+__global__', text)) > 40
     assert all(body is not None for body in found.values())
     functions = device_functions(text)
-    assert WAIT in functions and "matvec_impl" in functions and "rmsnorm_to_shared" in functions
+    assert WAIT in functions and "matvec_impl" in functions and "rmsnorm_in_shared" in functions
     sample = {"outer": " inner<QT, 1>(x); ", "inner": f" {WAIT}(); ", "other": " block_sum(v); "}
     assert waiting_functions(sample) == {"outer", "inner"}
 

@@ -251,9 +251,31 @@ ATTENTION_MMA(128)
 // blocks than a short one; blocks with no chunk below the position return at once. Within a block, eight lanes share a
 // position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
 // positions per step with coalesced reads of the fp16 cache.
+// A block stages its chunk's keys and values in shared memory (cp.async: every row of the chunk
+// in flight at once; loads into registers waited on memory once per step of four positions) and
+// scores them from there; the first chunk's copy is issued before q is rotated. Dynamic shared
+// memory: CHUNK keys, then CHUNK values, head_dim fp16 each (kernels.attention_decode's
+// 4 * CHUNK * head_dim bytes), which the merge at the end reuses for the groups' values.
 #define CHUNK 64
 #define SPLIT_WARPS 4
 #define MAX_DIMS_PER_LANE (MAX_HEAD_DIM / 8)
+
+#ifndef STAGED_ON_CPU  // tests/cuda_on_cpu/attention_main.cpp defines it as a plain array
+extern __shared__ uint4 kv_stage[];
+#endif
+
+// Copies the cache rows of positions [begin, end) (their ring slots) into rows 0.. of k_st and
+// v_st, in 16-byte pieces over the block.
+__device__ void stage_chunk(const u16* k_cache, const u16* v_cache, u16* k_st, u16* v_st, long long base, int begin,
+                            int end, int ctx, int head_dim) {
+    const int pieces = head_dim >> 3, n = (end - begin) * pieces;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int r = i / pieces, at = r * head_dim + 8 * (i - r * pieces);
+        const long long from = base + (long long)ring_slot(begin + r, ctx) * head_dim + (at - r * head_dim);
+        copy_async16(k_st + at, k_cache + from);
+        copy_async16(v_st + at, v_cache + from);
+    }
+}
 
 __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
     const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -275,7 +297,6 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
                 u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
                 int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox, int window,
                 const float* __restrict__ freqs, float magnitude) {
-    launch_dependents();
     wait_for_prerequisites();
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
@@ -285,7 +306,13 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     const int first = window > 0 ? max(0, pos - window + 1) : 0;
     const int last_chunk = (pos - first) / CHUNK;  // the chunk of the new position
     if (c > last_chunk) return;  // attention_combine does not read it
+    u16* k_st = reinterpret_cast<u16*>(kv_stage);
+    u16* v_st = k_st + CHUNK * head_dim;
+    const long long kv_base = (long long)kvh * ctx * head_dim;
+    stage_chunk(k_cache, v_cache, k_st, v_st, kv_base, first + c * CHUNK, min(first + (c + 1) * CHUNK, pos + 1), ctx,
+                head_dim);
     __shared__ float rotated_q[MAX_HEAD_DIM];
+    __shared__ u16 new_k[MAX_HEAD_DIM], new_v[MAX_HEAD_DIM];  // the new position's row, for its chunk's stage
     for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
         const RopePair r = rope_pair(q + h * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
         rotated_q[r.a] = r.va;
@@ -295,10 +322,11 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
         const long long at = ((long long)kvh * ctx + ring_slot(pos, ctx)) * head_dim;
         for (int i = threadIdx.x; i < head_dim >> 1; i += blockDim.x) {
             const RopePair r = rope_pair(k_new + kvh * head_dim, i, head_dim, pos, freq_base, neox, freqs, magnitude);
-            k_cache[at + r.a] = float_to_half(r.va);
-            k_cache[at + r.b] = float_to_half(r.vb);
+            k_cache[at + r.a] = new_k[r.a] = float_to_half(r.va);
+            k_cache[at + r.b] = new_k[r.b] = float_to_half(r.vb);
         }
-        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) v_cache[at + d] = float_to_half(v_new[kvh * head_dim + d]);
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+            v_cache[at + d] = new_v[d] = float_to_half(v_new[kvh * head_dim + d]);
     }
     __syncthreads();
     const int per_lane = head_dim >> 3, vecs = per_lane >> 3;  // dimensions, and 8-wide loads, per lane
@@ -309,17 +337,28 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
         acc[i] = 0.0f;
     }
     float m = NEG_INF, l = 0.0f;
-    const long long base = (long long)kvh * ctx * head_dim + sub * per_lane;
     // The bounds are the same for the whole warp (its four groups step together) so that the
     // shuffles below always have all 32 lanes.
     for (int chunk = c; chunk <= last_chunk; chunk += n_chunks) {
         const int begin = first + chunk * CHUNK, end = min(begin + CHUNK, pos + 1);
+        if (chunk != c) {  // the last chunk's rows are read: stage this one
+            __syncthreads();
+            stage_chunk(k_cache, v_cache, k_st, v_st, kv_base, begin, end, ctx, head_dim);
+        }
+        stage_wait();
+        __syncthreads();
+        if (chunk == last_chunk) {  // the new position's row, as stored above (its copy may predate the store)
+            for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+                k_st[(pos - begin) * head_dim + d] = new_k[d];
+                v_st[(pos - begin) * head_dim + d] = new_v[d];
+            }
+            __syncthreads();
+        }
         for (int p0 = begin + 4 * warp; p0 < end; p0 += 4 * SPLIT_WARPS) {
             const int p = p0 + (lane >> 3);
             const bool valid = p < end;
-            const long long row = (long long)ring_slot(p, ctx) * head_dim;
-            const uint4* krow = reinterpret_cast<const uint4*>(k_cache + base + row);
-            const uint4* vrow = reinterpret_cast<const uint4*>(v_cache + base + row);
+            const uint4* krow = reinterpret_cast<const uint4*>(k_st + (p - begin) * head_dim + sub * per_lane);
+            const uint4* vrow = reinterpret_cast<const uint4*>(v_st + (p - begin) * head_dim + sub * per_lane);
             float s = 0.0f;
 #pragma unroll
             for (int j = 0; j < MAX_DIMS_PER_LANE / 8; ++j) {
@@ -349,13 +388,15 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
             m = m_new;
         }
     }
+    launch_dependents();  // late, as the staged mat-vecs (matmul.cu's stage_inputs)
     // Merge the 16 groups of this block, then write its (max, sum, values).
     __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
-    __shared__ float gacc[4 * SPLIT_WARPS][MAX_HEAD_DIM];
+    float* gacc = reinterpret_cast<float*>(kv_stage);  // group g's values at g * head_dim, over the stage
+    __syncthreads();  // every warp is done with the stage
     if (sub == 0) { gm[group] = m; gl[group] = l; }
 #pragma unroll
     for (int i = 0; i < MAX_DIMS_PER_LANE; ++i)
-        if (i < per_lane) gacc[group][sub * per_lane + i] = acc[i];
+        if (i < per_lane) gacc[group * head_dim + sub * per_lane + i] = acc[i];
     __syncthreads();
     float mx = NEG_INF;
 #pragma unroll
@@ -368,7 +409,7 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float s = 0.0f;
 #pragma unroll
-        for (int g = 0; g < 4 * SPLIT_WARPS; ++g) s += gacc[g][d] * __expf(gm[g] - mx);
+        for (int g = 0; g < 4 * SPLIT_WARPS; ++g) s += gacc[g * head_dim + d] * __expf(gm[g] - mx);
         out[2 + d] = s;
     }
 }

@@ -37,7 +37,9 @@ __device__ __forceinline__ void wait_for_prerequisites() {
 }
 
 // Lets the next kernel on the stream start once every block of this one has called it or exited;
-// that kernel's blocks then run up to their own wait. Called early: after the prefetches.
+// that kernel's blocks then run up to their own wait. Called early (after the prefetches), except
+// by the kernels that stage their weights in shared memory, which call it once their sums are
+// done (matmul.cu's stage_inputs says why).
 __device__ __forceinline__ void launch_dependents() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
@@ -53,7 +55,37 @@ __device__ __forceinline__ void prefetch_l2(const void* p, long long n, int thre
     for (unsigned long long line = first + 128ull * thread; line < end; line += 128ull * threads)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
 }
+
+// One 16-byte asynchronous copy (cp.async, through L2 only) from global to shared memory; both
+// addresses 16-byte aligned. Waited for by stage_wait.
+__device__ __forceinline__ void copy_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;"
+                 ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))), "l"(src));
+}
+
+// Asynchronous copy (cp.async, through L2 only) of bytes [p, p + n) of global memory into shared
+// memory at dst, in 16-byte pieces dealt to `threads` threads of which this is `thread`; returns
+// where p's first byte lands. dst is 16-byte aligned and holds stage_bytes(n): the copy covers
+// [p, p + n) widened to 16-byte boundaries (GGUF rows are only 2-byte aligned), and tensors in the
+// weight arena start and end on 256-byte boundaries (arena.py), so the widening stays inside them.
+// Nothing waits for it until stage_wait: a kernel issues its weights' copies before
+// wait_for_prerequisites (they are immutable), so all of a row's loads are in flight at once.
+__device__ __forceinline__ const u8* stage_async(u8* dst, const void* p, long long n, int thread, int threads) {
+    const unsigned long long start = reinterpret_cast<unsigned long long>(p) & ~15ull;
+    const unsigned long long end = (reinterpret_cast<unsigned long long>(p) + n + 15) & ~15ull;
+    for (unsigned long long at = start + 16ull * thread; at < end; at += 16ull * threads)
+        copy_async16(dst + (at - start), reinterpret_cast<const void*>(at));
+    return dst + (reinterpret_cast<unsigned long long>(p) & 15);
+}
+
+// Waits for this thread's stage_async copies; a __syncthreads after it makes every thread's
+// copies visible to the block.
+__device__ __forceinline__ void stage_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 #endif
+
+// Shared memory a stage_async copy of n bytes takes (16-byte pieces, and one more where the
+// source does not start on a 16-byte boundary); kernels.py's stage_bytes is the same.
+__device__ __forceinline__ long long stage_bytes(long long n) { return (n + 31) / 16 * 16; }
 
 // Little-endian fp16 at a 2-byte-aligned address.
 __device__ __forceinline__ float load_half(const u8* p) {

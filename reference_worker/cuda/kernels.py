@@ -69,6 +69,13 @@ PREFILL_MAX_SPLITS = 16
 PREFILL_MIN_SPLIT_UNITS = 2
 PREFILL_BLOCKS_PER_SM = 4
 SPLIT_ROW_LENGTH = 2048  # rows at least this long get four warps each in a mat-vec (matvec_split_*)
+GATED_WARPS = 8  # rows (a warp each) per block of matvec_gated_* (matmul.cu)
+# (q and k's type, v's type) with a matvec_normed2_* kernel (matmul.cu): q/k/v in one launch.
+NORMED_PAIRS = {(Q.Q5_0, Q.Q8_0), (Q.Q4_K, Q.Q6_K)}
+# Mat-vecs of more rows read x in place (matvec_many_*) rather than copy it into every block of
+# four rows (matvec_*): for the output head (151,936 rows) the copies alone would move as many
+# bytes as its weights.
+MATVEC_STAGED_X_ROWS = 16384
 _NULL = np.uint64(0)  # a null pointer argument: an optional input left out
 ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per chunk of attention_split (CHUNK)
@@ -217,6 +224,34 @@ class DeviceWeight:
         return self.cols // block_size * type_size
 
 
+def stage_bytes(n: int) -> int:
+    """Shared memory that common.cuh's stage_async takes for n bytes (its stage_bytes)."""
+    return (n + 31) // 16 * 16
+
+
+def matvec_shared(row_bytes: int, slots: int, cols: int, x: bool = True, norm: bool = False) -> int:
+    """Dynamic shared memory of a decode mat-vec block (matmul.cu): `slots` staged weight rows,
+    then x (not for matvec_split), then the norm's weight where it has one."""
+    return slots * stage_bytes(row_bytes) + (int(x) + int(norm)) * stage_bytes(4 * cols)
+
+
+def _launch_matvec(name: str, grid: tuple, args: tuple, shared_mem: int, threads: int = 128) -> None:
+    """A decode mat-vec launch, with its staged rows in dynamic shared memory (past 48 KiB only
+    once the kernel allows it: long rows of wide types)."""
+    if shared_mem > 48 << 10:
+        _allow_shared("matmul", name)
+    _launch("matmul", name, grid, (threads,), args, shared_mem)
+
+
+@functools.cache
+def _allow_shared(module: str, name: str) -> None:
+    """Let a kernel take as much dynamic shared memory as the device gives a block (48 KiB
+    unless asked)."""
+    with cuda_errors(f"kernel {name}"):
+        most = cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"]
+        _function(module, name).max_dynamic_shared_size_bytes = most - _function(module, name).shared_size_bytes
+
+
 def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | None = None,
            residual: cp.ndarray | None = None, prefill: str | None = None) -> cp.ndarray:
     """out[t] = W @ x[t] (+ bias) (+ residual[t]) for x (n_tok, cols) float32, out (n_tok, rows)
@@ -268,9 +303,14 @@ def matmul(w: DeviceWeight, x: cp.ndarray, out: cp.ndarray, bias: cp.ndarray | N
         _launch("matmul", f"matmul_few{rows}{'_split' if split else ''}_{suffix}", (_blocks(w.rows, rows), groups),
                 (32 * warps,), (*args, np.int32(n_tok), row_bytes))
     elif w.cols >= SPLIT_ROW_LENGTH:
-        _launch("matmul", f"matvec_split_{suffix}", (w.rows,), (128,), (*args, row_bytes))
+        _launch_matvec(f"matvec_split_{suffix}", (w.rows,), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 1, w.cols, x=False))
+    elif w.rows > MATVEC_STAGED_X_ROWS:
+        _launch_matvec(f"matvec_many_{suffix}", (_blocks(w.rows, 4),), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 4, w.cols, x=False))
     else:
-        _launch("matmul", f"matvec_{suffix}", (_blocks(w.rows, 4),), (128,), (*args, row_bytes))
+        _launch_matvec(f"matvec_{suffix}", (_blocks(w.rows, 4),), (*args, row_bytes),
+                       matvec_shared(w.row_bytes, 4, w.cols))
     return out
 
 
@@ -364,14 +404,25 @@ def fuses_norm(weights: Sequence[DeviceWeight], n_tok: int) -> bool:
             and all(w.cols == weights[0].cols for w in weights))
 
 
+def normed_pair(weights: Sequence[DeviceWeight]) -> bool:
+    """Whether matvec_normed takes these three matrices in one launch although their types differ:
+    the first two of one type, the third of another, a pair in NORMED_PAIRS (Qwen2.5's Q4_K_M
+    files: q and k Q5_0, v Q8_0 in half the layers)."""
+    return (len(weights) == 3 and weights[0].qtype == weights[1].qtype
+            and (weights[0].qtype, weights[2].qtype) in NORMED_PAIRS)
+
+
 def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray | None], x: cp.ndarray,
                   norm: cp.ndarray, eps: float, outs: Sequence[cp.ndarray]) -> list[cp.ndarray]:
     """outs[i] = W_i @ h (+ biases[i]) with h = rmsnorm(x, norm, eps), for one token x (1, cols)
-    and one to three matrices of one quant type (q, k, v), in one launch; see fuses_norm."""
-    if not (fuses_norm(weights, x.shape[0] if x.ndim == 2 else -1) and len({w.qtype for w in weights}) == 1
+    and one to three matrices of one quant type (q, k, v), or a normed_pair, in one launch; see
+    fuses_norm."""
+    if not (fuses_norm(weights, x.shape[0] if x.ndim == 2 else -1)
+            and (len({w.qtype for w in weights}) == 1 or normed_pair(weights))
             and len(biases) == len(outs) == len(weights)):
-        raise ValueError("matvec_normed needs one token, one to three weights of one type and row length "
-                         f"shorter than {SPLIT_ROW_LENGTH}, and a bias (or None) and an output for each")
+        raise ValueError("matvec_normed needs one token, one to three weights of one type (or a pair of "
+                         f"NORMED_PAIRS) and row length shorter than {SPLIT_ROW_LENGTH}, and a bias (or None) "
+                         "and an output for each")
     cols = weights[0].cols
     _check(x, np.float32, (1, cols), "x")
     _check(norm, np.float32, (cols,), "norm")
@@ -380,9 +431,13 @@ def matvec_normed(weights: Sequence[DeviceWeight], biases: Sequence[cp.ndarray |
         if bias is not None:
             _check(bias, np.float32, (w.rows,), f"bias {i}")
     args, n_out = _stack(weights, biases, outs)
-    _launch("matmul", f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", (_blocks(n_out, 4),), (128,),
-            (*args, x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)),
-            shared_mem=4 * cols)
+    args += [x, norm, np.float32(eps), np.int32(cols), np.int32(n_out), np.int64(weights[0].row_bytes)]
+    name, row_bytes = f"matvec_normed_{WEIGHT_KERNELS[weights[0].qtype]}", weights[0].row_bytes
+    if weights[-1].qtype != weights[0].qtype:
+        name = f"matvec_normed2_{WEIGHT_KERNELS[weights[0].qtype]}_{WEIGHT_KERNELS[weights[-1].qtype]}"
+        args.append(np.int64(weights[-1].row_bytes))
+        row_bytes = max(row_bytes, weights[-1].row_bytes)
+    _launch_matvec(name, (_blocks(n_out, 4),), tuple(args), matvec_shared(row_bytes, 4, cols, norm=True))
     return list(outs)
 
 
@@ -453,9 +508,10 @@ def matvec_gated(w_gate: DeviceWeight, w_up: DeviceWeight, x: cp.ndarray, norm: 
     _check(x, np.float32, (1, w_gate.cols), "x")
     _check(norm, np.float32, (w_gate.cols,), "norm")
     _check(out, np.float32, (1, w_gate.rows), "out")
-    _launch("matmul", f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, 4),), (128,),
-            (w_gate.data, w_up.data, x, norm, np.float32(eps), out, np.int32(w_gate.cols), np.int32(w_gate.rows),
-             np.int64(w_gate.row_bytes)), shared_mem=4 * w_gate.cols)
+    _launch_matvec(f"matvec_gated_{WEIGHT_KERNELS[w_gate.qtype]}", (_blocks(w_gate.rows, GATED_WARPS),),
+                   (w_gate.data, w_up.data, x, norm, np.float32(eps), out, np.int32(w_gate.cols),
+                    np.int32(w_gate.rows), np.int64(w_gate.row_bytes)),
+                   matvec_shared(w_gate.row_bytes, 2 * GATED_WARPS, w_gate.cols, norm=True), 32 * GATED_WARPS)
     return out
 
 
@@ -648,10 +704,13 @@ def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.nd
         _check(a, np.float32, (1, n_kv, head_dim), name)
     chunks = decode_split(n_head, min(ctx, window) if window > 0 else ctx)  # the positions a query sees, at most
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
+    stage = 4 * ATTN_CHUNK * head_dim  # a chunk's keys and values, fp16 (attention.cu)
+    if stage > 48 << 10:
+        _allow_shared("attention", "attention_split")
     _launch("attention", "attention_split", (n_head, chunks), (128,),
             (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
              pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox), np.int32(window),
-             _NULL if freqs is None else freqs, np.float32(magnitude)))
+             _NULL if freqs is None else freqs, np.float32(magnitude)), stage)
     _launch("attention", "attention_combine", (n_head,), (head_dim,),
             (partial, out, np.int32(head_dim), np.int32(chunks), pos0, _NULL if sinks is None else sinks,
              np.int32(window)))

@@ -11,52 +11,104 @@
 // more) works on tiles in shared memory, and matmul_mma (the same prompts, on tensor cores:
 // gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16 accumulation
 // M0-W-1201 allows).
-// Launched with programmatic dependent launch (common.cuh), the mat-vecs and matmul_few ask L2
-// for their rows' weights before they wait for the kernel before them, so those reads overlap its
-// tail; the other kernels wait first.
+// Launched with programmatic dependent launch (common.cuh), the decode mat-vecs copy their rows'
+// weights into shared memory and matmul_few asks L2 for its rows before they wait for the kernel
+// before them, so those reads overlap its tail; the other kernels wait first.
 #include "gemm_mma.cuh"
 
 #define WARPS 4
 #define FEW_TOKENS 8     // tokens per weight pass in matmul_few
 #define PREFILL_TILE 32  // rows and tokens of a matmul_tiled block (64 threads, 4 x 4 each)
 
-// RMSNorm folded into a decode mat-vec: each block writes x * w / rms(x) (as layers.cu's rmsnorm)
-// to shared memory and reads its x from there. Recomputing rms(x) per block (n values, from L2)
-// costs less than a launch of its own.
-__device__ const float* rmsnorm_to_shared(const float* x, const float* w, float eps, int n) {
-    extern __shared__ float4 normed4[];
-    float* normed = reinterpret_cast<float*>(normed4);
+// The decode mat-vecs stage what they read in shared memory with stage_async (common.cuh): the
+// weight rows (and the norm's weight) before they wait for the kernel before them, x after. Each
+// thread's copies are all in flight at once, where loads into registers were issued a step or
+// two ahead of their use (the compiler's schedule), so a warp waited on memory several times per
+// row. Dynamic shared memory, in this order (kernels.py's matvec_shared gives its size): the
+// block's rows, a stage_bytes(row_bytes) slot each; x (n_in floats); with a norm, its weight.
+// The split mat-vec (long rows, a row a block) reads x where it is instead: staging all of x for
+// every row cost more than its one row (down: 19 KB of x against 2.7-4 KB of weights); so does
+// matvec_many_* (launches of many rows, kernels.MATVEC_STAGED_X_ROWS: the output head), where a
+// copy of x per block of four rows would be as many bytes again as the weights.
+
+#ifndef STAGED_ON_CPU  // tests/cuda_on_cpu/matmul_main.cpp defines it as a plain array
+extern __shared__ float4 staged[];
+#endif
+
+// RMSNorm folded into a decode mat-vec: x * w / rms(x) (as layers.cu's rmsnorm), in place in the
+// staged x, by the whole block. Recomputing rms(x) per block (n values, from shared memory) costs
+// less than a launch of its own. The sum of squares is dealt to NORM_THREADS threads whatever the
+// block's size (the others add nothing), so every block size gives the same bits.
+#define NORM_THREADS 128
+__device__ void rmsnorm_in_shared(float* x, const float* w, float eps, int n) {
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
-    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) normed[i] = x[i] * inv * w[i];
+    if (threadIdx.x < NORM_THREADS)
+        for (int i = threadIdx.x; i < n; i += NORM_THREADS) ss += x[i] * x[i];
+    const float inv = rsqrtf(block_sum(ss) / (float)n + eps);  // every thread's reads of x come before its barriers
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = x[i] * inv * w[i];
     __syncthreads();
-    return normed;
 }
 
-// Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
-// (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
-// With norm, x is first RMS-normalised with weight norm (rmsnorm_to_shared).
-template <int QT, int SPLIT>
-__device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
-                            int n_in, int n_out, long long row_bytes) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
-    const bool active = row < n_out;
-    const int which = (row >= s.end0) + (row >= s.end1);
-    const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
-    const u8* wrow = pick(which, s.W0, s.W1, s.W2) + (active ? local : 0) * row_bytes;
-    if (active) prefetch_l2(wrow, row_bytes, 32 * part + lane, 32 * SPLIT);  // the row's SPLIT warps share it
-    launch_dependents();
+// Waits for the kernel before this one, then stages x (unless stage_x is false: then x stays
+// where it is), waits for every copy of the block, and normalises x where there is a norm (its
+// weight staged at norm_at before the wait). Returns x. The staged kernels let their dependents
+// launch (launch_dependents) only once their sums are done, not before this wait: launched early,
+// the next kernels' blocks held shared memory and issued their copies while this one still
+// needed the SMs and the memory (H200 decode: 1,076-1,089 tokens/s with the early trigger,
+// 1,118-1,153 with no PDL at all, 1,220-1,247 with the late one; NOTES.md).
+__device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, const float* norm, const u8* norm_at,
+                                     float eps, int n) {
     wait_for_prerequisites();
-    if (norm) x = rmsnorm_to_shared(x, norm, eps, n_in);
-    const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
-    float* y = pick(which, s.y0, s.y1, s.y2);
-    const int units = active ? n_in >> 5 : 0;
+    if (stage_x) x = reinterpret_cast<const float*>(stage_async(x_at, x, 4ll * n, threadIdx.x, blockDim.x));
+    stage_wait();
+    __syncthreads();
+    if (norm) rmsnorm_in_shared(const_cast<float*>(x), reinterpret_cast<const float*>(norm_at), eps, n);
+    return x;
+}
+
+// A lane's share of a row's dot product with x: units part * 4 + lane / 8, every 4 * SPLIT-th on.
+template <int QT, int SPLIT>
+__device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int units, int part, int lane) {
+    const int sub = lane & 7;
     float acc = 0.0f;
 #pragma unroll 4
     for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
         acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    return acc;
+}
+
+// Decode (one token): a warp per row, or SPLIT warps per row for long rows that come few
+// (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
+// With norm, x is first RMS-normalised with weight norm (rmsnorm_in_shared). The third matrix of
+// the stack may be of type QT2 (its rows row_bytes2 long): q and k of one type, v of another in
+// one launch (matvec_normed2_*).
+template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1, int QT2 = QT>
+__device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
+                            int n_in, int n_out, long long row_bytes, long long row_bytes2 = 0) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row = blockIdx.x * (WARPS / SPLIT) + warp / SPLIT, part = warp % SPLIT;
+    const bool active = row < n_out;
+    const int which = (row >= s.end0) + (row >= s.end1);
+    const int local = row - pick(which, 0, s.end0, s.end1);  // the row within its matrix
+    const bool second = QT2 != QT && which == 2;             // the same for the whole warp
+    const long long slot = stage_bytes(QT2 != QT ? max(row_bytes, row_bytes2) : row_bytes);
+    u8* slots = reinterpret_cast<u8*>(staged);
+    u8* x_at = slots + WARPS / SPLIT * slot;
+    u8* norm_at = x_at + stage_bytes(4ll * n_in);
+    const u8* wrow = nullptr;
+    if (active) {  // the row's SPLIT warps share its copy
+        const long long bytes = second ? row_bytes2 : row_bytes;
+        wrow = stage_async(slots + warp / SPLIT * slot, pick(which, s.W0, s.W1, s.W2) + local * bytes, bytes,
+                           32 * part + lane, 32 * SPLIT);
+    }
+    if (norm) norm_at = const_cast<u8*>(stage_async(norm_at, norm, 4ll * n_in, threadIdx.x, blockDim.x));
+    x = stage_inputs(x_at, x, STAGE_X, norm, norm_at, eps, n_in);
+    const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
+    float* y = pick(which, s.y0, s.y1, s.y2);
+    const int units = active ? n_in >> 5 : 0;
+    float acc = second ? row_dot<QT2, SPLIT>(wrow, x, units, part, lane)
+                       : row_dot<QT, SPLIT>(wrow, x, units, part, lane);
+    launch_dependents();  // late: see stage_inputs
     acc = warp_sum(acc);
     if (SPLIT == 1) {
         if (lane == 0 && active) y[local] = epilogue(acc, bias, residual, local, local);
@@ -75,30 +127,35 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
 
 // Decode of the SwiGLU gate from the un-normalised x: y[r] = silu(Wg[r] . h) * (Wu[r] . h) with
 // h = rmsnorm(x) * norm, a warp per row reading both matrices (of one quant type) in one pass,
-// in matvec_impl's order of summation.
+// in matvec_impl's order of summation. Shared memory as matvec_impl's, two slots a warp (its
+// gate row, then its up row). GATED_WARPS rows a block: each block stages and normalises x,
+// which for 4864 rows in blocks of 4 moved more bytes from L2 than the weights did.
+#define GATED_WARPS 8
 template <int QT>
 __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
                                   const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
                                   long long row_bytes) {
     const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
-    const int row = blockIdx.x * WARPS + warp;
+    const int row = blockIdx.x * GATED_WARPS + warp;
     const bool active = row < n_out;
-    const long long offset = (active ? row : 0) * row_bytes;
+    u8* slots = reinterpret_cast<u8*>(staged);
+    u8* x_at = slots + 2 * GATED_WARPS * stage_bytes(row_bytes);
+    const u8* norm_at = stage_async(x_at + stage_bytes(4ll * n_in), norm, 4ll * n_in, threadIdx.x, blockDim.x);
+    const u8 *gate = nullptr, *up = nullptr;
     if (active) {
-        prefetch_l2(Wg + offset, row_bytes, lane, 32);
-        prefetch_l2(Wu + offset, row_bytes, lane, 32);
+        gate = stage_async(slots + 2 * warp * stage_bytes(row_bytes), Wg + row * row_bytes, row_bytes, lane, 32);
+        up = stage_async(slots + (2 * warp + 1) * stage_bytes(row_bytes), Wu + row * row_bytes, row_bytes, lane, 32);
     }
-    launch_dependents();
-    wait_for_prerequisites();
-    x = rmsnorm_to_shared(x, norm, eps, n_in);
+    x = stage_inputs(x_at, x, true, norm, norm_at, eps, n_in);
     const int units = active ? n_in >> 5 : 0;
     float g = 0.0f, u = 0.0f;
 #pragma unroll 4
     for (int k = lane >> 3; k < units; k += 4) {
         const float4 xv = *reinterpret_cast<const float4*>(x + k * 32 + 4 * sub);
-        g += dot4(decode4<QT>(Wg + offset, k, sub), xv);
-        u += dot4(decode4<QT>(Wu + offset, k, sub), xv);
+        g += dot4(decode4<QT>(gate, k, sub), xv);
+        u += dot4(decode4<QT>(up, k, sub), xv);
     }
+    launch_dependents();  // late: see stage_inputs
     g = warp_sum(g);
     u = warp_sum(u);
     if (lane == 0 && active) y[row] = g / (1.0f + __expf(-g)) * u;  // as layers.cu's swiglu
@@ -355,6 +412,12 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
         matvec_impl<QT, 1>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);                \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_many_##NAME(const u8* W, const float* x, float* y, const float* bias,                  \
+                       const float* residual, int n_in, int n_out, long long row_bytes) {         \
+        const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
+        matvec_impl<QT, 1, false>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);         \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \
                         const float* residual, int n_in, int n_out, long long row_bytes) {        \
         const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
@@ -368,7 +431,7 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
         const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
         matvec_impl<QT, 1>(s, x, norm, eps, nullptr, n_in, n_out, row_bytes);                     \
     }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    extern "C" __global__ void __launch_bounds__(32 * GATED_WARPS)                                \
     matvec_gated_##NAME(const u8* Wg, const u8* Wu, const float* x, const float* norm, float eps,  \
                         float* y, int n_in, int n_out, long long row_bytes) {                     \
         matvec_gated_impl<QT>(Wg, Wu, x, norm, eps, y, n_in, n_out, row_bytes);                   \
@@ -390,6 +453,21 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
     MATMUL_MMA(NAME, QT, 64)                                                                      \
     MATMUL_MMA(NAME, QT, 128)                                                                     \
     MATMUL_MMA_ROWS32(NAME, QT)
+
+// matvec_normed2_<q and k's type>_<v's type>: the pairs of kernels.NORMED_PAIRS.
+#define MATVEC_NORMED2(NAME, QT, NAME2, QT2)                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
+    matvec_normed2_##NAME##_##NAME2(const u8* W0, const u8* W1, const u8* W2, const float* bias0,  \
+                                    const float* bias1, const float* bias2, float* y0, float* y1, \
+                                    float* y2, int end0, int end1, const float* x,                \
+                                    const float* norm, float eps, int n_in, int n_out,            \
+                                    long long row_bytes, long long row_bytes2) {                  \
+        const Stack s{W0, W1, W2, bias0, bias1, bias2, y0, y1, y2, end0, end1};                   \
+        matvec_impl<QT, 1, true, QT2>(s, x, norm, eps, nullptr, n_in, n_out, row_bytes, row_bytes2); \
+    }
+
+MATVEC_NORMED2(q5_0, QT_Q5_0, q8_0, QT_Q8_0)
+MATVEC_NORMED2(q4_k, QT_Q4_K, q6_k, QT_Q6_K)
 
 MATMUL(f32, QT_F32)
 MATMUL(f16, QT_F16)

@@ -360,6 +360,9 @@ class CudaOps:
         weights = [w for w, _ in projections]
         fused = kernels.fuses_norm(weights, x.shape[0])
         h = x if fused else self.rmsnorm(x, weight, eps)
+        if fused and kernels.normed_pair(weights):  # q/k/v of two types in one launch
+            return kernels.matvec_normed(weights, [b for _, b in projections], x, weight, eps,
+                                         [cp.empty((x.shape[0], w.rows), np.float32) for w in weights])
         outs = []  # one launch per run of matrices of one quant type (q, k, v: one to three) where it can
         for _, run in itertools.groupby(projections, key=lambda p: p[0].qtype):
             run_weights, run_biases = zip(*run)

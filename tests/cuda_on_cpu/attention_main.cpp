@@ -2,6 +2,8 @@
 // conversions that common.cuh leaves to the emulation.
 #include "mma_emulation.h"
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // layers.cu's other kernels need it to compile
+#define STAGED_ON_CPU  // attention_split's dynamic shared memory (`extern __shared__` cannot be `extern static`)
+static uint4 kv_stage[4 * 64 * 256 / 16];
 #include "attention.cu"
 #include "layers.cu"
 // attention_main IN OUT

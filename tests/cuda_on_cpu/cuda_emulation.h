@@ -51,6 +51,14 @@ inline void __threadfence() {}
 inline void wait_for_prerequisites() {}
 inline void launch_dependents() {}
 inline void prefetch_l2(const void*, long long, int, int) {}
+// stage_async's copy lands at once (the first thread copies; the block's others return the same place).
+inline const unsigned char* stage_async(unsigned char* dst, const void* p, long long n, int thread, int) {
+    unsigned char* at = dst + (reinterpret_cast<unsigned long long>(p) & 15);
+    if (thread == 0) std::memcpy(at, p, n);
+    return at;
+}
+inline void copy_async16(void* dst, const void* src) { std::memcpy(dst, src, 16); }
+inline void stage_wait() {}
 inline unsigned long long shuffle_buf[32][32];
 template <class T> T shfl_from(T v, int src) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -6,13 +6,12 @@
 // float32 x (N_TOK, N_IN), bias (N_OUT) and residual (N_TOK, N_OUT) from the files named, and
 // writes y (N_TOK, N_OUT) float32 to OUT (NaN where nothing stored).
 #include "mma_emulation.h"
-// rmsnorm_to_shared's `extern __shared__` (dynamic shared memory) cannot be `extern static`: here
-// __shared__ is thread_local, which for one OS thread running every fiber is the same as static.
-#undef __shared__
-#define __shared__ thread_local
+// The mat-vecs' dynamic shared memory (matmul.cu's `extern __shared__`, which cannot be `extern
+// static`): their staged rows and x.
+#define STAGED_ON_CPU
+static float4 staged[1 << 16];
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #include "matmul.cu"
-thread_local float4 normed4[1];  // defined for the linker; the normed mat-vecs are not run here
 #include <string>
 
 template <class T> std::vector<T> read_file(const char* path, size_t n) {

@@ -1,5 +1,7 @@
 #include "mma_emulation.h"
 #include "gemm_mma.cuh"
+#define STAGED_ON_CPU  // attention_split's dynamic shared memory, unused here
+static uint4 kv_stage[1];
 #include "attention.cu"
 #include <cstdio>
 #include <cstdlib>
