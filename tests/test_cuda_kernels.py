@@ -337,18 +337,7 @@ def test_gated_matvec_matches_twin(qtype, rows, units, seed):
        biased=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_normed_matvec_of_stacked_matrices_matches_twin(qtype, rows, units, biased, seed):
     cols = cols_for(qtype, units)
-    weights, twins = zip(*(random_weight(qtype, r, cols, seed + i) for i, r in enumerate(rows)))
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, cols)).astype(np.float32) * 3
-    norm = rng.standard_normal(cols).astype(np.float32)
-    biases = [rng.standard_normal(r).astype(np.float32) if biased else None for r in rows]
-    outs = kernels.matvec_normed(weights, [None if b is None else cp.asarray(b) for b in biases], cp.asarray(x),
-                                 cp.asarray(norm), 1e-6, [cp.full((1, r), np.nan, np.float32) for r in rows])
-    wants = ops_numpy.rmsnorm_matmuls(x.astype(np.float64), norm.astype(np.float64), 1e-6,
-                                      [(t.astype(np.float64), b) for t, b in zip(twins, biases)])
-    assert len(outs) == len(rows)
-    for out, want in zip(outs, wants):
-        assert rel_err(out.get(), want) < 1e-5
+    check_normed_matvec(*zip(*(random_weight(qtype, r, cols, seed + i) for i, r in enumerate(rows))), biased, seed)
 
 
 @pytest.mark.parametrize("types", sorted(kernels.NORMED_PAIRS), ids=lambda t: f"{t[0].name}+{t[1].name}")
@@ -359,7 +348,13 @@ def test_normed_matvec_of_a_pair_of_types_matches_twin(types, rows, units, biase
     cols = max(cols_for(t, units) for t in types)
     weights, twins = zip(*(random_weight(types[i == 2], r, cols, seed + i) for i, r in enumerate(rows)))
     assert kernels.normed_pair(weights)
+    check_normed_matvec(weights, twins, biased, seed)
+
+
+def check_normed_matvec(weights, twins, biased, seed):
+    """matvec_normed of `weights` (with random biases where `biased`) against the twins' rmsnorm_matmuls."""
     rng = np.random.default_rng(seed)
+    cols, rows = weights[0].cols, [w.rows for w in weights]
     x = rng.standard_normal((1, cols)).astype(np.float32) * 3
     norm = rng.standard_normal(cols).astype(np.float32)
     biases = [rng.standard_normal(r).astype(np.float32) if biased else None for r in rows]
@@ -367,6 +362,7 @@ def test_normed_matvec_of_a_pair_of_types_matches_twin(types, rows, units, biase
                                  cp.asarray(norm), 1e-6, [cp.full((1, r), np.nan, np.float32) for r in rows])
     wants = ops_numpy.rmsnorm_matmuls(x.astype(np.float64), norm.astype(np.float64), 1e-6,
                                       [(t.astype(np.float64), b) for t, b in zip(twins, biases)])
+    assert len(outs) == len(rows)
     for out, want in zip(outs, wants):
         assert rel_err(out.get(), want) < 1e-5
 
