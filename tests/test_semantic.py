@@ -130,3 +130,10 @@ def test_a_verdict_the_spec_states_shows_no_lines_by_meaning(auditor):
     assert audit.verdict == "in M0"
     assert not _meaning_lines(audit)
 
+
+
+def test_a_new_spec_says_on_stderr_that_its_lines_are_being_encoded(tmp_path, capsys):
+    semantic.LineMeanings([(n, f"line number {n}") for n in range(1, 4)], CountingModel(tmp_path))
+    assert capsys.readouterr().err == ""  # a revision's few changed lines: nothing to say
+    semantic.LineMeanings([(n, f"another line {n}") for n in range(1, 202)], CountingModel(tmp_path))
+    assert "encoding 201 spec lines" in capsys.readouterr().err
