@@ -28,7 +28,9 @@ much of the feature puts it on the other side of M0, or one naming half of it gi
 with nothing in common. A feature whose words are all generic ("support") gets no verdict; one the
 spec never names gets "not addressed" with the closest lines and what to check: those that share
 its words (BM25) and those nearest to it in meaning (semantic.py: a sentence model over the spec's
-lines, for phrasings that share no word with the line a reader would show). Last, an "in M0"
+lines, for phrasings that share no word with the line a reader would show); where the nearest is close
+and lies in the M0 requirement whose block names most of the feature, the two agree: "in M0", unsure.
+Last, an "in M0"
 verdict is checked against the feature's qualifiers (versions, numbers, data types, quantization
 types, model sizes; audit_qualifiers.py): one the spec contradicts (states another value and never
 this one for the feature) puts the feature out of scope, with the line that states the spec's value,
@@ -49,7 +51,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .audit_confidence import RELATED_LINES, Signals, calibrate, signals
+from .audit_confidence import BY_MEANING, RELATED_LINES, Signals, calibrate, signals
 from .audit_qualifiers import FURTHER_VALUES, NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -78,6 +80,7 @@ _IDENTIFIER = re.compile(r"[a-z]_[a-z0-9]|[a-z]\.[a-z_]|[a-z]\d{3}")  # as terms
 _RARE_LINES = 15  # a phrase on at most this many lines ("VRAM-only") is a rule of the spec's own
 _MOSTLY_UNSTATED = 0.7  # share of a feature's word weight that no deciding line states, past which M0 has only a part
 NEAR_IN_MEANING = 3  # lines nearest in meaning shown beside the lexical ones for a feature the spec does not address
+_SAME_MEANING = 0.6  # cosine past which the nearest line, in the requirement naming most of the feature, speaks for it
 _MOST = 2 / 3  # share of a feature's word weight a line must name to speak for it without naming it all
 # "X replaced with Y" negates X, not Y
 _NEGATION = re.compile(r"(?:\bno\b|\bnot\b|\bwithout\b|\bnever\b|must not|prohibit|instead of|"
@@ -211,7 +214,7 @@ class Auditor:
         self._another_kind(audit, name)
         found = signals(self, audit)  # of the lines the verdict rests on: a verdict of its own does not change them
         self._mostly_unstated(audit, found)
-        self._near_in_meaning(audit)
+        self._near_in_meaning(audit, found)
         calibrate(self, audit, found)
         return audit
 
@@ -399,17 +402,35 @@ class Auditor:
     def meanings(self) -> LineMeanings:
         return LineMeanings([(e.line, e.text) for e in self.index.lines])
 
-    def _near_in_meaning(self, audit: FeatureAudit) -> None:
+    def _near_in_meaning(self, audit: FeatureAudit, found: Signals) -> None:
         """Where the spec does not address a feature, the lines nearest to it in meaning are shown too: a
         reviewer's words often share none with the line a careful reader would show ("a two-state
-        healthy/unhealthy status", the /health status field)."""
+        healthy/unhealthy status", the /health status field). Where the nearest line is close
+        (_SAME_MEANING) and lies in the M0 requirement whose block names most of the feature's words,
+        the two readings agree on where the spec addresses it: "in M0", as a best guess."""
         if audit.verdict != "not addressed by the spec":
             return
+        ranked = self.meanings.nearest(audit.feature, NEAR_IN_MEANING + len(audit.closest))
         shown = {ev.line for ev in audit.closest if ev.source == "spec"}
-        near = [(n, cosine) for n, cosine in self.meanings.nearest(audit.feature, NEAR_IN_MEANING + len(shown))
-                if n not in shown][:NEAR_IN_MEANING]
+        near = [(n, cosine) for n, cosine in ranked if n not in shown][:NEAR_IN_MEANING]
         audit.closest += [_evidence(self.index.at(n), None, None, CONTEXT, f"close in meaning (cosine {cosine:.2f})",
                                     "closest") for n, cosine in near]
+        if not ranked or not found.best_block or audit.confidence_reason != RELATED_LINES or found.unused:
+            return  # a concept the spec never names ("CUDA MPS") is not what a line near in meaning states
+        (line, cosine), rid = ranked[0], found.best_block[0]
+        entry = self.index.at(line)
+        if cosine < _SAME_MEANING or entry.requirement != rid or self._stated_claim(rid) not in ("in-m0", "optional"):
+            return
+        claim = self._stated_claim(rid)
+        nearest = _evidence(entry, claim, None, 4, f"nearest in meaning (cosine {cosine:.2f}), in {rid}, whose block "
+                            "names most of the feature's words", "the feature's meaning")
+        audit.verdict, audit.requirements = "in M0", [rid]
+        audit.evidence = _dedupe(audit.evidence + [nearest])
+        audit.detail = (f"the spec never names it as asked, but {rid} names most of its words and holds the line "
+                        f"nearest to it in meaning: {'optional ' if claim == 'optional' else ''}in M0 ({_cite([nearest])})")
+        audit.closest = [ev for ev in audit.closest if ev.line != line]
+        audit.check = f"check that {rid} covers it as asked"
+        audit.confidence_reason, audit.deciding_tier = BY_MEANING, None
 
     def best_block(self, key: set[str], matches) -> tuple[float, str | None]:
         """The share of `key`'s word weight that the requirement block naming most of it names (a glossary

@@ -49,6 +49,8 @@ _RANKS_HIGH = 3.0  # BM25 score of the best line at which "not addressed" is dou
 _EXACT = ("in M0", "out of scope for M0")
 # why a "not addressed" beside related lines is a guess: the audit sets it, _doubt reads it
 RELATED_LINES = "related lines exist; a reader should confirm none of them covers it"
+# an "in M0" read from meaning: the line nearest to the feature lies in the requirement naming most of its words
+BY_MEANING = "the spec does not name it: the line nearest to it in meaning, in the requirement naming most of its words, decides"
 
 
 @dataclass
@@ -120,6 +122,8 @@ def _doubt(audit, s: Signals, tier: int | None) -> str | None:
     """Why the verdict is a guess, or None."""
     if audit.verdict == "contradictory":
         return "the spec's lines disagree, and which one governs is a reading of intent"
+    if audit.confidence_reason == BY_MEANING:
+        return BY_MEANING
     if audit.verdict == "not addressed by the spec":
         if audit.confidence_reason != RELATED_LINES:
             return None
