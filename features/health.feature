@@ -42,7 +42,7 @@ Feature: GET /health describes the worker and its model (spec §7.3, §8.5)
   @M0-W-1201 @informational
   Scenario: The model's quantization is one of M0's three formats
     When the client gets /health
-    Then its "quant_kind" is one of M0's quantization formats MXFP4, Q4_K_M, Q4_0
+    Then its "quant_kind" is among M0's quantization formats MXFP4, Q4_K_M, Q4_0
 
   Scenario: A worker that serves requests reports itself healthy
     When the client gets /health

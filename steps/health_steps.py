@@ -82,7 +82,7 @@ def gguf_file_type(health, field):
         f"file type names, spelled exactly (Q8_0, F16, Q6_K, ...)")
 
 
-@then(parsers.parse("its \"{field}\" is one of M0's quantization formats {values}"))
+@then(parsers.parse("its \"{field}\" is among M0's quantization formats {values}"))
 def m0_quant_kind(health, field, values):
     allowed = [v.strip() for v in values.split(",")]
     assert health.get(field) in allowed, \

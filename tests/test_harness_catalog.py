@@ -4,11 +4,13 @@ feature files' tags, and every requirement tag names a requirement of the revisi
 or of the later revision its scenario is tagged with."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
 
 import pytest
+from pytest_bdd import parsers
 
 from requirements_map.catalog import feature_tags, later_revision_ids, load_catalog, with_scenarios
 
@@ -42,3 +44,34 @@ def test_tags_outside_the_catalog_belong_to_the_later_revision_that_defines_them
         for rid, scenarios in ids.items():
             assert re.search(rf"^#+ \[{re.escape(rid)}\]", text, re.MULTILINE), \
                 f"{rid} is tagged in {scenarios} with @{revision}, which does not define it"
+
+
+def _step_patterns() -> list[tuple[str, str]]:
+    """(kind, text) of every step definition in steps/: "exact" for a plain string, "parse" for parsers.parse."""
+    found = []
+    for path in sorted((ROOT / "steps").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("given", "when", "then") and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant):
+                    found.append(("exact", arg.value))
+                elif isinstance(arg, ast.Call) and getattr(arg.func, "attr", None) == "parse":
+                    found.append(("parse", arg.args[0].value))
+    return found
+
+
+def test_every_step_of_the_features_matches_exactly_one_definition():
+    # two definitions that both match a line leave pytest-bdd to pick one, and not always the same
+    # ('its "quant_kind" is one of {values}' once took the line meant for M0's quantization formats)
+    patterns = _step_patterns()
+    wrong = []
+    for path in sorted(FEATURES.glob("*.feature")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            step = re.match(r"\s*(?:Given|When|Then|And|But) (.+)$", line)
+            if not step or "<" in step.group(1):  # outline steps are filled in from their examples
+                continue
+            text = step.group(1)
+            matching = [p for kind, p in patterns if (p == text if kind == "exact" else parsers.parse(p).is_matching(text))]
+            if len(matching) != 1:
+                wrong.append(f"{path.name}: {text!r} matches {matching}")
+    assert not wrong, "\n".join(wrong)
