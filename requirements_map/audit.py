@@ -102,9 +102,9 @@ _EXPLANATION = re.compile(r"\s[—–-]\s|:\s")
 # Where a feature's head ends and what it is for, on or through begins ("pipeline parallelism | for GPT-OSS-20B").
 _HEAD_END = re.compile(r"\s(?:for|to|in|on|through|via|from|by|over|across|so|that|which|when|within|into|as|"
                        r"between|before|after|instead|against|under|using|while)\s", re.IGNORECASE)
-# "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
 _PLACE = re.compile(r"\s(?:in|on|inside|through|via|with|for|by|under)\s", re.IGNORECASE)  # "ReLU in the GPT FFN"
 _REPLACED = re.compile(r"\b(?:instead of|rather than|in place of|replacing)\b", re.IGNORECASE)  # what follows is replaced
+# "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
 _CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 
 
@@ -418,17 +418,16 @@ class Auditor:
         if not ranked or not found.best_block or audit.confidence_reason != RELATED_LINES or found.unused:
             return  # a concept the spec never names ("CUDA MPS") is not what a line near in meaning states
         (line, cosine), rid = ranked[0], found.best_block[0]
-        entry = self.index.at(line)
-        if cosine < _SAME_MEANING or entry.requirement != rid or self._stated_claim(rid) not in ("in-m0", "optional"):
+        entry, claim = self.index.at(line), self._stated_claim(rid)
+        if cosine < _SAME_MEANING or entry.requirement != rid or claim not in ("in-m0", "optional"):
             return
-        claim = self._stated_claim(rid)
         nearest = _evidence(entry, claim, None, 4, f"nearest in meaning (cosine {cosine:.2f}), in {rid}, whose block "
                             "names most of the feature's words", "the feature's meaning")
         audit.verdict, audit.requirements = "in M0", [rid]
         audit.evidence = _dedupe(audit.evidence + [nearest])
         audit.detail = (f"the spec never names it as asked, but {rid} names most of its words and holds the line "
                         f"nearest to it in meaning: {'optional ' if claim == 'optional' else ''}in M0 ({_cite([nearest])})")
-        audit.closest = [ev for ev in audit.closest if ev.line != line]
+        audit.closest = [ev for ev in audit.closest if ev.source != "spec" or ev.line != line]
         audit.check = f"check that {rid} covers it as asked"
         audit.confidence_reason, audit.deciding_tier = BY_MEANING, None
 
