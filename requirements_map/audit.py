@@ -41,7 +41,10 @@ leaves it not addressed; and against how much of it the deciding lines and their
 with most of its word weight unstated, M0 has only the part they name, and the feature is not addressed.
 
 How sure the verdict is (high / medium, or "unsure": a reviewer must decide, the verdict kept
-as the best guess) is set last, from signals measured on labelled features: audit_confidence.py.
+as the best guess) is set from signals measured on labelled features: audit_confidence.py. Last,
+the verdict model (verdict_model.py, trained on the labelled features) weighs the rules' verdict
+against the others the lines shown support; where it prefers another, that one is given, unsure,
+the rules' reading quoted beside it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .audit_confidence import BY_MEANING, RELATED_LINES, Signals, calibrate, signals
+from .audit_confidence import BY_MEANING, RELATED_LINES, Signals, calibrate, signals, weighed_against_rules
 from .audit_qualifiers import FURTHER_VALUES, NAMED_KINDS, Qualifier, check, describe, examples, qualifiers, strip_qualifiers
 from .catalog import Catalog
 from .glossary import Entry, Glossary, load_glossary
@@ -60,9 +63,8 @@ from .spec_conflicts import load_disagreements
 from .semantic import LineMeanings
 from .spec_parser import ParsedSpec
 from .spec_source import PINNED_SHA256
+from .verdict_model import VERDICTS, load_verdict_model, signal_vector, supported_verdicts
 
-VERDICTS = ("in M0", "deferred to M1", "later milestone", "out of scope for M0", "contradictory",
-            "not addressed by the spec")
 _STRENGTH = {"prohibited": 7, "removed": 6, "deferred-M1": 5, "later": 4, "out-of-scope": 3, "in-m0": 2, "optional": 1}
 _VERDICT_OF = {"prohibited": "out of scope for M0", "removed": "out of scope for M0", "deferred-M1": "deferred to M1",
                "later": "later milestone", "out-of-scope": "out of scope for M0", "in-m0": "in M0", "optional": "in M0"}
@@ -106,6 +108,9 @@ _PLACE = re.compile(r"\s(?:in|on|inside|through|via|with|for|by|under)\s", re.IG
 _REPLACED = re.compile(r"\b(?:instead of|rather than|in place of|replacing)\b", re.IGNORECASE)  # what follows is replaced
 # "X in the Y", "X on every Y", "X in /health": a thing put into a thing the spec defines
 _CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
+
+
+_GENERIC = "no verdict: the words are too generic"
 
 
 class AuditError(ValueError):
@@ -160,13 +165,16 @@ class FeatureAudit:
     check: str | None = None  # what a reviewer should check when the spec does not settle it
     unsure: str | None = None  # for an unsure verdict: what a reviewer must decide, and where to look
     deciding_tier: int | None = None  # tier of the lines that decide it; None when a qualifier or nothing does
+    rules_verdict: str | None = None  # the rules' verdict, before the verdict model weighed it
+    probability: float | None = None  # the verdict model's probability for the verdict given
 
 
 class Auditor:
     """Audits features against one indexed spec with one glossary."""
 
-    def __init__(self, index: SpecIndex, glossary: Glossary | None = None):
+    def __init__(self, index: SpecIndex, glossary: Glossary | None = None, *, weighs: bool = True):
         self.index = index
+        self.weighs = weighs  # False: the rules' verdicts alone (the benchmark, training, the rules' own tests)
         self.glossary = glossary or load_glossary()
         self.spec = index.spec
         # recorded for the revision of record: another revision's lines are other lines
@@ -216,7 +224,35 @@ class Auditor:
         self._mostly_unstated(audit, found)
         self._near_in_meaning(audit, found)
         calibrate(self, audit, found)
+        if self.weighs:
+            self.weigh(audit)
         return audit
+
+    def weigh(self, audit: FeatureAudit) -> None:
+        """The rules' verdict weighed by the verdict model (verdict_model.py) among the verdicts the lines
+        shown support; where the model prefers another, that one is given, unsure, with the rules'
+        reading kept beside it for the reviewer."""
+        audit.rules_verdict = audit.verdict
+        model = load_verdict_model()
+        if model is None or audit.confidence != "unsure" or audit.verdict == "contradictory" or audit.detail == _GENERIC:
+            return
+        found = signals(self, audit)
+        p = dict(zip(VERDICTS, model.probabilities(signal_vector(self, audit, found))))
+        support = supported_verdicts(self, audit)
+        support.setdefault(audit.verdict, [])
+        best = max(support, key=p.get)
+        audit.probability = p[best]
+        if best == audit.verdict:
+            return
+        lines = _dedupe(support[best])
+        rules, rules_detail = audit.verdict, audit.detail
+        if best == "not addressed by the spec":
+            audit.closest = _dedupe([ev for ev in audit.evidence if ev.claim][:5] + audit.closest)
+        audit.verdict, audit.deciding_tier = best, None
+        audit.detail = (f"weighed against {model.features} labelled features, the verdict model puts {p[best]:.0%} on "
+                        f"it and {p[rules]:.0%} on the rules' “{rules}”" + (f" ({_cite(lines)})" if lines else "")
+                        + f"; the rules read: {rules_detail}")
+        weighed_against_rules(self, audit, found, rules)
 
     def _disagreement(self, audit: FeatureAudit, name: str) -> None:
         """A feature that names a place where the spec disagrees with itself (spec_conflicts.py) and takes
@@ -1009,7 +1045,7 @@ class Auditor:
     # --- answers without a verdict
 
     def _generic(self, name, purpose, key) -> FeatureAudit:
-        audit = FeatureAudit(name, purpose, "not addressed by the spec", "no verdict: the words are too generic",
+        audit = FeatureAudit(name, purpose, "not addressed by the spec", _GENERIC,
                              "high", "a verdict from generic words would be a guess", [], [])
         audit.check = ("name the feature itself (what it does, the technique, the endpoint); words such as "
                        f"{', '.join(repr(w) for w in name.split()[:4])} occur all over the spec")
@@ -1081,6 +1117,7 @@ def audit_features(features: list[str], spec: ParsedSpec, catalog: Catalog, *, p
     if not all(names):
         raise AuditError("a feature without a name; every feature needs a few words saying what it is")
     auditor = Auditor(SpecIndex(spec, catalog, parent_text), glossary)
+    auditor.meanings.expect(names)
     purposes = purposes or [None] * len(names)
     return [auditor.audit(name, purpose) for name, purpose in zip(names, purposes)]
 

@@ -1,7 +1,7 @@
 """Scope audit benchmark: verdict accuracy and key-line recall on the labelled features.
 
     python -m requirements_map.audit_bench [--spec FILE] [--part all|tuned|held-out|held-out-N] [--misses]
-                                           [--write-calibration]
+                                           [--train] [--write-calibration]
 
 The labels (data/audit_labels.yaml) were written by reading the spec. A third of the first set was
 held out of the first round of tuning (`held_out: true`); a second held-out part (`held_out: 2`)
@@ -13,8 +13,12 @@ A verdict is right when it equals
 the label; a key line is cited when the audit rests on (or, for "not addressed", shows as
 closest) at least one of the label's key lines. Prints two tables per part: rows per class, and the
 calibration (verdicts right per confidence level, and among those not marked unsure).
-`--write-calibration` stores the calibration over the blind parts (data/audit_calibration.json), which
-the proof document quotes so that a reader knows how far each confidence level can be trusted.
+Each part's rows are of the verdicts given (the rules weighed by the verdict model); a line after them
+gives the rules' verdicts alone and says whether the model was trained on the part. `--train` trains
+the model (data/verdict_model.json) on the parts that the labels' `model_held_out` does not name.
+`--write-calibration` stores the calibration over the blind parts held out of that training
+(data/audit_calibration.json), which the proof document quotes so that a reader knows how far each
+confidence level can be trusted.
 Last, for the parts a second reader labelled without seeing the first reading
 (data/audit_second_reading.yaml): how often the two readers agree (what a tool can be held to), and
 how often the audit is right where they do.
@@ -23,6 +27,7 @@ how often the audit is right where they do.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -30,9 +35,14 @@ from importlib import resources
 
 import yaml
 
-from .audit import VERDICTS, audit_features
+import numpy as np
+
+from .audit import VERDICTS, Auditor
+from .audit_confidence import signals
 from .catalog import derive_catalog, load_catalog
+from .spec_index import SpecIndex
 from .spec_source import SpecSourceError, load_spec
+from .verdict_model import load_verdict_model, signal_vector, store, train
 
 PART = re.compile(r"all|tuned|held-out(?:-\d+)?$")
 BLIND_FROM = 3  # parts from held_out: 3 on were written blind to the audit: the honest measure of it
@@ -42,8 +52,17 @@ CALIBRATION = resources.files("requirements_map") / "data" / "audit_calibration.
 def load_labels(name: str = "audit_labels.yaml") -> list[dict]:
     """The labelled features; with `name` "audit_second_reading.yaml", a second reader's verdicts on
     some blind parts, read without the first reading (how often two readers agree)."""
-    path = resources.files("requirements_map") / "data" / name
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["features"]
+    return _label_file(name)["features"]
+
+
+def model_held_out() -> list[str]:
+    """The parts the verdict model is not trained on: measured only."""
+    return _label_file("audit_labels.yaml")["model_held_out"]
+
+
+@functools.cache  # a large file, read by several callers
+def _label_file(name: str) -> dict:
+    return yaml.safe_load((resources.files("requirements_map") / "data" / name).read_text(encoding="utf-8"))
 
 
 def part_of(label: dict) -> str:
@@ -106,10 +125,12 @@ def calibration(labels: list[dict], audits) -> str:
     return "\n".join(out)
 
 
-def blind_calibration(labels: list[dict], audits) -> dict:
-    """Verdicts right per confidence level on the parts written blind to the audit."""
+def blind_calibration(labels: list[dict], audits, trained_on: list[str]) -> dict:
+    """Verdicts right per confidence level on the parts written blind to the audit that the verdict model
+    was not trained on (`trained_on`)."""
     blind = [(f, a) for f, a in zip(labels, audits) if isinstance(f.get("held_out"), int)
-             and not isinstance(f["held_out"], bool) and f["held_out"] >= BLIND_FROM]
+             and not isinstance(f["held_out"], bool) and f["held_out"] >= BLIND_FROM
+             and part_of(f) not in trained_on]
     parts = sorted({f["held_out"] for f, _ in blind})
     return {"parts": [parts[0], parts[-1]] if parts else [], "features": len(blind),
             "levels": {level: [sum(a.verdict == f["verdict"] for f, a in blind if a.confidence == level),
@@ -152,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", type=_part, action="append",
                         help="all, tuned, held-out or held-out-N (default: all, and each part the labels have)")
     parser.add_argument("--misses", action="store_true", help="list the features whose verdict or key line is missed")
+    parser.add_argument("--train", action="store_true",
+                        help="train the verdict model on the parts model_held_out does not name (pinned spec only)")
     parser.add_argument("--write-calibration", action="store_true",
                         help=f"store the calibration over the blind parts in {CALIBRATION.name} (pinned spec only)")
     args = parser.parse_args(argv)
@@ -160,20 +183,38 @@ def main(argv: list[str] | None = None) -> int:
     except SpecSourceError as exc:
         print(f"audit_bench: error: {exc}", file=sys.stderr)
         return 2
+    if (args.train or args.write_calibration) and not spec.is_pinned:
+        print("audit_bench: error: the labels are of the revision of record; --train and --write-calibration need it",
+              file=sys.stderr)
+        return 2
     catalog = load_catalog() if spec.is_pinned else derive_catalog(spec.parsed, spec.revision)
     labels = load_labels()
-    audits = audit_features([f["feature"] for f in labels], spec.parsed, catalog)
+    auditor = Auditor(SpecIndex(spec.parsed, catalog), weighs=False)
+    auditor.meanings.expect([f["feature"] for f in labels])
+    audits = [auditor.audit(f["feature"]) for f in labels]
+    if args.train:
+        held_out = model_held_out()
+        trained = [(f, a) for f, a in zip(labels, audits) if part_of(f) not in held_out]
+        store(train(np.stack([signal_vector(auditor, a, signals(auditor, a)) for _, a in trained]),
+                    [f["verdict"] for f, _ in trained], [part_of(f) for f, _ in trained]))
+    rules = [a.verdict for a in audits]
+    for a in audits:
+        auditor.weigh(a)
+    model = load_verdict_model()
+    trained_on = model.trained_on if model else []
     if args.write_calibration:
-        if not spec.is_pinned:
-            print("audit_bench: error: the labels are of the revision of record; --write-calibration needs it",
-                  file=sys.stderr)
-            return 2
-        CALIBRATION.write_text(json.dumps(blind_calibration(labels, audits), indent=1) + "\n", encoding="utf-8")
+        CALIBRATION.write_text(json.dumps(blind_calibration(labels, audits, trained_on), indent=1) + "\n",
+                               encoding="utf-8")
     present = {part_of(f) for f in labels}
     ordered = sorted(present, key=lambda p: (p != "tuned", int(p.rpartition("-")[2]) if p[-1].isdigit() else 1))
     for part in args.part or ["all", *ordered]:
-        pairs = [(f, a) for f, a in zip(labels, audits) if part in ("all", part_of(f))]
+        chosen = [i for i, f in enumerate(labels) if part in ("all", part_of(f))]
+        pairs = [(labels[i], audits[i]) for i in chosen]
         print(render(part, score([f for f, _ in pairs], [a for _, a in pairs])), end="\n\n")
+        alone = sum(rules[i] == labels[i]["verdict"] for i in chosen)
+        seen = "" if part == "all" else "; the verdict model was trained on it" if part in trained_on else \
+            "; the verdict model was not trained on it"
+        print(f"Rules alone, before the verdict model: {_pct(alone, len(chosen))}{seen}.", end="\n\n")
         print(calibration([f for f, _ in pairs], [a for _, a in pairs]), end="\n\n")
         if args.misses:
             for f, a in pairs:

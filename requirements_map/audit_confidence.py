@@ -52,6 +52,9 @@ RELATED_LINES = "related lines exist; a reader should confirm none of them cover
 # an "in M0" read from meaning: the line nearest to the feature lies in the requirement naming most of its words
 BY_MEANING = "the spec does not name it: the line nearest to it in meaning, in the requirement naming most of its words, decides"
 
+# a verdict the verdict model prefers to the rules' (verdict_model.py): two readings disagree
+WEIGHED = "the rules and the verdict model disagree: the model's verdict is given, the rules' kept beside it"
+
 
 @dataclass
 class Signals:
@@ -116,6 +119,13 @@ def calibrate(auditor, audit, s: Signals) -> None:
     else:  # a means to something, or a purpose claimed: no better than a guess on the blind parts
         audit.confidence, audit.confidence_reason = "unsure", f"{audit.confidence_reason}: a guess from what it serves"
         audit.unsure = f"unsure: a reviewer must decide; {_closest(auditor, audit, s)}"
+
+
+def weighed_against_rules(auditor, audit, s: Signals, rules_verdict: str) -> None:
+    """Mark unsure a verdict the verdict model gave against the rules' `rules_verdict`."""
+    audit.confidence, audit.confidence_reason = "unsure", WEIGHED
+    audit.unsure = (f"unsure: a reviewer must decide between {audit.verdict} and the rules' {rules_verdict}; "
+                    f"{_closest(auditor, audit, s)}")
 
 
 def _doubt(audit, s: Signals, tier: int | None) -> str | None:

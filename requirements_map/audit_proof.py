@@ -22,7 +22,7 @@ def as_json(audits: list[FeatureAudit], spec_identity: dict, calibration: dict |
     findings = load_findings()
     return {"spec": spec_identity, **({"calibration": calibration} if calibration else {}),
             "summary": [{"feature": a.feature, "verdict": a.verdict, "confidence": a.confidence, "unsure": a.unsure,
-                         "detail": a.detail,
+                         "detail": a.detail, "rules_verdict": a.rules_verdict,
                          "requirements": a.requirements, "contradictions": len(a.contradictions),
                          "findings": [f.id for f in audit_findings(a, findings)]} for a in audits],
             "features": [_audit_dict(a, findings) for a in audits]}
@@ -104,12 +104,14 @@ def render_markdown(audits: list[FeatureAudit], spec_identity: dict, title: str 
 
 
 def trust_sentence(calibration: dict) -> str:
-    """How often each confidence level was right on the benchmark's features labelled blind to the audit."""
+    """How often each confidence level was right on the benchmark's features labelled blind to the audit and
+    held out of the verdict model's training."""
     first, last = calibration["parts"]
     rates = ", ".join(f"{level} {right} of {n} ({100 * right / n:.0f}%)"
                       for level, (right, n) in calibration["levels"].items() if n)
     return (f"How far to trust a verdict: on the {calibration['features']} features of the audit benchmark that were "
-            f"labelled by reading the spec without the audit (its parts {first} to {last}), the verdicts were right: "
+            f"labelled by reading the spec without the audit and not used to train its verdict model (its parts "
+            f"{first} to {last}), the verdicts were right: "
             f"{rates}. An unsure verdict is a best guess for a reviewer to decide; check any verdict against its quotes.")
 
 

@@ -165,12 +165,19 @@ class LineMeanings:
         kept = [(n, line_text(text)) for n, text in lines if len(line_text(text)) > 3]
         self.numbers = [n for n, _ in kept]
         self.vectors = _vectors(self.model, [text for _, text in kept])
+        self._asked: dict[str, np.ndarray] = {}  # a feature's vector: the audit and its verdict model both ask
+
+    def expect(self, texts: list[str]) -> None:
+        """Encode the texts to be asked about in batches (one at a time costs several times more)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._asked]
+        self._asked.update(zip(new, self.model.encode(new) if new else []))
 
     def nearest(self, text: str, k: int) -> list[tuple[int, float]]:
         """The `k` line numbers nearest in meaning to `text`, with their cosine similarity."""
         if not self.numbers:
             return []
-        similarity = self.vectors @ self.model.encode([text])[0]
+        self.expect([text])
+        similarity = self.vectors @ self._asked[text]
         best = np.argsort(-similarity, kind="stable")[:k]
         return [(self.numbers[i], float(similarity[i])) for i in best]
 
