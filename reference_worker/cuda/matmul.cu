@@ -66,14 +66,36 @@ __device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, con
     return x;
 }
 
+// acc plus a lane's share of unit u of a row times x: decode4's group lane % 8 (eight lanes a
+// unit), or, PAIRED, decode_pair's groups g = lane % 8 and g ^ 4 (four lanes a unit, u = lane / 4
+// modulo 8: one decode of the scale and high bits for eight values, where eight lanes each
+// decoded them for four), its eight products added to acc one by one (FMAs). The lanes of odd
+// units thus start from their unit's second half, and the eight lanes of a shared-memory phase
+// (two units) read x from 32 different banks.
+template <int QT, bool PAIRED>
+__device__ __forceinline__ float unit_dot(float acc, const u8* wrow, const float* x, int u, int lane) {
+    if constexpr (PAIRED) {
+        const int g = lane & 7;
+        const Float4Pair w = decode_pair<QT>(wrow, u, g);
+        const float4 xa = *reinterpret_cast<const float4*>(x + u * 32 + 4 * g);
+        const float4 xb = *reinterpret_cast<const float4*>(x + u * 32 + 4 * (g ^ 4));
+        acc += w.a.x * xa.x; acc += w.a.y * xa.y; acc += w.a.z * xa.z; acc += w.a.w * xa.w;
+        acc += w.b.x * xb.x; acc += w.b.y * xb.y; acc += w.b.z * xb.z; acc += w.b.w * xb.w;
+        return acc;
+    } else {
+        return acc + dot4(decode4<QT>(wrow, u, lane & 7), *reinterpret_cast<const float4*>(x + u * 32 + 4 * (lane & 7)));
+    }
+}
+
+// Lanes a unit of unit_dot.
+template <bool PAIRED> constexpr int UNIT_LANES = PAIRED ? 4 : 8;
+
 // A lane's share of a row's dot product with x: units part * 4 + lane / 8, every 4 * SPLIT-th on.
 template <int QT, int SPLIT>
 __device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int units, int part, int lane) {
-    const int sub = lane & 7;
     float acc = 0.0f;
 #pragma unroll 4
-    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
-        acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT) acc = unit_dot<QT, false>(acc, wrow, x, u, lane);
     return acc;
 }
 
@@ -127,15 +149,15 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
 
 // Decode of the SwiGLU gate from the un-normalised x: y[r] = silu(Wg[r] . h) * (Wu[r] . h) with
 // h = rmsnorm(x) * norm, a warp per row reading both matrices (of one quant type) in one pass,
-// in matvec_impl's order of summation. Shared memory as matvec_impl's, two slots a warp (its
-// gate row, then its up row). GATED_WARPS rows a block: each block stages and normalises x,
+// four lanes a unit for the types of PAIRS (unit_dot), else in matvec_impl's order of
+// summation. Shared memory as matvec_impl's, two slots a warp (its gate row, then its up row). GATED_WARPS rows a block: each block stages and normalises x,
 // which for 4864 rows in blocks of 4 moved more bytes from L2 than the weights did.
 #define GATED_WARPS 8
 template <int QT>
 __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
                                   const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
                                   long long row_bytes) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * GATED_WARPS + warp;
     const bool active = row < n_out;
     u8* slots = reinterpret_cast<u8*>(staged);
@@ -148,12 +170,19 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
     }
     x = stage_inputs(x_at, x, true, norm, norm_at, eps, n_in);
     const int units = active ? n_in >> 5 : 0;
+    constexpr int LANES = UNIT_LANES<PAIRS<QT>>;
     float g = 0.0f, u = 0.0f;
+    // Every lane makes the same trips: 28 units in steps of 8 would otherwise leave half the lanes
+    // 3 trips and half 4, run one after the other. A lane past the last unit reads that unit
+    // again and keeps its sums (selects, not a branch: the steps stay one block to schedule).
 #pragma unroll 4
-    for (int k = lane >> 3; k < units; k += 4) {
-        const float4 xv = *reinterpret_cast<const float4*>(x + k * 32 + 4 * sub);
-        g += dot4(decode4<QT>(gate, k, sub), xv);
-        u += dot4(decode4<QT>(up, k, sub), xv);
+    for (int k0 = 0; k0 < units; k0 += 32 / LANES) {
+        const int k = k0 + lane / LANES;
+        const bool inside = k < units;
+        const float g_k = unit_dot<QT, PAIRS<QT>>(g, gate, x, inside ? k : units - 1, lane);
+        const float u_k = unit_dot<QT, PAIRS<QT>>(u, up, x, inside ? k : units - 1, lane);
+        g = inside ? g_k : g;
+        u = inside ? u_k : u;
     }
     launch_dependents();  // late: see stage_inputs
     g = warp_sum(g);

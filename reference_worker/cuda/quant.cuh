@@ -87,6 +87,43 @@ template <> __device__ __forceinline__ float4 decode4<QT_Q8_0>(const u8* row, in
                        d * (float)(signed char)byte_of(q, 2), d * (float)(signed char)byte_of(q, 3));
 }
 
+// decode_pair(row, u, g) (g in 0..7): groups g and g ^ 4 of unit u, that is decode4(row, u, g)
+// and decode4(row, u, g ^ 4), bit for bit, for the types where the two share most of their
+// decode (PAIRS): a mat-vec then gives each unit four lanes of eight values, not eight of four.
+struct Float4Pair {
+    float4 a, b;
+};
+template <int QT> __device__ __forceinline__ Float4Pair decode_pair(const u8* row, int u, int g);
+template <int QT> constexpr bool PAIRS = QT == QT_Q5_0;
+
+// The four bytes of w as floats, each less `offset` (a whole number, 0..255), exactly and with no
+// int-to-float conversion (I2F issues at an eighth of the FMA rate on Hopper): byte b is put in
+// the low mantissa bits of 2^23 (the float 2^23 + b) and 2^23 + offset is taken off.
+__device__ __forceinline__ float4 bytes_less(u32 w, float offset) {
+    const float base = 8388608.0f + offset;
+    return make_float4(__uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440)) - base,
+                       __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7441)) - base,
+                       __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7442)) - base,
+                       __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7443)) - base);
+}
+
+__device__ __forceinline__ float4 scaled(float d, float4 v) { return make_float4(d * v.x, d * v.y, d * v.z, d * v.w); }
+
+// Q5_0 group g of a block from its scale d, high-bit word qh and the qs word of g % 4: the
+// nibbles of g / 2 (low or high) with bits 4g..4g+3 of qh moved to bit 4 of each byte (the
+// multiply puts bit i at 8i + 4; its four shifted copies do not overlap, so nothing carries).
+__device__ __forceinline__ float4 q5_0_group(float d, u32 qh, u32 qs, int g) {
+    const u32 high = (((qh >> (4 * g)) & 0xFu) * 0x02040810u) & 0x10101010u;
+    return scaled(d, bytes_less(((qs >> (4 * (g >> 2))) & 0x0F0F0F0Fu) | high, 16.0f));
+}
+
+template <> __device__ __forceinline__ Float4Pair decode_pair<QT_Q5_0>(const u8* row, int u, int g) {
+    const u8* b = row + u * 22;
+    const float d = load_half(b);
+    const u32 qh = load_u32_2aligned(b + 2), qs = load_u32_2aligned(b + 6 + 4 * (g & 3));
+    return {q5_0_group(d, qh, qs, g), q5_0_group(d, qh, qs, g ^ 4)};
+}
+
 // E8M0 scale halved, as ggml_e8m0_to_fp32_half: the fp4 table below is doubled.
 __device__ __forceinline__ float e8m0_half(u32 e) {
     return __uint_as_float(e < 2 ? (0x00200000u << e) : ((e - 1) << 23));
