@@ -99,7 +99,7 @@ def test_matmul_few_sums_as_the_mat_vec_and_matches_gguf(matmul_main, tmp_path_f
 
 # The decode mat-vecs that give a unit four lanes (matmul.cu's PAIRS: unit_dot's PAIRED), run by
 # cuda_on_cpu/matvec_main.cpp.
-PAIRED = [Q.Q5_0]
+PAIRED = [Q.Q5_0, Q.Q8_0]
 GATED_TYPES = [Q.Q5_0, Q.Q8_0, Q.Q4_0, Q.Q4_K, Q.Q6_K]
 
 
@@ -129,14 +129,18 @@ def random_blocks(rng: np.random.Generator, qtype: Q, rows: int, cols: int) -> n
 @pytest.mark.parametrize("qtype", PAIRED, ids=lambda q: q.name)
 @settings(max_examples=4, deadline=None)
 @given(rows=st.integers(1, 4), units=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
-def test_decode_pair_is_decode4_of_both_groups_bit_for_bit(matvec_main, tmp_path_factory, qtype, rows, units, seed):
-    """decode_pair(u, g) is (decode4(u, g), decode4(u, g ^ 4)) bit for bit, for random blocks:
-    the paired mat-vecs multiply the very weights the others do."""
+def test_decode_pair_is_decode4_of_both_groups(matvec_main, tmp_path_factory, qtype, rows, units, seed):
+    """decode_pair(u, g) is (decode4(u, g), decode4(u, g ^ 4)) for random blocks, of both signs of
+    scale: the paired mat-vecs multiply the very weights the others do, bit for bit but that a zero
+    weight is +0 where decode4 gives -0 (quant.cuh's scaled_bytes)."""
     raw = random_blocks(np.random.default_rng(seed), qtype, rows, 32 * units)
     got = run_matvec(matvec_main, tmp_path_factory.mktemp("pairs"), "pairs", qtype, raw, 32 * units)
     pair, single = got.reshape(-1, 2, 8)[:, 0], got.reshape(-1, 2, 8)[:, 1]
     assert np.isfinite(got).all()
-    assert np.array_equal(pair.view(np.uint32), single.view(np.uint32))
+    assert np.array_equal(pair, single)
+    nonzero = single != 0
+    assert np.array_equal(pair[nonzero].view(np.uint32), single[nonzero].view(np.uint32))
+    assert (pair[~nonzero].view(np.uint32) == 0).all()  # +0
 
 
 @pytest.mark.parametrize("qtype", GATED_TYPES, ids=lambda q: q.name)
@@ -173,3 +177,27 @@ def test_matvec_gated_within_fp32_sum_bounds_of_the_float64_swiglu(matvec_main, 
     gate, up = sums
     assert np.isfinite(y).all()
     assert_within(y, gate / (1.0 + np.exp(-gate)) * up, swiglu_bound(gate, up, *bounds))
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q5_0, Q.Q4_K], ids=lambda q: q.name)
+@settings(max_examples=4, deadline=None)
+@given(rows=st.integers(1, 21), units=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+@example(rows=13, units=28, seed=1)  # the output head's rows of 896: 3.5 steps of eight units; a partial last block
+def test_matvec_many_within_fp32_sum_bounds_of_the_float64_product(matvec_main, tmp_path_factory, qtype, rows, units,
+                                                                  seed):
+    """matvec_many (the output head's mat-vec, x read in place) against W x + bias + residual in
+    float64, W gguf.quants.dequantize's: within product_bound (fp32 sums in any order, a decode
+    rounding or two, a rounding each for bias and residual), the paired types' order of summation
+    being their own."""
+    block_size = gguf.GGML_QUANT_SIZES[qtype][0]
+    cols = -(-32 * units // block_size) * block_size
+    rng = np.random.default_rng(seed)
+    raw = np.ascontiguousarray(encode_weight(rng, qtype, rows, cols, 0.05)).view(np.uint8).reshape(rows, -1)
+    x = rng.standard_normal(cols).astype(np.float32)
+    bias, residual = rng.standard_normal((2, rows)).astype(np.float32)
+    y = run_matvec(matvec_main, tmp_path_factory.mktemp("many"), "many", qtype, raw, cols, x, bias, residual)
+
+    w = gguf.quants.dequantize(raw, qtype).astype(np.float64).reshape(rows, cols)
+    want = w @ x.astype(np.float64) + bias + residual
+    assert np.isfinite(y).all()
+    assert_within(y[None], want[None], product_bound(x.astype(np.float64)[None], w, bias[None], residual[None]))

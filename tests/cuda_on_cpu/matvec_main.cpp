@@ -3,6 +3,9 @@
 // gated: IN holds the gate's and the up matrix's raw blocks (N_OUT x ROW_BYTES each), x and the
 //   norm's weight (float32 N_IN each) and eps (float32); runs matvec_gated_<type> as
 //   kernels.matvec_gated launches it and writes y (float32 N_OUT).
+// many: IN holds raw blocks (N_OUT x ROW_BYTES), x, bias (N_OUT) and residual (N_OUT) float32;
+//   runs matvec_many_<type> as kernels.matmul launches it for a head (a block per four rows, x
+//   read in place) and writes y (float32 N_OUT).
 // pairs: IN holds raw blocks (N_OUT x ROW_BYTES); writes, for every row, unit u and group g in
 //   0..7, decode_pair(row, u, g) (a, then b) and decode4(row, u, g), decode4(row, u, g ^ 4): 16
 //   float32 each (types of PAIRS only).
@@ -14,6 +17,17 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #include <string>
 
 using Gated = void (*)(const u8*, const u8*, const float*, const float*, float, float*, int, int, long long);
+using Many = void (*)(const u8*, const float*, float*, const float*, const float*, int, int, long long);
+
+Many many_of(int qtype) {
+    switch (qtype) {
+        case QT_Q5_0: return matvec_many_q5_0;
+        case QT_Q8_0: return matvec_many_q8_0;
+        case QT_Q4_K: return matvec_many_q4_k;
+        case QT_Q6_K: return matvec_many_q6_k;
+        default: fprintf(stderr, "type %d\n", qtype); exit(2);
+    }
+}
 
 Gated gated_of(int qtype) {
     switch (qtype) {
@@ -58,10 +72,18 @@ int main(int argc, char** argv) {
         const Gated gated = gated_of(qtype);
         launch((n_out + GATED_WARPS - 1) / GATED_WARPS, 32 * GATED_WARPS, [&] {
             gated(W.data(), U.data(), x.data(), norm.data(), eps, out.data(), n_in, n_out, row_bytes); });
+    } else if (mode == "many") {
+        std::vector<float> x(n_in), bias(n_out), residual(n_out);
+        read(x.data(), 4 * n_in); read(bias.data(), 4 * n_out); read(residual.data(), 4 * n_out);
+        out.assign(n_out, NAN);
+        const Many many = many_of(qtype);
+        launch((n_out + WARPS - 1) / WARPS, 32 * WARPS, [&] {
+            many(W.data(), x.data(), out.data(), bias.data(), residual.data(), n_in, n_out, row_bytes); });
     } else if (mode == "pairs") {
         const int units = n_in / 32;
         switch (qtype) {
             case QT_Q5_0: pairs<QT_Q5_0>(W.data(), n_out, units, row_bytes, out); break;
+            case QT_Q8_0: pairs<QT_Q8_0>(W.data(), n_out, units, row_bytes, out); break;
             default: fprintf(stderr, "type %d\n", qtype); return 2;
         }
     } else {
