@@ -35,9 +35,10 @@ def workdir(tmp_path_factory) -> Path:
 
 def run_kernels(binary: Path, workdir: Path, decode: bool, q, k_prev, v_prev, k_new, v_new, start: int,
                 capacity: int, window: int, sinks, yarn: bool,
-                split_blocks: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(out, K cache, V cache as fp16) from attention_main (its header says what it runs);
-    split_blocks stands for kernels.ATTN_SPLIT_BLOCKS."""
+                split_blocks: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple | None]:
+    """(out, K cache, V cache as fp16, and for a decode (the replay's out, the separate merge's
+    out, the ticket counters)) from attention_main (its header says what it runs); split_blocks
+    stands for kernels.ATTN_SPLIT_BLOCKS."""
     n_tok, n_head, head_dim = q.shape
     freqs, magnitude = YARN.frequencies(BASE, head_dim) if yarn else (None, 1.0)
     header = np.array([int(decode), n_tok, n_head, N_KV, head_dim, capacity, start, window, len(k_prev),
@@ -48,9 +49,15 @@ def run_kernels(binary: Path, workdir: Path, decode: bool, q, k_prev, v_prev, k_
                                               .tobytes() for a in parts))
     subprocess.run([str(binary), str(workdir / "in.bin"), str(workdir / "out.bin")], check=True, timeout=120)
     raw = (workdir / "out.bin").read_bytes()
-    out = np.frombuffer(raw, np.float32, q.size).reshape(q.shape)
-    caches = np.frombuffer(raw, np.uint16, offset=q.size * 4).reshape(2, N_KV, capacity, head_dim)
-    return out, caches[0], caches[1]
+    floats = q.size * (3 if decode else 1) + (n_head if decode else 0)
+    outs = np.frombuffer(raw, np.float32, floats)
+    caches = np.frombuffer(raw, np.uint16, offset=floats * 4).reshape(2, N_KV, capacity, head_dim)
+    out = outs[:q.size].reshape(q.shape)
+    extras = None
+    if decode:
+        extras = (outs[q.size:2 * q.size].reshape(q.shape), outs[2 * q.size:3 * q.size].reshape(q.shape),
+                  outs[3 * q.size:].view(np.uint32))
+    return out, caches[0], caches[1], extras
 
 
 def fp16(rng, *shape) -> np.ndarray:
@@ -83,7 +90,7 @@ def test_prefill_over_a_ring_is_the_twins_attention(attention_main, workdir, sta
     q = fp16(rng, n, N_KV * GROUP, HEAD_DIM)
     k_all, v_all = fp16(rng, start + n, N_KV, HEAD_DIM), fp16(rng, start + n, N_KV, HEAD_DIM)
     sinks = (rng.standard_normal(N_KV * GROUP) * 3).astype(np.float32) if with_sinks else None
-    out, k_cache, v_cache = run_kernels(attention_main, workdir, False, q, k_all[first:start], v_all[first:start],
+    out, k_cache, v_cache, _ = run_kernels(attention_main, workdir, False, q, k_all[first:start], v_all[first:start],
                                         k_all[start:], v_all[start:], start, capacity, window, sinks, yarn=False)
     want = twin(q, k_all, v_all, start, sinks, window).reshape(q.shape)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
@@ -101,7 +108,10 @@ def test_prefill_over_a_ring_is_the_twins_attention(attention_main, workdir, sta
 @example(start=350, window=200, ring_extra=7, blocks_per_head=1, with_sinks=False, yarn=False, seed=2)  # a ring, 1 block
 def test_decode_over_a_ring_stores_and_attends_as_the_twin(attention_main, workdir, start, window, ring_extra,
                                                            blocks_per_head, with_sinks, yarn, seed):
-    """A chunk of 64 positions per block, or (fewer blocks than chunks) several chunks a block."""
+    """A chunk of 64 positions per block, or (fewer blocks than chunks) several chunks a block; the
+    last block of a head to finish merges the head's blocks: bit for bit what a separate merge
+    launch over the same block states gives (the attention_combine kernel it replaced), with the
+    ticket counters back at 0, so that a second launch (a graph replay) gives the same bits."""
     rng = np.random.default_rng(seed)
     capacity = window + ring_extra if window else start + 1 + ring_extra
     first = max(0, start - window + 1) if window else 0
@@ -109,9 +119,12 @@ def test_decode_over_a_ring_stores_and_attends_as_the_twin(attention_main, workd
     k_all, v_all = fp16(rng, start + 1, N_KV, HEAD_DIM), fp16(rng, start + 1, N_KV, HEAD_DIM)
     sinks = (rng.standard_normal(N_KV * GROUP) * 3).astype(np.float32) if with_sinks else None
     # The cache holds rotated keys; the new one arrives unrotated and the kernel turns it.
-    out, k_cache, v_cache = run_kernels(attention_main, workdir, True, q, k_all[first:start], v_all[first:start],
-                                        k_all[start:], v_all[start:], start, capacity, window, sinks, yarn,
-                                        blocks_per_head * N_KV * GROUP)
+    out, k_cache, v_cache, (replayed, combined, tickets) = run_kernels(
+        attention_main, workdir, True, q, k_all[first:start], v_all[first:start], k_all[start:], v_all[start:], start,
+        capacity, window, sinks, yarn, blocks_per_head * N_KV * GROUP)
+    assert np.array_equal(out.view(np.uint32), combined.view(np.uint32))
+    assert np.array_equal(out.view(np.uint32), replayed.view(np.uint32))
+    assert not tickets.any()
     rotated_q, rotated_k = ops_numpy.rope(q, k_all[start:], np.array([start]), BASE, True, YARN if yarn else None)
     stored_k = rotated_k.astype(np.float16).astype(np.float32)
     keys = np.concatenate([k_all[:start], stored_k])

@@ -307,9 +307,11 @@ def test_decode_attention_rotates_stores_then_attends_like_the_twin(start, group
     if start:
         kernels.kv_store(cp.asarray(k_all[:start]), cp.asarray(v_all[:start]), k_cache, v_cache,
                          cp.asarray([0], np.int32))
+    tickets = kernels.attention_tickets()
     out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
                                    v_cache, cp.asarray([start], np.int32), 1e6, neox,
-                                   cp.full(q.shape, np.nan, np.float32))
+                                   cp.full(q.shape, np.nan, np.float32), tickets)
+    assert not tickets.get().any()  # each head's last block set its counter back for the next launch
     # The GPU's fp32 angles differ from the twin's float64 ones by about position * 1e-7 rad, so
     # the stored key may round to the neighbouring fp16 value: 1e-3, where a wrong rotation is O(1).
     assert rel_err(out.get().reshape(1, -1), want) < 1e-3

@@ -211,8 +211,9 @@ def test_decode_attention_with_sinks_window_and_yarn_matches_twin(start, window,
     freqs, magnitude = YARN.frequencies(150000.0, head_dim)
     out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
                                    v_cache, cp.asarray([start], np.int32), 150000.0, True,
-                                   cp.full(q.shape, np.nan, np.float32), None if sinks is None else cp.asarray(sinks),
-                                   window, cp.asarray(freqs.astype(np.float32)), magnitude)
+                                   cp.full(q.shape, np.nan, np.float32), kernels.attention_tickets(),
+                                   None if sinks is None else cp.asarray(sinks), window,
+                                   cp.asarray(freqs.astype(np.float32)), magnitude)
     assert rel_err(out.get().reshape(1, -1), want) < 1e-3  # fp16 rounding of the rotated key, as there
 
 
@@ -286,7 +287,7 @@ def test_decode_attention_over_a_ring_matches_the_twins_full_cache(start, window
         patch.setattr(kernels, "ATTN_SPLIT_BLOCKS", blocks_per_head * n_kv * group)
         out = kernels.attention_decode(cp.asarray(q), cp.asarray(k_all[start:]), cp.asarray(v_all[start:]), k_cache,
                                        v_cache, cp.asarray([start], np.int32), 150000.0, True,
-                                       cp.full(q.shape, np.nan, np.float32),
+                                       cp.full(q.shape, np.nan, np.float32), kernels.attention_tickets(),
                                        None if sinks is None else cp.asarray(sinks), window,
                                        cp.asarray(freqs.astype(np.float32)), magnitude)
     assert rel_err(out.get().reshape(1, -1), want) < 1e-3  # fp16 rounding of the rotated key, as above

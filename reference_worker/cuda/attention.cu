@@ -246,7 +246,8 @@ ATTENTION_MMA(128)
 // gives too few (head, query) blocks to fill the GPU, so the positions first..p (first: the
 // window's first position, else 0) are cut in chunks of CHUNK and block (h, c) of a grid of
 // n_chunks handles chunks c, c + n_chunks, ... and writes its partial softmax state (max, sum,
-// weighted values) to `partial`; attention_combine merges the blocks. The launcher caps
+// weighted values) to `partial`; the last of a head's blocks to finish merges them
+// (combine_partials), so decode attention is one launch. The launcher caps
 // n_chunks (kernels.ATTN_SPLIT_BLOCKS), so a cache of a whole 131,072-token context costs no more
 // blocks than a short one; blocks with no chunk below the position return at once. Within a block, eight lanes share a
 // position (each holding head_dim/8 dimensions, 16-byte loads), so a warp scores four
@@ -277,6 +278,22 @@ __device__ void stage_chunk(const u16* k_cache, const u16* v_cache, u16* k_st, u
     }
 }
 
+// out_h = the merge of a head's `used` block states in part (max, sum, values; rows of head_dim
+// + 2) and of its sink logit, when there is one, over the block's threads. The states may come
+// from other blocks: read through L2 (ld.cg), past this SM's L1.
+__device__ void combine_partials(const float* part, float* out_h, int head_dim, int used, const float* sink) {
+    const int row = head_dim + 2;
+    float mx = sink ? *sink : NEG_INF;
+    for (int c = 0; c < used; ++c) mx = fmaxf(mx, __ldcg(part + c * row));
+    float total = sink ? __expf(*sink - mx) : 0.0f;
+    for (int c = 0; c < used; ++c) total += __ldcg(part + c * row + 1) * __expf(__ldcg(part + c * row) - mx);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float s = 0.0f;
+        for (int c = 0; c < used; ++c) s += __ldcg(part + c * row + 2 + d) * __expf(__ldcg(part + c * row) - mx);
+        out_h[d] = s / total;
+    }
+}
+
 __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
     const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
@@ -294,9 +311,10 @@ __device__ __forceinline__ void unpack8(uint4 raw, float* out) {
 // of its own. The cache pointers are therefore not read-only.
 extern "C" __global__ void __launch_bounds__(32 * SPLIT_WARPS)
 attention_split(const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,
-                u16* k_cache, u16* v_cache, float* __restrict__ partial, int n_head, int n_kv, int head_dim,
-                int ctx, const int* __restrict__ pos0, float scale, float freq_base, int neox, int window,
-                const float* __restrict__ freqs, float magnitude) {
+                u16* k_cache, u16* v_cache, float* partial, float* __restrict__ out, u32* tickets, int n_head,
+                int n_kv, int head_dim, int ctx, const int* __restrict__ pos0, float scale, float freq_base,
+                int neox, int window, const float* __restrict__ freqs, float magnitude,
+                const float* __restrict__ sinks) {
     wait_for_prerequisites();
     const int h = blockIdx.x, c = blockIdx.y, n_chunks = gridDim.y;
     const int kvh = h / (n_head / n_kv);
@@ -305,7 +323,7 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     const int pos = pos0[0];
     const int first = window > 0 ? max(0, pos - window + 1) : 0;
     const int last_chunk = (pos - first) / CHUNK;  // the chunk of the new position
-    if (c > last_chunk) return;  // attention_combine does not read it
+    if (c > last_chunk) return;  // takes no ticket: combine_partials does not read it
     u16* k_st = reinterpret_cast<u16*>(kv_stage);
     u16* v_st = k_st + CHUNK * head_dim;
     const long long kv_base = (long long)kvh * ctx * head_dim;
@@ -388,7 +406,9 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
             m = m_new;
         }
     }
-    launch_dependents();  // late, as the staged mat-vecs (matmul.cu's stage_inputs)
+    // Late, as the staged mat-vecs (matmul.cu's stage_inputs); before the merges below, which is
+    // safe: a dependent's wait_for_prerequisites returns only once this whole grid has finished.
+    launch_dependents();
     // Merge the 16 groups of this block, then write its (max, sum, values).
     __shared__ float gm[4 * SPLIT_WARPS], gl[4 * SPLIT_WARPS];
     float* gacc = reinterpret_cast<float*>(kv_stage);  // group g's values at g * head_dim, over the stage
@@ -401,37 +421,37 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_new, co
     float mx = NEG_INF;
 #pragma unroll
     for (int g = 0; g < 4 * SPLIT_WARPS; ++g) mx = fmaxf(mx, gm[g]);
-    float* out = partial + ((long long)h * n_chunks + c) * (head_dim + 2);
+    float* head_part = partial + (long long)h * n_chunks * (head_dim + 2);
+    float* state = head_part + c * (head_dim + 2);
     float total = 0.0f;
 #pragma unroll
     for (int g = 0; g < 4 * SPLIT_WARPS; ++g) total += gl[g] * __expf(gm[g] - mx);
-    if (threadIdx.x == 0) { out[0] = mx; out[1] = total; }
+    if (threadIdx.x == 0) { state[0] = mx; state[1] = total; }
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float s = 0.0f;
 #pragma unroll
         for (int g = 0; g < 4 * SPLIT_WARPS; ++g) s += gacc[g * head_dim + d] * __expf(gm[g] - mx);
-        out[2 + d] = s;
+        state[2 + d] = s;
     }
-}
-
-// out[h] = the merge of head h's block states from attention_split (those with a chunk below the
-// position) and of its sink logit, when there are sinks.
-extern "C" __global__ void attention_combine(const float* __restrict__ partial, float* __restrict__ out,
-                                             int head_dim, int n_chunks, const int* __restrict__ pos0,
-                                             const float* __restrict__ sinks, int window) {
-    launch_dependents();
-    wait_for_prerequisites();
-    const int h = blockIdx.x;
-    const int first = window > 0 ? max(0, pos0[0] - window + 1) : 0;
-    const int used = min((pos0[0] - first) / CHUNK + 1, n_chunks);
-    const float* part = partial + (long long)h * n_chunks * (head_dim + 2);
-    float mx = sinks ? sinks[h] : NEG_INF;
-    for (int c = 0; c < used; ++c) mx = fmaxf(mx, part[c * (head_dim + 2)]);
-    float total = sinks ? __expf(sinks[h] - mx) : 0.0f;
-    for (int c = 0; c < used; ++c) total += part[c * (head_dim + 2) + 1] * __expf(part[c * (head_dim + 2)] - mx);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float s = 0.0f;
-        for (int c = 0; c < used; ++c) s += part[c * (head_dim + 2) + 2 + d] * __expf(part[c * (head_dim + 2)] - mx);
-        out[h * head_dim + d] = s / total;
+    // The head's blocks take a ticket each once their state is written (threadFenceReduction's
+    // pattern); the one that draws the last merges them. It sets the counter back to 0 for the
+    // next launch (a graph replays this one with the same counters): every block of the head has
+    // drawn by then, and the next launch draws only after its wait_for_prerequisites, that is
+    // after this grid has finished. A head of one block merges its own state.
+    const int used = min(last_chunk + 1, n_chunks);
+    if (used > 1) {
+        __shared__ bool last;
+        __threadfence();  // this thread's share of the state, before the block's ticket
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            last = atomicAdd(tickets + h, 1u) == (u32)(used - 1);
+            if (last) tickets[h] = 0;
+        }
+        __syncthreads();
+        if (!last) return;
+        __threadfence();  // the other blocks' states, after their tickets
+    } else {
+        __syncthreads();
     }
+    combine_partials(head_part, out + h * head_dim, head_dim, used, sinks ? sinks + h : nullptr);
 }

@@ -426,11 +426,12 @@ def bench_kernels() -> None:
                  _graph_time_us(lambda: kernels.rope(q, pos, 1e6, True, qo)), None))
     k, v = vec(1, 2, 64), vec(1, 2, 64)
     kc = cp.asarray(rng.standard_normal((2, 4096, 64)).astype(np.float16))
-    vc = kc.copy()
+    vc, tickets = kc.copy(), kernels.attention_tickets()
     for ctx_used in (300, 2000):
         pos = cp.asarray([ctx_used], np.int32)
         rows.append((f"attention decode (RoPE and KV store included) at position {ctx_used}",
-                     _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo)), None))
+                     _graph_time_us(lambda: kernels.attention_decode(q, k, v, kc, vc, pos, 1e6, True, qo, tickets)),
+                     None))
     # The second 256-token chunk of a 512-token prefill: queries at positions 256..511.
     pos, qs = cp.asarray([256], np.int32), vec(256, 14, 64)
     qso = cp.empty_like(qs)

@@ -81,6 +81,7 @@ ATTN_THREADS = 256  # attention.cu: ATTN_WARPS * 32
 ATTN_CHUNK = 64  # attention.cu: positions per chunk of attention_split (CHUNK)
 ATTN_SPLIT_BLOCKS = 1024  # attention_split's blocks over all heads, at most (8 per SM of an H200):
                           # more chunks than that share blocks, whatever the cache's size
+ATTN_TICKET_HEADS = 1024  # query heads attention_tickets' counters serve, at most
 MAX_HEAD_DIM = 256  # attention.cu
 FA_QUERIES, FA_THREADS = 32, 64  # attention.cu: queries and threads per block of attention_mma_*
 FA_HEAD_DIMS = (64, 96, 128)  # attention.cu: the head sizes attention_mma_* is built for
@@ -689,31 +690,41 @@ def decode_split(n_head: int, span: int) -> int:
     return max(1, min(_blocks(span, ATTN_CHUNK), ATTN_SPLIT_BLOCKS // n_head))
 
 
+def attention_tickets() -> cp.ndarray:
+    """The zeroed counters attention_decode's blocks draw tickets from (attention.cu's
+    attention_split), one per query head; one buffer per stream of decode steps (an engine's),
+    kept across them: every launch leaves its counters zero again."""
+    return cp.zeros(ATTN_TICKET_HEADS, np.uint32)
+
+
 def attention_decode(q: cp.ndarray, k: cp.ndarray, v: cp.ndarray, k_cache: cp.ndarray, v_cache: cp.ndarray,
-                     pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray, sinks: cp.ndarray | None = None,
-                     window: int = 0, freqs: cp.ndarray | None = None, magnitude: float = 1.0) -> cp.ndarray:
+                     pos0: cp.ndarray, freq_base: float, neox: bool, out: cp.ndarray, tickets: cp.ndarray,
+                     sinks: cp.ndarray | None = None, window: int = 0, freqs: cp.ndarray | None = None,
+                     magnitude: float = 1.0) -> cp.ndarray:
     """One query per head at position p = pos0[0], q and k not yet rotated: store rope(k), v
     (1, n_kv, head_dim) at p in the caches, then attend with rope(q) over 0..p like `attention`
-    (sinks and window as there), the positions split over blocks (attention_split, then
-    attention_combine; decode_split says how many); RoPE as `rope` (freqs and magnitude as there)."""
+    (sinks and window as there), the positions split over blocks (decode_split says how many)
+    whose last to finish per head merges them, counted in `tickets` (attention_tickets); RoPE
+    as `rope` (freqs and magnitude as there)."""
     n_tok, n_head, head_dim, n_kv, ctx = _check_attention(q, k_cache, v_cache, pos0, out, sinks, window)
     _check_rope_table(freqs, head_dim)
     if n_tok != 1 or not supports_decode_attention(head_dim):
         raise ValueError(f"decode attention takes one token and a head_dim multiple of 64, got {q.shape}")
     for name, a in (("k", k), ("v", v)):
         _check(a, np.float32, (1, n_kv, head_dim), name)
+    if n_head > ATTN_TICKET_HEADS:
+        raise ValueError(f"decode attention takes at most {ATTN_TICKET_HEADS} query heads, got {n_head}")
+    _check(tickets, np.uint32, (ATTN_TICKET_HEADS,), "tickets")
     chunks = decode_split(n_head, min(ctx, window) if window > 0 else ctx)  # the positions a query sees, at most
     partial = cp.empty((n_head, chunks, head_dim + 2), np.float32)
     stage = 4 * ATTN_CHUNK * head_dim  # a chunk's keys and values, fp16 (attention.cu)
     if stage > 48 << 10:
         _allow_shared("attention", "attention_split")
     _launch("attention", "attention_split", (n_head, chunks), (128,),
-            (q, k, v, k_cache, v_cache, partial, np.int32(n_head), np.int32(n_kv), np.int32(head_dim), np.int32(ctx),
-             pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox), np.int32(window),
-             _NULL if freqs is None else freqs, np.float32(magnitude)), stage)
-    _launch("attention", "attention_combine", (n_head,), (head_dim,),
-            (partial, out, np.int32(head_dim), np.int32(chunks), pos0, _NULL if sinks is None else sinks,
-             np.int32(window)))
+            (q, k, v, k_cache, v_cache, partial, out, tickets, np.int32(n_head), np.int32(n_kv), np.int32(head_dim),
+             np.int32(ctx), pos0, np.float32(1.0 / np.sqrt(head_dim)), np.float32(freq_base), np.int32(neox),
+             np.int32(window), _NULL if freqs is None else freqs, np.float32(magnitude),
+             _NULL if sinks is None else sinks), stage)
     return out
 
 

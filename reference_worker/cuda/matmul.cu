@@ -4,9 +4,10 @@
 // do the RMSNorm before q/k/v and before the gate (a norm read by all of a block's rows), and
 // q, k and v share one launch.
 // In the mat-vecs and matmul_few, eight lanes share a 32-value unit (quant.cuh), so a warp walks
-// four units per step with coalesced loads of both the weights and x (matmul_few: of 2 or 4 rows
-// and up to FEW_TOKENS tokens, each x value loaded once for all the rows; kernels.py runs it for
-// prefill="tiled" only); matmul_few_mma (prompts of 2..31 tokens by default) multiplies weights
+// four units per step with coalesced loads of both the weights and x (matvec_gated and
+// matvec_many: four lanes for the types of PAIRS, eight units a step, unit_dot; matmul_few: of 2
+// or 4 rows and up to FEW_TOKENS tokens, each x value loaded once for all the rows; kernels.py
+// runs it for prefill="tiled" only); matmul_few_mma (prompts of 2..31 tokens by default) multiplies weights
 // decoded straight into mma fragments (gemm_mma.cuh); matmul_tiled (prompts of a tile of tokens or
 // more) works on tiles in shared memory, and matmul_mma (the same prompts, on tensor cores:
 // gemm_mma.cuh) on fp16 tiles. Accumulation is in fp32 (finer than the fp16 accumulation
@@ -66,14 +67,57 @@ __device__ const float* stage_inputs(u8* x_at, const float* x, bool stage_x, con
     return x;
 }
 
-// A lane's share of a row's dot product with x: units part * 4 + lane / 8, every 4 * SPLIT-th on.
-template <int QT, int SPLIT>
-__device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int units, int part, int lane) {
-    const int sub = lane & 7;
-    float acc = 0.0f;
+// acc plus a lane's share of unit u of a row times x: decode4's group lane % 8 (eight lanes a
+// unit), or, PAIRED, decode_pair's groups g = lane % 8 and g ^ 4 (four lanes a unit, u = lane / 4
+// modulo 8: one decode of the scale and high bits for eight values, where eight lanes each
+// decoded them for four), its eight products added to acc one by one (FMAs). The lanes of odd
+// units thus start from their unit's second half, and the eight lanes of a shared-memory phase
+// (two units) read x from 32 different banks.
+template <int QT, bool PAIRED>
+__device__ __forceinline__ float unit_dot(float acc, const u8* wrow, const float* x, int u, int lane) {
+    if constexpr (PAIRED) {
+        const int g = lane & 7;
+        const Float4Pair w = decode_pair<QT>(wrow, u, g);
+        const float4 xa = *reinterpret_cast<const float4*>(x + u * 32 + 4 * g);
+        const float4 xb = *reinterpret_cast<const float4*>(x + u * 32 + 4 * (g ^ 4));
+        acc += w.a.x * xa.x; acc += w.a.y * xa.y; acc += w.a.z * xa.z; acc += w.a.w * xa.w;
+        acc += w.b.x * xb.x; acc += w.b.y * xb.y; acc += w.b.z * xb.z; acc += w.b.w * xb.w;
+        return acc;
+    } else {
+        return acc + dot4(decode4<QT>(wrow, u, lane & 7), *reinterpret_cast<const float4*>(x + u * 32 + 4 * (lane & 7)));
+    }
+}
+
+// Calls step(u, inside) for the units of a row of `units` that this lane takes with unit_dot
+// (LANES lanes a unit, a warp step STEP = 32 / LANES units; SPLIT warps a row: units
+// part * STEP + lane / LANES, every SPLIT * STEP-th on), in trips the same for every lane: 28
+// units in steps of 8 would otherwise leave half the lanes 3 trips and half 4, run one after the
+// other. Past the last unit a lane gets the last unit again with inside false, to keep its sums
+// (selects, not a branch: the steps stay one block to schedule).
+template <bool PAIRED, int SPLIT, typename Step>
+__device__ __forceinline__ void each_unit(int units, int part, int lane, Step step) {
+    constexpr int LANES = PAIRED ? 4 : 8, STEP = 32 / LANES;
 #pragma unroll 4
-    for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT)
-        acc += dot4(decode4<QT>(wrow, u, sub), *reinterpret_cast<const float4*>(x + u * 32 + 4 * sub));
+    for (int u0 = part * STEP; u0 < units; u0 += STEP * SPLIT) {
+        const int u = u0 + lane / LANES;
+        step(u < units ? u : units - 1, u < units);
+    }
+}
+
+// A lane's share of a row's dot product with x: units part * 4 + lane / 8, every 4 * SPLIT-th on,
+// or PAIRED (the types of PAIRS) those each_unit gives.
+template <int QT, int SPLIT, bool PAIRED = false>
+__device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int units, int part, int lane) {
+    float acc = 0.0f;
+    if constexpr (PAIRED) {
+        each_unit<true, SPLIT>(units, part, lane, [&](int u, bool inside) {
+            const float with_u = unit_dot<QT, true>(acc, wrow, x, u, lane);
+            acc = inside ? with_u : acc;
+        });
+    } else {
+#pragma unroll 4
+        for (int u = part * 4 + (lane >> 3); u < units; u += 4 * SPLIT) acc = unit_dot<QT, false>(acc, wrow, x, u, lane);
+    }
     return acc;
 }
 
@@ -81,8 +125,8 @@ __device__ __forceinline__ float row_dot(const u8* wrow, const float* x, int uni
 // (the down projection), each summing every SPLIT-th step; partial sums meet in shared memory.
 // With norm, x is first RMS-normalised with weight norm (rmsnorm_in_shared). The third matrix of
 // the stack may be of type QT2 (its rows row_bytes2 long): q and k of one type, v of another in
-// one launch (matvec_normed2_*).
-template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1, int QT2 = QT>
+// one launch (matvec_normed2_*). PAIRED: four lanes a unit (row_dot).
+template <int QT, int SPLIT, bool STAGE_X = SPLIT == 1, int QT2 = QT, bool PAIRED = false>
 __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, float eps, const float* residual,
                             int n_in, int n_out, long long row_bytes, long long row_bytes2 = 0) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -106,8 +150,8 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
     const float* bias = pick(which, s.bias0, s.bias1, s.bias2);
     float* y = pick(which, s.y0, s.y1, s.y2);
     const int units = active ? n_in >> 5 : 0;
-    float acc = second ? row_dot<QT2, SPLIT>(wrow, x, units, part, lane)
-                       : row_dot<QT, SPLIT>(wrow, x, units, part, lane);
+    float acc = second ? row_dot<QT2, SPLIT, PAIRED>(wrow, x, units, part, lane)
+                       : row_dot<QT, SPLIT, PAIRED>(wrow, x, units, part, lane);
     launch_dependents();  // late: see stage_inputs
     acc = warp_sum(acc);
     if (SPLIT == 1) {
@@ -127,15 +171,16 @@ __device__ void matvec_impl(const Stack& s, const float* x, const float* norm, f
 
 // Decode of the SwiGLU gate from the un-normalised x: y[r] = silu(Wg[r] . h) * (Wu[r] . h) with
 // h = rmsnorm(x) * norm, a warp per row reading both matrices (of one quant type) in one pass,
-// in matvec_impl's order of summation. Shared memory as matvec_impl's, two slots a warp (its
-// gate row, then its up row). GATED_WARPS rows a block: each block stages and normalises x,
-// which for 4864 rows in blocks of 4 moved more bytes from L2 than the weights did.
+// four lanes a unit for the types of PAIRS (unit_dot), else in matvec_impl's order of
+// summation. Shared memory as matvec_impl's, two slots a warp (its gate row, then its up row).
+// GATED_WARPS rows a block: each block stages and normalises x, which for 4864 rows in blocks of
+// 4 moved more bytes from L2 than the weights did.
 #define GATED_WARPS 8
 template <int QT>
 __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restrict__ Wu, const float* x,
                                   const float* norm, float eps, float* __restrict__ y, int n_in, int n_out,
                                   long long row_bytes) {
-    const int lane = threadIdx.x & 31, sub = lane & 7, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int row = blockIdx.x * GATED_WARPS + warp;
     const bool active = row < n_out;
     u8* slots = reinterpret_cast<u8*>(staged);
@@ -149,12 +194,12 @@ __device__ void matvec_gated_impl(const u8* __restrict__ Wg, const u8* __restric
     x = stage_inputs(x_at, x, true, norm, norm_at, eps, n_in);
     const int units = active ? n_in >> 5 : 0;
     float g = 0.0f, u = 0.0f;
-#pragma unroll 4
-    for (int k = lane >> 3; k < units; k += 4) {
-        const float4 xv = *reinterpret_cast<const float4*>(x + k * 32 + 4 * sub);
-        g += dot4(decode4<QT>(gate, k, sub), xv);
-        u += dot4(decode4<QT>(up, k, sub), xv);
-    }
+    each_unit<PAIRS<QT>, 1>(units, 0, lane, [&](int k, bool inside) {
+        const float g_k = unit_dot<QT, PAIRS<QT>>(g, gate, x, k, lane);
+        const float u_k = unit_dot<QT, PAIRS<QT>>(u, up, x, k, lane);
+        g = inside ? g_k : g;
+        u = inside ? u_k : u;
+    });
     launch_dependents();  // late: see stage_inputs
     g = warp_sum(g);
     u = warp_sum(u);
@@ -415,7 +460,9 @@ extern "C" __global__ void sum_splits_stacked(const float* __restrict__ partial,
     matvec_many_##NAME(const u8* W, const float* x, float* y, const float* bias,                  \
                        const float* residual, int n_in, int n_out, long long row_bytes) {         \
         const Stack s{W, W, W, bias, bias, bias, y, y, y, n_out, n_out};                          \
-        matvec_impl<QT, 1, false>(s, x, nullptr, 0.0f, residual, n_in, n_out, row_bytes);         \
+        constexpr bool PAIRED = PAIRS<QT>;                                                        \
+        matvec_impl<QT, 1, false, QT, PAIRED>(s, x, nullptr, 0.0f, residual, n_in, n_out,         \
+                                              row_bytes);                                         \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS)                                      \
     matvec_split_##NAME(const u8* W, const float* x, float* y, const float* bias,                 \

@@ -98,6 +98,7 @@ class CudaOps:
         self.arena = WeightArena(gguf, device, reserve_bytes, vram_budget_bytes, chunk_bytes, on_progress)
         # (position of the first token, token, history length): read by the kernels, see module doc.
         self.state = cp.zeros(3, np.int32)
+        self.attention_tickets = kernels.attention_tickets()  # decode attention's counters, zero between launches
         self.capture_mode = False  # tokens from capture_ids, positions from `state` (see `capturing`)
         self.capture_ids: cp.ndarray | None = None
         self.keep_logits = False  # to_host leaves logits on the device
@@ -297,8 +298,8 @@ class CudaOps:
         pos0, k_cache, v_cache = self.state[0:1], cache.k[layer], cache.v[layer]
         freqs, magnitude = (None, 1.0) if yarn is None else (yarn.freqs, yarn.magnitude)
         if n == 1 and kernels.supports_decode_attention(q.shape[2]):
-            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q), sinks,
-                                            window, freqs, magnitude).reshape(n, -1)
+            return kernels.attention_decode(q, k, v, k_cache, v_cache, pos0, base, neox, cp.empty_like(q),
+                                            self.attention_tickets, sinks, window, freqs, magnitude).reshape(n, -1)
         q, k = kernels.rope(q, pos0, base, neox, cp.empty_like(q), k, cp.empty_like(k), freqs, magnitude)
         kernels.kv_store(k, v, k_cache, v_cache, pos0)
         return kernels.attention(q, k_cache, v_cache, pos0, cp.empty_like(q), sinks, window).reshape(n, -1)

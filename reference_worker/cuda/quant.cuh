@@ -87,6 +87,54 @@ template <> __device__ __forceinline__ float4 decode4<QT_Q8_0>(const u8* row, in
                        d * (float)(signed char)byte_of(q, 2), d * (float)(signed char)byte_of(q, 3));
 }
 
+// decode_pair(row, u, g) (g in 0..7): groups g and g ^ 4 of unit u, that is decode4(row, u, g)
+// and decode4(row, u, g ^ 4) (bit for bit but for the sign of a zero: scaled_bytes), for the types where the two share most of their
+// decode (PAIRS): a mat-vec then gives each unit four lanes of eight values, not eight of four.
+struct Float4Pair {
+    float4 a, b;
+};
+template <int QT> __device__ __forceinline__ Float4Pair decode_pair(const u8* row, int u, int g);
+template <int QT> constexpr bool PAIRS = QT == QT_Q5_0 || QT == QT_Q8_0;
+
+// d * (b - offset) for each of the four bytes b of w (offset a whole number, 0..255), as decode4's
+// d * (float)(b - offset) but that a zero is +0 (decode4's is -0 where d < 0), and with no
+// int-to-float conversion (I2F issues at an eighth of the FMA rate on Hopper): a byte permute
+// makes the float 2^15 + b (b in mantissa bits 8..15), and one FMA takes d (2^15 + offset) off
+// d (2^15 + b). d (2^15 + offset) is exact in fp32 (at most 11 + 12 significant bits), and so is
+// d (b - offset) (at most 11 + 8), so the FMA's one rounding changes nothing.
+__device__ __forceinline__ float byte_as_float(u32 w, u32 selector) {
+    return __uint_as_float(__byte_perm(w, 0x47000000u, selector));  // bytes 0, w's byte, 0, 0x47
+}
+
+__device__ __forceinline__ float4 scaled_bytes(float d, u32 w, float offset) {
+    const float c = -d * (32768.0f + offset);
+    return make_float4(fmaf(d, byte_as_float(w, 0x7404), c), fmaf(d, byte_as_float(w, 0x7414), c),
+                       fmaf(d, byte_as_float(w, 0x7424), c), fmaf(d, byte_as_float(w, 0x7434), c));
+}
+
+// Q5_0 group g of a block from its scale d, high-bit word qh and the qs word of g % 4: the
+// nibbles of g / 2 (low or high) with bits 4g..4g+3 of qh moved to bit 4 of each byte (the
+// multiply puts bit i at 8i + 4; its four shifted copies do not overlap, so nothing carries).
+__device__ __forceinline__ float4 q5_0_group(float d, u32 qh, u32 qs, int g) {
+    const u32 high = (((qh >> (4 * g)) & 0xFu) * 0x02040810u) & 0x10101010u;
+    return scaled_bytes(d, ((qs >> (4 * (g >> 2))) & 0x0F0F0F0Fu) | high, 16.0f);
+}
+
+template <> __device__ __forceinline__ Float4Pair decode_pair<QT_Q5_0>(const u8* row, int u, int g) {
+    const u8* b = row + u * 22;
+    const float d = load_half(b);
+    const u32 qh = load_u32_2aligned(b + 2), qs = load_u32_2aligned(b + 6 + 4 * (g & 3));
+    return {q5_0_group(d, qh, qs, g), q5_0_group(d, qh, qs, g ^ 4)};
+}
+
+// Q8_0's int8 q as the byte q + 128 (q ^ 0x80), for scaled_bytes.
+template <> __device__ __forceinline__ Float4Pair decode_pair<QT_Q8_0>(const u8* row, int u, int g) {
+    const u8* b = row + u * 34;
+    const float d = load_half(b);
+    return {scaled_bytes(d, load_u32_2aligned(b + 2 + 4 * g) ^ 0x80808080u, 128.0f),
+            scaled_bytes(d, load_u32_2aligned(b + 2 + 4 * (g ^ 4)) ^ 0x80808080u, 128.0f)};
+}
+
 // E8M0 scale halved, as ggml_e8m0_to_fp32_half: the fp4 table below is doubled.
 __device__ __forceinline__ float e8m0_half(u32 e) {
     return __uint_as_float(e < 2 ? (0x00200000u << e) : ((e - 1) << 23));

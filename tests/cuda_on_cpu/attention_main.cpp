@@ -6,6 +6,7 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // layers.cu's other k
 static uint4 kv_stage[4 * 64 * 256 / 16];
 #include "attention.cu"
 #include "layers.cu"
+#include <bit>
 // attention_main IN OUT
 // IN: int32 mode (0 prefill, 1 decode), n_tok, n_head, n_kv, head_dim, ctx, start, window,
 // n_prev, has_sinks, neox, has_freqs, split_blocks (kernels.ATTN_SPLIT_BLOCKS); float32 scale, base, magnitude; then float32 q (n_tok,
@@ -13,8 +14,11 @@ static uint4 kv_stage[4 * 64 * 256 / 16];
 // start - 1), k_new and v_new (n_tok, n_kv, head_dim), sinks (n_head) and freqs (head_dim / 2)
 // when present. The caches (n_kv, ctx, head_dim) start as fp16 NaN; k_prev and v_prev go in with
 // kv_store, then the tokens as kernels.py launches them: kv_store + attention for a prefill,
-// attention_split + attention_combine (which store the new key and value) for a decode.
-// OUT: float32 out (n_tok, n_head, head_dim), then the K and V caches as fp16 bits.
+// attention_split (which stores the new key and value and merges the blocks) for a decode.
+// OUT: float32 out (n_tok, n_head, head_dim), then the K and V caches as fp16 bits; for a decode
+// then also: out of a second launch over the same counters (a graph replay), out of a separate
+// combine_partials launch over the first launch's block states (a block per head of head_dim
+// threads: the attention_combine kernel the merge replaced), and the counters (uint32 n_head).
 template <class T> std::vector<T> read(FILE* f, size_t n) {
     std::vector<T> v(n);
     if (n && fread(v.data(), sizeof(T), n, f) != n) { fprintf(stderr, "short input\n"); exit(2); }
@@ -55,11 +59,26 @@ int main(int argc, char** argv) {
         const int span = window > 0 ? std::min(ctx, window) : ctx;  // kernels.decode_split
         const int chunks = std::max(1, std::min((span + CHUNK - 1) / CHUNK, split_blocks / n_head));
         std::vector<float> partial((size_t)n_head * chunks * (head_dim + 2), NAN);
-        launch(dim3(n_head, chunks), 32 * SPLIT_WARPS, [&] {
-            attention_split(q.data(), k_new.data(), v_new.data(), k_cache.data(), v_cache.data(), partial.data(), n_head,
-                            n_kv, head_dim, ctx, pos0, g[0], g[1], neox, window, freq, g[2]); });
-        launch(n_head, head_dim, [&] { attention_combine(partial.data(), out.data(), head_dim, chunks, pos0, sink,
-                                                         window); });
+        std::vector<u32> tickets(1024, 0);  // kernels.attention_tickets
+        auto decode = [&](std::vector<float>& result) {
+            launch(dim3(n_head, chunks), 32 * SPLIT_WARPS, [&] {
+                attention_split(q.data(), k_new.data(), v_new.data(), k_cache.data(), v_cache.data(), partial.data(),
+                                result.data(), tickets.data(), n_head, n_kv, head_dim, ctx, pos0, g[0], g[1], neox,
+                                window, freq, g[2], sink); });
+        };
+        decode(out);
+        const std::vector<float> states = partial;
+        std::vector<float> replayed(out.size(), NAN), combined(out.size(), NAN);
+        decode(replayed);
+        const int first = window > 0 ? std::max(0, start - window + 1) : 0;
+        const int used = std::min((start - first) / CHUNK + 1, chunks);
+        launch(n_head, head_dim, [&] {
+            const int h = blockIdx.x;
+            combine_partials(states.data() + (size_t)h * chunks * (head_dim + 2), combined.data() + h * head_dim,
+                             head_dim, used, sink ? sink + h : nullptr); });
+        out.insert(out.end(), replayed.begin(), replayed.end());
+        out.insert(out.end(), combined.begin(), combined.end());
+        for (int h = 0; h < n_head; ++h) out.push_back(std::bit_cast<float>(tickets[h]));
     }
     FILE* o = fopen(argv[2], "wb");
     fwrite(out.data(), 4, out.size(), o);

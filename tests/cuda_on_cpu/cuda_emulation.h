@@ -77,6 +77,14 @@ inline int atomicMax(int* p, int v) { int o = *p; if (v > o) *p = v; return o; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
+// PRMT's default mode: byte i of the result is byte (s >> 4i) & 7 of y:x (the sign-replicating
+// selectors, bit 3, are not emulated).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long v = (unsigned long long)y << 32 | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)(v >> (8 * ((s >> (4 * i)) & 7)) & 0xFF) << (8 * i);
+    return r;
+}
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
