@@ -58,6 +58,8 @@ class Job:
     answered: threading.Event = field(default_factory=threading.Event)
     #: When the scenario sent POST /cancel for it (time.monotonic, as event arrival times).
     cancel_sent: float | None = None
+    #: When the worker had answered it (the cancel reached the worker between the two).
+    cancel_answered: float | None = None
 
     def ended_before_cancel(self) -> bool:
         """Whether its stream shows the job ended normally before its cancel went out (see
