@@ -58,7 +58,7 @@ class Job:
     answered: threading.Event = field(default_factory=threading.Event)
     #: When the scenario sent POST /cancel for it (time.monotonic, as event arrival times).
     cancel_sent: float | None = None
-    #: When the worker had answered it (the cancel reached the worker between the two).
+    #: When the last POST /cancel for it was answered: the worker got the cancel between cancel_sent and this.
     cancel_answered: float | None = None
 
     def ended_before_cancel(self) -> bool:
