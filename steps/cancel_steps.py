@@ -15,8 +15,7 @@ CANCEL_DEADLINE_S = 5.0
 
 
 def cancel(worker, job, times: int = 1) -> list:
-    """POST /cancel for job, `times` times, noting when the first went out and when the last was answered."""
-    job.cancel_sent = time.monotonic()
+    """POST /cancel for job, `times` times, noting when the last was answered."""
     answers = [worker.cancel(job.request["job_id"]) for _ in range(times)]
     job.cancel_answered = time.monotonic()
     return answers

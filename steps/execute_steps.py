@@ -263,14 +263,14 @@ def stream_ends_with_error(request, seconds, code):
 
 
 def skip_if_it_ended_before_its_cancel(job) -> None:
-    """A job that finished before its cancel went out was not running when cancelled: on a fast
+    """A job that finished before its cancel was answered may have ended before the worker got it: on a fast
     worker (a small model, max_tokens at most 2048, or an early end token) the scenario cannot
     be staged, which is a skip with the reason, not a failure of the worker."""
     if job.ended_before_cancel():
         end = job.stream.terminal.data
         pytest.skip(f"the job ended ({end.get('stop_reason', 'end')}, {len(job.stream.tokens)} tokens in "
-                    f"{end.get('decode_time_ms')} ms of decoding) before its cancel went out, "
-                    f"{1000 * (job.cancel_sent - job.stream.tokens[0].arrived):.0f} ms after its first token: "
+                    f"{end.get('decode_time_ms')} ms of decoding) before its cancel was answered, "
+                    f"{1000 * (job.cancel_answered - job.stream.tokens[0].arrived):.0f} ms after its first token: "
                     "too fast a worker for this scenario")
 
 

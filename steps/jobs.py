@@ -56,15 +56,15 @@ class Job:
     thread: threading.Thread | None = None
     #: Set once the worker answered the request with a status line (or the request failed).
     answered: threading.Event = field(default_factory=threading.Event)
-    #: When the scenario sent POST /cancel for it (time.monotonic, as event arrival times).
-    cancel_sent: float | None = None
-    #: When the last POST /cancel for it was answered: the worker got the cancel between cancel_sent and this.
+    #: When the last POST /cancel for it was answered (time.monotonic, as event arrival times): the
+    #: worker got the cancel before this.
     cancel_answered: float | None = None
 
     def ended_before_cancel(self) -> bool:
-        """Whether its stream shows the job ended normally before its cancel went out (see
-        ended_before). Never true where no cancel was sent."""
-        return self.cancel_sent is not None and self.ended_before(self.cancel_sent)
+        """Whether its stream shows the job ended normally before its cancel was answered (see
+        ended_before): the worker may have got the cancel at any moment up to the answer. Never true
+        where no cancel was sent."""
+        return self.cancel_answered is not None and self.ended_before(self.cancel_answered)
 
     def ended_before(self, moment: float) -> bool:
         """Whether its stream shows the job ended normally before `moment` (time.monotonic): the

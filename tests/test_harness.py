@@ -206,7 +206,7 @@ def test_a_double_that_breaks_one_rule_fails_exactly_its_requirements(runs, rule
 def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str = "end",
                    first_token_at: float = 10.0) -> Job:
     """A job whose `started` event arrived 0.1 s before its first token (at first_token_at) and
-    whose cancel went out the given time after that token (before it, when negative)."""
+    whose cancel was answered the given time after that token (before it, when negative)."""
     data = {"tokens_out": 8, "stop_reason": "eos"} if terminal == "end" else {"code": "CANCELLED"}
     if decode_ms is not None:
         data["decode_time_ms"] = decode_ms
@@ -214,7 +214,7 @@ def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str =
     events = [Event("started", b"{}", t - 0.1, {}), Event("token", b"{}", t, {"t": "a", "i": 0}),
               Event(terminal, b"{}", t + 0.5, data)]
     job = Job(client=None, request={"job_id": "j"}, stream=Stream(200, "text/event-stream", events=events, closed=t + 1))
-    job.cancel_sent = job.cancel_answered = t + cancel_after_first_token_s
+    job.cancel_answered = t + cancel_after_first_token_s
     return job
 
 
@@ -222,14 +222,14 @@ def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str =
 STILL_RUNNING = _cancelled_job(60_000, 0, first_token_at=9.0)
 
 
-def test_a_job_that_ended_before_its_cancel_went_out_skips_the_scenario():
+def test_a_job_that_ended_before_its_cancel_was_answered_skips_the_scenario():
     # 14 ms of decoding, the cancel 200 ms after the first token: the job was over by then.
     with pytest.raises(pytest.skip.Exception, match="too fast a worker"):
         queued_ends_with_error(_cancelled_job(14, 0.2), STILL_RUNNING, 1, "CANCELLED")
 
 
 @pytest.mark.parametrize("cancel_after_first_token_s", [0.2, -0.05])  # after its token; between started and token
-def test_a_queued_job_that_had_started_before_its_cancel_went_out_skips_the_scenario(cancel_after_first_token_s):
+def test_a_queued_job_that_had_started_before_its_cancel_was_answered_skips_the_scenario(cancel_after_first_token_s):
     # 900 ms of decoding: still going at the cancel, but it had left the queue.
     with pytest.raises(pytest.skip.Exception, match="started event arrived .* before its cancel was answered"):
         queued_ends_with_error(_cancelled_job(900, cancel_after_first_token_s), STILL_RUNNING, 1, "CANCELLED")
