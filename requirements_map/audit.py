@@ -110,7 +110,7 @@ _REPLACED = re.compile(r"\b(?:instead of|rather than|in place of|replacing)\b", 
 _CONTAINER = re.compile(r"(.+?)\s+(?:in|on|inside)\s+(?:(?:the|each|every|an?)\s+(.+)|(/\S.*))$", re.IGNORECASE)
 
 
-_GENERIC = "no verdict: the words are too generic"
+GENERIC_READING = "no verdict: the words are too generic"  # the detail of a feature whose words are all generic
 
 
 class AuditError(ValueError):
@@ -235,7 +235,7 @@ class Auditor:
         times on the blind parts 15-17), and so does a reading of generic words."""
         audit.rules_verdict = audit.verdict
         model = load_verdict_model()
-        if model is None or audit.confidence == "high" or audit.detail == _GENERIC:
+        if model is None or audit.confidence == "high" or audit.detail == GENERIC_READING:
             return
         found = signals(self, audit)
         p = dict(zip(VERDICTS, model.probabilities(signal_vector(self, audit, found))))
@@ -1046,7 +1046,7 @@ class Auditor:
     # --- answers without a verdict
 
     def _generic(self, name, purpose, key) -> FeatureAudit:
-        audit = FeatureAudit(name, purpose, "not addressed by the spec", _GENERIC,
+        audit = FeatureAudit(name, purpose, "not addressed by the spec", GENERIC_READING,
                              "high", "a verdict from generic words would be a guess", [], [])
         audit.check = ("name the feature itself (what it does, the technique, the endpoint); words such as "
                        f"{', '.join(repr(w) for w in name.split()[:4])} occur all over the spec")

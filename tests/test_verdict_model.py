@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from requirements_map.audit import _GENERIC, Auditor
+from requirements_map.audit import GENERIC_READING, Auditor
 from requirements_map.audit_bench import blind_calibration, load_calibration, load_labels, model_held_out, part_of
 from requirements_map.audit_confidence import WEIGHED, signals
 from requirements_map.catalog import load_catalog
@@ -65,7 +65,7 @@ def test_a_verdict_the_model_changes_is_unsure_and_keeps_the_rules_reading(rules
     for feature in ("speculative decoding", "improve the worker"):
         read, weighed = rules.audit(feature), auditor.audit(feature)
         assert read.confidence != "unsure" and (weighed.verdict, weighed.detail) == (read.verdict, read.detail)
-        assert read.confidence == "high" or read.detail == _GENERIC
+        assert read.confidence == "high" or read.detail == GENERIC_READING
 
 
 def test_the_stored_model_and_calibration_are_what_the_labels_give_now(rules):
