@@ -204,7 +204,7 @@ def test_a_double_that_breaks_one_rule_fails_exactly_its_requirements(runs, rule
 
 
 def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str = "end",
-                   first_token_at: float = 10.0) -> Job:
+                   first_token_at: float = 10.0, ends_after_s: float = 0.5) -> Job:
     """A job whose `started` event arrived 0.1 s before its first token (at first_token_at) and
     whose cancel was answered the given time after that token (before it, when negative)."""
     data = {"tokens_out": 8, "stop_reason": "eos"} if terminal == "end" else {"code": "CANCELLED"}
@@ -212,20 +212,24 @@ def _cancelled_job(decode_ms, cancel_after_first_token_s: float, terminal: str =
         data["decode_time_ms"] = decode_ms
     t = first_token_at
     events = [Event("started", b"{}", t - 0.1, {}), Event("token", b"{}", t, {"t": "a", "i": 0}),
-              Event(terminal, b"{}", t + 0.5, data)]
-    job = Job(client=None, request={"job_id": "j"}, stream=Stream(200, "text/event-stream", events=events, closed=t + 1))
+              Event(terminal, b"{}", t + ends_after_s, data)]
+    job = Job(client=None, request={"job_id": "j"},
+              stream=Stream(200, "text/event-stream", events=events, closed=t + ends_after_s + 0.5))
     job.cancel_answered = t + cancel_after_first_token_s
     return job
 
 
 #: The running job of the queue scenario, still generating long after the second job's cancel.
-STILL_RUNNING = _cancelled_job(60_000, 0, first_token_at=9.0)
+STILL_RUNNING = _cancelled_job(60_000, 0, first_token_at=9.0, ends_after_s=61.0)
 
 
 def test_a_job_that_ended_before_its_cancel_was_answered_skips_the_scenario():
     # 14 ms of decoding, the cancel 200 ms after the first token: the job was over by then.
     with pytest.raises(pytest.skip.Exception, match="too fast a worker"):
         queued_ends_with_error(_cancelled_job(14, 0.2), STILL_RUNNING, 1, "CANCELLED")
+    # a long decode, but its end event arrived before the cancel was answered: the two crossed
+    with pytest.raises(pytest.skip.Exception, match="too fast a worker"):
+        queued_ends_with_error(_cancelled_job(60_000, 0.6), STILL_RUNNING, 1, "CANCELLED")
 
 
 @pytest.mark.parametrize("cancel_after_first_token_s", [0.2, -0.05])  # after its token; between started and token
